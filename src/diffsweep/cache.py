@@ -1,0 +1,109 @@
+"""The pipeline cache: each builder is materialised at most once per process.
+
+Several pipelines stay loaded; when a new one would not fit the memory budget, the least
+recently used ones are released first (moved off the accelerator, dropped, memory returned).
+The cache lives for the process, so Hydra multirun jobs in one process share it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from diffsweep import devices
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CacheStats:
+    loads: int = 0
+    hits: int = 0
+    evictions: int = 0
+
+
+@dataclass
+class Entry:
+    pipeline: Any
+    nbytes: int
+    load_seconds: float
+
+
+def pipeline_nbytes(pipeline: Any) -> int:
+    """Bytes held by the parameters and buffers of a pipeline's torch modules."""
+    total = 0
+    for component in getattr(pipeline, "components", {}).values():
+        if isinstance(component, torch.nn.Module):
+            total += sum(t.numel() * t.element_size() for t in component.parameters())
+            total += sum(t.numel() * t.element_size() for t in component.buffers())
+    return total
+
+
+class PipelineCache:
+    """LRU cache of loaded pipelines keyed by builder hash, bounded by a byte budget."""
+
+    def __init__(self, budget_bytes: int | None = None):
+        self.budget_bytes = budget_bytes
+        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        self.stats = CacheStats()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def get(self, key: str, load: Callable[[], Any], device: torch.device) -> tuple[Any, Entry, bool]:
+        """(pipeline, entry, was_loaded) for `key`, loading with `load()` on a miss."""
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            self.stats.hits += 1
+            return self.entries[key].pipeline, self.entries[key], False
+        started = time.perf_counter()
+        pipeline = load()
+        entry = Entry(pipeline, pipeline_nbytes(pipeline), time.perf_counter() - started)
+        self._make_room(entry.nbytes, device)
+        self.entries[key] = entry
+        self.stats.loads += 1
+        return pipeline, entry, True
+
+    def _make_room(self, incoming: int, device: torch.device) -> None:
+        while self.entries:
+            held = sum(e.nbytes for e in self.entries.values())
+            free = devices.free_memory_bytes(device)
+            over_budget = self.budget_bytes is not None and held + incoming > self.budget_bytes
+            short_on_device = free is not None and free < incoming
+            if not (over_budget or short_on_device):
+                return
+            self.evict_oldest(device)
+
+    def evict_oldest(self, device: torch.device) -> None:
+        key, entry = self.entries.popitem(last=False)
+        log.info("releasing pipeline %s (%.1f MB) to make room", key[:12], entry.nbytes / 2**20)
+        try:
+            entry.pipeline.to("cpu")
+        except Exception:  # noqa: BLE001 - offloaded pipelines may refuse .to(); dropping is enough
+            pass
+        del entry
+        gc.collect()
+        devices.empty_cache(device)
+        self.stats.evictions += 1
+
+    def clear(self, device: torch.device) -> None:
+        while self.entries:
+            self.evict_oldest(device)
+
+
+_PROCESS_CACHE: PipelineCache | None = None
+
+
+def process_cache() -> PipelineCache:
+    """The cache shared by every run in this process (multirun jobs included)."""
+    global _PROCESS_CACHE
+    if _PROCESS_CACHE is None:
+        _PROCESS_CACHE = PipelineCache()
+    return _PROCESS_CACHE

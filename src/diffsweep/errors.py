@@ -1,0 +1,54 @@
+"""Error types and the exit codes they map to (DESIGN.md: 0 ok, 1 failed items, 2 bad config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILED_ITEMS = 1
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 3
+EXIT_INTERRUPTED = 130
+
+
+class DiffsweepError(Exception):
+    """A failure that is reported as one clear line, without a traceback."""
+
+    exit_code = EXIT_RUNTIME
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in the configuration: where (file and key path) and what was expected."""
+
+    path: str
+    message: str
+    source: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+
+
+class ConfigError(DiffsweepError):
+    """The configuration is invalid; nothing has been written."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, issues: list[ConfigIssue] | ConfigIssue | str):
+        if isinstance(issues, str):
+            issues = [ConfigIssue("", issues)]
+        elif isinstance(issues, ConfigIssue):
+            issues = [issues]
+        self.issues = list(issues)
+        count = len(self.issues)
+        head = "invalid configuration" + (f" ({count} errors)" if count > 1 else "")
+        super().__init__(head + ":\n" + "\n".join(f"  - {issue}" for issue in self.issues))
+
+
+class ModelUnavailableError(DiffsweepError):
+    """A model (or one of its components) cannot be loaded: offline, gated, missing or wrong id."""
+
+
+class RunLockedError(DiffsweepError):
+    """Another live diffsweep process is writing the same run folder."""

@@ -1,0 +1,105 @@
+"""Grid axes and their lazy expansion into points.
+
+An axis is a list, a numeric range `{start, stop, step}` (stop excluded, like `range`), or a text
+file `{file: path}` with one value per line. `product` combines axes like `itertools.product`
+(the last axis changes fastest, which defines each point's grid index); `zip` pairs them up.
+Points can be produced in any axis nesting order while keeping their original grid index, so
+the planner can put costly axes outermost without materialising the grid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffsweep.errors import ConfigError, ConfigIssue
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    values: tuple[Any, ...]
+
+
+def expand_range(spec: Mapping[str, Any]) -> list[Any]:
+    start, stop = spec["start"], spec["stop"]
+    step = spec.get("step", 1)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in (start, stop, step)):
+        return list(range(start, stop, step))
+    count = max(0, math.ceil((stop - start) / step - 1e-9))
+    # round away float noise (0.1 * 3 = 0.30000000000000004) so values hash as written
+    return [round(start + i * step, 10) for i in range(count)]
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-empty lines of a UTF-8 text file; `#` starts a comment line."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def expand_axis(name: str, spec: Any, base_dir: Path, source: str | None = None) -> Axis:
+    """Turn one config axis into its list of values (errors name `sweep.grid.<name>`)."""
+    where = f"sweep.grid.{name}"
+    if isinstance(spec, Mapping) and "file" in spec:
+        path = Path(spec["file"]).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            values: list[Any] = read_lines(path)
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(ConfigIssue(f"{where}.file", f"cannot read {path}: {error.strerror or error}", source))
+        if not values:
+            raise ConfigError(ConfigIssue(f"{where}.file", f"{path} has no values (one per line expected)", source))
+    elif isinstance(spec, Mapping):
+        values = expand_range(spec)
+        if not values:
+            raise ConfigError(ConfigIssue(where, f"range {dict(spec)} is empty", source))
+    else:
+        values = list(spec)
+    return Axis(name, tuple(values))
+
+
+class Grid:
+    """A product or zip of axes with random access by grid index."""
+
+    def __init__(self, axes: Sequence[Axis], mode: str):
+        self.axes = list(axes)
+        self.mode = mode
+        if mode == "zip" and len({len(a.values) for a in self.axes}) > 1:
+            lengths = ", ".join(f"{a.name} has {len(a.values)}" for a in self.axes)
+            raise ConfigError(ConfigIssue("sweep.grid", f"zip mode needs axes of equal length; {lengths}"))
+
+    def __len__(self) -> int:
+        if not self.axes:
+            return 1
+        if self.mode == "zip":
+            return len(self.axes[0].values)
+        return math.prod(len(a.values) for a in self.axes)
+
+    def point(self, index: int) -> dict[str, Any]:
+        if self.mode == "zip":
+            return {a.name: a.values[index] for a in self.axes}
+        point = {}
+        for axis in reversed(self.axes):
+            index, position = divmod(index, len(axis.values))
+            point[axis.name] = axis.values[position]
+        return {a.name: point[a.name] for a in self.axes}
+
+    def iter_points(self, outer_first: Sequence[str] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(grid index, point) for every point; in product mode the named axes vary slowest."""
+        if self.mode == "zip" or not self.axes:
+            yield from ((i, self.point(i)) for i in range(len(self)))
+            return
+        order = [a for name in outer_first for a in self.axes if a.name == name]
+        order += [a for a in self.axes if a not in order]
+        strides = {}
+        stride = 1
+        for axis in reversed(self.axes):
+            strides[axis.name] = stride
+            stride *= len(axis.values)
+        for positions in itertools.product(*(range(len(a.values)) for a in order)):
+            index = sum(strides[a.name] * p for a, p in zip(order, positions))
+            yield index, {a.name: a.values[p] for a, p in zip(order, positions)}

@@ -1,0 +1,57 @@
+"""Canonical identities: the builder hash and the item id.
+
+Both are SHA-256 over canonical JSON of resolved, typed values: sorted keys, compact separators,
+UTF-8 kept as is, NaN/Infinity refused, Python's shortest round-trip float spelling, and a
+`hash_schema` version field. Integers and floats are normalised by the schema before hashing,
+so `30` and `30.0` for an integer key hash alike, as do `7` and `7.0` for a number key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+HASH_SCHEMA = 1
+SHORT = 12
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation every hash is taken over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def digest(kind: str, payload: Mapping[str, Any]) -> str:
+    """Full hex SHA-256 of a versioned, kind-tagged payload."""
+    document = {"hash_schema": HASH_SCHEMA, "kind": kind, **payload}
+    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+
+
+def short(full_digest: str) -> str:
+    """The 12-character form used in file names and logs."""
+    return full_digest[:SHORT]
+
+
+def builder_hash(identity: Mapping[str, Any]) -> str:
+    """Hash of a builder's identity (see providers.base.builder_identity for what is in it)."""
+    return digest("builder", {"builder": dict(identity)})
+
+
+def item_id(builder_digest: str, params: Mapping[str, Any]) -> str:
+    """Hash of one output: its builder plus every generation parameter, seed included."""
+    return digest("item", {"builder": builder_digest, "params": dict(params)})
+
+
+def normalise_number(value: Any, kind: str) -> Any:
+    """Coerce a JSON number to the schema's kind ("integer" or "number")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    if kind == "integer":
+        return int(value)
+    if kind == "number":
+        return float(value)
+    return value

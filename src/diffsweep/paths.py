@@ -1,0 +1,36 @@
+"""Where diffsweep finds its shipped files (conf/, schemas/) and keeps its cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _shipped_dir(name: str, marker: str) -> Path:
+    # An installed wheel carries conf/ and schemas/ inside the package; a source checkout
+    # (editable install, tests) keeps them at the repository top level.
+    for candidate in (_PACKAGE_DIR / name, _PACKAGE_DIR.parents[1] / name):
+        if (candidate / marker).is_file():
+            return candidate
+    raise FileNotFoundError(f"diffsweep installation is incomplete: no {name}/{marker} found")
+
+
+def conf_dir() -> Path:
+    """The Hydra config tree shipped with diffsweep."""
+    return _shipped_dir("conf", "config.yaml")
+
+
+def schemas_dir() -> Path:
+    """The JSON Schemas shipped with diffsweep."""
+    return _shipped_dir("schemas", "config.schema.json")
+
+
+def cache_dir() -> Path:
+    """diffsweep's own cache (tiny models): $DIFFSWEEP_CACHE, else $XDG_CACHE_HOME/diffsweep."""
+    explicit = os.environ.get("DIFFSWEEP_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg).expanduser() / "diffsweep"

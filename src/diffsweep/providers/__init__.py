@@ -1,0 +1,20 @@
+"""Provider registry: one self-contained module per model family."""
+
+from __future__ import annotations
+
+import importlib
+
+from diffsweep.providers.base import Provider
+
+_MODULES = {
+    "stable_diffusion": "diffsweep.providers.stable_diffusion",
+}
+
+
+def names() -> list[str]:
+    return sorted(_MODULES)
+
+
+def get(name: str) -> Provider:
+    """The provider object of a family, importing its module on first use."""
+    return importlib.import_module(_MODULES[name]).PROVIDER

@@ -1,0 +1,217 @@
+"""What every provider module declares, and the loading and calling logic they share.
+
+A provider module names its diffusers pipeline classes in one `PipelineSpec` table each, with
+their generation parameters, size rules, output kind and batching rules; everything else in
+diffsweep reads those specs and never names a pipeline class.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffsweep.errors import ModelUnavailableError
+from diffsweep.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+TINY_PREFIX = "tiny:"
+
+# Parameters that may differ between the items of one batched call: each becomes a list.
+PER_ITEM_PARAMS = ("prompt", "negative_prompt", "prompt_2", "negative_prompt_2", "seed")
+# Parameters diffsweep consumes itself instead of passing to the pipeline.
+OUTPUT_PARAMS = ("seed", "fps")
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """One diffusers pipeline class as diffsweep drives it."""
+
+    name: str
+    output: str  # "image" | "video" | "audio"
+    params: frozenset[str]  # generation parameters the pipeline takes (besides prompt and seed)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    multiplier: str | None = "num_images_per_prompt"
+    batchable: bool = True  # several prompts and a generator list in one call
+    size_multiple: int = 8  # height and width must be multiples of this
+    lora: bool = True
+    module: str = "diffusers"  # where the class is importable from
+    max_batch: int = 8  # auto batch size cap on an accelerator
+
+    def load_class(self) -> type:
+        return getattr(importlib.import_module(self.module), self.name)
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One item's raw output, before encoding: an image (H,W,3), frames (F,H,W,3) or audio samples."""
+
+    kind: str
+    array: Any  # numpy float32 in [0, 1] for image/video, [-1, 1] for audio
+    sample_rate: int | None = None
+
+
+class Provider:
+    """A model family: its pipelines, rules and tiny stand-ins. Subclasses fill in the tables."""
+
+    name: str = ""
+    pipelines: Mapping[str, PipelineSpec] = {}
+    tiny_models: Mapping[str, str] = {}  # tiny model name -> pipeline class it builds
+
+    # ----- rules, checked before anything loads -----------------------------------------
+    def spec(self, pipeline: str) -> PipelineSpec:
+        return self.pipelines[pipeline]
+
+    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(key, message) for every parameter this pipeline cannot take as given."""
+        problems = []
+        accepted = spec.params | {"prompt", "seed", "fps"} | ({"lora"} if spec.lora else set())
+        for key in params:
+            root = key.split(".", 1)[0]
+            if root == "lora" and not spec.lora:
+                problems.append((key, f"{spec.name} has no LoRA support in diffusers"))
+            elif root not in accepted:
+                problems.append((key, f"not a parameter of {spec.name} (it takes: "
+                                      f"{', '.join(sorted(accepted - {'lora'}))})"))
+        if "fps" in params and spec.output != "video":
+            problems.append(("fps", f"fps applies to video output; {spec.name} makes {spec.output}"))
+        for key in ("height", "width"):
+            value = params.get(key)
+            if value is not None and value % spec.size_multiple:
+                low = value - value % spec.size_multiple
+                problems.append((key, f"{key} {value} must be a multiple of {spec.size_multiple} for "
+                                      f"{self.name}; nearest: {low} or {low + spec.size_multiple}"))
+        return problems
+
+    def batch_limit(self, spec: PipelineSpec) -> int:
+        return spec.max_batch if spec.batchable else 1
+
+    # ----- loading ---------------------------------------------------------------------
+    def resolve_source(self, builder: Mapping[str, Any]) -> Path | str:
+        """A local folder for tiny and local models; the hub id (downloaded on load) otherwise."""
+        model = builder["model"]
+        if model.startswith(TINY_PREFIX):
+            return ensure_tiny(self, model.removeprefix(TINY_PREFIX))
+        local = Path(model).expanduser()
+        if local.exists():
+            return local.resolve()
+        return model
+
+    def model_path(self, builder: Mapping[str, Any]) -> str:
+        """Where the weights were loaded from: a local folder, or the hub snapshot folder."""
+        source = self.resolve_source(builder)
+        if isinstance(source, Path):
+            return str(source)
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "model_index.json", revision=builder.get("revision"))
+        return str(Path(cached).parent) if isinstance(cached, str) else source
+
+    def load(self, builder: Mapping[str, Any], torch_dtype: Any) -> Any:
+        """Materialise the pipeline through diffusers' own `from_pretrained`."""
+        spec = self.spec(builder["pipeline"])
+        source = self.resolve_source(builder)
+        kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        if builder.get("variant"):
+            kwargs["variant"] = builder["variant"]
+        if isinstance(source, str):
+            kwargs["revision"] = builder.get("revision") or "main"
+            if hub_token():
+                kwargs["token"] = hub_token()
+        try:
+            pipe = spec.load_class().from_pretrained(str(source), **kwargs)
+        except Exception as error:  # noqa: BLE001 - translated into one clear message
+            raise ModelUnavailableError(describe_load_failure(builder, source, error)) from error
+        return self.after_load(pipe, builder)
+
+    def after_load(self, pipe: Any, builder: Mapping[str, Any]) -> Any:
+        """Hook for provider-specific fixes that must follow every `from_pretrained`."""
+        return pipe
+
+    # ----- calling ---------------------------------------------------------------------
+    def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
+                    generators: list[Any]) -> dict[str, Any]:
+        """Keyword arguments for one pipeline call over `items` (which share their call shape)."""
+        first = items[0]
+        kwargs: dict[str, Any] = {k: v for k, v in first.items()
+                                  if k not in PER_ITEM_PARAMS and k not in OUTPUT_PARAMS
+                                  and not k.startswith("lora.") and v is not None}
+        for key in PER_ITEM_PARAMS:
+            if key != "seed" and first.get(key) is not None:
+                kwargs[key] = [item[key] for item in items]
+        if spec.multiplier:
+            kwargs[spec.multiplier] = 1
+        kwargs["generator"] = generators if spec.batchable else generators[0]
+        kwargs["output_type"] = "np"
+        return kwargs
+
+    def outputs(self, spec: PipelineSpec, result: Any, pipe: Any) -> list[Generated]:
+        """Split a pipeline result into one Generated per item."""
+        if spec.output == "image":
+            return [Generated("image", image) for image in result.images]
+        if spec.output == "video":
+            return [Generated("video", frames) for frames in result.frames]
+        rate = int(pipe.vocoder.config.sampling_rate)
+        return [Generated("audio", audio, sample_rate=rate) for audio in result.audios]
+
+
+def hub_token() -> str | None:
+    """HF_TOKEN, or its older alias HUGGINGFACE_HUB_ACCESS_TOKEN."""
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGINGFACE_HUB_ACCESS_TOKEN") or None
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error: Exception) -> str:
+    """One sentence that names the model, what is missing and what to do about it."""
+    model = builder["model"]
+    text = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    if isinstance(source, Path):
+        return f"model '{model}' could not be loaded from {source}: {text}"
+    lowered = text.lower()
+    if hub_offline() or "offline" in lowered or "local_files_only" in lowered or "cannot find the requested files" in lowered:
+        return (f"model '{model}' is not available offline (HF_HUB_OFFLINE is set or the hub is unreachable, "
+                f"and it is not in the local Hugging Face cache): download it first with "
+                f"`hf download {model}` on a connected machine, or point builder.model at a local folder")
+    if "gated" in lowered or "401" in lowered or "403" in lowered or "unauthorized" in lowered:
+        return (f"model '{model}' is gated or private: accept its licence on the hub and set HF_TOKEN "
+                f"(or HUGGINGFACE_HUB_ACCESS_TOKEN) to a token with access")
+    if "404" in lowered or "not found" in lowered or "repository" in lowered and "not" in lowered:
+        return f"model '{model}' was not found on the hub (revision {builder.get('revision') or 'main'}): check the repo id"
+    return f"model '{model}' could not be loaded: {text}"
+
+
+def ensure_tiny(provider: Provider, tiny_name: str) -> Path:
+    """Build a tiny random-weight pipeline into the cache once; later calls reuse the folder."""
+    from diffsweep import tiny
+
+    if tiny_name not in provider.tiny_models:
+        known = ", ".join(TINY_PREFIX + n for n in sorted(provider.tiny_models))
+        raise ModelUnavailableError(f"'{TINY_PREFIX}{tiny_name}' is not a tiny model of {provider.name} (known: {known})")
+    target = cache_dir() / "tiny" / f"{tiny_name}-v{tiny.FACTORY_VERSION}"
+    if (target / "model_index.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pipeline_class = provider.spec(provider.tiny_models[tiny_name]).load_class()
+    staging = Path(tempfile.mkdtemp(prefix=f".{tiny_name}-", dir=target.parent))
+    try:
+        pipe = pipeline_class(**tiny.FACTORIES[tiny_name]())
+        pipe.save_pretrained(staging, safe_serialization=True)
+        try:
+            os.replace(staging, target)  # atomic: a concurrent builder either wins or finds ours
+        except OSError:
+            if not (target / "model_index.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("built tiny model %s into %s", tiny_name, target)
+    return target

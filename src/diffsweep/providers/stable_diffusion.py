@@ -1,0 +1,38 @@
+"""Stable Diffusion 1.x / 2.x, SDXL and SD3: pipelines, rules and tiny stand-ins."""
+
+from __future__ import annotations
+
+from diffsweep.providers.base import PipelineSpec, Provider
+
+_TEXT = frozenset({"negative_prompt", "num_inference_steps", "guidance_scale", "height", "width"})
+_SD_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 7.5}
+_SDXL_TEXT = _TEXT | {"prompt_2", "negative_prompt_2"}
+_SD3_TEXT = _SDXL_TEXT | {"max_sequence_length"}
+_IMG2IMG = frozenset({"image", "strength"})
+_INPAINT = frozenset({"image", "mask_image", "strength"})
+
+
+class StableDiffusion(Provider):
+    name = "stable_diffusion"
+    pipelines = {spec.name: spec for spec in (
+        PipelineSpec("StableDiffusionPipeline", "image", _TEXT, _SD_DEFAULTS),
+        PipelineSpec("StableDiffusionImg2ImgPipeline", "image", _TEXT | _IMG2IMG, _SD_DEFAULTS),
+        PipelineSpec("StableDiffusionInpaintPipeline", "image", _TEXT | _INPAINT, _SD_DEFAULTS),
+        PipelineSpec("StableDiffusionXLPipeline", "image", _SDXL_TEXT, {**_SD_DEFAULTS, "guidance_scale": 5.0},
+                     max_batch=4),
+        PipelineSpec("StableDiffusionXLImg2ImgPipeline", "image", _SDXL_TEXT | _IMG2IMG,
+                     {**_SD_DEFAULTS, "guidance_scale": 5.0}, max_batch=4),
+        PipelineSpec("StableDiffusionXLInpaintPipeline", "image", _SDXL_TEXT | _INPAINT,
+                     {**_SD_DEFAULTS, "guidance_scale": 5.0}, max_batch=4),
+        PipelineSpec("StableDiffusion3Pipeline", "image", _SD3_TEXT,
+                     {"num_inference_steps": 28, "guidance_scale": 7.0}, size_multiple=16, max_batch=4),
+    )}
+    tiny_models = {
+        "sd": "StableDiffusionPipeline",
+        "sd_v2": "StableDiffusionPipeline",
+        "sdxl": "StableDiffusionXLPipeline",
+        "sd3": "StableDiffusion3Pipeline",
+    }
+
+
+PROVIDER = StableDiffusion()

@@ -1,0 +1,262 @@
+"""Executing a sweep: validate → plan → execute → record → report.
+
+`run_sweep` is the whole job as a plain function (the CLI and tests call it); `resume_run`
+continues a run folder in place, generating only what is missing or failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from tqdm import tqdm
+
+from diffsweep import devices, report
+from diffsweep.cache import PipelineCache, process_cache
+from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError, ModelUnavailableError
+from diffsweep.plan import Batch, BuilderPlan, Plan, draw_random_seeds, load_grid
+from diffsweep.providers.base import hub_offline
+from diffsweep.record import ItemWriter, Stopwatch, WriteJob, now, software_versions
+from diffsweep.rundir import RunFolder, allocate, write_atomic
+from diffsweep.savedconfig import dump_run_config
+from diffsweep.validate import validate_config
+
+log = logging.getLogger("diffsweep")
+
+
+def _quiet_library_progress_bars() -> None:
+    """diffsweep shows one progress bar for the sweep; loading and saving bars would bury it."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+_quiet_library_progress_bars()
+SourceOf = Callable[[str], "str | None"]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path | None
+    status: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED_ITEMS if self.counts.get("failed") else EXIT_OK
+
+
+def _no_source(_: str) -> None:
+    return None
+
+
+def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = _no_source,
+            base_dir: Path | None = None) -> tuple[dict[str, Any], Plan]:
+    """Validate and plan a resolved config; raises ConfigError before anything is written."""
+    validate_config(doc, source_of)
+    doc = draw_random_seeds(dict(doc))
+    grid = load_grid(doc, base_dir or Path.cwd(), source_of)
+    for axis in grid.axes:  # inline file axes so config.yaml reruns without the file
+        if isinstance(doc["sweep"]["grid"][axis.name], Mapping) and "file" in doc["sweep"]["grid"][axis.name]:
+            doc["sweep"]["grid"][axis.name] = list(axis.values)
+    doc["output"]["root"] = str(Path(doc["output"]["root"]).expanduser().absolute())
+    device = devices.resolve_device(doc["device"])
+    return doc, Plan(doc, grid, device, source_of)
+
+
+def print_plan(plan: Plan, out: TextIO) -> None:
+    summary = plan.summary()
+    out.write(f"dry run: {summary['items']} items, {len(summary['builders'])} builder(s), "
+              f"{summary['batches']} batches ({summary['calls']} pipeline calls); nothing written\n")
+    for b in summary["builders"]:
+        out.write(f"  builder {b['hash']}  {b['provider']}/{b['pipeline']}  {b['model']}  dtype={b['dtype']}  "
+                  f"items={b['items']}  batch_size={b['batch_size']}\n")
+    out.write(f"  output: {Path(plan.doc['output']['root']) / plan.doc['sweep']['name']}/v<next>\n")
+
+
+def check_models_available(plan: Plan) -> None:
+    """Fail before any folder is created when a hub model cannot be had (offline and not cached)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for builder in plan.builders.values():
+        source = builder.provider.resolve_source(builder.config)
+        if isinstance(source, str) and hub_offline():
+            cached = try_to_load_from_cache(source, "model_index.json", revision=builder.config.get("revision"))
+            if not isinstance(cached, str):
+                raise ModelUnavailableError(
+                    f"model '{source}' is not available offline: HF_HUB_OFFLINE is set and it is not in the local "
+                    f"Hugging Face cache ({os.environ.get('HF_HOME') or '~/.cache/huggingface'}); download it first "
+                    f"with `hf download {source}` or point builder.model at a local folder")
+
+
+def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, source_of: SourceOf = _no_source,
+              base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
+    """Run a composed config into a new versioned run folder (or print the plan on dry_run)."""
+    doc, plan = prepare(doc, source_of=source_of, base_dir=base_dir)
+    if doc["dry_run"]:
+        print_plan(plan, out)
+        return RunResult(None, "dry_run", {"planned": plan.total})
+    check_models_available(plan)
+    run = RunFolder(allocate(Path(doc["output"]["root"]), doc["sweep"]["name"]))
+    with run.locked():
+        write_atomic(run.path / "config.yaml", dump_run_config(doc, run.path))
+        write_atomic(run.path / "overrides.yaml", "".join(f"- {json.dumps(o)}\n" for o in (overrides or [])))
+        return execute(run, plan, done={}, cache=cache or process_cache(), out=out)
+
+
+def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
+    """Finish a run in place: items with a committed manifest line and intact files are kept."""
+    from diffsweep.savedconfig import load_run_config
+
+    run = RunFolder(run_dir)
+    with run.locked():
+        doc, plan = prepare(load_run_config(run.path), source_of=lambda _: str(run.path / "config.yaml"),
+                            base_dir=run.path)
+        removed = run.clean_temps()
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted writer", removed)
+        done = {r["item_id"]: r for r in run.read_manifest(repair=True)
+                if r.get("status") == "ok" and all((run.path / o).is_file() and (run.path / o).stat().st_size > 0
+                                                   for o in r.get("outputs", []))}
+        return execute(run, plan, done=done, cache=cache or process_cache(), out=out)
+
+
+def execute(run: RunFolder, plan: Plan, *, done: Mapping[str, dict[str, Any]], cache: PipelineCache,
+            out: TextIO) -> RunResult:
+    """Generate every item not in `done`, committing each through the writer; update run.json."""
+    device = plan.device
+    handler = _attach_run_log(run.path / "run.log")
+    state = _initial_state(run, plan, done)
+    counts = state["counts"]
+    stopwatch = Stopwatch()
+    loads_before, hits_before = cache.stats.loads, cache.stats.hits
+    run.write_run_json(state)
+    log.info("run folder %s: %d planned, %d already done", run.path, plan.total, counts["skipped"])
+
+    def committed(record: dict[str, Any]) -> None:
+        counts["done" if record["status"] == "ok" else "failed"] += 1
+        progress.update(1)
+
+    todo = plan.total - counts["skipped"]
+    progress = tqdm(total=todo, unit="item", desc=plan.doc["sweep"]["name"], file=sys.stderr, dynamic_ncols=True,
+                    disable=None)
+    writer = ItemWriter(run, plan.index_width, {"name": plan.doc["sweep"]["name"], "version": run.path.name},
+                        on_done=committed)
+    devices.reset_peak_memory(device)
+    status = "failed"
+    try:
+        for batch in plan.batches(skip=done):
+            _run_batch(batch, plan, cache, device, writer, stopwatch, state)
+        writer.close()
+        status = "complete" if counts["failed"] == 0 else "failed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        writer.close()
+        raise
+    finally:
+        progress.close()
+        state.update(status=status, finished=now(), counts=counts,
+                     cache={"loads": cache.stats.loads - loads_before, "hits": cache.stats.hits - hits_before},
+                     timings=stopwatch.as_dict(devices.peak_memory_bytes(device)))
+        run.write_run_json(state)
+        if status != "interrupted":
+            report.write_reports(run.path)
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    out.write(f"{run.path}\n")
+    log.info("%s: %d done, %d failed, %d skipped of %d", status, counts["done"] - counts["skipped"],
+             counts["failed"], counts["skipped"], plan.total)
+    return RunResult(run.path, status, dict(counts))
+
+
+def _initial_state(run: RunFolder, plan: Plan, done: Mapping[str, Any]) -> dict[str, Any]:
+    previous = run.read_run_json() if run.run_json_path.exists() else {}
+    skipped = sum(1 for item in plan.items() if item.item_id in done)
+    return {
+        "schema_version": 1,
+        "status": "running",
+        "name": plan.doc["sweep"]["name"],
+        "version": run.path.name,
+        "started": previous.get("started", now()),
+        "resumed": previous.get("resumed", []) + ([now()] if previous else []),
+        "finished": None,
+        "device": str(plan.device),
+        "counts": {"planned": plan.total, "done": skipped, "failed": 0, "skipped": skipped},
+        "cache": {"loads": 0, "hits": 0},
+        "builders": [_builder_entry(b) for b in plan.builders.values()],
+        "optimization": plan.doc["optimization"],
+        "versions": software_versions(),
+        "timings": {},
+        "command": sys.argv,
+    }
+
+
+def _builder_entry(builder: BuilderPlan) -> dict[str, Any]:
+    return {"hash": builder.hash, "provider": builder.provider.name, "pipeline": builder.spec.name,
+            "model": builder.config["model"], "model_path": None, "revision": builder.identity.get("revision"),
+            "dtype": builder.identity["dtype"], "load_seconds": None}
+
+
+def _run_batch(batch: Batch, plan: Plan, cache: PipelineCache, device: torch.device, writer: ItemWriter,
+               stopwatch: Stopwatch, state: dict[str, Any]) -> None:
+    builder = batch.builder
+    started = time.perf_counter()
+    try:
+        pipe, entry, loaded = cache.get(builder.hash, lambda: _load(builder, device), device)
+    except ModelUnavailableError as error:
+        _fail(batch, writer, str(error), time.perf_counter() - started)
+        return
+    if loaded:
+        stopwatch.load_seconds += entry.load_seconds
+        log.info("loaded %s/%s %s (%s) in %.2fs", builder.provider.name, builder.spec.name, builder.config["model"],
+                 builder.short, entry.load_seconds)
+        record = next(b for b in state["builders"] if b["hash"] == builder.hash)
+        record.update(model_path=builder.provider.model_path(builder.config), load_seconds=round(entry.load_seconds, 4))
+    items = [item.params for item in batch.items]
+    generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
+    call_started = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            result = pipe(**builder.provider.call_kwargs(builder.spec, items, generators))
+        generated = builder.provider.outputs(builder.spec, result, pipe)
+    except Exception as error:  # noqa: BLE001 - one failed batch must not stop the sweep
+        log.error("batch of %d item(s) failed: %s\n%s", len(batch.items), error, traceback.format_exc())
+        _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - call_started)
+        return
+    seconds = time.perf_counter() - call_started
+    if stopwatch.first_call_seconds is None:
+        log.info("first call (%d item(s)) took %.2fs", len(batch.items), seconds)
+    stopwatch.call(seconds, len(batch.items))
+    for item, output in zip(batch.items, generated, strict=True):
+        writer.submit(WriteJob(item, builder, output, seconds / len(batch.items)))
+
+
+def _load(builder: BuilderPlan, device: torch.device) -> Any:
+    pipe = builder.provider.load(builder.config, devices.torch_dtype(builder.identity["dtype"]))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float) -> None:
+    for item in batch.items:
+        writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message))
+
+
+def _attach_run_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("diffsweep").setLevel(logging.INFO)
+    return handler

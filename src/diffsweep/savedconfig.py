@@ -1,0 +1,63 @@
+"""The run folder's config.yaml: a resolved config that is also a Hydra primary config.
+
+`diffsweep --config-path <run dir> --config-name config` composes it as is, so a run can be
+repeated from its folder alone. Interpolation markers in values (`${...}` in a prompt) are
+escaped so Hydra reads them back literally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+
+from diffsweep.errors import ConfigError, ConfigIssue
+
+HEADER = """\
+# diffsweep run config, fully resolved (random seeds drawn, prompt files inlined).
+# Rerun it into a new version: diffsweep --config-path {folder} --config-name config
+"""
+
+# What conf/config.yaml sets for Hydra, repeated here so the folder needs no conf/ tree.
+HYDRA_SETTINGS: dict[str, Any] = {
+    "run": {"dir": "."},
+    "sweep": {"dir": "${oc.env:TMPDIR,/tmp}/diffsweep-multirun", "subdir": "."},
+    "output_subdir": None,
+    "job": {"chdir": False},
+}
+HYDRA_DEFAULTS = ["override hydra/job_logging: none", "override hydra/hydra_logging: none", "_self_"]
+
+
+def _escape(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("${", "\\${")
+    if isinstance(value, Mapping):
+        return {k: _escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    return value
+
+
+def dump_run_config(doc: Mapping[str, Any], folder: Path | str = "<this folder>") -> str:
+    """YAML text of a resolved config, loadable by Hydra as a primary config."""
+    body = {"defaults": HYDRA_DEFAULTS, **_escape(dict(doc)), "hydra": HYDRA_SETTINGS}
+    return HEADER.format(folder=folder) + yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=120)
+
+
+def load_run_config(folder: Path) -> dict[str, Any]:
+    """The resolved config saved in a run folder, without its Hydra keys."""
+    path = folder / "config.yaml"
+    try:
+        conf = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(ConfigIssue("", f"{path} not found: not a diffsweep run folder"))
+    except Exception as error:  # noqa: BLE001 - YAML errors of any kind become one config error
+        raise ConfigError(ConfigIssue("", f"cannot read it: {error}", str(path)))
+    for key in ("defaults", "hydra"):
+        conf.pop(key, None)
+    doc = OmegaConf.to_container(conf, resolve=True)
+    assert isinstance(doc, dict)
+    return doc

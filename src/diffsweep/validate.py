@@ -1,0 +1,149 @@
+"""Validation of the resolved config against schemas/config.schema.json.
+
+Every problem is reported at once, each with the file it most likely came from, its key path
+(`sweep.grid.seed[2]`) and what was expected; unknown keys get a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from diffsweep.errors import ConfigError, ConfigIssue
+from diffsweep.paths import schemas_dir
+
+SourceOf = Callable[[str], "str | None"]
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """A shipped JSON Schema by file stem (`config`, `item`, `run`)."""
+    return json.loads((schemas_dir() / f"{name}.schema.json").read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _validator(name: str) -> Draft202012Validator:
+    schema = load_schema(name)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def key_path(parts: Iterable[Any]) -> str:
+    """`["sweep", "grid", "seed", 2]` -> `sweep.grid.seed[2]`."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else json.dumps(value)
+
+
+_TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+               "null": "null", "object": "a mapping", "array": "a list"}
+
+
+def _describe(schema: Mapping[str, Any]) -> str:
+    """A short human phrase for what a (sub)schema accepts."""
+    if "const" in schema:
+        return _show(schema["const"])
+    if "enum" in schema:
+        return "one of " + ", ".join(_show(v) for v in schema["enum"])
+    alternatives = schema.get("oneOf") or schema.get("anyOf")
+    if alternatives:
+        return " or ".join(_describe(alt) for alt in alternatives)
+    if "$ref" in schema:
+        return _describe(_resolve_ref(schema["$ref"]))
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return " or ".join(_TYPE_NAMES.get(k, k) for k in kind)
+    phrase = _TYPE_NAMES.get(kind, "a value") if kind else "a value"
+    bounds = [f"≥ {schema['minimum']}" if "minimum" in schema else "",
+              f"≤ {schema['maximum']}" if "maximum" in schema else ""]
+    bounds = [b for b in bounds if b]
+    return phrase + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def _resolve_ref(ref: str) -> Mapping[str, Any]:
+    node: Any = load_schema("config")
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def _allowed_keys(schema: Mapping[str, Any]) -> list[str]:
+    if "$ref" in schema:
+        schema = _resolve_ref(schema["$ref"])
+    keys = list(schema.get("properties", {}))
+    if any(p.startswith("^lora") for p in schema.get("patternProperties", {})):
+        keys.append("lora.<adapter>")
+    return keys
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` when a choice is close to `word`, else an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _issues_for(error: ValidationError) -> list[tuple[str, str]]:
+    path = key_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = _allowed_keys(error.schema)
+        patterns = error.schema.get("patternProperties", {})
+        extras = [k for k in error.instance if k not in error.schema.get("properties", {})
+                  and not any(re.search(p, k) for p in patterns)]
+        return [(key_path([*error.absolute_path, k]),
+                 f"unknown key{did_you_mean(k, allowed)}; allowed keys: {', '.join(sorted(allowed))}")
+                for k in extras]
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return [(key_path([*error.absolute_path, missing]), "missing required key")]
+    if error.validator == "propertyNames" or (error.validator == "pattern" and path.startswith("sweep.grid")):
+        # jsonschema reports propertyNames failures on the parent; name the offending key itself.
+        return [(key_path([*error.absolute_path, error.instance]) if error.validator == "pattern" else path,
+                 "not a valid axis name: use a generation parameter (e.g. seed), lora.<adapter> or builder.<key>")]
+    if error.validator in ("type", "oneOf", "anyOf", "const", "enum"):
+        return [(path, f"expected {_describe(error.schema)}, got {_show(error.instance)}")]
+    if error.validator == "pattern":
+        expected = error.schema.get("x-expected", f"a string matching {error.schema['pattern']}")
+        return [(path, f"expected {expected}, got {_show(error.instance)}")]
+    return [(path, f"{error.message}")]
+
+
+def schema_issues(doc: Any, schema_name: str = "config",
+                  source_of: SourceOf | None = None) -> list[ConfigIssue]:
+    """All schema violations of `doc`, as ConfigIssues with key paths."""
+    issues = []
+    validator = _validator(schema_name)
+    for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+        for path, message in _issues_for(error):
+            issues.append(ConfigIssue(path, message, source_of(path) if source_of else None))
+    return issues
+
+
+def subschema_issues(value: Any, subschema: Mapping[str, Any], path: str,
+                     source_of: SourceOf | None = None) -> list[ConfigIssue]:
+    """Violations of one value against a fragment of the config schema (e.g. one grid element)."""
+    schema = {"$defs": load_schema("config")["$defs"], **subschema}
+    issues = []
+    for error in Draft202012Validator(schema).iter_errors(value):
+        for sub_path, message in _issues_for(error):
+            full = path + ("." + sub_path if sub_path and not sub_path.startswith("[") else sub_path)
+            issues.append(ConfigIssue(full, message, source_of(full) if source_of else None))
+    return issues
+
+
+def validate_config(doc: Mapping[str, Any], source_of: SourceOf | None = None) -> None:
+    """Raise ConfigError listing every schema violation of a resolved config."""
+    issues = schema_issues(doc, "config", source_of=source_of)
+    if issues:
+        raise ConfigError(issues)
