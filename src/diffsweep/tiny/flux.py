@@ -1,0 +1,54 @@
+"""Tiny Flux.1 components (TINY_PIPELINES.md §5)."""
+
+from __future__ import annotations
+
+from diffsweep.tiny.common import Components, clip_text_config, isolated_rng, reseed, t5_kwargs
+from diffsweep.tiny.tokenizers import clip_tokenizer, t5_tokenizer
+
+
+@isolated_rng
+def flux() -> Components:
+    """Flux.1 with a one-channel latent (2x2 packing gives the transformer's 4 channels).
+
+    Call with max_sequence_length=32 and H, W multiples of 2.
+    """
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    reseed()
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+    )
+    reseed()
+    vae = AutoencoderKL(
+        block_out_channels=(4,),
+        latent_channels=1,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    tokenizer = clip_tokenizer()
+    tokenizer_2 = t5_tokenizer()
+    reseed()
+    text_encoder = CLIPTextModel(clip_text_config(tokenizer, 32))
+    reseed()
+    text_encoder_2 = T5EncoderModel(T5Config(**t5_kwargs(tokenizer_2, 32))).eval()
+    return {
+        "transformer": transformer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(),
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer_2": tokenizer_2,
+    }
