@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from diffsweep.errors import (EXIT_CONFIG, EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME,
                               ConfigError, ConfigIssue, DiffsweepError)
 from diffsweep.paths import conf_dir
+from diffsweep.validate import validate_config
 
 log = logging.getLogger("diffsweep")
 _GROUP_OF_KEY = {"builder": "provider", "generation": "provider", "sweep": "sweep", "optimization": "optimization"}
@@ -56,10 +57,13 @@ def resolve(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
-    from diffsweep.runner import run_sweep  # torch and diffusers load only once a config composed
-
     hydra_cfg = HydraConfig.get()
-    result = run_sweep(resolve(cfg), overrides=list(hydra_cfg.overrides.task), source_of=source_finder(hydra_cfg))
+    doc, source_of = resolve(cfg), source_finder(hydra_cfg)
+    validate_config(doc, source_of)  # before torch is imported: bad configs fail in about a second
+
+    from diffsweep.runner import run_sweep
+
+    result = run_sweep(doc, overrides=list(hydra_cfg.overrides.task), source_of=source_of)
     _exit_codes.append(result.exit_code)
 
 
@@ -72,30 +76,39 @@ def configure_logging() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = name == "diffsweep"  # run.log handlers sit on the root logger
+    # Hydra logs "Error executing job ..." before re-raising; report_failure says it better.
+    logging.getLogger("hydra.core.utils").setLevel(logging.CRITICAL)
     for noisy, level in (("DIFFUSERS_VERBOSITY", "error"), ("TRANSFORMERS_VERBOSITY", "error")):
         os.environ.setdefault(noisy, level)
 
 
-def main() -> None:
-    """Console entry point: run the app and turn every failure into one clear line and an exit code."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's exit(1)
-    configure_logging()
+def report_failure(action: Callable[[], int | None]) -> int:
+    """Run `action`, turning every failure into one clear line on stderr and its exit code."""
     try:
-        _app()
+        return action() or EXIT_OK
     except ConfigError as error:
-        _die(str(error), EXIT_CONFIG)
+        return _say(str(error), EXIT_CONFIG)
     except (HydraException, OmegaConfBaseException) as error:
-        _die(f"invalid configuration: {error}".rstrip(), EXIT_CONFIG)
+        return _say(f"invalid configuration: {error}", EXIT_CONFIG)
     except DiffsweepError as error:
-        _die(f"error: {error}", error.exit_code)
+        return _say(f"error: {error}", error.exit_code)
     except KeyboardInterrupt:
-        _die("interrupted", EXIT_INTERRUPTED)
+        return _say("interrupted", EXIT_INTERRUPTED)
     except Exception as error:  # noqa: BLE001 - the contract is one clear line, not a traceback
         log.debug("unexpected failure", exc_info=True)
-        _die(f"error: {type(error).__name__}: {error}", EXIT_RUNTIME)
-    sys.exit(EXIT_FAILED_ITEMS if any(code == EXIT_FAILED_ITEMS for code in _exit_codes) else EXIT_OK)
+        return _say(f"error: {type(error).__name__}: {error}", EXIT_RUNTIME)
 
 
-def _die(message: str, code: int) -> None:
-    sys.stderr.write(message.rstrip() + "\n")
+def main() -> None:
+    """Console entry point for `diffsweep`."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach report_failure instead of Hydra's exit(1)
+    configure_logging()
+    code = report_failure(_app)
+    if code == EXIT_OK and EXIT_FAILED_ITEMS in _exit_codes:
+        code = EXIT_FAILED_ITEMS
     sys.exit(code)
+
+
+def _say(message: str, code: int) -> int:
+    sys.stderr.write(message.rstrip() + "\n")
+    return code

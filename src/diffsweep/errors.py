@@ -26,8 +26,8 @@ class ConfigIssue:
     source: str | None = None
 
     def __str__(self) -> str:
-        where = f"{self.source}: " if self.source else ""
-        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        return f"{text}  (in {self.source})" if self.source else text
 
 
 class ConfigError(DiffsweepError):

@@ -41,12 +41,23 @@ def read_lines(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def expand_axis(name: str, spec: Any, base_dir: Path, source: str | None = None) -> Axis:
-    """Turn one config axis into its list of values (errors name `sweep.grid.<name>`)."""
+def find_file(name: str, base_dirs: Sequence[Path]) -> Path:
+    """An absolute path as is; a relative one in the first base folder that has it."""
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        return path
+    return next((base / path for base in base_dirs if (base / path).exists()), base_dirs[0] / path)
+
+
+def expand_axis(name: str, spec: Any, base_dirs: Sequence[Path], source: str | None = None) -> Axis:
+    """Turn one config axis into its list of values (errors name `sweep.grid.<name>`).
+
+    Relative file paths are looked up in `base_dirs` in order (the working directory, then the
+    config tree), so shipped sweeps can reference files beside them.
+    """
     where = f"sweep.grid.{name}"
     if isinstance(spec, Mapping) and "file" in spec:
-        path = Path(spec["file"]).expanduser()
-        path = path if path.is_absolute() else base_dir / path
+        path = find_file(spec["file"], base_dirs)
         try:
             values: list[Any] = read_lines(path)
         except (OSError, UnicodeDecodeError) as error:

@@ -117,3 +117,23 @@ def encode_wav(samples: Any, sample_rate: int) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, np.clip(audio, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
+
+
+def decode_mp4(data: bytes) -> np.ndarray:
+    """(F, H, W, 3) uint8 frames of an MP4, for verification and tests."""
+    import os
+    import tempfile
+
+    import imageio_ffmpeg
+
+    fd, path = tempfile.mkstemp(suffix=".mp4")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        reader = imageio_ffmpeg.read_frames(path)
+        meta = reader.__next__()
+        width, height = meta["size"]
+        frames = [np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3) for frame in reader]
+        return np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
+    finally:
+        os.unlink(path)

@@ -100,7 +100,7 @@ def _axis_schema(name: str, source_of: SourceOf) -> dict[str, Any]:
     return params["properties"][name]
 
 
-def load_grid(doc: Mapping[str, Any], base_dir: Path, source_of: SourceOf) -> Grid:
+def load_grid(doc: Mapping[str, Any], base_dirs: list[Path], source_of: SourceOf) -> Grid:
     """Expand and type-check every grid axis; all element errors are reported together."""
     axes: list[Axis] = []
     issues: list[ConfigIssue] = []
@@ -108,7 +108,7 @@ def load_grid(doc: Mapping[str, Any], base_dir: Path, source_of: SourceOf) -> Gr
         where = f"sweep.grid.{name}"
         try:
             schema = _axis_schema(name, source_of)
-            axis = expand_axis(name, spec, base_dir, source_of(where))
+            axis = expand_axis(name, spec, base_dirs, source_of(where))
         except ConfigError as error:
             issues += error.issues
             continue

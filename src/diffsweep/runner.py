@@ -24,8 +24,9 @@ from diffsweep import devices, report
 from diffsweep.cache import PipelineCache, process_cache
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError, ModelUnavailableError
 from diffsweep.plan import Batch, BuilderPlan, Plan, draw_random_seeds, load_grid
-from diffsweep.providers.base import hub_offline
+from diffsweep.providers.base import Generated, hub_offline
 from diffsweep.record import ItemWriter, Stopwatch, WriteJob, now, software_versions
+from diffsweep.paths import conf_dir
 from diffsweep.rundir import RunFolder, allocate, write_atomic
 from diffsweep.savedconfig import dump_run_config
 from diffsweep.validate import validate_config
@@ -66,7 +67,7 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = _no_source,
     """Validate and plan a resolved config; raises ConfigError before anything is written."""
     validate_config(doc, source_of)
     doc = draw_random_seeds(dict(doc))
-    grid = load_grid(doc, base_dir or Path.cwd(), source_of)
+    grid = load_grid(doc, [base_dir or Path.cwd(), conf_dir()], source_of)
     for axis in grid.axes:  # inline file axes so config.yaml reruns without the file
         if isinstance(doc["sweep"]["grid"][axis.name], Mapping) and "file" in doc["sweep"]["grid"][axis.name]:
             doc["sweep"]["grid"][axis.name] = list(axis.values)
@@ -171,7 +172,7 @@ def execute(run: RunFolder, plan: Plan, *, done: Mapping[str, dict[str, Any]], c
                      timings=stopwatch.as_dict(devices.peak_memory_bytes(device)))
         run.write_run_json(state)
         if status != "interrupted":
-            report.write_reports(run.path)
+            _write_reports(run.path)
         logging.getLogger().removeHandler(handler)
         handler.close()
     out.write(f"{run.path}\n")
@@ -213,33 +214,49 @@ def _run_batch(batch: Batch, plan: Plan, cache: PipelineCache, device: torch.dev
     builder = batch.builder
     started = time.perf_counter()
     try:
-        pipe, entry, loaded = cache.get(builder.hash, lambda: _load(builder, device), device)
+        pipe = pipeline_for(builder, cache, device, stopwatch, state)
     except ModelUnavailableError as error:
         _fail(batch, writer, str(error), time.perf_counter() - started)
         return
-    if loaded:
-        stopwatch.load_seconds += entry.load_seconds
-        log.info("loaded %s/%s %s (%s) in %.2fs", builder.provider.name, builder.spec.name, builder.config["model"],
-                 builder.short, entry.load_seconds)
-        record = next(b for b in state["builders"] if b["hash"] == builder.hash)
-        record.update(model_path=builder.provider.model_path(builder.config), load_seconds=round(entry.load_seconds, 4))
-    items = [item.params for item in batch.items]
-    generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
-    call_started = time.perf_counter()
+    started = time.perf_counter()
     try:
-        with torch.inference_mode():
-            result = pipe(**builder.provider.call_kwargs(builder.spec, items, generators))
-        generated = builder.provider.outputs(builder.spec, result, pipe)
+        generated = generate(pipe, batch)
     except Exception as error:  # noqa: BLE001 - one failed batch must not stop the sweep
         log.error("batch of %d item(s) failed: %s\n%s", len(batch.items), error, traceback.format_exc())
-        _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - call_started)
+        _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - started)
         return
-    seconds = time.perf_counter() - call_started
+    seconds = time.perf_counter() - started
     if stopwatch.first_call_seconds is None:
         log.info("first call (%d item(s)) took %.2fs", len(batch.items), seconds)
     stopwatch.call(seconds, len(batch.items))
     for item, output in zip(batch.items, generated, strict=True):
         writer.submit(WriteJob(item, builder, output, seconds / len(batch.items)))
+
+
+def pipeline_for(builder: BuilderPlan, cache: PipelineCache, device: torch.device,
+                 stopwatch: Stopwatch | None = None, state: dict[str, Any] | None = None) -> Any:
+    """The loaded pipeline of a builder, from the cache or loaded once (recorded in run.json)."""
+    pipe, entry, loaded = cache.get(builder.hash, lambda: _load(builder, device), device)
+    if loaded:
+        log.info("loaded %s/%s %s (%s) in %.2fs", builder.provider.name, builder.spec.name, builder.config["model"],
+                 builder.short, entry.load_seconds)
+        if stopwatch is not None:
+            stopwatch.load_seconds += entry.load_seconds
+    record = next((b for b in state["builders"] if b["hash"] == builder.hash), None) if state else None
+    if record is not None and record["model_path"] is None:  # first use in this run
+        record.update(model_path=builder.provider.model_path(builder.config),
+                      load_seconds=round(entry.load_seconds, 4) if loaded else 0.0, reused_from_cache=not loaded)
+    return pipe
+
+
+def generate(pipe: Any, batch: Batch) -> list[Generated]:
+    """One pipeline call for a batch; each item draws its noise from its own CPU generator."""
+    builder = batch.builder
+    generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
+    kwargs = builder.provider.call_kwargs(builder.spec, [item.params for item in batch.items], generators)
+    with torch.inference_mode():
+        result = pipe(**kwargs)
+    return builder.provider.outputs(builder.spec, result, pipe)
 
 
 def _load(builder: BuilderPlan, device: torch.device) -> Any:
@@ -251,6 +268,14 @@ def _load(builder: BuilderPlan, device: torch.device) -> Any:
 def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float) -> None:
     for item in batch.items:
         writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message))
+
+
+def _write_reports(run_dir: Path) -> None:
+    """Galleries are a convenience: failing to draw one must not hide the run's own outcome."""
+    try:
+        report.write_reports(run_dir)
+    except Exception as error:  # noqa: BLE001
+        log.warning("could not write the contact sheet or gallery: %s", error)
 
 
 def _attach_run_log(path: Path) -> logging.Handler:

@@ -28,7 +28,7 @@ HYDRA_SETTINGS: dict[str, Any] = {
     "output_subdir": None,
     "job": {"chdir": False},
 }
-HYDRA_DEFAULTS = ["override hydra/job_logging: none", "override hydra/hydra_logging: none", "_self_"]
+HYDRA_DEFAULTS = [{"override hydra/job_logging": "none"}, {"override hydra/hydra_logging": "none"}, "_self_"]
 
 
 def _escape(value: Any) -> Any:

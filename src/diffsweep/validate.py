@@ -53,6 +53,8 @@ _TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a strin
 
 def _describe(schema: Mapping[str, Any]) -> str:
     """A short human phrase for what a (sub)schema accepts."""
+    if "x-expected" in schema:
+        return schema["x-expected"]
     if "const" in schema:
         return _show(schema["const"])
     if "enum" in schema:

@@ -1,0 +1,65 @@
+"""Shared fixtures: the real conf/ tree composed with Hydra, offline tiny models, CLI runners."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from diffsweep.paths import conf_dir
+
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach the hub; real presets must fail clearly
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One tiny-model cache for the session (subprocesses inherit it through the environment)."""
+    path = tmp_path_factory.mktemp("diffsweep-cache")
+    previous = os.environ.get("DIFFSWEEP_CACHE")
+    os.environ["DIFFSWEEP_CACHE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("DIFFSWEEP_CACHE", None)
+    else:
+        os.environ["DIFFSWEEP_CACHE"] = previous
+
+
+def compose_config(overrides: list[str] | None = None, root: Path | None = None) -> dict[str, Any]:
+    """The resolved config the CLI would see for these overrides (real conf/ tree)."""
+    extra = [f"output.root={root}"] if root is not None else []
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*(overrides or []), *extra])
+    doc = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(doc, dict)
+    return doc
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """compose_cfg(*overrides) -> resolved config writing under tmp_path/runs."""
+    return lambda *overrides: compose_config(list(overrides), tmp_path / "runs")
+
+
+def run_cli(args: list[str], cwd: Path, module: str = "diffsweep", timeout: int = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a diffsweep console command in a real subprocess."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def read_manifest(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "run.json").read_text())

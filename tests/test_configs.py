@@ -1,0 +1,59 @@
+"""Every shipped YAML composes, validates and plans (a dry run) with the real conf/ tree."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from conftest import compose_config
+from diffsweep.paths import conf_dir
+from diffsweep.runner import run_sweep
+from diffsweep.validate import validate_config
+
+PROVIDERS = sorted(p.stem for p in (conf_dir() / "provider").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (conf_dir() / "sweep").glob("*.yaml"))
+OPTIMIZATIONS = sorted(p.stem for p in (conf_dir() / "optimization").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
+
+
+def _dry_run(overrides: list[str], tmp_path: Path) -> str:
+    doc = compose_config([*overrides, "dry_run=true"], tmp_path / "runs")
+    validate_config(doc)
+    out = io.StringIO()
+    result = run_sweep(doc, out=out)
+    assert result.status == "dry_run"
+    assert not (tmp_path / "runs").exists(), "a dry run must write nothing"
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_provider_preset_composes_validates_and_plans(provider: str, tmp_path: Path) -> None:
+    text = _dry_run([f"provider={provider}"], tmp_path)
+    doc = compose_config([f"provider={provider}"])
+    assert doc["builder"]["model"] in text
+    assert f"{doc['builder']['provider']}/{doc['builder']['pipeline']}" in text
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_sweep_preset_composes_validates_and_plans(sweep: str, tmp_path: Path) -> None:
+    assert "dry run:" in _dry_run([f"sweep={sweep}"], tmp_path)
+
+
+@pytest.mark.parametrize("optimization", OPTIMIZATIONS)
+def test_optimization_preset_composes_validates_and_plans(optimization: str, tmp_path: Path) -> None:
+    assert "dry run:" in _dry_run([f"optimization={optimization}"], tmp_path)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_overlay_composes_validates_and_plans(experiment: str, tmp_path: Path) -> None:
+    assert "dry run:" in _dry_run([f"+experiment={experiment}"], tmp_path)
+
+
+def test_default_config_is_the_embedded_tiny_sd() -> None:
+    doc = compose_config()
+    assert doc["builder"]["model"] == "tiny:sd"
+    assert doc["output"]["root"] == "runs"
+    assert doc["sweep"]["name"] == "default"
+    assert doc["device"] == "auto" and doc["dry_run"] is False
