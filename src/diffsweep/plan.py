@@ -17,7 +17,8 @@ from typing import Any
 from diffsweep import hashing, providers
 from diffsweep.devices import resolve_dtype
 from diffsweep.errors import ConfigError, ConfigIssue
-from diffsweep.grid import Axis, Grid, expand_axis
+from diffsweep.grid import Axis, Grid, expand_axis, find_file
+from diffsweep.inputs import FILE_PARAMS, identity_params
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
 from diffsweep.validate import did_you_mean, load_schema, subschema_issues
 
@@ -25,7 +26,7 @@ SourceOf = Callable[[str], "str | None"]
 BUILDER_AXIS = "builder."
 DEFAULT_SEED = 0
 # Builder keys that define what is loaded; everything else in a builder is lossless.
-IDENTITY_KEYS = ("provider", "pipeline", "model", "revision", "variant", "dtype", "scheduler")
+IDENTITY_KEYS = ("provider", "pipeline", "model", "revision", "variant", "dtype", "scheduler", "components")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,21 @@ def draw_random_seeds(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def absolutise_inputs(doc: dict[str, Any], base_dirs: list[Path]) -> dict[str, Any]:
+    """A copy of `doc` whose input-file parameters are absolute paths, so config.yaml reruns anywhere."""
+    doc = copy.deepcopy(doc)
+    for params in (doc["generation"], doc["sweep"]["params"]):
+        for key in FILE_PARAMS:
+            if isinstance(params.get(key), str):
+                params[key] = str(find_file(params[key], base_dirs).absolute())
+    for key in FILE_PARAMS:
+        values = doc["sweep"]["grid"].get(key)
+        if isinstance(values, list):
+            doc["sweep"]["grid"][key] = [str(find_file(v, base_dirs).absolute()) if isinstance(v, str) else v
+                                         for v in values]
+    return doc
+
+
 def _axis_schema(name: str, source_of: SourceOf) -> dict[str, Any]:
     config_schema = load_schema("config")
     params = config_schema["$defs"]["params"]
@@ -125,9 +141,9 @@ def load_grid(doc: Mapping[str, Any], base_dirs: list[Path], source_of: SourceOf
 
 def builder_identity(config: Mapping[str, Any], dtype: str) -> dict[str, Any]:
     """The hash input of a builder: what changes the loaded weights or the pixels, nothing else."""
-    identity = {key: config.get(key) for key in IDENTITY_KEYS}
+    identity = {key: config[key] for key in IDENTITY_KEYS if config.get(key) not in (None, {}, [])}
     identity["dtype"] = dtype
-    if config["model"].startswith(TINY_PREFIX) and identity["revision"] is None:
+    if config["model"].startswith(TINY_PREFIX) and "revision" not in identity:
         from diffsweep.tiny import FACTORY_VERSION
 
         identity["revision"] = f"factory-v{FACTORY_VERSION}"
@@ -179,12 +195,25 @@ class Plan:
     def _make_builder(self, config: dict[str, Any], point: Mapping[str, Any]) -> BuilderPlan:
         where = "sweep.grid.builder.pipeline" if "builder.pipeline" in point else "builder.pipeline"
         provider = providers.get(config["provider"])
-        if config["pipeline"] not in provider.pipelines:
+        self._check_allowed(config["pipeline"], where)
+        try:
+            spec = provider.spec(config["pipeline"])
+        except KeyError:
             raise ConfigError(ConfigIssue(where, f"{config['pipeline']!r} is not a {provider.name} pipeline"
                                           f"{did_you_mean(config['pipeline'], provider.pipelines)}; "
                                           f"choose one of {', '.join(provider.pipelines)}", self._source_of(where)))
         identity = builder_identity(config, resolve_dtype(config.get("dtype", "auto"), self.device))
-        return BuilderPlan(hashing.builder_hash(identity), config, identity, provider, provider.spec(config["pipeline"]))
+        return BuilderPlan(hashing.builder_hash(identity), config, identity, provider, spec)
+
+    def _check_allowed(self, pipeline: str, where: str) -> None:
+        """A dotted pipeline path is imported only from the configured module prefixes."""
+        if "." not in pipeline:
+            return
+        module = pipeline.rsplit(".", 1)[0]
+        allowed = self.doc["allowed_modules"]
+        if not any(module == prefix or module.startswith(prefix + ".") for prefix in allowed):
+            raise ConfigError(ConfigIssue(where, f"module '{module}' is not in allowed_modules ({', '.join(allowed)}); "
+                                                 f"add its prefix there to trust it", self._source_of(where)))
 
     # ----- items ---------------------------------------------------------------------------
     def _params(self, builder: BuilderPlan, point: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,7 +252,7 @@ class Plan:
             params = self._params(builder, point)
             shape = self.shape_key(builder, params)
             self._check_shape(builder, params, shape)
-            yield Item(index, hashing.item_id(builder.hash, params), builder.hash, params)
+            yield Item(index, hashing.item_id(builder.hash, identity_params(params)), builder.hash, params)
 
     @staticmethod
     def shape_key(builder: BuilderPlan, params: Mapping[str, Any]) -> str:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from diffsweep import devices, report
 from diffsweep.cache import PipelineCache, process_cache
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError, ModelUnavailableError
-from diffsweep.plan import Batch, BuilderPlan, Plan, draw_random_seeds, load_grid
+from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
 from diffsweep.providers.base import Generated, hub_offline
 from diffsweep.record import ItemWriter, Stopwatch, WriteJob, now, software_versions
 from diffsweep.paths import conf_dir
@@ -66,8 +66,9 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = _no_source,
             base_dir: Path | None = None) -> tuple[dict[str, Any], Plan]:
     """Validate and plan a resolved config; raises ConfigError before anything is written."""
     validate_config(doc, source_of)
-    doc = draw_random_seeds(dict(doc))
-    grid = load_grid(doc, [base_dir or Path.cwd(), conf_dir()], source_of)
+    base_dirs = [base_dir or Path.cwd(), conf_dir()]
+    doc = absolutise_inputs(draw_random_seeds(dict(doc)), base_dirs)
+    grid = load_grid(doc, base_dirs, source_of)
     for axis in grid.axes:  # inline file axes so config.yaml reruns without the file
         if isinstance(doc["sweep"]["grid"][axis.name], Mapping) and "file" in doc["sweep"]["grid"][axis.name]:
             doc["sweep"]["grid"][axis.name] = list(axis.values)

@@ -6,9 +6,8 @@ import importlib
 
 from diffsweep.providers.base import Provider
 
-_MODULES = {
-    "stable_diffusion": "diffsweep.providers.stable_diffusion",
-}
+_MODULES = {name: f"diffsweep.providers.{name}" for name in (
+    "stable_diffusion", "flux", "qwen_image", "allegro", "amused", "audioldm", "wan", "wuerstchen", "custom")}
 
 
 def names() -> list[str]:

@@ -8,6 +8,7 @@ diffsweep reads those specs and never names a pipeline class.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep.errors import ModelUnavailableError
+from diffsweep.inputs import FILE_PARAMS, image_problem, image_size, load_image
 from diffsweep.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class PipelineSpec:
     lora: bool = True
     module: str = "diffusers"  # where the class is importable from
     max_batch: int = 8  # auto batch size cap on an accelerator
+    image_required: bool = True  # when `image` is a parameter, whether it must be given
 
     def load_class(self) -> type:
         return getattr(importlib.import_module(self.module), self.name)
@@ -67,6 +70,7 @@ class Provider:
 
     # ----- rules, checked before anything loads -----------------------------------------
     def spec(self, pipeline: str) -> PipelineSpec:
+        """The spec of a pipeline class name; KeyError when this provider has no such pipeline."""
         return self.pipelines[pipeline]
 
     def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -88,6 +92,24 @@ class Provider:
                 low = value - value % spec.size_multiple
                 problems.append((key, f"{key} {value} must be a multiple of {spec.size_multiple} for "
                                       f"{self.name}; nearest: {low} or {low + spec.size_multiple}"))
+        problems += self._input_problems(spec, params)
+        return problems
+
+    @staticmethod
+    def _input_problems(spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        problems = [(key, problem) for key in FILE_PARAMS if isinstance(params.get(key), str)
+                    and (problem := image_problem(params[key]))]
+        if problems:
+            return problems
+        if "mask_image" in spec.params and "mask_image" not in params:
+            problems.append(("mask_image", f"{spec.name} needs a mask_image (white = repaint)"))
+        if "image" in spec.params and "image" not in params and spec.image_required:
+            problems.append(("image", f"{spec.name} needs an input image"))
+        if isinstance(params.get("image"), str) and isinstance(params.get("mask_image"), str):
+            image, mask = image_size(params["image"]), image_size(params["mask_image"])
+            if image != mask:
+                problems.append(("mask_image", f"mask size {mask[0]}x{mask[1]} does not match image size "
+                                               f"{image[0]}x{image[1]}"))
         return problems
 
     def batch_limit(self, spec: PipelineSpec) -> int:
@@ -115,24 +137,32 @@ class Provider:
         return str(Path(cached).parent) if isinstance(cached, str) else source
 
     def load(self, builder: Mapping[str, Any], torch_dtype: Any) -> Any:
-        """Materialise the pipeline through diffusers' own `from_pretrained`."""
+        """Materialise the pipeline through diffusers' own loaders (`from_pretrained`/`from_single_file`)."""
         spec = self.spec(builder["pipeline"])
         source = self.resolve_source(builder)
-        kwargs: dict[str, Any] = {"dtype": torch_dtype}
-        if builder.get("variant"):
-            kwargs["variant"] = builder["variant"]
-        if isinstance(source, str):
-            kwargs["revision"] = builder.get("revision") or "main"
-            if hub_token():
-                kwargs["token"] = hub_token()
+        self.before_load(spec)
         try:
-            pipe = spec.load_class().from_pretrained(str(source), **kwargs)
+            pipe = self.from_source(spec, source, builder, torch_dtype)
+        except ModelUnavailableError:
+            raise
         except Exception as error:  # noqa: BLE001 - translated into one clear message
             raise ModelUnavailableError(describe_load_failure(builder, source, error)) from error
         return self.after_load(pipe, builder)
 
+    def from_source(self, spec: PipelineSpec, source: Path | str, builder: Mapping[str, Any], torch_dtype: Any) -> Any:
+        pipeline_class = spec.load_class()
+        kwargs = {**hub_kwargs(builder, source), "dtype": torch_dtype}
+        kwargs.update(load_components(builder, source, torch_dtype))
+        if is_single_file(source):
+            kwargs.pop("variant", None)
+            return pipeline_class.from_single_file(str(source), **kwargs)
+        return pipeline_class.from_pretrained(str(source), **kwargs)
+
+    def before_load(self, spec: PipelineSpec) -> None:
+        """Hook for fixes that must precede `from_pretrained` (e.g. registering classes)."""
+
     def after_load(self, pipe: Any, builder: Mapping[str, Any]) -> Any:
-        """Hook for provider-specific fixes that must follow every `from_pretrained`."""
+        """Hook for provider-specific fixes that must follow every load."""
         return pipe
 
     # ----- calling ---------------------------------------------------------------------
@@ -148,6 +178,9 @@ class Provider:
                 kwargs[key] = [item[key] for item in items]
         if spec.multiplier:
             kwargs[spec.multiplier] = 1
+        for key in FILE_PARAMS:
+            if isinstance(kwargs.get(key), str):
+                kwargs[key] = load_image(kwargs[key], "L" if key == "mask_image" else "RGB")
         kwargs["generator"] = generators if spec.batchable else generators[0]
         kwargs["output_type"] = "np"
         return kwargs
@@ -160,6 +193,70 @@ class Provider:
             return [Generated("video", frames) for frames in result.frames]
         rate = int(pipe.vocoder.config.sampling_rate)
         return [Generated("audio", audio, sample_rate=rate) for audio in result.audios]
+
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".sft", ".pt", ".bin", ".gguf")
+
+
+def is_single_file(source: Path | str) -> bool:
+    """A single checkpoint file (local, or a hub file URL) rather than a diffusers folder or repo."""
+    text = str(source)
+    return text.endswith(SINGLE_FILE_SUFFIXES) and (Path(text).is_file() or text.startswith("https://"))
+
+
+def hub_kwargs(builder: Mapping[str, Any], source: Path | str) -> dict[str, Any]:
+    """revision, variant and token for a hub source; variant alone for a local one."""
+    kwargs: dict[str, Any] = {}
+    if builder.get("variant"):
+        kwargs["variant"] = builder["variant"]
+    if isinstance(source, str):
+        kwargs["revision"] = builder.get("revision") or "main"
+        if hub_token():
+            kwargs["token"] = hub_token()
+    return kwargs
+
+
+def load_components(builder: Mapping[str, Any], source: Path | str, torch_dtype: Any) -> dict[str, Any]:
+    """Component overrides (`builder.components.<name>`), each loaded with the class the base
+    model's model_index.json names for that slot, e.g. a separate VAE or text encoder."""
+    overrides = builder.get("components") or {}
+    if not overrides:
+        return {}
+    index = _model_index(source, builder)
+    loaded = {}
+    for name, component in overrides.items():
+        if name not in index:
+            slots = ", ".join(k for k in index if not k.startswith("_"))
+            raise ModelUnavailableError(f"builder.components.{name}: the base model has no component '{name}' "
+                                        f"(it has: {slots})")
+        library, class_name = index[name]
+        component_class = getattr(importlib.import_module(library), class_name)
+        target = component["model"]
+        local = Path(target).expanduser()
+        kwargs = {"subfolder": component.get("subfolder"), "dtype": torch_dtype}
+        if not local.exists():
+            kwargs["revision"] = component.get("revision") or "main"
+            if hub_token():
+                kwargs["token"] = hub_token()
+        try:
+            loaded[name] = component_class.from_pretrained(str(local if local.exists() else target),
+                                                           **{k: v for k, v in kwargs.items() if v is not None})
+        except Exception as error:  # noqa: BLE001
+            raise ModelUnavailableError(
+                f"builder.components.{name}: " + describe_load_failure(component, local if local.exists() else target,
+                                                                       error)) from error
+    return loaded
+
+
+def _model_index(source: Path | str, builder: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(source, Path):
+        path = source / "model_index.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(source, "model_index.json", revision=builder.get("revision") or "main",
+                                    token=hub_token()))
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def hub_token() -> str | None:
