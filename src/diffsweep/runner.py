@@ -255,6 +255,7 @@ def generate(pipe: Any, batch: Batch) -> list[Generated]:
     builder = batch.builder
     generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
     kwargs = builder.provider.call_kwargs(builder.spec, [item.params for item in batch.items], generators)
+    builder.provider.prepare_call(pipe, builder.spec, batch.items[0].params)
     with torch.inference_mode():
         result = pipe(**kwargs)
     return builder.provider.outputs(builder.spec, result, pipe)

@@ -166,6 +166,9 @@ class Provider:
         return pipe
 
     # ----- calling ---------------------------------------------------------------------
+    def prepare_call(self, pipe: Any, spec: PipelineSpec, params: Mapping[str, Any]) -> None:
+        """Hook run before each call with the batch's shared params (e.g. per-size VAE tiling)."""
+
     def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
                     generators: list[Any]) -> dict[str, Any]:
         """Keyword arguments for one pipeline call over `items` (which share their call shape)."""
