@@ -152,3 +152,43 @@ def test_runs_cli_list_show_resume_and_verify(tmp_path: Path) -> None:
     verified = run_cli(["verify", str(run_dir)], cwd=tmp_path, module="diffsweep.runs_cli")
     assert verified.returncode == 0, verified.stderr
     assert "verified 4 item(s): 4 identical, 0 different" in verified.stdout
+
+
+def test_resume_after_sigkill_mid_run_matches_a_clean_run(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["sweep.batch_size=1", "sweep.params.num_inference_steps=2", "sweep.grid.seed=[0,1,2,3,4,5]",
+            "sweep.grid.prompt=[a fox]"]
+    crashed = subprocess.Popen([sys.executable, "-m", "diffsweep", *args, "output.root=crashed"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = tmp_path / "crashed" / "default" / "v0001" / "manifest.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not manifest.exists() or manifest.read_text().count("\n") < 2):
+        time.sleep(0.05)
+    os.kill(crashed.pid, signal.SIGKILL)
+    crashed.wait()
+    run_dir = manifest.parent
+    before = manifest.read_text().count("\n")
+    assert 2 <= before < 6, "the kill must land mid-run"
+    assert read_run_json(run_dir)["status"] == "running"
+    listed = run_cli(["--root", "crashed", "list"], cwd=tmp_path, module="diffsweep.runs_cli")
+    assert "interrupted" in listed.stdout  # no live writer holds the lock
+
+    resumed = run_cli(["--root", "crashed", "resume", "default/v0001"], cwd=tmp_path, module="diffsweep.runs_cli")
+    assert resumed.returncode == 0, resumed.stderr
+    clean = run_cli([*args, "output.root=clean"], cwd=tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    clean_dir = Path(clean.stdout.strip().splitlines()[-1])
+
+    resumed_records = {r["item_id"]: r for r in read_manifest(run_dir)}
+    clean_records = {r["item_id"]: r for r in read_manifest(clean_dir)}
+    assert resumed_records.keys() == clean_records.keys()
+    assert read_run_json(run_dir)["counts"]["skipped"] >= before
+    assert not list(run_dir.rglob("*.tmp"))
+    for item_id, record in clean_records.items():
+        assert np.array_equal(pixels(clean_dir / record["outputs"][0]),
+                              pixels(run_dir / resumed_records[item_id]["outputs"][0]))

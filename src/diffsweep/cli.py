@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -17,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from diffsweep.errors import (EXIT_CONFIG, EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME,
                               ConfigError, ConfigIssue, DiffsweepError)
 from diffsweep.paths import conf_dir
-from diffsweep.validate import validate_config
+from diffsweep.validate import normalise, validate_config
 
 log = logging.getLogger("diffsweep")
 _GROUP_OF_KEY = {"builder": "provider", "generation": "provider", "sweep": "sweep", "optimization": "optimization"}
@@ -26,11 +27,14 @@ _exit_codes: list[int] = []
 
 def source_finder(hydra_cfg: DictConfig) -> Callable[[str], str | None]:
     """Map a key path to where its value most likely came from: an override or a config file."""
-    overrides = list(hydra_cfg.overrides.task)
     choices = hydra_cfg.runtime.choices
-    primary = next((Path(s.path) for s in hydra_cfg.runtime.config_sources
-                    if s.provider == "main" and s.schema == "file"), conf_dir())
+    # `sweep=user` picks a file; only value overrides (`sweep.params.x=1`) set keys themselves
+    overrides = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") not in choices]
+    folders = [Path(s.path) for s in hydra_cfg.runtime.config_sources if s.schema == "file"] or [conf_dir()]
     config_name = hydra_cfg.job.config_name
+
+    def config_file(relative: str) -> str:
+        return str(next((f / relative for f in folders if (f / relative).is_file()), folders[0] / relative))
 
     def source_of(path: str) -> str | None:
         for override in overrides:
@@ -39,8 +43,8 @@ def source_finder(hydra_cfg: DictConfig) -> Callable[[str], str | None]:
                 return f"command-line override '{override}'"
         group = _GROUP_OF_KEY.get(path.split(".", 1)[0].split("[", 1)[0])
         if group and choices.get(group):
-            return str(primary / group / f"{choices[group]}.yaml")
-        return str(primary / f"{config_name}.yaml")
+            return config_file(f"{group}/{choices[group]}.yaml")
+        return config_file(f"{config_name}.yaml")
 
     return source_of
 
@@ -58,7 +62,7 @@ def resolve(cfg: DictConfig) -> dict:
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
-    doc, source_of = resolve(cfg), source_finder(hydra_cfg)
+    doc, source_of = normalise(resolve(cfg)), source_finder(hydra_cfg)
     validate_config(doc, source_of)  # before torch is imported: bad configs fail in about a second
 
     from diffsweep.runner import run_sweep
@@ -88,7 +92,7 @@ def report_failure(action: Callable[[], int | None]) -> int:
         return action() or EXIT_OK
     except ConfigError as error:
         return _say(str(error), EXIT_CONFIG)
-    except (HydraException, OmegaConfBaseException) as error:
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
         return _say(f"invalid configuration: {error}", EXIT_CONFIG)
     except DiffsweepError as error:
         return _say(f"error: {error}", error.exit_code)

@@ -194,8 +194,8 @@ class Plan:
 
     def _make_builder(self, config: dict[str, Any], point: Mapping[str, Any]) -> BuilderPlan:
         where = "sweep.grid.builder.pipeline" if "builder.pipeline" in point else "builder.pipeline"
-        provider = providers.get(config["provider"])
         self._check_allowed(config["pipeline"], where)
+        provider = providers.get(config["provider"])
         try:
             spec = provider.spec(config["pipeline"])
         except KeyError:

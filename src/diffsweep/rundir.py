@@ -110,6 +110,16 @@ class RunFolder:
             pid_file.unlink(missing_ok=True)
             lock.release()
 
+    def has_live_writer(self) -> bool:
+        """Whether some process holds the writer lock right now."""
+        lock = FileLock(str(self.path / LOCK), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
     def read_run_json(self) -> dict[str, Any]:
         try:
             return json.loads(self.run_json_path.read_text(encoding="utf-8"))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -29,7 +31,7 @@ from diffsweep.record import ItemWriter, Stopwatch, WriteJob, now, software_vers
 from diffsweep.paths import conf_dir
 from diffsweep.rundir import RunFolder, allocate, write_atomic
 from diffsweep.savedconfig import dump_run_config
-from diffsweep.validate import validate_config
+from diffsweep.validate import normalise, validate_config
 
 log = logging.getLogger("diffsweep")
 
@@ -65,6 +67,7 @@ def _no_source(_: str) -> None:
 def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = _no_source,
             base_dir: Path | None = None) -> tuple[dict[str, Any], Plan]:
     """Validate and plan a resolved config; raises ConfigError before anything is written."""
+    doc = normalise(doc)
     validate_config(doc, source_of)
     base_dirs = [base_dir or Path.cwd(), conf_dir()]
     doc = absolutise_inputs(draw_random_seeds(dict(doc)), base_dirs)
@@ -157,6 +160,7 @@ def execute(run: RunFolder, plan: Plan, *, done: Mapping[str, dict[str, Any]], c
                         on_done=committed)
     devices.reset_peak_memory(device)
     status = "failed"
+    previous_sigterm = _sigterm_as_interrupt()
     try:
         for batch in plan.batches(skip=done):
             _run_batch(batch, plan, cache, device, writer, stopwatch, state)
@@ -167,6 +171,8 @@ def execute(run: RunFolder, plan: Plan, *, done: Mapping[str, dict[str, Any]], c
         writer.close()
         raise
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         progress.close()
         state.update(status=status, finished=now(), counts=counts,
                      cache={"loads": cache.stats.loads - loads_before, "hits": cache.stats.hits - hits_before},
@@ -270,6 +276,17 @@ def _load(builder: BuilderPlan, device: torch.device) -> Any:
 def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float) -> None:
     for item in batch.items:
         writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message))
+
+
+def _sigterm_as_interrupt() -> Any:
+    """Let SIGTERM (Slurm preemption, `kill`) end a run like Ctrl-C: items so far stay committed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _write_reports(run_dir: Path) -> None:

@@ -34,10 +34,14 @@ def all_runs(root: Path) -> list[Path]:
 
 
 def _run_info(path: Path) -> dict[str, Any]:
+    """run.json, with a `running` status corrected when no live process writes the folder."""
     try:
-        return json.loads((path / "run.json").read_text(encoding="utf-8"))
+        info = json.loads((path / "run.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {"status": "unreadable", "counts": {}}
+    if info.get("status") == "running" and not RunFolder(path).has_live_writer():
+        info["status"] = "interrupted"  # the writer died without recording it (kill -9, power loss)
+    return info
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -70,7 +74,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     timings = info.get("timings", {})
     if timings:
         print("timings  " + ", ".join(f"{k}={v}" for k, v in timings.items()))
-    failed = [r for r in RunFolder(path).read_manifest() if r.get("status") == "failed"]
     latest = {r["item_id"]: r for r in RunFolder(path).read_manifest()}
     failed = [r for r in latest.values() if r.get("status") == "failed"]
     for record in failed[:20]:

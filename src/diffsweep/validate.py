@@ -144,6 +144,37 @@ def subschema_issues(value: Any, subschema: Mapping[str, Any], path: str,
     return issues
 
 
+NESTED_PREFIXES = ("builder", "lora")
+
+
+def normalise(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten nested `builder:`/`lora:` mappings in grids and params into dotted keys.
+
+    Hydra turns `sweep.grid.builder.model=[a,b]` into `{builder: {model: [a, b]}}`; YAML users
+    may write `"builder.model": [a, b]` instead. Both mean the axis `builder.model`.
+    """
+    doc = dict(doc)
+    sweep = doc.get("sweep")
+    if isinstance(sweep, Mapping):
+        sweep = doc["sweep"] = dict(sweep)
+        for key in ("grid", "params"):
+            if isinstance(sweep.get(key), Mapping):
+                sweep[key] = _flatten(sweep[key], NESTED_PREFIXES if key == "grid" else ("lora",))
+    if isinstance(doc.get("generation"), Mapping):
+        doc["generation"] = _flatten(doc["generation"], ("lora",))
+    return doc
+
+
+def _flatten(mapping: Mapping[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if key in prefixes and isinstance(value, Mapping) and not ({"file"} & value.keys() or {"start"} & value.keys()):
+            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def validate_config(doc: Mapping[str, Any], source_of: SourceOf | None = None) -> None:
     """Raise ConfigError listing every schema violation of a resolved config."""
     issues = schema_issues(doc, "config", source_of=source_of)

@@ -1,0 +1,59 @@
+"""aMUSEd (open MUSE): masked-token image generation, text to image, image to image and inpainting.
+
+| pipeline                | params (besides prompt, seed)                                         | defaults                           |
+| ----------------------- | --------------------------------------------------------------------- | ---------------------------------- |
+| `AmusedPipeline`        | negative_prompt, num_inference_steps, guidance_scale, height, width   | 12 steps, guidance 10              |
+| `AmusedImg2ImgPipeline` | negative_prompt, num_inference_steps, guidance_scale, image, strength | 12 steps, guidance 10, strength 0.5 |
+| `AmusedInpaintPipeline` | ... as img2img, plus mask_image (white = repaint)                     | 12 steps, guidance 10, strength 1.0 |
+
+- **Load.** Deprecated in diffusers (TINY_PIPELINES.md §8.3): the classes live in `diffusers.pipelines.deprecated.amused`
+  and a later diffusers may drop them; the provider then reports itself unavailable instead of crashing.
+- **Sizes.** Multiples of 32: the VQ-VAE downsamples 16x (amused-256/512) and the U-ViT halves the token grid again.
+  Unset sizes come from the checkpoint (256 or 512); img2img and inpainting take the input image's size.
+- **Output.** image.
+- **Batching.** none: a generator list fails (`'list' object has no attribute 'device'`, §7), and one generator shared
+  by a batch would make items depend on their batch, so each call makes one image.
+- **LoRA.** none in diffusers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import version
+
+from diffsweep.errors import ModelUnavailableError
+from diffsweep.providers.base import PipelineSpec, Provider
+
+MODULE = "diffusers.pipelines.deprecated.amused"
+_TEXT = frozenset({"negative_prompt", "num_inference_steps", "guidance_scale"})
+_DEFAULTS = {"num_inference_steps": 12, "guidance_scale": 10.0}
+
+
+@dataclass(frozen=True)
+class DeprecatedSpec(PipelineSpec):
+    """A pipeline that diffusers has deprecated and may remove: loading it then fails with one clear message."""
+
+    def load_class(self) -> type:
+        try:
+            return super().load_class()
+        except (ImportError, AttributeError) as error:
+            raise ModelUnavailableError(
+                f"{self.name} is unavailable: the installed diffusers {version('diffusers')} has no {self.name} in "
+                f"{self.module} ({type(error).__name__}: {error}); install diffusers 0.42.1, where it is deprecated "
+                f"but present") from error
+
+
+class Amused(Provider):
+    name = "amused"
+    pipelines = {spec.name: spec for spec in (
+        DeprecatedSpec("AmusedPipeline", "image", _TEXT | {"height", "width"}, _DEFAULTS, batchable=False,
+                       size_multiple=32, lora=False, module=MODULE),
+        DeprecatedSpec("AmusedImg2ImgPipeline", "image", _TEXT | {"image", "strength"},
+                       {**_DEFAULTS, "strength": 0.5}, batchable=False, size_multiple=32, lora=False, module=MODULE),
+        DeprecatedSpec("AmusedInpaintPipeline", "image", _TEXT | {"image", "mask_image", "strength"},
+                       {**_DEFAULTS, "strength": 1.0}, batchable=False, size_multiple=32, lora=False, module=MODULE),
+    )}
+    tiny_models = {"amused": "AmusedPipeline"}
+
+
+PROVIDER = Amused()

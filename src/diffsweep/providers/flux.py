@@ -1,0 +1,79 @@
+"""Flux.1 (black-forest-labs): text-to-image, image-to-image, fill (inpaint/outpaint) and Kontext (edit).
+
+| pipeline | inputs | generation params (besides prompt, seed) | defaults |
+| --- | --- | --- | --- |
+| FluxPipeline | - | prompt_2, negative_prompt(_2), true_cfg_scale, guidance_scale, num_inference_steps, height, width, max_sequence_length | 1024x1024, 20 steps, guidance 3.5, true_cfg 1.0 |
+| FluxImg2ImgPipeline | image | as FluxPipeline + strength | as FluxPipeline + strength 0.3 |
+| FluxFillPipeline | image, mask_image (white = repaint) | prompt_2, guidance_scale, num_inference_steps, height, width, strength, max_sequence_length | 1024x1024, 20 steps, guidance 3.5, strength 1.0 |
+| FluxKontextPipeline | image (optional) | as FluxPipeline | as FluxPipeline |
+
+Defaults are the reference system's (REFERENCE §1.4); the model-card values (schnell: 4 steps, guidance 0;
+dev: 28 steps; Kontext: guidance 2.5; Fill: 50 steps, guidance 30) live in the conf/provider presets.
+
+Load notes: plain `from_pretrained`; FLUX.1-dev, -Fill-dev and -Kontext-dev are gated (HF_TOKEN). The dev models
+are guidance-distilled (`guidance_scale` is an embedding input, not CFG); schnell ignores `guidance_scale`.
+
+Rules (checked at plan time, before anything loads):
+- height and width are multiples of 16 (VAE factor 8 x 2x2 latent packing); diffusers would silently round down.
+  Input images are resized to height x width (which default to 1024x1024, as in diffusers, not to the input's size).
+- max_sequence_length <= 512 (the T5 encoder's limit; schnell was trained at 256).
+
+Call notes: negative_prompt(_2) takes effect only together with true_cfg_scale > 1 (true CFG, two transformer passes
+per step); diffusers ignores either one alone. Kontext outputs exactly height x width: diffsweep passes
+`max_area=height*width`, where diffusers would otherwise rescale every output to about 1 MP; Kontext's input image is
+resized to the nearest of its training resolutions (about 1 MP) whatever the output size.
+
+Output: image (`.images`, np (B,H,W,3) in [0,1]). Batching: a list of prompts with one CPU generator per item
+(`num_images_per_prompt`=1), so an item's pixels do not depend on its batch; items that differ in any other
+parameter (input image, size, steps) run in separate calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from diffsweep.providers.base import PipelineSpec, Provider
+
+SIZE_MULTIPLE = 16
+MAX_SEQUENCE_LENGTH = 512
+
+_TEXT = frozenset({"prompt_2", "negative_prompt", "negative_prompt_2", "true_cfg_scale", "guidance_scale",
+                   "num_inference_steps", "height", "width", "max_sequence_length"})
+_FILL = frozenset({"prompt_2", "guidance_scale", "num_inference_steps", "height", "width", "strength",
+                   "max_sequence_length", "image", "mask_image"})
+_DEFAULTS = {"height": 1024, "width": 1024, "num_inference_steps": 20, "guidance_scale": 3.5}
+_TEXT_DEFAULTS = {**_DEFAULTS, "true_cfg_scale": 1.0}
+
+
+def _spec(name: str, params: frozenset[str], defaults: Mapping[str, Any], **options: Any) -> PipelineSpec:
+    return PipelineSpec(name, "image", params, defaults, size_multiple=SIZE_MULTIPLE, max_batch=4, **options)
+
+
+class Flux(Provider):
+    name = "flux"
+    pipelines = {spec.name: spec for spec in (
+        _spec("FluxPipeline", _TEXT, _TEXT_DEFAULTS),
+        _spec("FluxImg2ImgPipeline", _TEXT | {"image", "strength"}, {**_TEXT_DEFAULTS, "strength": 0.3}),
+        _spec("FluxFillPipeline", _FILL, {**_DEFAULTS, "strength": 1.0}),
+        _spec("FluxKontextPipeline", _TEXT | {"image"}, _TEXT_DEFAULTS, image_required=False),
+    )}
+    tiny_models = {"flux": "FluxPipeline"}
+
+    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        problems = super().check_params(spec, params)
+        length = params.get("max_sequence_length")
+        if length is not None and length > MAX_SEQUENCE_LENGTH:
+            problems.append(("max_sequence_length", f"max_sequence_length {length} exceeds {MAX_SEQUENCE_LENGTH}, "
+                                                    f"the T5 encoder limit of {self.name}"))
+        return problems
+
+    def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
+                    generators: list[Any]) -> dict[str, Any]:
+        kwargs = super().call_kwargs(spec, items, generators)
+        if spec.name == "FluxKontextPipeline":
+            kwargs["max_area"] = kwargs["height"] * kwargs["width"]
+        return kwargs
+
+
+PROVIDER = Flux()

@@ -1,0 +1,76 @@
+"""Qwen-Image (Qwen): text-to-image, image-to-image and instruction editing.
+
+| pipeline | inputs | generation params (besides prompt, seed) | defaults |
+| --- | --- | --- | --- |
+| QwenImagePipeline | - | negative_prompt, true_cfg_scale, guidance_scale, num_inference_steps, height, width, max_sequence_length | 1024x1024, 20 steps, true_cfg 1.0 |
+| QwenImageImg2ImgPipeline | image | as QwenImagePipeline + strength | as QwenImagePipeline + strength 0.6 |
+| QwenImageEditPipeline | image | as QwenImagePipeline | about 1 MP at the input's aspect ratio, 20 steps, true_cfg 4.0 |
+
+Defaults are the reference system's (REFERENCE §1.4) where it has one, else diffusers'; the model-card values
+(50 steps, true_cfg 4.0 with negative_prompt " ") live in the conf/provider presets.
+
+Load notes: plain `from_pretrained` (a 20B transformer and a Qwen2.5-VL-7B text encoder; bf16 needs ~60 GB, so large
+runs want an offload preset). The Edit pipeline also loads the Qwen2-VL `processor`, which feeds the input image to the
+text encoder's vision tower; transformers cannot build that processor without torchvision, so Edit fails to load,
+with a message saying so, where torchvision is not installed.
+
+Rules (checked at plan time, before anything loads):
+- height and width are multiples of 16 (VAE factor 8 x 2x2 latent packing); diffusers would silently round down.
+  Img2img resizes its input to height x width (default 1024x1024, as in diffusers); Edit without height/width keeps
+  the input's aspect ratio at about 1 MP (always a multiple of 32).
+- max_sequence_length <= 1024.
+
+Call notes: CFG is "true CFG": negative_prompt and true_cfg_scale > 1 take effect only together (pass negative_prompt
+" " for plain CFG). guidance_scale matters only for guidance-distilled checkpoints; Qwen-Image itself ignores it.
+
+Output: image (`.images`, np (B,H,W,3) in [0,1]). Batching: a list of prompts with one CPU generator per item
+(`num_images_per_prompt`=1); items that differ in any other parameter run in separate calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from diffsweep.errors import ModelUnavailableError
+from diffsweep.providers.base import PipelineSpec, Provider
+
+SIZE_MULTIPLE = 16
+MAX_SEQUENCE_LENGTH = 1024
+
+_TEXT = frozenset({"negative_prompt", "true_cfg_scale", "guidance_scale", "num_inference_steps", "height", "width",
+                   "max_sequence_length"})
+_SIZE = {"height": 1024, "width": 1024}
+_DEFAULTS = {"num_inference_steps": 20, "true_cfg_scale": 1.0}
+
+
+def _spec(name: str, params: frozenset[str], defaults: Mapping[str, Any]) -> PipelineSpec:
+    return PipelineSpec(name, "image", params, defaults, size_multiple=SIZE_MULTIPLE, max_batch=2)
+
+
+class QwenImage(Provider):
+    name = "qwen_image"
+    pipelines = {spec.name: spec for spec in (
+        _spec("QwenImagePipeline", _TEXT, {**_SIZE, **_DEFAULTS}),
+        _spec("QwenImageImg2ImgPipeline", _TEXT | {"image", "strength"}, {**_SIZE, **_DEFAULTS, "strength": 0.6}),
+        _spec("QwenImageEditPipeline", _TEXT | {"image"}, {**_DEFAULTS, "true_cfg_scale": 4.0}),
+    )}
+    tiny_models = {"qwen_image": "QwenImagePipeline"}
+
+    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        problems = super().check_params(spec, params)
+        length = params.get("max_sequence_length")
+        if length is not None and length > MAX_SEQUENCE_LENGTH:
+            problems.append(("max_sequence_length", f"max_sequence_length {length} exceeds {MAX_SEQUENCE_LENGTH}, "
+                                                    f"the limit of {self.name}"))
+        return problems
+
+    def before_load(self, spec: PipelineSpec) -> None:
+        from transformers.utils import is_torchvision_available
+
+        if spec.name == "QwenImageEditPipeline" and not is_torchvision_available():
+            raise ModelUnavailableError(f"{spec.name} needs torchvision: transformers cannot build its Qwen2-VL "
+                                        f"processor without it; install the torchvision build matching your torch")
+
+
+PROVIDER = QwenImage()

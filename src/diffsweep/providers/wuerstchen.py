@@ -1,0 +1,96 @@
+"""Wuerstchen (warp-ai): text to image in three stages, prior -> decoder -> VQ-GAN, driven as one combined pipeline.
+
+| pipeline                     | params (besides prompt, seed)                                                  | defaults |
+| ---------------------------- | ------------------------------------------------------------------------------ | -------- |
+| `WuerstchenCombinedPipeline` | negative_prompt, height, width, prior_num_inference_steps, prior_guidance_scale, num_inference_steps (decoder), decoder_guidance_scale | prior 60 steps at guidance 4.0, decoder 12 steps at guidance 0.0 |
+
+- **Load.** Deprecated in diffusers (TINY_PIPELINES.md §8.3): the classes live in
+  `diffusers.pipelines.deprecated.wuerstchen`, and a later diffusers may drop them; the provider then reports itself
+  unavailable instead of crashing. A saved folder names its models `["diffusers", "WuerstchenPrior"]` etc., which
+  diffusers 0.42.1 does not export, so `from_pretrained` fails (§8.2); `before_load` registers the three model classes
+  on the `diffusers` module under their own names first (idempotent).
+- **Sizes.** The prior's latent side is ceil(side / 42.67); the decoder's is int(that x 10.67), must be even (its
+  pixel_unshuffle halves it) and is decoded 4x by the VQ-GAN. Multiples of 128 give an even decoder latent that decodes
+  to exactly the requested size (128 -> 32 -> 128, 1024 -> 256 -> 1024); 64 gives an odd latent (21) and fails, and
+  other sizes come out at another size, so height and width must be multiples of 128. Unset sizes are 512.
+- **Output.** image.
+- **Batching.** prompt lists, `num_images_per_prompt` and generator lists all work, one generator per item (§7).
+- **LoRA.** none in diffusers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+from diffsweep.errors import ModelUnavailableError
+from diffsweep.providers.base import PipelineSpec, Provider
+
+MODULE = "diffusers.pipelines.deprecated.wuerstchen"
+MODEL_CLASSES = ("WuerstchenPrior", "WuerstchenDiffNeXt", "PaellaVQModel")
+SIZE_STEP = 128
+PRIOR_RESOLUTION_MULTIPLE = 42.67  # WuerstchenPriorPipeline config
+DECODER_LATENT_SCALE = 10.67  # WuerstchenDecoderPipeline config
+VQGAN_SCALE = 4  # PaellaVQModel: pixel unshuffle 2 x one 2x level
+
+
+@dataclass(frozen=True)
+class DeprecatedSpec(PipelineSpec):
+    """A pipeline that diffusers has deprecated and may remove: loading it then fails with one clear message."""
+
+    def load_class(self) -> type:
+        try:
+            return super().load_class()
+        except (ImportError, AttributeError) as error:
+            raise ModelUnavailableError(
+                f"{self.name} is unavailable: the installed diffusers {version('diffusers')} has no {self.name} in "
+                f"{self.module} ({type(error).__name__}: {error}); install diffusers 0.42.1, where it is deprecated "
+                f"but present") from error
+
+
+def decoder_latent(side: int) -> int:
+    """The decoder latent's side for an image side, computed as the prior and decoder pipelines do."""
+    return int(math.ceil(side / PRIOR_RESOLUTION_MULTIPLE) * DECODER_LATENT_SCALE)
+
+
+def size_problem(key: str, side: int) -> str:
+    latent = decoder_latent(side)
+    why = (f"an odd decoder latent ({latent}), which the decoder cannot halve" if latent % 2
+           else f"a decoder latent of {latent}, decoded to {latent * VQGAN_SCALE} px instead")
+    low = side - side % SIZE_STEP
+    nearest = f"{low} or {low + SIZE_STEP}" if low else str(SIZE_STEP)
+    return f"{key} {side} gives {why}; Wuerstchen sizes are multiples of {SIZE_STEP} (nearest: {nearest})"
+
+
+class Wuerstchen(Provider):
+    name = "wuerstchen"
+    pipelines = {spec.name: spec for spec in (
+        DeprecatedSpec("WuerstchenCombinedPipeline", "image",
+                       frozenset({"negative_prompt", "height", "width", "prior_num_inference_steps",
+                                  "prior_guidance_scale", "num_inference_steps", "decoder_guidance_scale"}),
+                       {"prior_num_inference_steps": 60, "prior_guidance_scale": 4.0, "num_inference_steps": 12,
+                        "decoder_guidance_scale": 0.0},
+                       size_multiple=SIZE_STEP, lora=False, module=MODULE),
+    )}
+    tiny_models = {"wuerstchen": "WuerstchenCombinedPipeline"}
+
+    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The base's multiple-of rule, with the reason spelled out for each refused side."""
+        off = [k for k in ("height", "width") if isinstance(params.get(k), int) and params[k] % SIZE_STEP]
+        problems = [p for p in super().check_params(spec, params) if p[0] not in off]
+        return problems + [(key, size_problem(key, params[key])) for key in off]
+
+    def before_load(self, spec: PipelineSpec) -> None:
+        import diffusers
+
+        spec.load_class()  # the clear "unavailable" error comes before the model classes are looked up
+        models = importlib.import_module(MODULE)
+        for name in MODEL_CLASSES:
+            setattr(diffusers, name, getattr(models, name))
+
+
+PROVIDER = Wuerstchen()
