@@ -34,6 +34,8 @@ class Entry:
     pipeline: Any
     nbytes: int
     load_seconds: float
+    base_scheduler_config: Any = None  # the scheduler the weights came with, to swap from
+    scheduler_key: str | None = None  # which scheduler is on the pipeline now
 
 
 def pipeline_nbytes(pipeline: Any) -> int:

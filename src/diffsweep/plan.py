@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffsweep import hashing, providers
+from diffsweep import hashing, lora, providers, schedulers
 from diffsweep.devices import resolve_dtype
 from diffsweep.errors import ConfigError, ConfigIssue
 from diffsweep.grid import Axis, Grid, expand_axis, find_file
@@ -27,6 +27,8 @@ BUILDER_AXIS = "builder."
 DEFAULT_SEED = 0
 # Builder keys that define what is loaded; everything else in a builder is lossless.
 IDENTITY_KEYS = ("provider", "pipeline", "model", "revision", "variant", "dtype", "scheduler", "components")
+# Optimizations that change pixels (fp8 storage) belong to the builder identity; the rest do not.
+LOSSY_OPTIMIZATIONS = ("layerwise_casting",)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,11 @@ class BuilderPlan:
     identity: dict[str, Any]  # the hash input
     provider: Provider
     spec: PipelineSpec
+    cache_key: str  # what the loaded object depends on: identity less scheduler, plus every optimization
+
+    @property
+    def loras(self) -> list[dict[str, Any]]:
+        return list(self.config.get("loras") or [])
 
     @property
     def short(self) -> str:
@@ -129,7 +136,7 @@ def load_grid(doc: Mapping[str, Any], base_dirs: list[Path], source_of: SourceOf
             issues += error.issues
             continue
         for position, value in enumerate(axis.values):
-            if value is None:
+            if value is None and not name.startswith(BUILDER_AXIS):  # builder.scheduler: null = the model's own
                 issues.append(ConfigIssue(f"{where}[{position}]", "null is not a grid value", source_of(where)))
             else:
                 issues += subschema_issues(value, schema, f"{where}[{position}]", source_of)
@@ -139,10 +146,16 @@ def load_grid(doc: Mapping[str, Any], base_dirs: list[Path], source_of: SourceOf
     return Grid(axes, doc["sweep"]["mode"])
 
 
-def builder_identity(config: Mapping[str, Any], dtype: str) -> dict[str, Any]:
+def builder_identity(config: Mapping[str, Any], dtype: str,
+                     optimization: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The hash input of a builder: what changes the loaded weights or the pixels, nothing else."""
     identity = {key: config[key] for key in IDENTITY_KEYS if config.get(key) not in (None, {}, [])}
     identity["dtype"] = dtype
+    if config.get("loras"):
+        identity["loras"] = lora.identity(config["loras"])
+    for key in LOSSY_OPTIMIZATIONS:
+        if (optimization or {}).get(key):
+            identity[key] = optimization[key]
     if config["model"].startswith(TINY_PREFIX) and "revision" not in identity:
         from diffsweep.tiny import FACTORY_VERSION
 
@@ -202,8 +215,18 @@ class Plan:
             raise ConfigError(ConfigIssue(where, f"{config['pipeline']!r} is not a {provider.name} pipeline"
                                           f"{did_you_mean(config['pipeline'], provider.pipelines)}; "
                                           f"choose one of {', '.join(provider.pipelines)}", self._source_of(where)))
-        identity = builder_identity(config, resolve_dtype(config.get("dtype", "auto"), self.device))
-        return BuilderPlan(hashing.builder_hash(identity), config, identity, provider, spec)
+        issues = []
+        if config.get("loras") and not spec.lora:
+            issues.append(("builder.loras", f"{spec.name} has no LoRA support in diffusers"))
+        if config.get("scheduler"):
+            issues += schedulers.problems(spec.load_class(), config["scheduler"])
+        if issues:
+            raise ConfigError([ConfigIssue(k, m, self._source_of(k)) for k, m in issues])
+        optimization = self.doc["optimization"]
+        identity = builder_identity(config, resolve_dtype(config.get("dtype", "auto"), self.device), optimization)
+        weights = {k: v for k, v in identity.items() if k != "scheduler"}
+        cache_key = hashing.digest("pipeline", {"weights": weights, "optimization": dict(optimization)})
+        return BuilderPlan(hashing.builder_hash(identity), config, identity, provider, spec, cache_key)
 
     def _check_allowed(self, pipeline: str, where: str) -> None:
         """A dotted pipeline path is imported only from the configured module prefixes."""
@@ -217,7 +240,7 @@ class Plan:
 
     # ----- items ---------------------------------------------------------------------------
     def _params(self, builder: BuilderPlan, point: Mapping[str, Any]) -> dict[str, Any]:
-        params: dict[str, Any] = {"seed": DEFAULT_SEED}
+        params: dict[str, Any] = {"seed": DEFAULT_SEED, **lora.default_scales(builder.loras)}
         for layer in (builder.spec.defaults, self.doc["generation"], self.doc["sweep"]["params"],
                       {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
             params.update({k: v for k, v in layer.items() if v is not None})
@@ -227,7 +250,7 @@ class Plan:
     def _check_shape(self, builder: BuilderPlan, params: Mapping[str, Any], key: str) -> None:
         if key in self._checked_shapes:
             return
-        problems = builder.provider.check_params(builder.spec, params)
+        problems = builder.provider.check_params(builder.spec, params) + lora.problems(builder.loras, params)
         if "prompt" not in params:
             problems.append(("prompt", "no prompt: set sweep.grid.prompt or sweep.params.prompt"))
         if problems:

@@ -22,11 +22,12 @@ from typing import Any, TextIO
 import torch
 from tqdm import tqdm
 
-from diffsweep import devices, report
+from diffsweep import devices, lora, report, schedulers
+from diffsweep.hashing import canonical_json
 from diffsweep.cache import PipelineCache, process_cache
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError, ModelUnavailableError
 from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
-from diffsweep.providers.base import Generated, hub_offline
+from diffsweep.providers.base import Generated, hub_offline, hub_token
 from diffsweep.record import ItemWriter, Stopwatch, WriteJob, now, software_versions
 from diffsweep.paths import conf_dir
 from diffsweep.rundir import RunFolder, allocate, write_atomic
@@ -71,6 +72,7 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = _no_source,
     validate_config(doc, source_of)
     base_dirs = [base_dir or Path.cwd(), conf_dir()]
     doc = absolutise_inputs(draw_random_seeds(dict(doc)), base_dirs)
+    doc["builder"]["loras"] = lora.absolutise(doc["builder"].get("loras") or [], base_dirs)
     grid = load_grid(doc, base_dirs, source_of)
     for axis in grid.axes:  # inline file axes so config.yaml reruns without the file
         if isinstance(doc["sweep"]["grid"][axis.name], Mapping) and "file" in doc["sweep"]["grid"][axis.name]:
@@ -243,7 +245,8 @@ def _run_batch(batch: Batch, plan: Plan, cache: PipelineCache, device: torch.dev
 def pipeline_for(builder: BuilderPlan, cache: PipelineCache, device: torch.device,
                  stopwatch: Stopwatch | None = None, state: dict[str, Any] | None = None) -> Any:
     """The loaded pipeline of a builder, from the cache or loaded once (recorded in run.json)."""
-    pipe, entry, loaded = cache.get(builder.hash, lambda: _load(builder, device), device)
+    pipe, entry, loaded = cache.get(builder.cache_key, lambda: _load(builder, device), device)
+    use_scheduler(pipe, entry, builder)
     if loaded:
         log.info("loaded %s/%s %s (%s) in %.2fs", builder.provider.name, builder.spec.name, builder.config["model"],
                  builder.short, entry.load_seconds)
@@ -256,9 +259,25 @@ def pipeline_for(builder: BuilderPlan, cache: PipelineCache, device: torch.devic
     return pipe
 
 
+def use_scheduler(pipe: Any, entry: Any, builder: BuilderPlan) -> None:
+    """Put the builder's scheduler on a cached pipeline; the weights stay loaded."""
+    if entry.scheduler_key is None:  # first use: the pipeline carries the model's own scheduler
+        entry.base_scheduler_config = dict(pipe.scheduler.config)
+        entry.scheduler_key = canonical_json(None)
+    wanted = builder.config.get("scheduler")
+    key = canonical_json(wanted)
+    if entry.scheduler_key == key:
+        return
+    pipe.scheduler = (schedulers.build(wanted, entry.base_scheduler_config) if wanted
+                      else schedulers.restore(entry.base_scheduler_config))
+    entry.scheduler_key = key
+    log.info("scheduler for %s: %s", builder.short, wanted["name"] if wanted else "the model's own")
+
+
 def generate(pipe: Any, batch: Batch) -> list[Generated]:
     """One pipeline call for a batch; each item draws its noise from its own CPU generator."""
     builder = batch.builder
+    lora.apply_scales(pipe, builder.loras, batch.items[0].params)
     generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
     kwargs = builder.provider.call_kwargs(builder.spec, [item.params for item in batch.items], generators)
     builder.provider.prepare_call(pipe, builder.spec, batch.items[0].params)
@@ -269,6 +288,8 @@ def generate(pipe: Any, batch: Batch) -> list[Generated]:
 
 def _load(builder: BuilderPlan, device: torch.device) -> Any:
     pipe = builder.provider.load(builder.config, devices.torch_dtype(builder.identity["dtype"]))
+    if builder.loras:
+        lora.load(pipe, builder.loras, hub_token())
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from jsonschema.exceptions import ValidationError, best_match
 
 from diffsweep.errors import ConfigError, ConfigIssue
 from diffsweep.paths import schemas_dir
@@ -113,6 +113,10 @@ def _issues_for(error: ValidationError) -> list[tuple[str, str]]:
         # jsonschema reports propertyNames failures on the parent; name the offending key itself.
         return [(key_path([*error.absolute_path, error.instance]) if error.validator == "pattern" else path,
                  "not a valid axis name: use a generation parameter (e.g. seed), lora.<adapter> or builder.<key>")]
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        deepest = best_match(error.context)
+        if deepest is not None and deepest.validator != "type" and len(deepest.absolute_path) > len(error.absolute_path):
+            return _issues_for(deepest)  # the value had the right shape; report what is wrong inside it
     if error.validator in ("type", "oneOf", "anyOf", "const", "enum"):
         return [(path, f"expected {_describe(error.schema)}, got {_show(error.instance)}")]
     if error.validator == "pattern":

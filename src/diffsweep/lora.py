@@ -1,0 +1,113 @@
+"""LoRA adapters: which are loaded is builder identity; their scales are generation parameters.
+
+Unfused adapters are loaded once under their names and re-weighted per batch with
+`set_adapters`, so a sweep over scales never reloads the model. Fused adapters are baked into
+the weights at build time (their scale is then identity) and unloaded, so nothing of them can
+leak into another builder's pipeline, which is a separate cache entry anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from diffsweep.grid import find_file
+from diffsweep.inputs import file_digest
+
+PARAM_PREFIX = "lora."
+
+
+def scale_param(name: str) -> str:
+    return PARAM_PREFIX + name
+
+
+def unfused(loras: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [lora for lora in loras if not lora.get("fuse")]
+
+
+def absolutise(loras: Sequence[Mapping[str, Any]], base_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Local sources as absolute paths (hub ids stay as they are)."""
+    resolved = []
+    for lora in loras:
+        candidate = find_file(lora["source"], base_dirs)
+        resolved.append({**lora, "source": str(candidate.absolute())} if candidate.exists() else dict(lora))
+    return resolved
+
+
+def identity(loras: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Hash input for the adapters: local weights by content, hub ones by repo and revision."""
+    entries = []
+    for lora in loras:
+        entry = {"name": lora["name"], "fuse": bool(lora.get("fuse"))}
+        source = Path(lora["source"])
+        if source.is_file():
+            entry["sha256"] = file_digest(source)
+        elif source.is_dir():
+            hasher = hashlib.sha256()
+            for path in sorted(source.rglob(lora.get("weight_name") or "*.safetensors")):
+                hasher.update(file_digest(path).encode())
+            entry["sha256"] = hasher.hexdigest()
+        else:
+            entry.update(source=lora["source"], revision=lora.get("revision"))
+        if lora.get("weight_name"):
+            entry["weight_name"] = lora["weight_name"]
+        if lora.get("fuse"):
+            entry["scale"] = float(lora.get("scale", 1.0))
+        entries.append(entry)
+    return entries
+
+
+def problems(loras: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Scale parameters that name no loaded adapter, or a fused one."""
+    by_name = {lora["name"]: lora for lora in loras}
+    found = []
+    for key in params:
+        if not key.startswith(PARAM_PREFIX):
+            continue
+        name = key.removeprefix(PARAM_PREFIX)
+        if name not in by_name:
+            have = ", ".join(by_name) or "none"
+            found.append((key, f"no adapter named '{name}' in builder.loras (loaded: {have})"))
+        elif by_name[name].get("fuse"):
+            found.append((key, f"adapter '{name}' is fused at build time; set builder.loras[].scale instead"))
+    return found
+
+
+def default_scales(loras: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Every unfused adapter at scale 1.0 unless the sweep says otherwise."""
+    return {scale_param(lora["name"]): 1.0 for lora in unfused(loras)}
+
+
+def load(pipe: Any, loras: Sequence[Mapping[str, Any]], token: str | None = None) -> None:
+    """Load every adapter; fuse and drop the fused ones first so they cannot be unloaded by accident."""
+    fused = [lora for lora in loras if lora.get("fuse")]
+    for lora in fused:
+        _load_one(pipe, lora, token)
+    if fused:
+        pipe.set_adapters([l["name"] for l in fused], adapter_weights=[float(l.get("scale", 1.0)) for l in fused])
+        pipe.fuse_lora(adapter_names=[l["name"] for l in fused], lora_scale=1.0)
+        pipe.unload_lora_weights()  # the fused deltas stay in the weights; the adapter modules go
+    for lora in unfused(loras):
+        _load_one(pipe, lora, token)
+
+
+def _load_one(pipe: Any, lora: Mapping[str, Any], token: str | None) -> None:
+    kwargs: dict[str, Any] = {"adapter_name": lora["name"]}
+    if lora.get("weight_name"):
+        kwargs["weight_name"] = lora["weight_name"]
+    if not Path(lora["source"]).exists():
+        kwargs["revision"] = lora.get("revision") or "main"
+        if token:
+            kwargs["token"] = token
+    pipe.load_lora_weights(lora["source"], **kwargs)
+
+
+def apply_scales(pipe: Any, loras: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> None:
+    """Activate every unfused adapter at the batch's scales (set explicitly: diffusers otherwise
+    keeps only the last loaded adapter active)."""
+    active = unfused(loras)
+    if active:
+        pipe.set_adapters([l["name"] for l in active],
+                          adapter_weights=[float(params[scale_param(l["name"])]) for l in active])
