@@ -6,6 +6,8 @@ continues a run folder in place, generating only what is missing or failed.
 
 from __future__ import annotations
 
+import inspect
+import io
 import json
 import logging
 import os
@@ -20,15 +22,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
-from diffsweep import devices, lora, report, schedulers
+from diffsweep import devices, lora, previews, report, schedulers
 from diffsweep.hashing import canonical_json
 from diffsweep.cache import PipelineCache, process_cache
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError, ModelUnavailableError
 from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
 from diffsweep.providers.base import Generated, hub_offline, hub_token
-from diffsweep.record import ItemWriter, Stopwatch, WriteJob, now, software_versions
+from diffsweep.record import ItemWriter, Stopwatch, WriteJob, item_stem, now, software_versions
 from diffsweep.paths import conf_dir
 from diffsweep.rundir import RunFolder, allocate, write_atomic
 from diffsweep.savedconfig import dump_run_config
@@ -228,8 +231,9 @@ def _run_batch(batch: Batch, plan: Plan, cache: PipelineCache, device: torch.dev
         _fail(batch, writer, str(error), time.perf_counter() - started)
         return
     started = time.perf_counter()
+    every = plan.doc["previews"]["every"]
     try:
-        generated = generate(pipe, batch)
+        generated = generate(pipe, batch, every, _preview_writer(writer, batch) if every else None)
     except Exception as error:  # noqa: BLE001 - one failed batch must not stop the sweep
         log.error("batch of %d item(s) failed: %s\n%s", len(batch.items), error, traceback.format_exc())
         _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - started)
@@ -274,16 +278,39 @@ def use_scheduler(pipe: Any, entry: Any, builder: BuilderPlan) -> None:
     log.info("scheduler for %s: %s", builder.short, wanted["name"] if wanted else "the model's own")
 
 
-def generate(pipe: Any, batch: Batch) -> list[Generated]:
-    """One pipeline call for a batch; each item draws its noise from its own CPU generator."""
+def generate(pipe: Any, batch: Batch, preview_every: int = 0,
+             on_preview: Callable[[int, list[Any]], None] | None = None) -> list[Generated]:
+    """One pipeline call for a batch; each item draws its noise from its own CPU generator.
+
+    With previews on, a step callback projects the latents to RGB every `preview_every` steps;
+    with them off no callback is installed at all, so they cost nothing."""
     builder = batch.builder
-    lora.apply_scales(pipe, builder.loras, batch.items[0].params)
+    shared = batch.items[0].params
+    lora.apply_scales(pipe, builder.loras, shared)
     generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
     kwargs = builder.provider.call_kwargs(builder.spec, [item.params for item in batch.items], generators)
-    builder.provider.prepare_call(pipe, builder.spec, batch.items[0].params)
+    builder.provider.prepare_call(pipe, builder.spec, shared)
+    if preview_every and on_preview and "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
+        space = builder.spec.latent_space
+        unpack = previews.unpacker(pipe, space, shared.get("height", 0), shared.get("width", 0))
+        kwargs["callback_on_step_end"] = previews.make_callback(preview_every, space, on_preview, unpack)
+        kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
     with torch.inference_mode():
         result = pipe(**kwargs)
     return builder.provider.outputs(builder.spec, result, pipe)
+
+
+def _preview_writer(writer: ItemWriter, batch: Batch) -> Callable[[int, list[Any]], None]:
+    """Write each item's preview under items/<stem>.previews/ as the steps go by."""
+    def write(step: int, images: list[Any]) -> None:
+        for item, image in zip(batch.items, images):
+            folder = writer.run.path / "items" / f"{item_stem(item, writer.index_width)}.previews"
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="PNG")
+            write_atomic(folder / f"step_{step:04d}.png", buffer.getvalue())
+        log.info("preview at step %d for item(s) %s", step, ", ".join(str(i.index) for i in batch.items))
+
+    return write
 
 
 def _load(builder: BuilderPlan, device: torch.device) -> Any:

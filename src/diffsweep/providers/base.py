@@ -47,6 +47,7 @@ class PipelineSpec:
     module: str = "diffusers"  # where the class is importable from
     max_batch: int = 8  # auto batch size cap on an accelerator
     image_required: bool = True  # when `image` is a parameter, whether it must be given
+    latent_space: str | None = None  # for cheap previews (diffsweep.previews); None: generic projection
 
     def load_class(self) -> type:
         return getattr(importlib.import_module(self.module), self.name)

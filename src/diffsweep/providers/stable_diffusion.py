@@ -6,6 +6,7 @@ from diffsweep.providers.base import PipelineSpec, Provider
 
 _TEXT = frozenset({"negative_prompt", "num_inference_steps", "guidance_scale", "height", "width"})
 _SD_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 7.5}
+_SDXL_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 5.0}
 _SDXL_TEXT = _TEXT | {"prompt_2", "negative_prompt_2"}
 _SD3_TEXT = _SDXL_TEXT | {"max_sequence_length"}
 _IMG2IMG = frozenset({"image", "strength"})
@@ -15,17 +16,18 @@ _INPAINT = frozenset({"image", "mask_image", "strength"})
 class StableDiffusion(Provider):
     name = "stable_diffusion"
     pipelines = {spec.name: spec for spec in (
-        PipelineSpec("StableDiffusionPipeline", "image", _TEXT, _SD_DEFAULTS),
-        PipelineSpec("StableDiffusionImg2ImgPipeline", "image", _TEXT | _IMG2IMG, _SD_DEFAULTS),
-        PipelineSpec("StableDiffusionInpaintPipeline", "image", _TEXT | _INPAINT, _SD_DEFAULTS),
-        PipelineSpec("StableDiffusionXLPipeline", "image", _SDXL_TEXT, {**_SD_DEFAULTS, "guidance_scale": 5.0},
-                     max_batch=4),
-        PipelineSpec("StableDiffusionXLImg2ImgPipeline", "image", _SDXL_TEXT | _IMG2IMG,
-                     {**_SD_DEFAULTS, "guidance_scale": 5.0}, max_batch=4),
-        PipelineSpec("StableDiffusionXLInpaintPipeline", "image", _SDXL_TEXT | _INPAINT,
-                     {**_SD_DEFAULTS, "guidance_scale": 5.0}, max_batch=4),
+        PipelineSpec("StableDiffusionPipeline", "image", _TEXT, _SD_DEFAULTS, latent_space="sd"),
+        PipelineSpec("StableDiffusionImg2ImgPipeline", "image", _TEXT | _IMG2IMG, _SD_DEFAULTS, latent_space="sd"),
+        PipelineSpec("StableDiffusionInpaintPipeline", "image", _TEXT | _INPAINT, _SD_DEFAULTS, latent_space="sd"),
+        PipelineSpec("StableDiffusionXLPipeline", "image", _SDXL_TEXT, _SDXL_DEFAULTS, max_batch=4,
+                     latent_space="sdxl"),
+        PipelineSpec("StableDiffusionXLImg2ImgPipeline", "image", _SDXL_TEXT | _IMG2IMG, _SDXL_DEFAULTS,
+                     max_batch=4, latent_space="sdxl"),
+        PipelineSpec("StableDiffusionXLInpaintPipeline", "image", _SDXL_TEXT | _INPAINT, _SDXL_DEFAULTS,
+                     max_batch=4, latent_space="sdxl"),
         PipelineSpec("StableDiffusion3Pipeline", "image", _SD3_TEXT,
-                     {"num_inference_steps": 28, "guidance_scale": 7.0}, size_multiple=16, max_batch=4),
+                     {"num_inference_steps": 28, "guidance_scale": 7.0}, size_multiple=16, max_batch=4,
+                     latent_space="sd3"),
     )}
     tiny_models = {
         "sd": "StableDiffusionPipeline",

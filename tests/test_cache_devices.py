@@ -1,0 +1,50 @@
+"""The pipeline cache (LRU within a memory budget) and device/dtype selection."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+
+from diffsweep.cache import PipelineCache, pipeline_nbytes
+from diffsweep.devices import resolve_device, resolve_dtype
+from diffsweep.errors import DiffsweepError
+from diffsweep.providers import get
+
+CPU = torch.device("cpu")
+SD = get("stable_diffusion")
+
+
+def _loader(tiny: str):
+    return lambda: SD.load({"model": f"tiny:{tiny}", "pipeline": "StableDiffusionPipeline"}, torch.float32)
+
+
+def test_cache_keeps_several_pipelines_and_evicts_least_recently_used_within_budget() -> None:
+    one = pipeline_nbytes(_loader("sd")())
+    cache = PipelineCache(budget_bytes=int(one * 2.5))
+    first, _, loaded = cache.get("sd", _loader("sd"), CPU)
+    assert loaded
+    cache.get("v2", _loader("sd_v2"), CPU)
+    assert cache.get("sd", _loader("sd"), CPU)[0] is first  # hit: both fit, nothing reloaded
+    assert cache.stats.loads == 2 and cache.stats.hits == 1
+
+    released = weakref.ref(cache.entries["v2"].pipeline)
+    cache.get("sdxl-sized", _loader("sd"), CPU)  # a third does not fit: the least recently used goes
+    gc.collect()
+    assert "v2" not in cache and "sd" in cache and "sdxl-sized" in cache
+    assert released() is None, "an evicted pipeline must be freed, not kept alive by the cache"
+    assert cache.stats.evictions == 1
+
+
+def test_device_auto_is_cpu_here_and_missing_accelerators_are_clear_errors() -> None:
+    assert resolve_device("auto") == CPU if not torch.cuda.is_available() else True
+    if not torch.cuda.is_available():
+        with pytest.raises(DiffsweepError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+
+
+def test_default_dtype_per_device() -> None:
+    assert resolve_dtype("auto", CPU) == "float32"
+    assert resolve_dtype("bfloat16", CPU) == "bfloat16"
