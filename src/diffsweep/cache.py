@@ -12,7 +12,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ class Entry:
     pipeline: Any
     nbytes: int
     load_seconds: float
+    applied: list[Any] = field(default_factory=list)  # optimize.Applied records
     base_scheduler_config: Any = None  # the scheduler the weights came with, to swap from
     scheduler_key: str | None = None  # which scheduler is on the pipeline now
 
@@ -59,16 +60,21 @@ class PipelineCache:
     def __contains__(self, key: str) -> bool:
         return key in self.entries
 
-    def get(self, key: str, load: Callable[[], Any], device: torch.device) -> tuple[Any, Entry, bool]:
-        """(pipeline, entry, was_loaded) for `key`, loading with `load()` on a miss."""
+    def get(self, key: str, load: Callable[[], Any], device: torch.device,
+            place: Callable[[Any], list[Any]] | None = None) -> tuple[Any, Entry, bool]:
+        """(pipeline, entry, was_loaded) for `key`. On a miss `load()` materialises it on the CPU,
+        older entries make room, and only then `place()` puts it on the device (returning what it
+        applied), so eviction frees memory before the new weights arrive."""
         if key in self.entries:
             self.entries.move_to_end(key)
             self.stats.hits += 1
             return self.entries[key].pipeline, self.entries[key], False
         started = time.perf_counter()
         pipeline = load()
-        entry = Entry(pipeline, pipeline_nbytes(pipeline), time.perf_counter() - started)
-        self._make_room(entry.nbytes, device)
+        nbytes = pipeline_nbytes(pipeline)
+        self._make_room(nbytes, device)
+        applied = place(pipeline) if place is not None else []
+        entry = Entry(pipeline, nbytes, time.perf_counter() - started, applied)
         self.entries[key] = entry
         self.stats.loads += 1
         return pipeline, entry, True
@@ -84,7 +90,11 @@ class PipelineCache:
             self.evict_oldest(device)
 
     def evict_oldest(self, device: torch.device) -> None:
-        key, entry = self.entries.popitem(last=False)
+        self.evict(next(iter(self.entries)), device)
+
+    def evict(self, key: str, device: torch.device) -> None:
+        """Drop one pipeline and give its memory back."""
+        entry = self.entries.pop(key)
         log.info("releasing pipeline %s (%.1f MB) to make room", key[:12], entry.nbytes / 2**20)
         try:
             entry.pipeline.to("cpu")

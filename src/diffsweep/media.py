@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,9 +81,6 @@ def read_png_text(data: bytes) -> dict[str, str]:
 
 def encode_mp4(frames: Any, fps: int) -> bytes:
     """H.264 / yuv420p MP4 of (F, H, W, 3) frames through imageio-ffmpeg's bundled ffmpeg."""
-    import os
-    import tempfile
-
     import imageio_ffmpeg
 
     pixels = to_uint8(frames)
@@ -121,9 +120,6 @@ def encode_wav(samples: Any, sample_rate: int) -> bytes:
 
 def decode_mp4(data: bytes) -> np.ndarray:
     """(F, H, W, 3) uint8 frames of an MP4, for verification and tests."""
-    import os
-    import tempfile
-
     import imageio_ffmpeg
 
     fd, path = tempfile.mkstemp(suffix=".mp4")

@@ -19,6 +19,7 @@ from diffsweep.devices import resolve_dtype
 from diffsweep.errors import ConfigError, ConfigIssue
 from diffsweep.grid import Axis, Grid, expand_axis, find_file
 from diffsweep.inputs import FILE_PARAMS, identity_params
+from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
 from diffsweep.validate import did_you_mean, load_schema, subschema_issues
 
@@ -27,8 +28,7 @@ BUILDER_AXIS = "builder."
 DEFAULT_SEED = 0
 # Builder keys that define what is loaded; everything else in a builder is lossless.
 IDENTITY_KEYS = ("provider", "pipeline", "model", "revision", "variant", "dtype", "scheduler", "components")
-# Optimizations that change pixels (fp8 storage) belong to the builder identity; the rest do not.
-LOSSY_OPTIMIZATIONS = ("layerwise_casting",)
+
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def builder_identity(config: Mapping[str, Any], dtype: str,
     identity["dtype"] = dtype
     if config.get("loras"):
         identity["loras"] = lora.identity(config["loras"])
-    for key in LOSSY_OPTIMIZATIONS:
+    for key in LOSSY_KEYS:  # optimizations that change pixels; the lossless rest stay out
         if (optimization or {}).get(key):
             identity[key] = optimization[key]
     if config["model"].startswith(TINY_PREFIX) and "revision" not in identity:

@@ -6,6 +6,7 @@ continues a run folder in place, generating only what is missing or failed.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import io
 import json
@@ -29,6 +30,7 @@ from diffsweep import devices, lora, previews, report, schedulers
 from diffsweep.hashing import canonical_json
 from diffsweep.cache import PipelineCache, process_cache
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError, ModelUnavailableError
+from diffsweep.optimize import is_oom, place_and_optimize
 from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
 from diffsweep.providers.base import Generated, hub_offline, hub_token
 from diffsweep.record import ItemWriter, Stopwatch, WriteJob, item_stem, now, software_versions
@@ -223,18 +225,39 @@ def _builder_entry(builder: BuilderPlan) -> dict[str, Any]:
 
 def _run_batch(batch: Batch, plan: Plan, cache: PipelineCache, device: torch.device, writer: ItemWriter,
                stopwatch: Stopwatch, state: dict[str, Any]) -> None:
-    builder = batch.builder
     started = time.perf_counter()
     try:
-        pipe = pipeline_for(builder, cache, device, stopwatch, state)
+        pipe = pipeline_for(batch.builder, cache, device, plan.doc["optimization"], stopwatch, state)
     except ModelUnavailableError as error:
         _fail(batch, writer, str(error), time.perf_counter() - started)
         return
-    started = time.perf_counter()
+    _call(pipe, batch, plan, device, writer, stopwatch, state)
+
+
+def _call(pipe: Any, batch: Batch, plan: Plan, device: torch.device, writer: ItemWriter, stopwatch: Stopwatch,
+          state: dict[str, Any], offloaded: bool = False) -> None:
+    """Generate a batch and hand its outputs to the writer. Out of memory, it retries in halves down
+    to one item, then once with model offload; any other failure fails just these items."""
     every = plan.doc["previews"]["every"]
+    started = time.perf_counter()
     try:
         generated = generate(pipe, batch, every, _preview_writer(writer, batch) if every else None)
     except Exception as error:  # noqa: BLE001 - one failed batch must not stop the sweep
+        devices.empty_cache(device)
+        if plan.doc["optimization"]["oom_fallback"] and is_oom(error):
+            indices = [item.index for item in batch.items]
+            if len(batch.items) > 1:
+                half = len(batch.items) // 2
+                _record_oom(state, indices, "split", f"retrying as {half} + {len(batch.items) - half}")
+                for part in (batch.items[:half], batch.items[half:]):
+                    _call(pipe, Batch(batch.builder, part), plan, device, writer, stopwatch, state, offloaded)
+                return
+            if device.type != "cpu" and not offloaded:
+                _record_oom(state, indices, "offload", "retrying with model CPU offload")
+                pipe.enable_model_cpu_offload(device=device)
+                _call(pipe, batch, plan, device, writer, stopwatch, state, offloaded=True)
+                return
+            _record_oom(state, indices, "failed", "out of memory even for one item")
         log.error("batch of %d item(s) failed: %s\n%s", len(batch.items), error, traceback.format_exc())
         _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - started)
         return
@@ -243,23 +266,33 @@ def _run_batch(batch: Batch, plan: Plan, cache: PipelineCache, device: torch.dev
         log.info("first call (%d item(s)) took %.2fs", len(batch.items), seconds)
     stopwatch.call(seconds, len(batch.items))
     for item, output in zip(batch.items, generated, strict=True):
-        writer.submit(WriteJob(item, builder, output, seconds / len(batch.items)))
+        writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items)))
 
 
-def pipeline_for(builder: BuilderPlan, cache: PipelineCache, device: torch.device,
+def _record_oom(state: dict[str, Any], indices: list[int], action: str, detail: str) -> None:
+    log.warning("out of memory on item(s) %s: %s", indices, detail)
+    state.setdefault("oom_events", []).append({"items": indices, "action": action, "detail": detail})
+
+
+def pipeline_for(builder: BuilderPlan, cache: PipelineCache, device: torch.device, optimization: Mapping[str, Any],
                  stopwatch: Stopwatch | None = None, state: dict[str, Any] | None = None) -> Any:
     """The loaded pipeline of a builder, from the cache or loaded once (recorded in run.json)."""
-    pipe, entry, loaded = cache.get(builder.cache_key, lambda: _load(builder, device), device)
+    pipe, entry, loaded = cache.get(builder.cache_key, lambda: _materialise(builder), device,
+                                    place=lambda p: place_and_optimize(p, optimization, device))
     use_scheduler(pipe, entry, builder)
     if loaded:
         log.info("loaded %s/%s %s (%s) in %.2fs", builder.provider.name, builder.spec.name, builder.config["model"],
                  builder.short, entry.load_seconds)
+        for applied in entry.applied:
+            log.info("  %s=%s %s%s", applied.option, applied.value, applied.status,
+                     f": {applied.detail}" if applied.detail else "")
         if stopwatch is not None:
             stopwatch.load_seconds += entry.load_seconds
     record = next((b for b in state["builders"] if b["hash"] == builder.hash), None) if state else None
     if record is not None and record["model_path"] is None:  # first use in this run
         record.update(model_path=builder.provider.model_path(builder.config),
-                      load_seconds=round(entry.load_seconds, 4) if loaded else 0.0, reused_from_cache=not loaded)
+                      load_seconds=round(entry.load_seconds, 4) if loaded else 0.0, reused_from_cache=not loaded,
+                      optimization=[dataclasses.asdict(a) for a in entry.applied])
     return pipe
 
 
@@ -313,12 +346,13 @@ def _preview_writer(writer: ItemWriter, batch: Batch) -> Callable[[int, list[Any
     return write
 
 
-def _load(builder: BuilderPlan, device: torch.device) -> Any:
+def _materialise(builder: BuilderPlan) -> Any:
+    """Load a builder's pipeline on the CPU, LoRAs included; placement comes after eviction."""
     pipe = builder.provider.load(builder.config, devices.torch_dtype(builder.identity["dtype"]))
     if builder.loras:
-        lora.load(pipe, builder.loras, hub_token())
+        lora.load(pipe, builder.loras, hub_token())  # before fuse_qkv, which then leaves adapters alone
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return pipe
 
 
 def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float) -> None:

@@ -286,7 +286,7 @@ def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error:
     if "gated" in lowered or "401" in lowered or "403" in lowered or "unauthorized" in lowered:
         return (f"model '{model}' is gated or private: accept its licence on the hub and set HF_TOKEN "
                 f"(or HUGGINGFACE_HUB_ACCESS_TOKEN) to a token with access")
-    if "404" in lowered or "not found" in lowered or "repository" in lowered and "not" in lowered:
+    if "404" in lowered or "not found" in lowered or "does not exist" in lowered:
         return f"model '{model}' was not found on the hub (revision {builder.get('revision') or 'main'}): check the repo id"
     return f"model '{model}' could not be loaded: {text}"
 

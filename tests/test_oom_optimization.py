@@ -1,0 +1,83 @@
+"""Out-of-memory fallback (injected) and optimization presets recorded in run.json."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import assert_batch_equivalent, compose_config, read_manifest, read_run_json
+from diffsweep import runner
+from diffsweep.cache import PipelineCache
+from diffsweep.runner import run_sweep
+
+ARGS = ["sweep.params.num_inference_steps=2", "sweep.grid.seed=[0,1,2,3]", "sweep.grid.prompt=[a fox]"]
+
+
+def _pixels(run_dir: Path) -> dict[str, np.ndarray]:
+    return {r["item_id"]: np.asarray(Image.open(run_dir / r["outputs"][0])) for r in read_manifest(run_dir)}
+
+
+def _oom_above(limit: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make every pipeline call with more than `limit` items run out of memory; returns call sizes."""
+    real, sizes = runner.generate, []
+
+    def generate(pipe: Any, batch: runner.Batch, *args: Any, **kwargs: Any) -> Any:
+        sizes.append(len(batch.items))
+        if len(batch.items) > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(pipe, batch, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "generate", generate)
+    return sizes
+
+
+def test_out_of_memory_splits_the_batch_and_outputs_stay_identical(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = run_sweep(compose_config(ARGS, tmp_path / "clean"), out=io.StringIO()).run_dir
+    sizes = _oom_above(1, monkeypatch)
+    result = run_sweep(compose_config(ARGS, tmp_path / "oom"), out=io.StringIO())
+    assert result.status == "complete" and result.exit_code == 0
+    assert sizes == [4, 2, 1, 1, 2, 1, 1]  # halves, down to one item
+    events = read_run_json(result.run_dir)["oom_events"]
+    assert [e["action"] for e in events] == ["split", "split", "split"]
+    clean_pixels, split_pixels = _pixels(clean), _pixels(result.run_dir)
+    assert clean_pixels.keys() == split_pixels.keys()
+    for key, image in clean_pixels.items():
+        assert_batch_equivalent(image, split_pixels[key])
+
+
+def test_out_of_memory_for_one_item_fails_only_those_items(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _oom_above(0, monkeypatch)
+    result = run_sweep(compose_config(ARGS, tmp_path / "oom"), out=io.StringIO())
+    assert result.status == "failed" and result.exit_code == 1
+    records = read_manifest(result.run_dir)
+    assert len(records) == 4 and all(r["status"] == "failed" for r in records)
+    assert all("OutOfMemoryError" in r["error"] for r in records)
+    assert read_run_json(result.run_dir)["oom_events"][-1]["action"] == "failed"
+
+
+def test_oom_fallback_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = _oom_above(1, monkeypatch)
+    result = run_sweep(compose_config([*ARGS, "optimization.oom_fallback=false"], tmp_path / "r"), out=io.StringIO())
+    assert sizes == [4] and result.counts["failed"] == 4
+
+
+def test_presets_record_what_they_applied_and_lossy_ones_change_identity(tmp_path: Path) -> None:
+    cache = PipelineCache()
+    runs = {name: run_sweep(compose_config([*ARGS, f"optimization={name}"], tmp_path / name), out=io.StringIO(),
+                            cache=cache).run_dir for name in ("none", "low_vram", "fp8_storage")}
+    applied = {name: {a["option"]: a for a in read_run_json(d)["builders"][0]["optimization"]}
+               for name, d in runs.items()}
+    assert applied["none"] == {}
+    assert applied["low_vram"]["offload"]["status"] == "skipped"  # no accelerator here
+    assert applied["low_vram"]["vae_slicing"]["status"] == "applied"
+    assert applied["fp8_storage"]["layerwise_casting"]["status"] == "applied"
+    hashes = {name: read_run_json(d)["builders"][0]["hash"] for name, d in runs.items()}
+    assert len(set(hashes.values())) == 3  # tiling (low_vram) and fp8 storage change pixels: new identities
+    assert cache.stats.loads == 3  # different optimizations never share a loaded pipeline
