@@ -1,8 +1,10 @@
 """Allegro (rhymes-ai): text to video.
 
-| pipeline          | params (besides prompt, seed)                                                   | defaults                     |
-| ----------------- | ------------------------------------------------------------------------------- | ---------------------------- |
-| `AllegroPipeline` | negative_prompt, num_inference_steps, guidance_scale, num_frames, height, width, fps | 100 steps, guidance 7.5, fps 15 |
+| pipeline          | params (besides prompt, seed)                                    | defaults                |
+| ----------------- | ---------------------------------------------------------------- | ----------------------- |
+| `AllegroPipeline` | negative_prompt, num_inference_steps, guidance_scale             | 100 steps, guidance 7.5 |
+|                   | num_frames, height, width                                        | the checkpoint's        |
+|                   | fps (diffsweep's: the mp4 frame rate, not a pipeline argument)   | 15                      |
 
 - **Load.** `AutoencoderKLAllegro` decodes only tiled, and `enable_tiling()` is a runtime flag that `save_pretrained`
   does not keep, so `after_load` sets it after every load. Unset num_frames/height/width fall back to the checkpoint's
@@ -35,7 +37,8 @@ TILES = (("num_frames", 24, 16), ("height", 320, 200), ("width", 320, 240))
 
 def tiling(params: Mapping[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The VAE's (kernel, stride) for one call: the default tile, or one tile spanning a shorter dimension."""
-    kernel, stride = [], []
+    kernel: list[int] = []
+    stride: list[int] = []
     for key, tile, step in TILES:
         size = params[key]
         if size >= tile:
@@ -62,6 +65,7 @@ class Allegro(Provider):
     tiny_models = {"allegro": "AllegroPipeline"}
 
     def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The base rules, plus: a dimension longer than its tile must be covered by whole tile steps."""
         problems = super().check_params(spec, params)
         for key, tile, step in TILES:
             value = params.get(key)
@@ -73,10 +77,12 @@ class Allegro(Provider):
         return problems
 
     def after_load(self, pipe: Any, builder: Mapping[str, Any]) -> Any:
+        """The VAE cannot decode untiled, and the tiling flag is not saved with the model."""
         pipe.vae.enable_tiling()
         return pipe
 
     def prepare_call(self, pipe: Any, spec: PipelineSpec, params: Mapping[str, Any]) -> None:
+        """Tiles for this call's size (unset sizes are the pipeline's own defaults, from the transformer config)."""
         config = pipe.transformer.config
         size = {"num_frames": config.sample_frames * pipe.vae_scale_factor_temporal,
                 "height": config.sample_height * pipe.vae_scale_factor_spatial,

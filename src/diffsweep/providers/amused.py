@@ -1,13 +1,15 @@
 """aMUSEd (open MUSE): masked-token image generation, text to image, image to image and inpainting.
 
-| pipeline                | params (besides prompt, seed)                                         | defaults                           |
-| ----------------------- | --------------------------------------------------------------------- | ---------------------------------- |
-| `AmusedPipeline`        | negative_prompt, num_inference_steps, guidance_scale, height, width   | 12 steps, guidance 10              |
-| `AmusedImg2ImgPipeline` | negative_prompt, num_inference_steps, guidance_scale, image, strength | 12 steps, guidance 10, strength 0.5 |
-| `AmusedInpaintPipeline` | ... as img2img, plus mask_image (white = repaint)                     | 12 steps, guidance 10, strength 1.0 |
+| pipeline                | params (besides prompt, seed)                                 | defaults                  |
+| ----------------------- | ------------------------------------------------------------- | ------------------------- |
+| all three               | negative_prompt, num_inference_steps, guidance_scale          | 12 steps, guidance 10     |
+| `AmusedPipeline`        | + height, width                                               | the checkpoint's          |
+| `AmusedImg2ImgPipeline` | + image, strength                                             | strength 0.5              |
+| `AmusedInpaintPipeline` | + image, mask_image (white = repaint), strength               | strength 1.0              |
 
-- **Load.** Deprecated in diffusers (TINY_PIPELINES.md §8.3): the classes live in `diffusers.pipelines.deprecated.amused`
-  and a later diffusers may drop them; the provider then reports itself unavailable instead of crashing.
+- **Load.** Deprecated in diffusers (TINY_PIPELINES.md §8.3): the classes live in
+  `diffusers.pipelines.deprecated.amused` and a later diffusers may drop them; the provider then reports itself
+  unavailable instead of crashing.
 - **Sizes.** Multiples of 32: the VQ-VAE downsamples 16x (amused-256/512) and the U-ViT halves the token grid again.
   Unset sizes come from the checkpoint (256 or 512); img2img and inpainting take the input image's size.
 - **Output.** image.

@@ -1,9 +1,9 @@
 """AudioLDM and AudioLDM2 (cvssp): text to audio.
 
-| pipeline            | params (besides prompt, seed)                                              | defaults                      |
-| ------------------- | -------------------------------------------------------------------------- | ----------------------------- |
-| `AudioLDMPipeline`  | negative_prompt, num_inference_steps, guidance_scale, audio_length_in_s    | 10 steps, guidance 2.5        |
-| `AudioLDM2Pipeline` | negative_prompt, num_inference_steps, guidance_scale, audio_length_in_s    | 200 steps, guidance 3.5       |
+| pipeline            | params (besides prompt, seed)                                           | defaults           |
+| ------------------- | ----------------------------------------------------------------------- | ------------------ |
+| `AudioLDMPipeline`  | negative_prompt, num_inference_steps, guidance_scale, audio_length_in_s | 10 steps, 2.5      |
+| `AudioLDM2Pipeline` | negative_prompt, num_inference_steps, guidance_scale, audio_length_in_s | 200 steps, 3.5     |
 
 - **Load.** `AudioLDMPipeline` is deprecated in diffusers (TINY_PIPELINES.md §8.3) and lives in
   `diffusers.pipelines.deprecated.audioldm`; a later diffusers may drop it, and the provider then reports it

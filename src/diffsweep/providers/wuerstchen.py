@@ -1,18 +1,23 @@
 """Wuerstchen (warp-ai): text to image in three stages, prior -> decoder -> VQ-GAN, driven as one combined pipeline.
 
-| pipeline                     | params (besides prompt, seed)                                                  | defaults |
-| ---------------------------- | ------------------------------------------------------------------------------ | -------- |
-| `WuerstchenCombinedPipeline` | negative_prompt, height, width, prior_num_inference_steps, prior_guidance_scale, num_inference_steps (decoder), decoder_guidance_scale | prior 60 steps at guidance 4.0, decoder 12 steps at guidance 0.0 |
+| pipeline                     | params (besides prompt, seed)                               | defaults        |
+| ---------------------------- | ----------------------------------------------------------- | --------------- |
+| `WuerstchenCombinedPipeline` | prior_num_inference_steps, prior_guidance_scale             | 60 steps, 4.0   |
+|                              | num_inference_steps, decoder_guidance_scale (the decoder's) | 12 steps, 0.0   |
+|                              | negative_prompt, height, width                              | 512x512         |
 
 - **Load.** Deprecated in diffusers (TINY_PIPELINES.md §8.3): the classes live in
   `diffusers.pipelines.deprecated.wuerstchen`, and a later diffusers may drop them; the provider then reports itself
-  unavailable instead of crashing. A saved folder names its models `["diffusers", "WuerstchenPrior"]` etc., which
-  diffusers 0.42.1 does not export, so `from_pretrained` fails (§8.2); `before_load` registers the three model classes
-  on the `diffusers` module under their own names first (idempotent).
+  unavailable instead of crashing. A folder saved by diffusers 0.42.1 names its models `["diffusers",
+  "WuerstchenPrior"]` etc., which diffusers does not export, so `from_pretrained` fails (§8.2); checkpoints saved
+  before the move name the library `wuerstchen`, the module's old home, which no longer exists. So `before_load`
+  (idempotent) registers the three model classes on the `diffusers` module under their own names and exposes the
+  deprecated module as `diffusers.pipelines.wuerstchen` again.
 - **Sizes.** The prior's latent side is ceil(side / 42.67); the decoder's is int(that x 10.67), must be even (its
-  pixel_unshuffle halves it) and is decoded 4x by the VQ-GAN. Multiples of 128 give an even decoder latent that decodes
-  to exactly the requested size (128 -> 32 -> 128, 1024 -> 256 -> 1024); 64 gives an odd latent (21) and fails, and
-  other sizes come out at another size, so height and width must be multiples of 128. Unset sizes are 512.
+  pixel_unshuffle halves it) and is decoded 4x by the VQ-GAN. Multiples of 128 give an even decoder latent that
+  decodes to exactly the requested size (side 128 -> latent 32 -> 128 px; 1024 -> 256 -> 1024); 64 gives an odd
+  latent (21) and fails, and other sizes come out at another size, so height and width must be multiples of 128.
+  Unset sizes are 512.
 - **Output.** image.
 - **Batching.** prompt lists, `num_images_per_prompt` and generator lists all work, one generator per item (§7).
 - **LoRA.** none in diffusers.
@@ -88,9 +93,10 @@ class Wuerstchen(Provider):
         import diffusers
 
         spec.load_class()  # the clear "unavailable" error comes before the model classes are looked up
-        models = importlib.import_module(MODULE)
+        module = importlib.import_module(MODULE)
         for name in MODEL_CLASSES:
-            setattr(diffusers, name, getattr(models, name))
+            setattr(diffusers, name, getattr(module, name))
+        setattr(diffusers.pipelines, "wuerstchen", module)
 
 
 PROVIDER = Wuerstchen()

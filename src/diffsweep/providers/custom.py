@@ -1,0 +1,142 @@
+"""Custom: any `DiffusionPipeline` class, described by its own `__call__` signature.
+
+| builder.pipeline                                   | class                                                   |
+| -------------------------------------------------- | ------------------------------------------------------- |
+| a diffusers class name (`StableDiffusionPipeline`) | `diffusers.<name>`                                      |
+| a dotted path (`mypkg.pipes.MyPipe`)               | imported; plan allows only `allowed_modules` prefixes   |
+| anything else                                      | KeyError, which plan reports as a configuration error   |
+
+| spec field | derived from the class                                                                     |
+| ---------- | ------------------------------------------------------------------------------------------ |
+| params     | `__call__` keyword names that are diffsweep generation parameters (numeric defaults kept)  |
+| output     | video if it takes `num_frames`, audio if it takes `audio_length_in_s`, else image          |
+| multiplier | `num_images_per_prompt`, `num_videos_per_prompt` or `num_waveforms_per_prompt`, if taken   |
+| batchable  | takes a `generator` and a multiplier                                                       |
+| lora       | the class has `load_lora_weights`                                                          |
+
+- **Load.** `cls.from_pretrained(model)`. A local model folder with a `pipeline.py` is loaded from that code instead
+  (`DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)`), which runs the
+  folder's code and so needs `builder.trust_remote_code: true`; `builder.pipeline` then names the class whose call
+  signature the folder's pipeline follows (it is what plans and checks the sweep before anything loads).
+- **Guardrails are off**: no family rules (sizes beyond multiples of 8, frame counts, batching exceptions, load
+  fixes). A pipeline that a family provider knows (Allegro, aMUSEd, Wuerstchen, ...) is better run through it.
+- **Tiny model.** `tiny:custom` is `diffsweep.examples.custom_pipeline.TinyCustomPipeline` on tiny SD components.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffsweep.errors import ConfigError, ConfigIssue
+from diffsweep.providers.base import OUTPUT_PARAMS, PipelineSpec, Provider, hub_kwargs, load_components
+from diffsweep.validate import load_schema
+
+EXAMPLE = "diffsweep.examples.custom_pipeline.TinyCustomPipeline"
+MULTIPLIERS = ("num_images_per_prompt", "num_videos_per_prompt", "num_waveforms_per_prompt")
+CODE_FILE = "pipeline.py"
+
+
+@dataclass(frozen=True)
+class ClassSpec(PipelineSpec):
+    """A spec named as the config names it: a diffusers class name, or a full dotted path (run.json shows it)."""
+
+    def load_class(self) -> type:
+        return pipeline_class(self.name)
+
+
+@functools.cache
+def generation_params() -> frozenset[str]:
+    """Generation parameters a signature may contribute; prompt and seed are always taken, fps is diffsweep's."""
+    known = load_schema("config")["$defs"]["params"]["properties"]
+    return frozenset(known) - {"prompt", *OUTPUT_PARAMS}
+
+
+def pipeline_class(name: str) -> type:
+    """The DiffusionPipeline subclass a config names; KeyError when there is none."""
+    from diffusers import DiffusionPipeline
+
+    module, _, attr = name.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module or "diffusers"), attr)
+    except (ImportError, AttributeError):
+        raise KeyError(name) from None
+    if not (isinstance(found, type) and issubclass(found, DiffusionPipeline) and found is not DiffusionPipeline):
+        raise KeyError(name)
+    return found
+
+
+@functools.cache
+def describe(name: str) -> PipelineSpec:
+    """A spec synthesised from the class's `__call__` signature."""
+    cls = pipeline_class(name)
+    signature = inspect.signature(cls.__call__)
+    keywords = {k for k, p in signature.parameters.items()
+                if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    params = frozenset(keywords & generation_params())
+    defaults = {k: signature.parameters[k].default for k in params
+                if type(signature.parameters[k].default) in (int, float)}
+    multiplier = next((m for m in MULTIPLIERS if m in keywords), None)
+    output = "video" if "num_frames" in keywords else "audio" if "audio_length_in_s" in keywords else "image"
+    return ClassSpec(name, output, params, defaults, multiplier=multiplier,
+                     batchable="generator" in keywords and multiplier is not None,
+                     lora=hasattr(cls, "load_lora_weights"), module=name.rpartition(".")[0] or "diffusers")
+
+
+class DiffusersPipelines(Mapping[str, PipelineSpec]):
+    """Every pipeline class diffusers exports, by name, described on first use (for did-you-mean suggestions)."""
+
+    @staticmethod
+    def _names() -> list[str]:
+        import diffusers
+
+        return sorted(n for n in dir(diffusers) if n.endswith("Pipeline") and n != "DiffusionPipeline")
+
+    def __getitem__(self, name: str) -> PipelineSpec:
+        return describe(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+def has_code(source: Path | str) -> bool:
+    return isinstance(source, Path) and (source / CODE_FILE).is_file()
+
+
+class Custom(Provider):
+    name = "custom"
+    pipelines = DiffusersPipelines()
+    tiny_models = {"custom": EXAMPLE}
+
+    def spec(self, pipeline: str) -> PipelineSpec:
+        return describe(pipeline)
+
+    def resolve_source(self, builder: Mapping[str, Any]) -> Path | str:
+        """The model's source; a folder with its own pipeline code only when the config trusts it."""
+        source = super().resolve_source(builder)
+        if has_code(source) and not builder.get("trust_remote_code"):
+            raise ConfigError(ConfigIssue(
+                "builder.trust_remote_code",
+                f"model folder {source} contains custom code in {CODE_FILE}, which loading would run; set "
+                f"builder.trust_remote_code: true if you trust it"))
+        return source
+
+    def from_source(self, spec: PipelineSpec, source: Path | str, builder: Mapping[str, Any], torch_dtype: Any) -> Any:
+        if not has_code(source):
+            return super().from_source(spec, source, builder, torch_dtype)
+        from diffusers import DiffusionPipeline
+
+        return DiffusionPipeline.from_pretrained(str(source), custom_pipeline=str(source), trust_remote_code=True,
+                                                 dtype=torch_dtype, **hub_kwargs(builder, source),
+                                                 **load_components(builder, source, torch_dtype))
+
+
+PROVIDER = Custom()
