@@ -148,6 +148,7 @@ def diffsweep_run(folder: Path, preset: str, args: argparse.Namespace, device: t
         f"sweep.params.guidance_scale={GUIDANCE}", "sweep.grid.prompt=[" + ",".join(f'"{p}"' for p in prompts) + "]",
         f"sweep.grid.seed=[{','.join(map(str, seeds))}]", f"sweep.batch_size={args.batch}", f"sweep.name={preset}",
         f"output.root={root}", f"optimization={preset}",
+        *(args.set if preset != "none" else []),
     ]
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         doc = OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
@@ -217,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=None, help="default 512 (sd15) or 64 (tiny)")
     parser.add_argument("--width", type=int, default=None, help="default 512 (sd15) or 64 (tiny)")
     parser.add_argument("--preset", default="fast", help="the optimization preset compared with none")
+    parser.add_argument("--set", action="append", default=[], metavar="optimization.KEY=VALUE",
+                        help="override one option of the compared preset, e.g. optimization.compile=full")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if args.items < 2 * args.batch:
@@ -241,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": device_name(device), "device_type": device.type,
         "versions": {"torch": torch.__version__, "diffusers": __import__("diffusers").__version__},
         "config": {"size": args.size, "items": args.items, "batch": args.batch, "steps": args.steps,
-                   "height": args.height, "width": args.width, "dtype": args.dtype, "preset": args.preset},
+                   "height": args.height, "width": args.width, "dtype": args.dtype, "preset": args.preset,
+                   "preset_overrides": args.set},
         "baseline": base, "diffsweep_none": none, "diffsweep_preset": fast,
         "ratios": {"none_vs_baseline": ratio(none["items_per_second"], base["items_per_second"]),
                    "preset_vs_none": ratio(fast["items_per_second"], none["items_per_second"]),

@@ -75,7 +75,7 @@ def test_auto_settings_merges_the_preset_over_its_defaults() -> None:
     assert fast.keys() == NONE.keys()
     assert fast | {"name": "none", "channels_last": False, "fuse_qkv": False, "compile": "none",
                    "compile_mode": None, "attention_backend": None} == NONE
-    assert fast["compile"] == "regional" and fast["oom_fallback"] is True
+    assert fast["compile"] == "auto" and fast["oom_fallback"] is True
     with pytest.raises(ValueError, match="presets: auto, fast"):
         auto_settings("turbo")
 
@@ -188,6 +188,16 @@ def test_regional_compile_falls_back_to_the_whole_module() -> None:
     [record] = place_and_optimize(pipe, settings(compile="regional"), CPU)
     assert record.detail == "transformer: no repeated blocks declared, whole module compiled"
     assert pipe.transformer._compiled_call_impl is not None
+
+
+def test_auto_compile_is_whole_module_for_unets_and_regional_for_transformers() -> None:
+    unet_pipe = tiny_sd()
+    [record] = place_and_optimize(unet_pipe, settings(compile="auto"), CPU)
+    assert record.detail.startswith("unet: whole module compiled (a UNet spends most time in convolutions")
+    assert unet_pipe.unet._compiled_call_impl is not None
+    flux = diffusers.FluxPipeline(**FACTORIES["flux"]())
+    [record] = place_and_optimize(flux, settings(compile="auto"), CPU)
+    assert "repeated blocks compiled" in record.detail
 
 
 def test_full_compile_compiles_each_denoiser_in_place() -> None:

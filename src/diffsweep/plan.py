@@ -285,9 +285,12 @@ class Plan:
         return hashing.canonical_json([builder.hash, shared, present])
 
     def batch_size(self, builder: BuilderPlan) -> int:
-        limit = builder.provider.batch_limit(builder.spec)
+        """`auto` is the provider's cap for the pipeline; an explicit size is honoured except where
+        the pipeline cannot take several items in one call."""
         setting = self.doc["sweep"]["batch_size"]
-        return limit if setting == "auto" else min(int(setting), limit)
+        if setting == "auto":
+            return builder.provider.batch_limit(builder.spec)
+        return int(setting) if builder.spec.batchable else 1
 
     def batches(self, skip: Container[str] = ()) -> Iterator[Batch]:
         """Batches of items not in `skip`, each one pipeline call."""
