@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,19 +20,18 @@ from diffsweep.paths import conf_dir
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach the hub; real presets must fail clearly
+# diffusers copies a local folder's pipeline.py into this cache (read when diffusers is imported):
+# keep test copies out of the user's cache
+os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="diffsweep-test-modules-")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One tiny-model cache for the session (subprocesses inherit it through the environment)."""
     path = tmp_path_factory.mktemp("diffsweep-cache")
-    previous = os.environ.get("DIFFSWEEP_CACHE")
-    os.environ["DIFFSWEEP_CACHE"] = str(path)
-    yield path
-    if previous is None:
-        os.environ.pop("DIFFSWEEP_CACHE", None)
-    else:
-        os.environ["DIFFSWEEP_CACHE"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIFFSWEEP_CACHE", str(path))
+        yield path
 
 
 def compose_config(overrides: list[str] | None = None, root: Path | None = None) -> dict[str, Any]:

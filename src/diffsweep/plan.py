@@ -212,10 +212,12 @@ class Plan:
         try:
             spec = provider.spec(config["pipeline"])
         except KeyError:
+            names = list(provider.pipelines)
+            choices = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
             raise ConfigError(ConfigIssue(where, f"{config['pipeline']!r} is not a {provider.name} pipeline"
-                                          f"{did_you_mean(config['pipeline'], provider.pipelines)}; "
-                                          f"choose one of {', '.join(provider.pipelines)}", self._source_of(where)))
-        issues = []
+                                          f"{did_you_mean(config['pipeline'], names)}; choose one of {choices}",
+                                          self._source_of(where)))
+        issues = provider.check_builder(config)
         if config.get("loras") and not spec.lora:
             issues.append(("builder.loras", f"{spec.name} has no LoRA support in diffusers"))
         if config.get("scheduler"):

@@ -20,10 +20,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from importlib.metadata import version
 
-from diffsweep.errors import ModelUnavailableError
 from diffsweep.providers.base import PipelineSpec, Provider
 
 MODULE = "diffusers.pipelines.deprecated.amused"
@@ -31,28 +28,14 @@ _TEXT = frozenset({"negative_prompt", "num_inference_steps", "guidance_scale"})
 _DEFAULTS = {"num_inference_steps": 12, "guidance_scale": 10.0}
 
 
-@dataclass(frozen=True)
-class DeprecatedSpec(PipelineSpec):
-    """A pipeline that diffusers has deprecated and may remove: loading it then fails with one clear message."""
-
-    def load_class(self) -> type:
-        try:
-            return super().load_class()
-        except (ImportError, AttributeError) as error:
-            raise ModelUnavailableError(
-                f"{self.name} is unavailable: the installed diffusers {version('diffusers')} has no {self.name} in "
-                f"{self.module} ({type(error).__name__}: {error}); install diffusers 0.42.1, where it is deprecated "
-                f"but present") from error
-
-
 class Amused(Provider):
     name = "amused"
     pipelines = {spec.name: spec for spec in (
-        DeprecatedSpec("AmusedPipeline", "image", _TEXT | {"height", "width"}, _DEFAULTS, batchable=False,
+        PipelineSpec("AmusedPipeline", "image", _TEXT | {"height", "width"}, _DEFAULTS, batchable=False,
                        size_multiple=32, lora=False, module=MODULE),
-        DeprecatedSpec("AmusedImg2ImgPipeline", "image", _TEXT | {"image", "strength"},
+        PipelineSpec("AmusedImg2ImgPipeline", "image", _TEXT | {"image", "strength"},
                        {**_DEFAULTS, "strength": 0.5}, batchable=False, size_multiple=32, lora=False, module=MODULE),
-        DeprecatedSpec("AmusedInpaintPipeline", "image", _TEXT | {"image", "mask_image", "strength"},
+        PipelineSpec("AmusedInpaintPipeline", "image", _TEXT | {"image", "mask_image", "strength"},
                        {**_DEFAULTS, "strength": 1.0}, batchable=False, size_multiple=32, lora=False, module=MODULE),
     )}
     tiny_models = {"amused": "AmusedPipeline"}

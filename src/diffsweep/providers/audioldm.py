@@ -19,34 +19,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from importlib.metadata import version
 
-from diffsweep.errors import ModelUnavailableError
 from diffsweep.providers.base import PipelineSpec, Provider
 
 _PARAMS = frozenset({"negative_prompt", "num_inference_steps", "guidance_scale", "audio_length_in_s"})
 _WAVEFORMS = "num_waveforms_per_prompt"
 
 
-@dataclass(frozen=True)
-class DeprecatedSpec(PipelineSpec):
-    """A pipeline that diffusers has deprecated and may remove: loading it then fails with one clear message."""
-
-    def load_class(self) -> type:
-        try:
-            return super().load_class()
-        except (ImportError, AttributeError) as error:
-            raise ModelUnavailableError(
-                f"{self.name} is unavailable: the installed diffusers {version('diffusers')} has no {self.name} in "
-                f"{self.module} ({type(error).__name__}: {error}); install diffusers 0.42.1, where it is deprecated "
-                f"but present") from error
-
-
 class AudioLDM(Provider):
     name = "audioldm"
     pipelines = {spec.name: spec for spec in (
-        DeprecatedSpec("AudioLDMPipeline", "audio", _PARAMS, {"num_inference_steps": 10, "guidance_scale": 2.5},
+        PipelineSpec("AudioLDMPipeline", "audio", _PARAMS, {"num_inference_steps": 10, "guidance_scale": 2.5},
                        multiplier=_WAVEFORMS, lora=False, module="diffusers.pipelines.deprecated.audioldm"),
         PipelineSpec("AudioLDM2Pipeline", "audio", _PARAMS, {"num_inference_steps": 200, "guidance_scale": 3.5},
                      multiplier=_WAVEFORMS, lora=False),

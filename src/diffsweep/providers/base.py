@@ -8,6 +8,7 @@ diffsweep reads those specs and never names a pipeline class.
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import version
 import json
 import logging
 import os
@@ -50,7 +51,15 @@ class PipelineSpec:
     latent_space: str | None = None  # for cheap previews (diffsweep.previews); None: generic projection
 
     def load_class(self) -> type:
-        return getattr(importlib.import_module(self.module), self.name)
+        """The pipeline class; a missing one (e.g. a deprecated pipeline a later diffusers dropped)
+        is reported as unavailable rather than crashing the run."""
+        try:
+            return getattr(importlib.import_module(self.module), self.name)
+        except (ImportError, AttributeError) as error:
+            raise ModelUnavailableError(
+                f"{self.name} is unavailable: the installed diffusers {version('diffusers')} has no {self.name} in "
+                f"{self.module} ({type(error).__name__}: {error}); install diffusers 0.42.1, where it is present"
+            ) from error
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,10 @@ class Provider:
     def spec(self, pipeline: str) -> PipelineSpec:
         """The spec of a pipeline class name; KeyError when this provider has no such pipeline."""
         return self.pipelines[pipeline]
+
+    def check_builder(self, builder: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(key, message) for builder settings this provider refuses, checked while planning."""
+        return []
 
     def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         """(key, message) for every parameter this pipeline cannot take as given."""

@@ -119,15 +119,20 @@ class Custom(Provider):
     def spec(self, pipeline: str) -> PipelineSpec:
         return describe(pipeline)
 
-    def resolve_source(self, builder: Mapping[str, Any]) -> Path | str:
-        """The model's source; a folder with its own pipeline code only when the config trusts it."""
+    def check_builder(self, builder: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """A folder with its own pipeline code is loaded only when the config trusts it."""
         source = super().resolve_source(builder)
         if has_code(source) and not builder.get("trust_remote_code"):
-            raise ConfigError(ConfigIssue(
-                "builder.trust_remote_code",
-                f"model folder {source} contains custom code in {CODE_FILE}, which loading would run; set "
-                f"builder.trust_remote_code: true if you trust it"))
-        return source
+            return [("builder.trust_remote_code", f"model folder {source} contains custom code in {CODE_FILE}, "
+                                                  f"which loading would run; set builder.trust_remote_code: true "
+                                                  f"if you trust it")]
+        return []
+
+    def resolve_source(self, builder: Mapping[str, Any]) -> Path | str:
+        problems = self.check_builder(builder)
+        if problems:
+            raise ConfigError([ConfigIssue(key, message) for key, message in problems])
+        return super().resolve_source(builder)
 
     def from_source(self, spec: PipelineSpec, source: Path | str, builder: Mapping[str, Any], torch_dtype: Any) -> Any:
         if not has_code(source):

@@ -28,11 +28,8 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Any
 
-from diffsweep.errors import ModelUnavailableError
 from diffsweep.providers.base import PipelineSpec, Provider
 
 MODULE = "diffusers.pipelines.deprecated.wuerstchen"
@@ -41,20 +38,6 @@ SIZE_STEP = 128
 PRIOR_RESOLUTION_MULTIPLE = 42.67  # WuerstchenPriorPipeline config
 DECODER_LATENT_SCALE = 10.67  # WuerstchenDecoderPipeline config
 VQGAN_SCALE = 4  # PaellaVQModel: pixel unshuffle 2 x one 2x level
-
-
-@dataclass(frozen=True)
-class DeprecatedSpec(PipelineSpec):
-    """A pipeline that diffusers has deprecated and may remove: loading it then fails with one clear message."""
-
-    def load_class(self) -> type:
-        try:
-            return super().load_class()
-        except (ImportError, AttributeError) as error:
-            raise ModelUnavailableError(
-                f"{self.name} is unavailable: the installed diffusers {version('diffusers')} has no {self.name} in "
-                f"{self.module} ({type(error).__name__}: {error}); install diffusers 0.42.1, where it is deprecated "
-                f"but present") from error
 
 
 def decoder_latent(side: int) -> int:
@@ -74,7 +57,7 @@ def size_problem(key: str, side: int) -> str:
 class Wuerstchen(Provider):
     name = "wuerstchen"
     pipelines = {spec.name: spec for spec in (
-        DeprecatedSpec("WuerstchenCombinedPipeline", "image",
+        PipelineSpec("WuerstchenCombinedPipeline", "image",
                        frozenset({"negative_prompt", "height", "width", "prior_num_inference_steps",
                                   "prior_guidance_scale", "num_inference_steps", "decoder_guidance_scale"}),
                        {"prior_num_inference_steps": 60, "prior_guidance_scale": 4.0, "num_inference_steps": 12,
