@@ -57,3 +57,19 @@ def test_default_config_is_the_embedded_tiny_sd() -> None:
     assert doc["output"]["root"] == "runs"
     assert doc["sweep"]["name"] == "default"
     assert doc["device"] == "auto" and doc["dry_run"] is False
+
+
+REAL_PRESETS = [p for p in PROVIDERS if not p.startswith("tiny_")]
+
+
+@pytest.mark.parametrize("provider", REAL_PRESETS)
+def test_real_preset_offline_fails_with_one_clear_message_and_writes_nothing(provider: str, tmp_path: Path) -> None:
+    from diffsweep.errors import ModelUnavailableError
+
+    doc = compose_config([f"provider={provider}"], tmp_path / "runs")
+    with pytest.raises(ModelUnavailableError) as error:
+        run_sweep(doc, out=io.StringIO())
+    message = str(error.value)
+    assert f"model '{doc['builder']['model']}' is not available offline" in message
+    assert "hf download" in message and "\n" not in message
+    assert not (tmp_path / "runs").exists()
