@@ -23,9 +23,9 @@ per step); diffusers ignores either one alone. Kontext outputs exactly height x 
 `max_area=height*width`, where diffusers would otherwise rescale every output to about 1 MP; Kontext's input image is
 resized to the nearest of its training resolutions (about 1 MP) whatever the output size.
 
-Output: image (`.images`, np (B,H,W,3) in [0,1]). Batching: a list of prompts with one CPU generator per item
-(`num_images_per_prompt`=1), so an item's pixels do not depend on its batch; items that differ in any other
-parameter (input image, size, steps) run in separate calls.
+Output: image (`.images`, np (B,H,W,3) in [0,1]); step previews use the "flux" latent space. Batching: a list of
+prompts with one CPU generator per item (`num_images_per_prompt`=1), so an item's pixels do not depend on its batch;
+items that differ in any other parameter (input image, size, steps) run in separate calls.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ _TEXT_DEFAULTS = {**_DEFAULTS, "true_cfg_scale": 1.0}
 
 
 def _spec(name: str, params: frozenset[str], defaults: Mapping[str, Any], **options: Any) -> PipelineSpec:
-    return PipelineSpec(name, "image", params, defaults, size_multiple=SIZE_MULTIPLE, max_batch=4, **options)
+    return PipelineSpec(name, "image", params, defaults, size_multiple=SIZE_MULTIPLE, max_batch=4, latent_space="flux",
+                        **options)
 
 
 class Flux(Provider):

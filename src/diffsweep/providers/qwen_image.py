@@ -4,7 +4,7 @@
 | --- | --- | --- | --- |
 | QwenImagePipeline | - | negative_prompt, true_cfg_scale, guidance_scale, num_inference_steps, height, width, max_sequence_length | 1024x1024, 20 steps, true_cfg 1.0 |
 | QwenImageImg2ImgPipeline | image | as QwenImagePipeline + strength | as QwenImagePipeline + strength 0.6 |
-| QwenImageEditPipeline | image | as QwenImagePipeline | about 1 MP at the input's aspect ratio, 20 steps, true_cfg 4.0 |
+| QwenImageEditPipeline | image | as QwenImagePipeline | as QwenImagePipeline but true_cfg 4.0 |
 
 Defaults are the reference system's (REFERENCE §1.4) where it has one, else diffusers'; the model-card values
 (50 steps, true_cfg 4.0 with negative_prompt " ") live in the conf/provider presets.
@@ -16,20 +16,23 @@ with a message saying so, where torchvision is not installed.
 
 Rules (checked at plan time, before anything loads):
 - height and width are multiples of 16 (VAE factor 8 x 2x2 latent packing); diffusers would silently round down.
-  Img2img resizes its input to height x width (default 1024x1024, as in diffusers); Edit without height/width keeps
-  the input's aspect ratio at about 1 MP (always a multiple of 32).
+  They default to 1024x1024 (the reference's default for every image pipeline) so that every record names its size;
+  for Edit pick them at the input's aspect ratio (diffusers resizes the input itself to about 1 MP at its own ratio).
 - max_sequence_length <= 1024.
 
 Call notes: CFG is "true CFG": negative_prompt and true_cfg_scale > 1 take effect only together (pass negative_prompt
 " " for plain CFG). guidance_scale matters only for guidance-distilled checkpoints; Qwen-Image itself ignores it.
+Edit gets its input image once per prompt of a batched call: diffusers 0.42.1 hands `image` to the Qwen2-VL processor
+as given, and transformers rejects a batch of prompts with a single image.
 
-Output: image (`.images`, np (B,H,W,3) in [0,1]). Batching: a list of prompts with one CPU generator per item
-(`num_images_per_prompt`=1); items that differ in any other parameter run in separate calls.
+Output: image (`.images`, np (B,H,W,3) in [0,1]); step previews use the "qwen_image" latent space. Batching: a list
+of prompts with one CPU generator per item (`num_images_per_prompt`=1); items that differ in any other parameter run
+in separate calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from diffsweep.errors import ModelUnavailableError
@@ -40,19 +43,19 @@ MAX_SEQUENCE_LENGTH = 1024
 
 _TEXT = frozenset({"negative_prompt", "true_cfg_scale", "guidance_scale", "num_inference_steps", "height", "width",
                    "max_sequence_length"})
-_SIZE = {"height": 1024, "width": 1024}
-_DEFAULTS = {"num_inference_steps": 20, "true_cfg_scale": 1.0}
+_DEFAULTS = {"height": 1024, "width": 1024, "num_inference_steps": 20, "true_cfg_scale": 1.0}
 
 
 def _spec(name: str, params: frozenset[str], defaults: Mapping[str, Any]) -> PipelineSpec:
-    return PipelineSpec(name, "image", params, defaults, size_multiple=SIZE_MULTIPLE, max_batch=2)
+    return PipelineSpec(name, "image", params, defaults, size_multiple=SIZE_MULTIPLE, max_batch=2,
+                        latent_space="qwen_image")
 
 
 class QwenImage(Provider):
     name = "qwen_image"
     pipelines = {spec.name: spec for spec in (
-        _spec("QwenImagePipeline", _TEXT, {**_SIZE, **_DEFAULTS}),
-        _spec("QwenImageImg2ImgPipeline", _TEXT | {"image", "strength"}, {**_SIZE, **_DEFAULTS, "strength": 0.6}),
+        _spec("QwenImagePipeline", _TEXT, _DEFAULTS),
+        _spec("QwenImageImg2ImgPipeline", _TEXT | {"image", "strength"}, {**_DEFAULTS, "strength": 0.6}),
         _spec("QwenImageEditPipeline", _TEXT | {"image"}, {**_DEFAULTS, "true_cfg_scale": 4.0}),
     )}
     tiny_models = {"qwen_image": "QwenImagePipeline"}
@@ -64,6 +67,14 @@ class QwenImage(Provider):
             problems.append(("max_sequence_length", f"max_sequence_length {length} exceeds {MAX_SEQUENCE_LENGTH}, "
                                                     f"the limit of {self.name}"))
         return problems
+
+    def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
+                    generators: list[Any]) -> dict[str, Any]:
+        kwargs = super().call_kwargs(spec, items, generators)
+        if spec.name == "QwenImageEditPipeline":
+            # diffusers hands `image` to the Qwen2-VL processor as given, and transformers wants one image per prompt
+            kwargs["image"] = [kwargs["image"]] * len(items)
+        return kwargs
 
     def before_load(self, spec: PipelineSpec) -> None:
         from transformers.utils import is_torchvision_available

@@ -11,8 +11,8 @@ consumed by diffsweep (the MP4 writer), not passed to the pipeline. Model-card v
 Load notes: plain `from_pretrained`. One class serves both layouts: Wan 2.1 (one transformer) and Wan 2.2 A14B
 (`transformer_2` plus `boundary_ratio` in model_index.json: the second expert denoises the low-noise steps). The VAE,
 and the Wan 2.1 I2V CLIP image encoder, are kept in float32 whatever the builder dtype, as the model cards load them
-(half-precision VAE decoding visibly degrades Wan videos). Wan 2.1 I2V needs `image_encoder` + `image_processor`;
-Wan 2.2 I2V A14B has neither. Wan 2.2's `guidance_scale_2` (low-noise expert) is not exposed: it follows
+(the pipelines cast latents and pixels to those components' dtypes). Wan 2.1 I2V needs `image_encoder` +
+`image_processor`; Wan 2.2 I2V A14B has neither. Wan 2.2's `guidance_scale_2` (low-noise expert) is not exposed: it follows
 guidance_scale. The Wan 2.2 TI2V-5B layout (`expand_timesteps`, 16x VAE) is not covered by these rules.
 diffusers 0.42.1's I2V module calls `ftfy.fix_text` even when ftfy is not installed (WanPipeline skips it then); without
 ftfy, diffsweep gives that module the same skip, so prompts are cleaned exactly as WanPipeline cleans them.
@@ -22,8 +22,9 @@ Rules (checked at plan time, before anything loads):
 - height and width are multiples of 16 (VAE factor 8 x 2x2 patches); diffusers would silently round down.
 - The I2V input image is resized (not cropped) to height x width: match its aspect ratio.
 
-Output: video (`.frames`, np (B,F,H,W,3) in [0,1]), written as MP4 at `fps`. Batching: a list of prompts with one CPU
-generator per item (`num_videos_per_prompt`=1); I2V items share their input image within a call.
+Output: video (`.frames`, np (B,F,H,W,3) in [0,1]), written as MP4 at `fps`; step previews use the "wan" latent
+space (its middle latent frame). Batching: a list of prompts with one CPU generator per item
+(`num_videos_per_prompt`=1); I2V items share their input image within a call.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ _DEFAULTS = {"height": 480, "width": 832, "num_frames": 81, "num_inference_steps
 
 def _spec(name: str, params: frozenset[str]) -> PipelineSpec:
     return PipelineSpec(name, "video", params, _DEFAULTS, multiplier="num_videos_per_prompt",
-                        size_multiple=SIZE_MULTIPLE, max_batch=2)
+                        size_multiple=SIZE_MULTIPLE, max_batch=2, latent_space="wan")
 
 
 class Wan(Provider):
