@@ -87,5 +87,7 @@ def test_tiny_provider_contract(preset: str, tmp_path: Path) -> None:
         for item_id, content in batched.items():
             if isinstance(content, tuple):
                 np.testing.assert_allclose(content[0], single[item_id][0], atol=1e-3)
+            elif content.ndim == 4:  # H.264 can turn a one-level rounding flip into a larger local change
+                assert np.abs(content.astype(int) - single[item_id].astype(int)).mean() < 0.5, item_id
             else:
                 assert_batch_equivalent(content, single[item_id])

@@ -325,7 +325,8 @@ def generate(pipe: Any, batch: Batch, preview_every: int = 0,
     builder.provider.prepare_call(pipe, builder.spec, shared)
     if preview_every and on_preview and "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
         space = builder.spec.latent_space
-        unpack = previews.unpacker(pipe, space, shared.get("height", 0), shared.get("width", 0))
+        unpack = (previews.unpacker(pipe, space, shared["height"], shared["width"])
+                  if "height" in shared and "width" in shared else None)
         kwargs["callback_on_step_end"] = previews.make_callback(preview_every, space, on_preview, unpack)
         kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
     with torch.inference_mode():
