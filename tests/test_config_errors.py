@@ -31,6 +31,8 @@ CASES = [
     ("bad-interpolation", ["sweep.name=${nope}"], None, ["invalid configuration", "nope"]),
     ("missing-prompt-file", ["sweep=prompts_file", "sweep.grid.prompt.file=no-such-prompts.txt"], None,
      ["sweep.grid.prompt.file: cannot read", "no-such-prompts.txt"]),
+    ("override-mapping-with-list", ["sweep=prompts_file", "sweep.grid.seed=[0]"], None,
+     ["Cannot merge DictConfig with ListConfig", "'~sweep.grid.seed' '+sweep.grid.seed=[...]'"]),
     ("size-rule", ["sweep.params.width=65"], None,
      ["sweep.params.width: width 65 must be a multiple of 8 for stable_diffusion; nearest: 64 or 72"]),
     ("yaml-no-is-false", ["sweep=user"], """\

@@ -93,7 +93,7 @@ def report_failure(action: Callable[[], int | None]) -> int:
     except ConfigError as error:
         return _say(str(error), EXIT_CONFIG)
     except (HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
-        return _say(f"invalid configuration: {error}", EXIT_CONFIG)
+        return _say(f"invalid configuration: {_composition_message(error)}", EXIT_CONFIG)
     except DiffsweepError as error:
         return _say(f"error: {error}", error.exit_code)
     except KeyboardInterrupt:
@@ -101,6 +101,19 @@ def report_failure(action: Callable[[], int | None]) -> int:
     except Exception as error:  # noqa: BLE001 - the contract is one clear line, not a traceback
         log.debug("unexpected failure", exc_info=True)
         return _say(f"error: {type(error).__name__}: {error}", EXIT_RUNTIME)
+
+
+def _composition_message(error: BaseException) -> str:
+    """Hydra's message with its cause, and the way out of the one override trap users meet most."""
+    text = str(error).strip()
+    cause = error.__cause__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
+        text += f": {str(cause).strip().splitlines()[0]}"
+    if text.startswith("Error merging override"):
+        key = text.removeprefix("Error merging override ").split("=", 1)[0]
+        text += (f"\n  (an override cannot turn a mapping into a list or back: to replace a range or file axis, "
+                 f"delete it first: '~{key}' '+{key}=[...]')")
+    return text
 
 
 def main() -> None:
