@@ -1,4 +1,4 @@
-"""Every tiny factory must survive save_pretrained -> from_pretrained and run a 2-step call (TINY_PIPELINES.md)."""
+"""Every tiny factory must survive save_pretrained -> from_pretrained and run a 2-step call."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _audios(samples: int) -> Callable[[Any], None]:
 
 
 def _fix_allegro_vae(pipe: Any) -> None:
-    """Tiling is not saved, and one tile must cover the whole 32x32 video or nothing is decoded (doc §8.1)."""
+    """Tiling is not saved, and one tile must cover the whole 32x32 video or nothing is decoded."""
     pipe.vae.enable_tiling()
     pipe.vae.kernel = (24, 32, 32)
     pipe.vae.stride = (16, 32, 32)
@@ -120,7 +120,7 @@ def _pipeline_class(name: str) -> type[DiffusionPipeline]:
 
 
 def _expose_wuerstchen_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    """model_index.json names the Wuerstchen models `diffusers.<class>`, but diffusers no longer exports them (§8.2)."""
+    """model_index.json names the Wuerstchen models `diffusers.<class>`, but diffusers no longer exports them."""
     from diffusers.pipelines.deprecated.wuerstchen import PaellaVQModel, WuerstchenDiffNeXt, WuerstchenPrior
 
     for cls in (PaellaVQModel, WuerstchenDiffNeXt, WuerstchenPrior):

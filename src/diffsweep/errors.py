@@ -1,4 +1,4 @@
-"""Error types and the exit codes they map to (DESIGN.md: 0 ok, 1 failed items, 2 bad config)."""
+"""Error types and the exit codes they map to: 0 ok, 1 failed items, 2 bad config."""
 
 from __future__ import annotations
 

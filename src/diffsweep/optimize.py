@@ -27,7 +27,7 @@ LOSSY_KEYS = ("layerwise_casting", "vae_tiling")
 
 FULL_HEADROOM = 1.2
 """Free memory needed per byte of resident weights: activations grow with the model (attention maps, CFG doubling
-the batch), measured at 1.04-1.8x the bf16 weights for Flux bs1-bs16 (REFERENCE §6.6)."""
+the batch), about 1.04-1.8x the bf16 weights in published Flux measurements at batch 1 to 16."""
 FIXED_HEADROOM_BYTES = 2 * 2**30
 """Fixed room on top: a 1024² VAE decode (~1.5 GiB in half precision), the CUDA context and allocator slack."""
 LARGEST_SHARE = 0.8

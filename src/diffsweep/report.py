@@ -2,7 +2,7 @@
 
 Both read only what is on disk (config.yaml, run.json, manifest.jsonl, items/), so they can be
 rebuilt for any past, resumed or interrupted run; a missing or torn input degrades the report
-instead of failing it. Every file is written atomically (DESIGN.md, "Run folder").
+instead of failing it. Every file is written atomically.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
 - **Load.** `AutoencoderKLAllegro` decodes only tiled, and `enable_tiling()` is a runtime flag that `save_pretrained`
   does not keep, so `after_load` sets it after every load. Unset num_frames/height/width fall back to the checkpoint's
   transformer config (rhymes-ai/Allegro: 88 frames, 720x1280).
-- **Tiles** (TINY_PIPELINES.md §8.1). The VAE decodes tiles of 24 frames x 320 x 320 px that step 16 frames, 200 px
+- **Tiles**. The VAE decodes tiles of 24 frames x 320 x 320 px that step 16 frames, 200 px
   down and 240 px across; what no tile covers stays flat 0.5 gray, and a clip shorter than one tile crashes or stays
   gray. So, per dimension: one shorter than its tile is decoded as a single tile of its own size (`prepare_call` sets
   `vae.kernel`/`vae.stride` for each call's size, since the pipeline is cached across sizes); a longer one must be

@@ -7,13 +7,13 @@
 | `AmusedImg2ImgPipeline` | + image, strength                                             | strength 0.5              |
 | `AmusedInpaintPipeline` | + image, mask_image (white = repaint), strength               | strength 1.0              |
 
-- **Load.** Deprecated in diffusers (TINY_PIPELINES.md §8.3): the classes live in
+- **Load.** Deprecated in diffusers: the classes live in
   `diffusers.pipelines.deprecated.amused` and a later diffusers may drop them; the provider then reports itself
   unavailable instead of crashing.
 - **Sizes.** Multiples of 32: the VQ-VAE downsamples 16x (amused-256/512) and the U-ViT halves the token grid again.
   Unset sizes come from the checkpoint (256 or 512); img2img and inpainting take the input image's size.
 - **Output.** image.
-- **Batching.** none: a generator list fails (`'list' object has no attribute 'device'`, §7), and one generator shared
+- **Batching.** none: a generator list fails (`'list' object has no attribute 'device'`), and one generator shared
   by a batch would make items depend on their batch, so each call makes one image.
 - **LoRA.** none in diffusers.
 """

@@ -5,14 +5,14 @@
 | `AudioLDMPipeline`  | negative_prompt, num_inference_steps, guidance_scale, audio_length_in_s | 10 steps, 2.5      |
 | `AudioLDM2Pipeline` | negative_prompt, num_inference_steps, guidance_scale, audio_length_in_s | 200 steps, 3.5     |
 
-- **Load.** `AudioLDMPipeline` is deprecated in diffusers (TINY_PIPELINES.md §8.3) and lives in
+- **Load.** `AudioLDMPipeline` is deprecated in diffusers and lives in
   `diffusers.pipelines.deprecated.audioldm`; a later diffusers may drop it, and the provider then reports it
   unavailable instead of crashing. `AudioLDM2Pipeline` is current.
 - **Length.** Unset `audio_length_in_s` comes from the checkpoint (5.12 s for AudioLDM, 10.24 s for AudioLDM2); the
   pipeline rounds the mel length up to what the VAE takes and cuts the waveform back to the requested length.
   Height, width and frames do not apply and are refused.
 - **Output.** audio: a waveform per item; the sample rate is the vocoder's (16 kHz for the cvssp checkpoints).
-- **Batching.** prompt lists, `num_waveforms_per_prompt` and generator lists all work, one generator per item (§7).
+- **Batching.** prompt lists, `num_waveforms_per_prompt` and generator lists all work, one generator per item.
   diffsweep always asks for one waveform per prompt, so AudioLDM2 never re-ranks candidates with CLAP.
 - **LoRA.** none in diffusers.
 """

@@ -7,7 +7,7 @@
 | FluxFillPipeline | image, mask_image (white = repaint) | prompt_2, guidance_scale, num_inference_steps, height, width, strength, max_sequence_length | 1024x1024, 20 steps, guidance 3.5, strength 1.0 |
 | FluxKontextPipeline | image (optional) | as FluxPipeline | as FluxPipeline |
 
-Defaults are the reference system's (REFERENCE §1.4); the model-card values (schnell: 4 steps, guidance 0;
+Defaults are those of Griptape Nodes' Diffusion Pipeline nodes; the model-card values (schnell: 4 steps, guidance 0;
 dev: 28 steps; Kontext: guidance 2.5; Fill: 50 steps, guidance 30) live in the conf/provider presets.
 
 Load notes: plain `from_pretrained`; FLUX.1-dev, -Fill-dev and -Kontext-dev are gated (HF_TOKEN). The dev models

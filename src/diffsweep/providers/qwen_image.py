@@ -6,7 +6,7 @@
 | QwenImageImg2ImgPipeline | image | as QwenImagePipeline + strength | as QwenImagePipeline + strength 0.6 |
 | QwenImageEditPipeline | image | as QwenImagePipeline | as QwenImagePipeline but true_cfg 4.0 |
 
-Defaults are the reference system's (REFERENCE §1.4) where it has one, else diffusers'; the model-card values
+Defaults are those of Griptape Nodes' Diffusion Pipeline nodes where it has one, else diffusers'; the model-card values
 (50 steps, true_cfg 4.0 with negative_prompt " ") live in the conf/provider presets.
 
 Load notes: plain `from_pretrained` (a 20B transformer and a Qwen2.5-VL-7B text encoder; bf16 needs ~60 GB, so large

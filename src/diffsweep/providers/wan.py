@@ -5,7 +5,7 @@
 | WanPipeline | - | negative_prompt, guidance_scale, num_inference_steps, height, width, num_frames, max_sequence_length, fps | 832x480, 81 frames, 50 steps, guidance 5.0, 16 fps |
 | WanImageToVideoPipeline | image (the first frame) | as WanPipeline | as WanPipeline |
 
-Defaults: frames and guidance are the reference system's (REFERENCE §1.4), size and steps diffusers'; `fps` is
+Defaults: frames and guidance are those of Griptape Nodes' Diffusion Pipeline nodes, size and steps diffusers'; `fps` is
 consumed by diffsweep (the MP4 writer), not passed to the pipeline. Model-card values live in conf/provider presets.
 
 Load notes: plain `from_pretrained`. One class serves both layouts: Wan 2.1 (one transformer) and Wan 2.2 A14B

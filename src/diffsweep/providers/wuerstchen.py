@@ -6,10 +6,10 @@
 |                              | num_inference_steps, decoder_guidance_scale (the decoder's) | 12 steps, 0.0   |
 |                              | negative_prompt, height, width                              | 512x512         |
 
-- **Load.** Deprecated in diffusers (TINY_PIPELINES.md §8.3): the classes live in
+- **Load.** Deprecated in diffusers: the classes live in
   `diffusers.pipelines.deprecated.wuerstchen`, and a later diffusers may drop them; the provider then reports itself
   unavailable instead of crashing. A folder saved by diffusers 0.42.1 names its models `["diffusers",
-  "WuerstchenPrior"]` etc., which diffusers does not export, so `from_pretrained` fails (§8.2); checkpoints saved
+  "WuerstchenPrior"]` etc., which diffusers does not export, so `from_pretrained` fails; checkpoints saved
   before the move name the library `wuerstchen`, the module's old home, which no longer exists. So `before_load`
   (idempotent) registers the three model classes on the `diffusers` module under their own names and exposes the
   deprecated module as `diffusers.pipelines.wuerstchen` again.
@@ -19,7 +19,7 @@
   latent (21) and fails, and other sizes come out at another size, so height and width must be multiples of 128.
   Unset sizes are 512.
 - **Output.** image.
-- **Batching.** prompt lists, `num_images_per_prompt` and generator lists all work, one generator per item (§7).
+- **Batching.** prompt lists, `num_images_per_prompt` and generator lists all work, one generator per item.
 - **LoRA.** none in diffusers.
 """
 

@@ -1,7 +1,7 @@
 """Tiny random-weight diffusers pipeline components, built offline and deterministically.
 
 Each factory returns the keyword arguments of its pipeline's constructor, for fixtures and smoke tests that must not
-touch the Hugging Face hub (recipe: TINY_PIPELINES.md in the shared docs). Factories import torch, diffusers and
+touch the Hugging Face hub (configs adapted from diffusers' own get_dummy_components tests). Factories import torch, diffusers and
 transformers only when called, so importing this package is cheap.
 """
 

@@ -1,4 +1,4 @@
-"""Tiny Allegro components (TINY_PIPELINES.md §5; decoding needs the tiling fix of §8.1)."""
+"""Tiny Allegro components (decoding needs the one-tile VAE setting the allegro provider applies)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tiny aMUSEd components (deprecated pipeline; TINY_PIPELINES.md §5)."""
+"""Tiny aMUSEd components (deprecated pipeline)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tiny AudioLDM (deprecated pipeline) and AudioLDM2 components (TINY_PIPELINES.md §5).
+"""Tiny AudioLDM (deprecated pipeline) and AudioLDM2 components.
 
 CLAP and GPT-2 default to dropout 0.1, so those encoders are put in eval mode like T5.
 """

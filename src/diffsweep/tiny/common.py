@@ -46,7 +46,7 @@ def clip_text_config(
     num_attention_heads: int = 2,
     num_hidden_layers: int = 2,
 ) -> CLIPTextConfig:
-    """CLIP text config sized to the in-memory tokenizer; its special-token ids are the real ones (doc §4)."""
+    """CLIP text config sized to the in-memory tokenizer; its special-token ids are the real ones."""
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(

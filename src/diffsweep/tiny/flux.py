@@ -1,4 +1,4 @@
-"""Tiny Flux.1 components (TINY_PIPELINES.md §5)."""
+"""Tiny Flux.1 components."""
 
 from __future__ import annotations
 

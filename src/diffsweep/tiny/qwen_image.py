@@ -1,4 +1,4 @@
-"""Tiny Qwen-Image components (TINY_PIPELINES.md §5)."""
+"""Tiny Qwen-Image components."""
 
 from __future__ import annotations
 

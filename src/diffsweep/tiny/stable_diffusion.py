@@ -1,4 +1,4 @@
-"""Tiny Stable Diffusion 1.x, 2.x, XL and 3 components (TINY_PIPELINES.md §5)."""
+"""Tiny Stable Diffusion 1.x, 2.x, XL and 3 components."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def sdxl() -> Components:
 
 @isolated_rng
 def sd3() -> Components:
-    """Stable Diffusion 3 with a one-level VAE (scale factor 1, doc §8.4): use 32x32 and max_sequence_length=32."""
+    """Stable Diffusion 3 with a one-level VAE (scale factor 1): use 32x32 and max_sequence_length=32."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
 

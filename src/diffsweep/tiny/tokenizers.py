@@ -1,4 +1,4 @@
-"""In-memory tokenizers for tiny pipelines (TINY_PIPELINES.md §3).
+"""In-memory tokenizers for tiny pipelines.
 
 transformers >= 5 tokenizers accept a vocabulary in their constructor, so no vocab files are downloaded.
 Byte-level vocabularies without merges encode any UTF-8 text, one token per byte.

@@ -1,4 +1,4 @@
-"""Tiny Wan 2.1 and Wan 2.2 (A14B layout) components (TINY_PIPELINES.md §5)."""
+"""Tiny Wan 2.1 and Wan 2.2 (A14B layout) components."""
 
 from __future__ import annotations
 

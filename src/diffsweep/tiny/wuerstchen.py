@@ -1,6 +1,6 @@
-"""Tiny Wuerstchen components for the deprecated combined pipeline (TINY_PIPELINES.md §5).
+"""Tiny Wuerstchen components for the deprecated combined pipeline.
 
-Its three model classes are not exported at diffusers top level, so reloading a saved folder needs the fix of §8.2.
+Its three model classes are not exported at diffusers top level, so reloading a saved folder needs the provider's reload fix.
 """
 
 from __future__ import annotations
