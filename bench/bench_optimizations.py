@@ -125,7 +125,7 @@ def baseline(folder: Path, args: argparse.Namespace, device: torch.device, dtype
     seconds = sum(call(items[i:i + args.batch]) for i in range(0, len(items), args.batch))
     result = {"items_per_second": len(items) / seconds, "first_call_seconds": first, "load_seconds": load,
               "peak_memory_bytes": devices.peak_memory_bytes(device)}
-    del pipe
+    pipe = None  # free the weights before the next phase loads its own
     release(device)
     return result
 

@@ -54,7 +54,7 @@ def resolve(cfg: DictConfig) -> dict:
     try:
         doc = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
     except OmegaConfBaseException as error:
-        raise ConfigError(ConfigIssue(str(getattr(error, "full_key", "") or ""), str(error).splitlines()[0]))
+        raise ConfigError(ConfigIssue(str(getattr(error, "full_key", "") or ""), str(error).splitlines()[0])) from error
     assert isinstance(doc, dict)
     return doc
 

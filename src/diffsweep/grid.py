@@ -61,7 +61,7 @@ def expand_axis(name: str, spec: Any, base_dirs: Sequence[Path], source: str | N
         try:
             values: list[Any] = read_lines(path)
         except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(ConfigIssue(f"{where}.file", f"cannot read {path}: {error.strerror or error}", source))
+            raise ConfigError(ConfigIssue(f"{where}.file", f"cannot read {path}: {error.strerror or error}", source)) from error
         if not values:
             raise ConfigError(ConfigIssue(f"{where}.file", f"{path} has no values (one per line expected)", source))
     elif isinstance(spec, Mapping):
@@ -112,5 +112,5 @@ class Grid:
             strides[axis.name] = stride
             stride *= len(axis.values)
         for positions in itertools.product(*(range(len(a.values)) for a in order)):
-            index = sum(strides[a.name] * p for a, p in zip(order, positions))
-            yield index, {a.name: a.values[p] for a, p in zip(order, positions)}
+            index = sum(strides[a.name] * p for a, p in zip(order, positions, strict=True))
+            yield index, {a.name: a.values[p] for a, p in zip(order, positions, strict=True)}

@@ -179,7 +179,7 @@ class Plan:
         self.total = len(grid)
         self.index_width = max(4, len(str(self.total - 1)))
         self._plan_builders()
-        for item in self.items():  # checks every call shape before anything loads or is written
+        for _ in self.items():  # checks every call shape before anything loads or is written
             pass
 
     # ----- builders ----------------------------------------------------------------------
@@ -216,7 +216,7 @@ class Plan:
             choices = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
             raise ConfigError(ConfigIssue(where, f"{config['pipeline']!r} is not a {provider.name} pipeline"
                                           f"{did_you_mean(config['pipeline'], names)}; choose one of {choices}",
-                                          self._source_of(where)))
+                                          self._source_of(where))) from None
         issues = provider.check_builder(config)
         if config.get("loras") and not spec.lora:
             issues.append(("builder.loras", f"{spec.name} has no LoRA support in diffusers"))

@@ -101,7 +101,7 @@ class RunFolder:
         except Timeout:
             pid_file = self.path / (LOCK + ".pid")
             holder = pid_file.read_text().strip() if pid_file.exists() else "?"
-            raise RunLockedError(f"run folder {self.path} is locked by pid {holder} (another diffsweep is writing it)")
+            raise RunLockedError(f"run folder {self.path} is locked by pid {holder} (another diffsweep is writing it)") from None
         pid_file = self.path / (LOCK + ".pid")
         try:
             pid_file.write_text(str(os.getpid()))
@@ -124,7 +124,7 @@ class RunFolder:
         try:
             return json.loads(self.run_json_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
-            raise DiffsweepError(f"{self.run_json_path}: not a readable run.json ({error})")
+            raise DiffsweepError(f"{self.run_json_path}: not a readable run.json ({error})") from error
 
     def write_run_json(self, value: dict[str, Any]) -> None:
         write_json(self.run_json_path, value)

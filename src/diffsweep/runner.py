@@ -29,7 +29,7 @@ from tqdm import tqdm
 from diffsweep import devices, lora, previews, report, schedulers
 from diffsweep.hashing import canonical_json
 from diffsweep.cache import PipelineCache, process_cache
-from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError, ModelUnavailableError
+from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, ModelUnavailableError
 from diffsweep.optimize import is_oom, place_and_optimize
 from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
 from diffsweep.providers.base import Generated, hub_offline, hub_token
@@ -337,7 +337,7 @@ def generate(pipe: Any, batch: Batch, preview_every: int = 0,
 def _preview_writer(writer: ItemWriter, batch: Batch) -> Callable[[int, list[Any]], None]:
     """Write each item's preview under items/<stem>.previews/ as the steps go by."""
     def write(step: int, images: list[Any]) -> None:
-        for item, image in zip(batch.items, images):
+        for item, image in zip(batch.items, images, strict=True):
             folder = writer.run.path / "items" / f"{item_stem(item, writer.index_width)}.previews"
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, format="PNG")

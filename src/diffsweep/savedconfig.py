@@ -53,9 +53,9 @@ def load_run_config(folder: Path) -> dict[str, Any]:
     try:
         conf = OmegaConf.load(path)
     except FileNotFoundError:
-        raise ConfigError(ConfigIssue("", f"{path} not found: not a diffsweep run folder"))
+        raise ConfigError(ConfigIssue("", f"{path} not found: not a diffsweep run folder")) from None
     except Exception as error:  # noqa: BLE001 - YAML errors of any kind become one config error
-        raise ConfigError(ConfigIssue("", f"cannot read it: {error}", str(path)))
+        raise ConfigError(ConfigIssue("", f"cannot read it: {error}", str(path))) from error
     for key in ("defaults", "hydra"):
         conf.pop(key, None)
     doc = OmegaConf.to_container(conf, resolve=True)

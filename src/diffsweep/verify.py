@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image

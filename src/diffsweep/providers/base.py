@@ -49,6 +49,7 @@ class PipelineSpec:
     max_batch: int = 8  # auto batch size cap on an accelerator
     image_required: bool = True  # when `image` is a parameter, whether it must be given
     latent_space: str | None = None  # for cheap previews (diffsweep.previews); None: generic projection
+    max_sequence_length: int | None = None  # the text encoder's token limit, where the pipeline takes the param
 
     def load_class(self) -> type:
         """The pipeline class; a missing one (e.g. a deprecated pipeline a later diffusers dropped)
@@ -98,6 +99,10 @@ class Provider:
             elif root not in accepted:
                 problems.append((key, f"not a parameter of {spec.name} (it takes: "
                                       f"{', '.join(sorted(accepted - {'lora'}))})"))
+        length = params.get("max_sequence_length")
+        if spec.max_sequence_length is not None and length is not None and length > spec.max_sequence_length:
+            problems.append(("max_sequence_length", f"max_sequence_length {length} exceeds "
+                                                    f"{spec.max_sequence_length}, the text encoder limit of {spec.name}"))
         if "fps" in params and spec.output != "video":
             problems.append(("fps", f"fps applies to video output; {spec.name} makes {spec.output}"))
         for key in ("height", "width"):

@@ -48,6 +48,7 @@ _TEXT_DEFAULTS = {**_DEFAULTS, "true_cfg_scale": 1.0}
 
 def _spec(name: str, params: frozenset[str], defaults: Mapping[str, Any], **options: Any) -> PipelineSpec:
     return PipelineSpec(name, "image", params, defaults, size_multiple=SIZE_MULTIPLE, max_batch=4, latent_space="flux",
+                        max_sequence_length=MAX_SEQUENCE_LENGTH,
                         **options)
 
 
@@ -60,14 +61,6 @@ class Flux(Provider):
         _spec("FluxKontextPipeline", _TEXT | {"image"}, _TEXT_DEFAULTS, image_required=False),
     )}
     tiny_models = {"flux": "FluxPipeline"}
-
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
-        problems = super().check_params(spec, params)
-        length = params.get("max_sequence_length")
-        if length is not None and length > MAX_SEQUENCE_LENGTH:
-            problems.append(("max_sequence_length", f"max_sequence_length {length} exceeds {MAX_SEQUENCE_LENGTH}, "
-                                                    f"the T5 encoder limit of {self.name}"))
-        return problems
 
     def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
                     generators: list[Any]) -> dict[str, Any]:

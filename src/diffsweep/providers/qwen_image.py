@@ -48,7 +48,7 @@ _DEFAULTS = {"height": 1024, "width": 1024, "num_inference_steps": 20, "true_cfg
 
 def _spec(name: str, params: frozenset[str], defaults: Mapping[str, Any]) -> PipelineSpec:
     return PipelineSpec(name, "image", params, defaults, size_multiple=SIZE_MULTIPLE, max_batch=2,
-                        latent_space="qwen_image")
+                        latent_space="qwen_image", max_sequence_length=MAX_SEQUENCE_LENGTH)
 
 
 class QwenImage(Provider):
@@ -59,14 +59,6 @@ class QwenImage(Provider):
         _spec("QwenImageEditPipeline", _TEXT | {"image"}, {**_DEFAULTS, "true_cfg_scale": 4.0}),
     )}
     tiny_models = {"qwen_image": "QwenImagePipeline"}
-
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
-        problems = super().check_params(spec, params)
-        length = params.get("max_sequence_length")
-        if length is not None and length > MAX_SEQUENCE_LENGTH:
-            problems.append(("max_sequence_length", f"max_sequence_length {length} exceeds {MAX_SEQUENCE_LENGTH}, "
-                                                    f"the limit of {self.name}"))
-        return problems
 
     def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
                     generators: list[Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ class StableDiffusion(Provider):
         PipelineSpec("StableDiffusionXLInpaintPipeline", "image", _SDXL_TEXT | _INPAINT, _SDXL_DEFAULTS,
                      max_batch=4, latent_space="sdxl"),
         PipelineSpec("StableDiffusion3Pipeline", "image", _SD3_TEXT,
-                     {"num_inference_steps": 28, "guidance_scale": 7.0}, size_multiple=16, max_batch=4,
+                     {"num_inference_steps": 28, "guidance_scale": 7.0}, size_multiple=16, max_batch=4, max_sequence_length=512,
                      latent_space="sd3"),
     )}
     tiny_models = {

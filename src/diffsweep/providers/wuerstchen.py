@@ -79,7 +79,7 @@ class Wuerstchen(Provider):
         module = importlib.import_module(MODULE)
         for name in MODEL_CLASSES:
             setattr(diffusers, name, getattr(module, name))
-        setattr(diffusers.pipelines, "wuerstchen", module)
+        diffusers.pipelines.wuerstchen = module
 
 
 PROVIDER = Wuerstchen()
