@@ -59,6 +59,7 @@ def test_default_run_writes_the_run_folder_contract(tmp_path: Path) -> None:
         lines = text["parameters"].splitlines()
         assert lines[0] == record["params"]["prompt"]
         assert f"Seed: {record['seed']}" in lines[-1] and "Steps: 4" in lines[-1] and "Size: 64x64" in lines[-1]
+        assert "Sampler: DDIMScheduler" in lines[-1] and sidecar["scheduler"] == "DDIMScheduler"
         embedded = json.loads(text["diffsweep"])
         assert embedded["item_id"] == record["item_id"] and embedded["params"] == record["params"]
     assert "loaded stable_diffusion/StableDiffusionPipeline" in (run_dir / "run.log").read_text()

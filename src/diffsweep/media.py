@@ -29,7 +29,8 @@ def to_uint8(array: Any) -> np.ndarray:
     return (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
-def a1111_parameters(params: Mapping[str, Any], builder: Mapping[str, Any], builder_hash: str) -> str:
+def a1111_parameters(params: Mapping[str, Any], builder: Mapping[str, Any], builder_hash: str,
+                     scheduler: str | None = None) -> str:
     """The `parameters` text that A1111, ComfyUI readers and civitai parse.
 
     Line 1 is the prompt, then `Negative prompt: ...`, then one comma-separated `Key: value` line.
@@ -39,7 +40,7 @@ def a1111_parameters(params: Mapping[str, Any], builder: Mapping[str, Any], buil
         lines.append(f"Negative prompt: {params['negative_prompt']}")
     fields: list[tuple[str, Any]] = [
         ("Steps", params.get("num_inference_steps")),
-        ("Sampler", (builder.get("scheduler") or {}).get("name") or "default"),
+        ("Sampler", scheduler or (builder.get("scheduler") or {}).get("name") or "default"),
         ("CFG scale", params.get("guidance_scale")),
         ("Seed", params.get("seed")),
         ("Size", f"{params['width']}x{params['height']}" if "width" in params and "height" in params else None),

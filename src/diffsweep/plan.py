@@ -27,7 +27,8 @@ SourceOf = Callable[[str], "str | None"]
 BUILDER_AXIS = "builder."
 DEFAULT_SEED = 0
 # Builder keys that define what is loaded; everything else in a builder is lossless.
-IDENTITY_KEYS = ("provider", "pipeline", "model", "revision", "variant", "dtype", "scheduler", "components")
+IDENTITY_KEYS = ("provider", "pipeline", "model", "revision", "variant", "dtype", "scheduler", "components",
+                 "single_file_config")
 
 
 

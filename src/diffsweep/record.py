@@ -57,11 +57,12 @@ def manifest_record(item: Item, status: str, outputs: list[str], seconds: float,
     return record
 
 
-def sidecar_record(record: Mapping[str, Any], builder: BuilderPlan, run_ref: Mapping[str, Any]) -> dict[str, Any]:
-    """The item record plus everything needed to rebuild it: builder identity and generator."""
+def sidecar_record(record: Mapping[str, Any], builder: BuilderPlan, run_ref: Mapping[str, Any],
+                   scheduler: str | None = None) -> dict[str, Any]:
+    """The item record plus everything needed to rebuild it: builder identity, scheduler and generator."""
     return {"schema_version": SCHEMA_VERSION, **record,
             "builder": {"hash": builder.hash, "identity": builder.identity, "config": builder.config},
-            "generator": {"device": "cpu", "seed": record["seed"]},
+            "scheduler": scheduler, "generator": {"device": "cpu", "seed": record["seed"]},
             "run": dict(run_ref), "created": now()}
 
 
@@ -72,6 +73,7 @@ class WriteJob:
     generated: Generated | None
     seconds: float
     error: str | None = None
+    scheduler: str | None = None  # the scheduler class that sampled it (the model's own or a swapped one)
 
 
 class ItemWriter:
@@ -113,7 +115,7 @@ class ItemWriter:
         item, stem = job.item, item_stem(job.item, self.index_width)
         outputs = [] if job.generated is None else [f"items/{stem}{media.EXTENSIONS[job.generated.kind]}"]
         record = manifest_record(item, "failed" if job.generated is None else "ok", outputs, job.seconds, job.error)
-        sidecar = sidecar_record(record, job.builder, self.run_ref)
+        sidecar = sidecar_record(record, job.builder, self.run_ref, job.scheduler)
         if job.generated is not None:
             write_atomic(self.run.path / outputs[0], encode(job.generated, item, job.builder, sidecar))
         write_json(self.run.path / f"items/{stem}.json", sidecar)
@@ -123,7 +125,7 @@ class ItemWriter:
 
 def encode(generated: Generated, item: Item, builder: BuilderPlan, sidecar: Mapping[str, Any]) -> bytes:
     if generated.kind == "image":
-        parameters = media.a1111_parameters(item.params, builder.config, builder.hash)
+        parameters = media.a1111_parameters(item.params, builder.config, builder.hash, sidecar.get("scheduler"))
         return media.encode_png(generated, parameters, sidecar)
     if generated.kind == "video":
         return media.encode_mp4(generated.array, fps=int(item.params.get("fps", 16)))

@@ -265,8 +265,9 @@ def _call(pipe: Any, batch: Batch, plan: Plan, device: torch.device, writer: Ite
     if stopwatch.first_call_seconds is None:
         log.info("first call (%d item(s)) took %.2fs", len(batch.items), seconds)
     stopwatch.call(seconds, len(batch.items))
+    scheduler = type(pipe.scheduler).__name__ if hasattr(pipe, "scheduler") else None
     for item, output in zip(batch.items, generated, strict=True):
-        writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items)))
+        writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler))
 
 
 def _record_oom(state: dict[str, Any], indices: list[int], action: str, detail: str) -> None:

@@ -174,6 +174,9 @@ class Provider:
         kwargs.update(load_components(builder, source, torch_dtype))
         if is_single_file(source):
             kwargs.pop("variant", None)
+            if builder.get("single_file_config"):
+                config = Path(builder["single_file_config"]).expanduser()
+                kwargs["config"] = str(config) if config.exists() else builder["single_file_config"]
             return pipeline_class.from_single_file(str(source), **kwargs)
         return pipeline_class.from_pretrained(str(source), **kwargs)
 
