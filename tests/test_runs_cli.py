@@ -1,0 +1,57 @@
+"""diffsweep-runs commands called in-process on real run folders."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import compose_config, read_manifest, read_run_json
+from diffsweep.errors import DiffsweepError
+from diffsweep.runner import run_sweep
+from diffsweep.runs_cli import build_parser, find_run
+
+ARGS = ["sweep.params.num_inference_steps=2", "sweep.grid.seed=[5,6]", "sweep.grid.prompt=[a fox]"]
+
+
+def _cli(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+def test_rerun_writes_the_next_version_with_the_same_items(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    first = run_sweep(compose_config(ARGS, root), out=io.StringIO()).run_dir
+    assert _cli(["--root", str(root), "rerun", "default"]) == 0
+    second = root / "default" / "v0002"
+    old = {r["item_id"]: r for r in read_manifest(first)}
+    new = {r["item_id"]: r for r in read_manifest(second)}
+    assert old.keys() == new.keys()
+    for item_id, record in old.items():
+        assert np.array_equal(np.asarray(Image.open(first / record["outputs"][0])),
+                              np.asarray(Image.open(second / new[item_id]["outputs"][0])))
+    assert read_run_json(second)["status"] == "complete"
+
+
+def test_resume_of_a_complete_run_does_no_work(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    run_dir = run_sweep(compose_config(ARGS, root), out=io.StringIO()).run_dir
+    before = {p: p.stat().st_mtime_ns for p in run_dir.glob("items/*")}
+    assert _cli(["--root", str(root), "resume", str(run_dir)]) == 0
+    run = read_run_json(run_dir)
+    assert run["counts"]["skipped"] == 2 and run["cache"] == {"loads": 0, "hits": 0}
+    assert {p: p.stat().st_mtime_ns for p in run_dir.glob("items/*")} == before
+    assert len(read_manifest(run_dir)) == 2
+
+
+def test_find_run_accepts_paths_names_and_versions(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    run_dir = run_sweep(compose_config(ARGS, root), out=io.StringIO()).run_dir
+    assert find_run("default", root) == run_dir
+    assert find_run("default/v0001", root) == run_dir
+    assert find_run(str(run_dir), root) == run_dir
+    with pytest.raises(DiffsweepError, match="no run folder found for 'nope'"):
+        find_run("nope", root)
