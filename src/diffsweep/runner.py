@@ -32,7 +32,7 @@ from diffsweep.cache import PipelineCache, process_cache
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, ModelUnavailableError
 from diffsweep.optimize import is_oom, place_and_optimize
 from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
-from diffsweep.providers.base import Generated, hub_offline, hub_token
+from diffsweep.providers.base import Generated, hub_offline, hub_token, is_single_file
 from diffsweep.record import ItemWriter, Stopwatch, WriteJob, item_stem, now, software_versions
 from diffsweep.paths import conf_dir
 from diffsweep.rundir import RunFolder, allocate, write_atomic
@@ -103,6 +103,11 @@ def check_models_available(plan: Plan) -> None:
 
     for builder in plan.builders.values():
         source = builder.provider.resolve_source(builder.config)
+        if is_single_file(source) and hub_offline() and not builder.config.get("single_file_config"):
+            raise ModelUnavailableError(
+                f"single-file checkpoint '{builder.config['model']}' needs builder.single_file_config offline: a "
+                f"local diffusers-format folder (or cached repo) with the component configs, which diffusers "
+                f"would otherwise fetch from the hub")
         if isinstance(source, str) and hub_offline():
             cached = try_to_load_from_cache(source, "model_index.json", revision=builder.config.get("revision"))
             if not isinstance(cached, str):

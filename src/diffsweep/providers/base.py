@@ -247,6 +247,12 @@ def load_components(builder: Mapping[str, Any], source: Path | str, torch_dtype:
     overrides = builder.get("components") or {}
     if not overrides:
         return {}
+    if is_single_file(source):  # the checkpoint has no model_index.json; its config source does
+        config = builder.get("single_file_config")
+        if not config:
+            raise ModelUnavailableError("builder.components with a single-file checkpoint needs "
+                                        "builder.single_file_config (a diffusers-format folder or repo)")
+        source = Path(config).expanduser() if Path(config).expanduser().exists() else config
     index = _model_index(source, builder)
     loaded = {}
     for name, component in overrides.items():
