@@ -15,14 +15,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from diffsweep.errors import (EXIT_CONFIG, EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME,
-                              ConfigError, ConfigIssue, DiffsweepError)
+from diffsweep.errors import (EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, ConfigError, ConfigIssue,
+                              DiffsweepError, FailedItemsError)
 from diffsweep.paths import conf_dir
 from diffsweep.validate import normalise, validate_config
 
 log = logging.getLogger("diffsweep")
 _GROUP_OF_KEY = {"builder": "provider", "generation": "provider", "sweep": "sweep", "optimization": "optimization"}
-_exit_codes: list[int] = []
 
 
 def source_finder(hydra_cfg: DictConfig) -> Callable[[str], str | None]:
@@ -68,7 +67,10 @@ def _app(cfg: DictConfig) -> None:
     from diffsweep.runner import run_sweep
 
     result = run_sweep(doc, overrides=list(hydra_cfg.overrides.task), source_of=source_of)
-    _exit_codes.append(result.exit_code)
+    if result.counts.get("failed"):
+        # an exception, not a flag: it also reaches the parent from process-per-job launchers
+        raise FailedItemsError(f"{result.counts['failed']} of {result.counts['planned']} item(s) failed; "
+                               f"see {result.run_dir / 'manifest.jsonl'}, then `diffsweep-runs resume {result.run_dir}`")
 
 
 def configure_logging() -> None:
@@ -120,10 +122,7 @@ def main() -> None:
     """Console entry point for `diffsweep`."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach report_failure instead of Hydra's exit(1)
     configure_logging()
-    code = report_failure(_app)
-    if code == EXIT_OK and EXIT_FAILED_ITEMS in _exit_codes:
-        code = EXIT_FAILED_ITEMS
-    sys.exit(code)
+    sys.exit(report_failure(_app))
 
 
 def _say(message: str, code: int) -> int:

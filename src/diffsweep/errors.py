@@ -50,5 +50,11 @@ class ModelUnavailableError(DiffsweepError):
     """A model (or one of its components) cannot be loaded: offline, gated, missing or wrong id."""
 
 
+class FailedItemsError(DiffsweepError):
+    """The run finished, but some items failed (their errors are in the manifest)."""
+
+    exit_code = EXIT_FAILED_ITEMS
+
+
 class RunLockedError(DiffsweepError):
     """Another live diffsweep process is writing the same run folder."""
