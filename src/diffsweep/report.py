@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from diffsweep.errors import ConfigError
 from diffsweep.grid import Axis, Grid, expand_range
-from diffsweep.rundir import MANIFEST, RUN_JSON, write_atomic
+from diffsweep.rundir import RUN_JSON, RunFolder, write_atomic
 
 SHEET = "contact_sheet.png"
 INDEX = "index.html"
@@ -131,24 +131,20 @@ def write_reports(run_dir: Path) -> None:
 
 
 def read_manifest(run_dir: Path) -> list[Record]:
-    """Complete, valid lines only; the last line for an item id wins (a resume re-ran it)."""
+    """Committed, well-formed lines only; the last line for an item id wins (a resume re-ran it)."""
     try:
-        text = (run_dir / MANIFEST).read_bytes().decode("utf-8", errors="replace")
+        lines = RunFolder(run_dir).read_manifest()
     except OSError:
         return []
     latest: dict[str, Record] = {}
-    for line in text.split("\n")[:-1]:  # what follows the last newline is torn (or empty)
-        record = _parse_record(line)
+    for raw in lines:
+        record = _parse_record(raw)
         if record is not None:
             latest[record.item_id] = record
     return sorted(latest.values(), key=lambda record: record.index)
 
 
-def _parse_record(line: str) -> Record | None:
-    try:
-        raw = json.loads(line)
-    except ValueError:
-        return None
+def _parse_record(raw: Any) -> Record | None:
     if not isinstance(raw, dict) or not isinstance(raw.get("item_id"), str):
         return None
     index, params, outputs = raw.get("index"), raw.get("params"), raw.get("outputs")
