@@ -299,22 +299,43 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and what caused it (diffusers often wraps hub errors in OSError/EnvironmentError)."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
 def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error: Exception) -> str:
     """One sentence that names the model, what is missing and what to do about it."""
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
     model = builder["model"]
     text = f"{type(error).__name__}: {error}".splitlines()[0][:300]
     if isinstance(source, Path):
         return f"model '{model}' could not be loaded from {source}: {text}"
-    lowered = text.lower()
-    if hub_offline() or "offline" in lowered or "local_files_only" in lowered or "cannot find the requested files" in lowered:
+    chain = _chain(error)
+    kinds = tuple(type(e) for e in chain)
+    lowered = " ".join(str(e) for e in chain).lower()
+    revision = builder.get("revision") or "main"
+    if any(issubclass(k, GatedRepoError) for k in kinds) or "gated" in lowered:
+        token = "the token in HF_TOKEN" if hub_token() else "no token (set HF_TOKEN or HUGGINGFACE_HUB_ACCESS_TOKEN)"
+        return (f"model '{model}' is gated: accept its licence on its hub page, then use a token with access "
+                f"(this run had {token})")
+    if any(issubclass(k, RevisionNotFoundError) for k in kinds):
+        return f"model '{model}' has no revision '{revision}' on the hub: check builder.revision"
+    if any(issubclass(k, RepositoryNotFoundError) for k in kinds) or "401" in lowered or "404" in lowered:
+        access = "the token has no access" if hub_token() else "no token is set (HF_TOKEN)"
+        return f"model '{model}' was not found on the hub, or it is private and {access}: check the repo id"
+    if hub_offline() or any(issubclass(k, LocalEntryNotFoundError) for k in kinds) or "offline" in lowered:
         return (f"model '{model}' is not available offline (HF_HUB_OFFLINE is set or the hub is unreachable, "
                 f"and it is not in the local Hugging Face cache): download it first with "
                 f"`hf download {model}` on a connected machine, or point builder.model at a local folder")
-    if "gated" in lowered or "401" in lowered or "403" in lowered or "unauthorized" in lowered:
-        return (f"model '{model}' is gated or private: accept its licence on the hub and set HF_TOKEN "
-                f"(or HUGGINGFACE_HUB_ACCESS_TOKEN) to a token with access")
-    if "404" in lowered or "not found" in lowered or "does not exist" in lowered:
-        return f"model '{model}' was not found on the hub (revision {builder.get('revision') or 'main'}): check the repo id"
+    if "does not appear to have a file named" in lowered or "missing" in lowered:
+        return f"model '{model}' (revision {revision}) lacks a file or component diffusers needs: {text}"
     return f"model '{model}' could not be loaded: {text}"
 
 
