@@ -33,7 +33,7 @@ def test_parallel_launcher_runs_each_job_in_its_own_process(tmp_path: Path) -> N
 
 
 def test_failed_items_exit_1_even_from_a_worker_process(tmp_path: Path) -> None:
-    bad_slot = "+builder.components={vea: {model: nowhere}}"  # fails at load time, after validation
+    bad_slot = "+builder.components={vae: {model: nowhere/vae}}"  # not on disk, hub offline: fails at load
     result = run_cli(["-m", "hydra/launcher=parallel", "provider=tiny_sd", bad_slot, "sweep.grid.seed=[0]"],
                      cwd=tmp_path)
     assert result.returncode == 1, result.stderr

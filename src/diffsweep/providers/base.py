@@ -85,8 +85,17 @@ class Provider:
         return self.pipelines[pipeline]
 
     def check_builder(self, builder: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """(key, message) for builder settings this provider refuses, checked while planning."""
-        return []
+        """(key, message) for builder settings this provider refuses, checked while planning: here,
+        component overrides naming a slot a local base model does not have (hub models are checked
+        when they load, since reading their index needs the hub)."""
+        overrides = builder.get("components") or {}
+        source = self.locate(builder) if overrides else None
+        if not isinstance(source, Path) or not (source / "model_index.json").is_file():
+            return []
+        index = json.loads((source / "model_index.json").read_text(encoding="utf-8"))
+        slots = [key for key in index if not key.startswith("_")]
+        return [(f"builder.components.{name}", f"the base model has no component '{name}' (it has: "
+                                               f"{', '.join(slots)})") for name in overrides if name not in slots]
 
     def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         """(key, message) for every parameter this pipeline cannot take as given."""
@@ -136,6 +145,10 @@ class Provider:
 
     # ----- loading ---------------------------------------------------------------------
     def resolve_source(self, builder: Mapping[str, Any]) -> Path | str:
+        """Where to load from, once the provider's policy allows it (see Custom)."""
+        return self.locate(builder)
+
+    def locate(self, builder: Mapping[str, Any]) -> Path | str:
         """A local folder for tiny and local models; the hub id (downloaded on load) otherwise."""
         model = builder["model"]
         if model.startswith(TINY_PREFIX):

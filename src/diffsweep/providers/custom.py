@@ -121,18 +121,18 @@ class Custom(Provider):
 
     def check_builder(self, builder: Mapping[str, Any]) -> list[tuple[str, str]]:
         """A folder with its own pipeline code is loaded only when the config trusts it."""
-        source = super().resolve_source(builder)
+        source = self.locate(builder)
         if has_code(source) and not builder.get("trust_remote_code"):
             return [("builder.trust_remote_code", f"model folder {source} contains custom code in {CODE_FILE}, "
                                                   f"which loading would run; set builder.trust_remote_code: true "
                                                   f"if you trust it")]
-        return []
+        return super().check_builder(builder)
 
     def resolve_source(self, builder: Mapping[str, Any]) -> Path | str:
         problems = self.check_builder(builder)
         if problems:
             raise ConfigError([ConfigIssue(key, message) for key, message in problems])
-        return super().resolve_source(builder)
+        return self.locate(builder)
 
     def from_source(self, spec: PipelineSpec, source: Path | str, builder: Mapping[str, Any], torch_dtype: Any) -> Any:
         if not has_code(source):
