@@ -93,3 +93,11 @@ def sd_ddim_scheduler(**overrides: Any) -> DDIMScheduler:
         steps_offset=1,
         **overrides,
     )
+
+
+def one_level_vae(latent_channels: int) -> Any:
+    """The flow-matching pipelines' VAE (SD3/Flux shift and scale) with one level: scale factor 1."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(4,), latent_channels=latent_channels, norm_num_groups=1,
+                         use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diffsweep.tiny.common import Components, clip_text_config, isolated_rng, reseed, t5_kwargs
+from diffsweep.tiny.common import Components, clip_text_config, isolated_rng, one_level_vae, reseed, t5_kwargs
 from diffsweep.tiny.tokenizers import clip_tokenizer, t5_tokenizer
 
 
@@ -12,7 +12,7 @@ def flux() -> Components:
 
     Call with max_sequence_length=32 and H, W multiples of 2.
     """
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
     reseed()
@@ -28,15 +28,7 @@ def flux() -> Components:
         axes_dims_rope=[4, 4, 8],
     )
     reseed()
-    vae = AutoencoderKL(
-        block_out_channels=(4,),
-        latent_channels=1,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = one_level_vae(latent_channels=1)  # 2x2 packing makes the transformer's 4 input channels
     tokenizer = clip_tokenizer()
     tokenizer_2 = t5_tokenizer()
     reseed()

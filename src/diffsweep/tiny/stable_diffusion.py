@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from diffsweep.tiny.common import Components, clip_text_config, isolated_rng, reseed, sd_ddim_scheduler, t5_kwargs
+from diffsweep.tiny.common import (Components, clip_text_config, isolated_rng, one_level_vae, reseed, sd_ddim_scheduler,
+                                   t5_kwargs)
 from diffsweep.tiny.tokenizers import clip_tokenizer, t5_tokenizer
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ def sdxl() -> Components:
 @isolated_rng
 def sd3() -> Components:
     """Stable Diffusion 3 with a one-level VAE (scale factor 1): use 32x32 and max_sequence_length=32."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     reseed()
@@ -137,15 +138,7 @@ def sd3() -> Components:
         out_channels=4,
     )
     reseed()
-    vae = AutoencoderKL(
-        block_out_channels=(4,),
-        latent_channels=4,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = one_level_vae(latent_channels=4)
     tokenizer = clip_tokenizer()
     tokenizer_3 = t5_tokenizer()
     reseed()
