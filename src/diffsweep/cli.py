@@ -15,8 +15,16 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from diffsweep.errors import (EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, ConfigError, ConfigIssue,
-                              DiffsweepError, FailedItemsError)
+from diffsweep.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    ConfigError,
+    ConfigIssue,
+    DiffsweepError,
+    FailedItemsError,
+)
 from diffsweep.paths import conf_dir
 from diffsweep.validate import normalise, validate_config
 

@@ -86,8 +86,9 @@ def load(pipe: Any, loras: Sequence[Mapping[str, Any]], token: str | None = None
     for lora in fused:
         _load_one(pipe, lora, token)
     if fused:
-        pipe.set_adapters([l["name"] for l in fused], adapter_weights=[float(l.get("scale", 1.0)) for l in fused])
-        pipe.fuse_lora(adapter_names=[l["name"] for l in fused], lora_scale=1.0)
+        names = [adapter["name"] for adapter in fused]
+        pipe.set_adapters(names, adapter_weights=[float(adapter.get("scale", 1.0)) for adapter in fused])
+        pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
         pipe.unload_lora_weights()  # the fused deltas stay in the weights; the adapter modules go
     for lora in unfused(loras):
         _load_one(pipe, lora, token)
@@ -109,5 +110,5 @@ def apply_scales(pipe: Any, loras: Sequence[Mapping[str, Any]], params: Mapping[
     keeps only the last loaded adapter active)."""
     active = unfused(loras)
     if active:
-        pipe.set_adapters([l["name"] for l in active],
-                          adapter_weights=[float(params[scale_param(l["name"])]) for l in active])
+        pipe.set_adapters([adapter["name"] for adapter in active],
+                          adapter_weights=[float(params[scale_param(adapter["name"])]) for adapter in active])

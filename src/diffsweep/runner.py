@@ -27,14 +27,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from diffsweep import devices, lora, previews, report, schedulers
-from diffsweep.hashing import canonical_json
 from diffsweep.cache import PipelineCache, process_cache
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, ModelUnavailableError
+from diffsweep.hashing import canonical_json
 from diffsweep.optimize import is_oom, place_and_optimize
+from diffsweep.paths import conf_dir
 from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
 from diffsweep.providers.base import Generated, hub_offline, hub_token, is_single_file
 from diffsweep.record import ItemWriter, Stopwatch, WriteJob, item_stem, now, software_versions
-from diffsweep.paths import conf_dir
 from diffsweep.rundir import RunFolder, allocate, write_atomic
 from diffsweep.savedconfig import dump_run_config
 from diffsweep.validate import normalise, validate_config

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-
 from diffsweep.providers.base import PipelineSpec, Provider
 
 MODULE = "diffusers.pipelines.deprecated.amused"

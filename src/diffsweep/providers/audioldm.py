@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-
 from diffsweep.providers.base import PipelineSpec, Provider
 
 _PARAMS = frozenset({"negative_prompt", "num_inference_steps", "guidance_scale", "audio_length_in_s"})

@@ -8,7 +8,6 @@ diffsweep reads those specs and never names a pipeline class.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import version
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -323,8 +323,12 @@ def _chain(error: BaseException) -> list[BaseException]:
 
 def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error: Exception) -> str:
     """One sentence that names the model, what is missing and what to do about it."""
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     model = builder["model"]
     text = f"{type(error).__name__}: {error}".splitlines()[0][:300]

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from diffsweep.tiny.common import (Components, clip_text_config, isolated_rng, one_level_vae, reseed, sd_ddim_scheduler,
-                                   t5_kwargs)
+from diffsweep.tiny.common import (
+    Components,
+    clip_text_config,
+    isolated_rng,
+    one_level_vae,
+    reseed,
+    sd_ddim_scheduler,
+    t5_kwargs,
+)
 from diffsweep.tiny.tokenizers import clip_tokenizer, t5_tokenizer
 
 if TYPE_CHECKING:
