@@ -38,11 +38,12 @@ def test_cache_keeps_several_pipelines_and_evicts_least_recently_used_within_bud
     assert cache.stats.evictions == 1
 
 
-def test_device_auto_is_cpu_here_and_missing_accelerators_are_clear_errors() -> None:
-    assert resolve_device("auto") == CPU if not torch.cuda.is_available() else True
-    if not torch.cuda.is_available():
-        with pytest.raises(DiffsweepError, match="CUDA is not available"):
-            resolve_device("cuda:0")
+def test_device_auto_prefers_cuda_then_mps_then_cpu_and_missing_accelerators_are_clear_errors() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last device: cuda:0 where there is none
+    with pytest.raises(DiffsweepError, match="CUDA is not available|CUDA device"):
+        resolve_device(missing)
 
 
 def test_default_dtype_per_device() -> None:

@@ -73,12 +73,6 @@ def encode_png(generated: Generated, parameters: str, record: Mapping[str, Any])
     return buffer.getvalue()
 
 
-def read_png_text(data: bytes) -> dict[str, str]:
-    """The text chunks of a PNG (what third-party readers see)."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        return dict(image.text)
-
 
 def encode_mp4(frames: Any, fps: int) -> bytes:
     """H.264 / yuv420p MP4 of (F, H, W, 3) frames through imageio-ffmpeg's bundled ffmpeg."""

@@ -10,7 +10,6 @@ import logging
 import platform
 import queue
 import threading
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -155,6 +154,3 @@ class Stopwatch:
                 "steady_items_per_second": None if steady is None else round(steady, 3),
                 "peak_memory_bytes": peak_memory}
 
-
-def elapsed_since(start: float) -> float:
-    return time.perf_counter() - start

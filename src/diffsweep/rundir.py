@@ -82,7 +82,6 @@ class RunFolder:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.items_dir = self.path / "items"
 
     @property
     def manifest_path(self) -> Path:

@@ -15,20 +15,21 @@ import yaml
 from omegaconf import OmegaConf
 
 from diffsweep.errors import ConfigError, ConfigIssue
+from diffsweep.paths import conf_dir
 
 HEADER = """\
 # diffsweep run config, fully resolved (random seeds drawn, prompt files inlined).
 # Rerun it into a new version: diffsweep --config-path {folder} --config-name config
 """
 
-# What conf/config.yaml sets for Hydra, repeated here so the folder needs no conf/ tree.
-HYDRA_SETTINGS: dict[str, Any] = {
-    "run": {"dir": "."},
-    "sweep": {"dir": "${oc.env:TMPDIR,/tmp}/diffsweep-multirun", "subdir": "."},
-    "output_subdir": None,
-    "job": {"chdir": False},
-}
-HYDRA_DEFAULTS = [{"override hydra/job_logging": "none"}, {"override hydra/hydra_logging": "none"}, "_self_"]
+
+def _hydra_part() -> tuple[list[Any], dict[str, Any]]:
+    """conf/config.yaml's Hydra settings and `override hydra/...` defaults, unresolved, so a run
+    folder reruns under the same Hydra behaviour without the conf/ tree."""
+    primary = yaml.safe_load((conf_dir() / "config.yaml").read_text(encoding="utf-8"))
+    overrides = [entry for entry in primary["defaults"]
+                 if isinstance(entry, dict) and any(key.startswith("override hydra/") for key in entry)]
+    return [*overrides, "_self_"], primary["hydra"]
 
 
 def _escape(value: Any) -> Any:
@@ -43,7 +44,8 @@ def _escape(value: Any) -> Any:
 
 def dump_run_config(doc: Mapping[str, Any], folder: Path | str = "<this folder>") -> str:
     """YAML text of a resolved config, loadable by Hydra as a primary config."""
-    body = {"defaults": HYDRA_DEFAULTS, **_escape(dict(doc)), "hydra": HYDRA_SETTINGS}
+    defaults, hydra = _hydra_part()
+    body = {"defaults": defaults, **_escape(dict(doc)), "hydra": hydra}
     return HEADER.format(folder=folder) + yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=120)
 
 
