@@ -140,7 +140,7 @@ def test_without_config_items_follow_grid_index_and_gaps_show_missing(tmp_path: 
 
 def test_sheet_is_capped_with_a_footer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(report, "MAX_CELLS", 9)  # the real cap (400) works the same, only slower
-    run_dir = make_run(tmp_path, [record(0)], run={"counts": {"planned": 12}})
+    run_dir = make_run(tmp_path, [record(0)], run={"status": "running", "counts": {"planned": 12}})
     write_reports(run_dir)
 
     assert sheet(run_dir).size == (GAP + 3 * PITCH, GAP + 3 * PITCH + LINE_H + GAP)
@@ -167,7 +167,7 @@ def test_index_html_lists_cards_in_order_with_escaped_text(tmp_path: Path) -> No
     assert f'<img src="{records[1]["outputs"][0]}"' in text
     assert f'<audio controls preload="none" src="{records[2]["outputs"][0]}"' in text
     assert item_id(0)[:12] in text and item_id(0)[:13] not in text
-    assert "num_inference_steps=2" in text and "planned 3 · done 2 · failed 1 · skipped 0" in text
+    assert "num_inference_steps=2" in text and "2 done · 1 failed · 0 not made · 3 planned" in text
     assert '<a href="contact_sheet.png">' in text and "<h1>demo <small>v0001</small></h1>" in text
 
 

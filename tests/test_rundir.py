@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from diffsweep.errors import RunLockedError
+from diffsweep.records import ItemRecord
 from diffsweep.rundir import RunFolder, allocate, write_atomic
 
 
@@ -53,23 +54,51 @@ def test_atomic_write_leaves_old_content_when_interrupted(tmp_path: Path, monkey
     assert list(tmp_path.iterdir()) == [target]  # the temporary file was removed
 
 
+def item(item_id: str, index: int = 0, status: str = "ok") -> ItemRecord:
+    return ItemRecord(index=index, item_id=item_id, builder_hash="b" * 64, status=status, params={"steps": 1},
+                      seed=index, outputs=(f"items/{item_id}.png",) if status == "ok" else (), seconds=0.5,
+                      error=None if status == "ok" else "boom")
+
+
 def test_torn_last_manifest_line_is_ignored_and_repaired(tmp_path: Path) -> None:
     run = RunFolder(tmp_path)
-    run.append_manifest({"item_id": "a", "status": "ok"})
-    run.append_manifest({"item_id": "b", "status": "ok"})
+    run.append_item(item("a", 0))
+    run.append_item(item("b", 1))
     with open(run.manifest_path, "a") as handle:
         handle.write('{"item_id": "c", "sta')
-    assert [r["item_id"] for r in run.read_manifest()] == ["a", "b"]
-    run.read_manifest(repair=True)
-    run.append_manifest({"item_id": "c", "status": "ok"})
+    assert list(run.items()) == ["a", "b"]
+    run.repair_manifest()
+    run.append_item(item("c", 2))
     lines = run.manifest_path.read_text().splitlines()
     assert [json.loads(line)["item_id"] for line in lines] == ["a", "b", "c"]
 
 
 def test_complete_json_without_newline_is_not_committed(tmp_path: Path) -> None:
     run = RunFolder(tmp_path)
-    run.manifest_path.write_text('{"item_id": "a"}\n{"item_id": "b"}')
-    assert [r["item_id"] for r in run.read_manifest()] == ["a"]
+    first = json.dumps(item("a").to_json())
+    run.manifest_path.write_text(first + "\n" + json.dumps(item("b", 1).to_json()))
+    assert list(run.items()) == ["a"]
+
+
+def test_compaction_keeps_the_latest_line_of_each_item_and_merges_shards(tmp_path: Path) -> None:
+    run = RunFolder(tmp_path)
+    run.append_item(item("b", 1, status="failed"))
+    run.append_item(item("a", 0))
+    run.append_item(item("b", 1))  # a resume regenerated it
+    shard = tmp_path / "shards" / "0001" / "manifest.jsonl"
+    shard.parent.mkdir(parents=True)
+    run.append_item(item("c", 2), manifest=shard)
+    assert {k: r.status for k, r in run.items().items()} == {"a": "ok", "b": "ok", "c": "ok"}
+    run.compact_manifest()
+    lines = [json.loads(line) for line in run.manifest_path.read_text().splitlines()]
+    assert [(r["item_id"], r["status"]) for r in lines] == [("a", "ok"), ("b", "ok"), ("c", "ok")]
+    assert not shard.exists()
+    assert ItemRecord.from_json(lines[0]) == item("a", 0)  # a record reads back as it was written
+
+
+def test_a_record_keeps_keys_it_does_not_know(tmp_path: Path) -> None:
+    raw = {**item("a").to_json(), "added_by_a_newer_version": {"x": 1}}
+    assert ItemRecord.from_json(raw).to_json() == raw
 
 
 def test_second_writer_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
@@ -92,3 +121,5 @@ def test_second_writer_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
         holder.wait()
     with RunFolder(tmp_path).locked():  # the OS released the dead holder's lock: never stale
         pass
+    assert not (tmp_path / ".lock").exists()  # a released lock leaves no file behind
+    assert not RunFolder(tmp_path).has_live_writer()

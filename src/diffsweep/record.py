@@ -1,7 +1,9 @@
-"""Records: what goes into run.json, the manifest and each item's sidecar, and writing items.
+"""Writing items: their output files, sidecars and manifest lines, and the software versions.
 
 The writer runs on its own thread so the accelerator never waits on encoding or disk; it writes
-an item's files atomically, then its sidecar, and only then its manifest line.
+an item's files atomically, then its sidecar, and only then its manifest line. Output files embed
+only what a rerun reproduces (no timestamps or durations), so a rerun of a deterministic pipeline
+writes the same bytes; the sidecar carries the volatile rest.
 """
 
 from __future__ import annotations
@@ -13,21 +15,19 @@ import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from diffsweep import __version__, hashing, media
 from diffsweep.plan import BuilderPlan, Item
 from diffsweep.providers.base import Generated
+from diffsweep.records import ItemRecord, now
 from diffsweep.rundir import RunFolder, write_atomic, write_json
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+VOLATILE_FIELDS = ("seconds", "created", "run")  # differ between reruns that make the same pixels
 
 
 def software_versions() -> dict[str, Any]:
@@ -47,22 +47,23 @@ def item_stem(item: Item, width: int) -> str:
     return f"{item.index:0{width}d}-{hashing.short(item.item_id)}"
 
 
-def manifest_record(item: Item, status: str, outputs: list[str], seconds: float,
-                    error: str | None = None) -> dict[str, Any]:
-    record = {"index": item.index, "item_id": item.item_id, "builder_hash": item.builder_hash, "status": status,
-              "params": item.params, "seed": item.seed, "outputs": outputs, "seconds": round(seconds, 4)}
-    if error is not None:
-        record["error"] = error
-    return record
+def item_record(item: Item, status: str, outputs: list[str], seconds: float, error: str | None = None) -> ItemRecord:
+    return ItemRecord(index=item.index, item_id=item.item_id, builder_hash=item.builder_hash, status=status,
+                      params=item.params, seed=item.seed, outputs=tuple(outputs), seconds=seconds, error=error)
 
 
-def sidecar_record(record: Mapping[str, Any], builder: BuilderPlan, run_ref: Mapping[str, Any],
+def sidecar_record(record: ItemRecord, builder: BuilderPlan, run_ref: Mapping[str, Any],
                    scheduler: str | None = None) -> dict[str, Any]:
     """The item record plus everything needed to rebuild it: builder identity, scheduler and generator."""
-    return {"schema_version": SCHEMA_VERSION, **record,
+    return {"schema_version": SCHEMA_VERSION, **record.to_json(),
             "builder": {"hash": builder.hash, "identity": builder.identity, "config": builder.config},
-            "scheduler": scheduler, "generator": {"device": "cpu", "seed": record["seed"]},
+            "scheduler": scheduler, "generator": {"device": "cpu", "seed": record.seed},
             "run": dict(run_ref), "created": now()}
+
+
+def reproducible(sidecar: Mapping[str, Any]) -> dict[str, Any]:
+    """The sidecar without what changes from one rerun to the next: what output files embed."""
+    return {key: value for key, value in sidecar.items() if key not in VOLATILE_FIELDS}
 
 
 @dataclass
@@ -79,8 +80,9 @@ class ItemWriter:
     """Background writer: encodes outputs and commits items in the order they arrive."""
 
     def __init__(self, run: RunFolder, index_width: int, run_ref: Mapping[str, Any],
-                 on_done: Callable[[dict[str, Any]], None], depth: int = 64):
+                 on_done: Callable[[ItemRecord], None], depth: int = 64, manifest: Path | None = None):
         self.run = run
+        self.manifest = manifest  # a worker of a distributed run commits to its shard's manifest
         self.index_width = index_width
         self.run_ref = dict(run_ref)
         self.on_done = on_done
@@ -110,47 +112,22 @@ class ItemWriter:
                 self.failure = error
                 return
 
-    def commit(self, job: WriteJob) -> dict[str, Any]:
+    def commit(self, job: WriteJob) -> ItemRecord:
         item, stem = job.item, item_stem(job.item, self.index_width)
         outputs = [] if job.generated is None else [f"items/{stem}{media.EXTENSIONS[job.generated.kind]}"]
-        record = manifest_record(item, "failed" if job.generated is None else "ok", outputs, job.seconds, job.error)
+        record = item_record(item, "failed" if job.generated is None else "ok", outputs, job.seconds, job.error)
         sidecar = sidecar_record(record, job.builder, self.run_ref, job.scheduler)
         if job.generated is not None:
             write_atomic(self.run.path / outputs[0], encode(job.generated, item, job.builder, sidecar))
         write_json(self.run.path / f"items/{stem}.json", sidecar)
-        self.run.append_manifest(record)  # last: the line is the commit
+        self.run.append_item(record, self.manifest)  # last: the line is the commit
         return record
 
 
 def encode(generated: Generated, item: Item, builder: BuilderPlan, sidecar: Mapping[str, Any]) -> bytes:
     if generated.kind == "image":
         parameters = media.a1111_parameters(item.params, builder.config, builder.hash, sidecar.get("scheduler"))
-        return media.encode_png(generated, parameters, sidecar)
+        return media.encode_png(generated, parameters, reproducible(sidecar))
     if generated.kind == "video":
         return media.encode_mp4(generated.array, fps=int(item.params.get("fps", 16)))
     return media.encode_wav(generated.array, generated.sample_rate or 16000)
-
-
-class Stopwatch:
-    """Load, first-call and steady-state timings for run.json."""
-
-    def __init__(self) -> None:
-        self.load_seconds = 0.0
-        self.first_call_seconds: float | None = None
-        self.steady_items = 0
-        self.steady_seconds = 0.0
-
-    def call(self, seconds: float, items: int) -> None:
-        if self.first_call_seconds is None:
-            self.first_call_seconds = seconds
-        else:
-            self.steady_items += items
-            self.steady_seconds += seconds
-
-    def as_dict(self, peak_memory: int | None) -> dict[str, Any]:
-        steady = self.steady_items / self.steady_seconds if self.steady_seconds > 0 else None
-        return {"load_seconds": round(self.load_seconds, 4),
-                "first_call_seconds": None if self.first_call_seconds is None else round(self.first_call_seconds, 4),
-                "steady_items_per_second": None if steady is None else round(steady, 3),
-                "peak_memory_bytes": peak_memory}
-

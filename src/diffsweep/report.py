@@ -20,9 +20,10 @@ from urllib.parse import quote
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
-from diffsweep.errors import ConfigError
 from diffsweep.grid import Axis, Grid, expand_range
-from diffsweep.rundir import RUN_JSON, RunFolder, write_atomic
+from diffsweep.errors import ConfigError, DiffsweepError
+from diffsweep.records import ItemRecord, RunInfo
+from diffsweep.rundir import RunFolder, write_atomic
 
 SHEET = "contact_sheet.png"
 INDEX = "index.html"
@@ -48,19 +49,6 @@ KINDS = {".png": "image", ".mp4": "video", ".wav": "audio"}
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 Tile = Image.Image | str  # a thumbnail, or the word printed on a placeholder box
-
-
-@dataclass(frozen=True)
-class Record:
-    """One manifest line, with every field checked so rendering needs no further guards."""
-
-    index: int
-    item_id: str
-    status: str
-    params: dict[str, Any]
-    seed: Any
-    outputs: list[str]
-    error: str
 
 
 @dataclass(frozen=True)
@@ -117,10 +105,10 @@ def write_reports(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     records = read_manifest(run_dir)
     config = _read_config(run_dir)
-    run = _read_json(run_dir / RUN_JSON)
+    run = _read_info(run_dir)
     if any(record.outputs for record in records):
         grid = sweep_grid(config, records)
-        total = grid.size if grid else max([_planned(run)] + [r.index + 1 for r in records])
+        total = grid.size if grid else max([run.counts.planned if run else 0] + [r.index + 1 for r in records])
         write_atomic(run_dir / SHEET, contact_sheet(run_dir, records, plan_layout(grid, total)))
     name = _sweep(config).get("name")
     title = name if isinstance(name, str) else run_dir.parent.name
@@ -130,43 +118,20 @@ def write_reports(run_dir: Path) -> None:
 # --- reading ------------------------------------------------------------------------------------
 
 
-def read_manifest(run_dir: Path) -> list[Record]:
-    """Committed, well-formed lines only; the last line for an item id wins (a resume re-ran it)."""
+def read_manifest(run_dir: Path) -> list[ItemItemRecord]:
+    """Committed, well-formed records, the latest of each item, in grid order."""
     try:
-        lines = RunFolder(run_dir).read_manifest()
+        latest = RunFolder(run_dir).items()
     except OSError:
         return []
-    latest: dict[str, Record] = {}
-    for raw in lines:
-        record = _parse_record(raw)
-        if record is not None:
-            latest[record.item_id] = record
     return sorted(latest.values(), key=lambda record: record.index)
 
 
-def _parse_record(raw: Any) -> Record | None:
-    if not isinstance(raw, dict) or not isinstance(raw.get("item_id"), str):
-        return None
-    index, params, outputs = raw.get("index"), raw.get("params"), raw.get("outputs")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        return None
-    return Record(
-        index=index,
-        item_id=raw["item_id"],
-        status=str(raw.get("status", "unknown")),
-        params=params if isinstance(params, dict) else {},
-        seed=raw.get("seed"),
-        outputs=[o for o in outputs if isinstance(o, str)] if isinstance(outputs, list) else [],
-        error=str(raw.get("error") or ""),
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_info(run_dir: Path) -> RunInfo | None:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        return RunFolder(run_dir).read_info()
+    except DiffsweepError:
+        return None
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
@@ -182,13 +147,7 @@ def _sweep(config: Mapping[str, Any]) -> Mapping[str, Any]:
     return sweep if isinstance(sweep, Mapping) else {}
 
 
-def _planned(run: Mapping[str, Any]) -> int:
-    counts = run.get("counts")
-    planned = counts.get("planned") if isinstance(counts, Mapping) else None
-    return planned if isinstance(planned, int) and planned >= 0 else 0
-
-
-def sweep_grid(config: Mapping[str, Any], records: Sequence[Record]) -> SweepGrid | None:
+def sweep_grid(config: Mapping[str, Any], records: Sequence[ItemRecord]) -> SweepGrid | None:
     """The saved grid, or None when it is absent, malformed or does not match the manifest."""
     sweep = _sweep(config)
     spec = sweep.get("grid")
@@ -263,7 +222,7 @@ def _flat_layout(grid: SweepGrid | None, total: int) -> Layout:
     return Layout(max(1, math.ceil(shown / cols)), cols, cells, [], [], lines, total - shown)
 
 
-def contact_sheet(run_dir: Path, records: Sequence[Record], layout: Layout) -> bytes:
+def contact_sheet(run_dir: Path, records: Sequence[ItemRecord], layout: Layout) -> bytes:
     """PNG bytes of the sheet: one thumbnail or placeholder per cell, labels around them."""
     by_index = {record.index: record for record in records}
     tiles = {cell.index: _tile(run_dir, by_index.get(cell.index)) for cell in layout.cells}
@@ -279,7 +238,7 @@ def contact_sheet(run_dir: Path, records: Sequence[Record], layout: Layout) -> b
     return buffer.getvalue()
 
 
-def _tile(run_dir: Path, record: Record | None) -> Tile:
+def _tile(run_dir: Path, record: ItemRecord | None) -> Tile:
     if record is None:
         return "missing"
     if record.status != "ok":
@@ -385,27 +344,28 @@ FILTER_JS = (
 )
 
 
-def index_html(name: str, version: str, run: Mapping[str, Any], records: Sequence[Record], sheet: bool) -> str:
+def index_html(name: str, version: str, run: RunInfo | None, records: Sequence[ItemRecord], sheet: bool) -> str:
     """The gallery page: run summary, then one card per item in grid-index order."""
     esc = html.escape
-    counts = run.get("counts") if isinstance(run.get("counts"), Mapping) else {}
-    tally = " · ".join(f"{key} {esc(_text(counts.get(key, '?')))}" for key in ("planned", "done", "failed", "skipped"))
+    status = run.status if run else "unknown"
+    tally = (f"{run.counts.done} done · {run.counts.failed} failed · {run.counts.skipped} not made · "
+             f"{run.counts.planned} planned" if run else "no readable run.json")
     link = f'<p><a href="{SHEET}">contact sheet</a></p>' if sheet else ""
     cards = "\n".join(_card(record) for record in records)
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{esc(name)} {esc(version)}</title><style>{STYLE}</style></head><body>\n"
         f"<header><h1>{esc(name)} <small>{esc(version)}</small></h1>"
-        f"<p>status: <b>{esc(_text(run.get('status', 'unknown')))}</b> · {tally}</p>{link}"
+        f"<p>status: <b>{esc(status)}</b> · {esc(tally)}</p>{link}"
         f'<input id="filter" type="search" placeholder="filter cards"></header>\n'
         f"<main>\n{cards}\n</main>\n<script>{FILTER_JS}</script></body></html>\n"
     )
 
 
-def _card(record: Record) -> str:
+def _card(record: ItemRecord) -> str:
     esc = html.escape
     state = "ok" if record.status == "ok" else "failed"
-    seed = record.seed if record.seed is not None else record.params.get("seed")
+    seed = record.seed
     params = " ".join(
         f"<code>{esc(key)}={esc(_text(value))}</code>"
         for key, value in record.params.items()

@@ -3,10 +3,16 @@
 Every file is written to a temporary name in its own folder, fsynced and renamed into place, so a
 crash never leaves a partial file under a final name. The manifest line of an item is appended
 only after all its files are in place, which makes "item done" and "line in manifest" one fact.
+
+While a run goes, lines are appended (each worker of a distributed run to a manifest of its own
+under `shards/`); `RunFolder.items()` is the one reader that sees all of them, the last line of
+an item winning. When a run or resume completes, `compact_manifest` rewrites `manifest.jsonl` to
+exactly one line per item, so a plain JSON-lines reader sees the truth.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -16,15 +22,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from diffsweep.errors import DiffsweepError, RunLockedError
+from diffsweep.records import ItemRecord, RecordError, RunInfo
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 TEMP_SUFFIX = ".tmp"
 MANIFEST = "manifest.jsonl"
 RUN_JSON = "run.json"
 LOCK = ".lock"
+SHARDS = "shards"
 
 
 def _current_umask() -> int:
@@ -77,11 +83,73 @@ def allocate(root: Path, name: str) -> Path:
             number += 1  # another process claimed it first
 
 
+class WriterLock:
+    """An exclusive, non-blocking lock on a file that holds the holder's pid and is removed on release.
+
+    `flock` dies with its holder, so a lock never goes stale. The file is removed while still locked;
+    a process that opened it just before then finds that the path no longer names the file it locked,
+    and tries again on the new one, so two holders can never coexist."""
+
+    def __init__(self, path: Path, what: str):
+        self.path = path
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise RunLockedError(f"{self.what} is locked by pid {holder} (another diffsweep is writing it)") from None
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                break
+            os.close(fd)  # the previous holder removed this file as we opened it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+    def is_held(self) -> bool:
+        """Whether a live process holds the lock (a lock file alone proves nothing: its holder may be dead)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def __enter__(self) -> WriterLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class RunFolder:
-    """One run folder: its paths, manifest and lock."""
+    """One run folder: its paths, records and writer lock."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
+        self.path = Path(path).absolute()
 
     @property
     def manifest_path(self) -> Path:
@@ -93,73 +161,69 @@ class RunFolder:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Exclusive writer lock; the OS releases it when the holder dies, so it never goes stale."""
-        lock = FileLock(str(self.path / LOCK), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            pid_file = self.path / (LOCK + ".pid")
-            holder = pid_file.read_text().strip() if pid_file.exists() else "?"
-            raise RunLockedError(f"run folder {self.path} is locked by pid {holder} (another diffsweep is writing it)") from None
-        pid_file = self.path / (LOCK + ".pid")
-        try:
-            pid_file.write_text(str(os.getpid()))
+        """Exclusive writer lock on the whole folder."""
+        with WriterLock(self.path / LOCK, f"run folder {self.path}"):
             yield
-        finally:
-            pid_file.unlink(missing_ok=True)
-            lock.release()
 
     def has_live_writer(self) -> bool:
         """Whether some process holds the writer lock right now."""
-        lock = FileLock(str(self.path / LOCK), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            return True
-        lock.release()
-        return False
+        return WriterLock(self.path / LOCK, "").is_held()
 
-    def read_run_json(self) -> dict[str, Any]:
+    # ----- run.json ------------------------------------------------------------------------
+    def read_info(self) -> RunInfo:
         try:
-            return json.loads(self.run_json_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
+            return RunInfo.from_json(json.loads(self.run_json_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, RecordError) as error:
             raise DiffsweepError(f"{self.run_json_path}: not a readable run.json ({error})") from error
 
-    def write_run_json(self, value: dict[str, Any]) -> None:
-        write_json(self.run_json_path, value)
+    def write_info(self, info: RunInfo) -> None:
+        write_json(self.run_json_path, info.to_json())
 
-    def append_manifest(self, record: dict[str, Any]) -> None:
+    # ----- the manifest --------------------------------------------------------------------
+    def manifest_paths(self) -> list[Path]:
+        """The run's manifest, then each shard's (workers of a distributed run append to their own)."""
+        shards = sorted((self.path / SHARDS).glob(f"*/{MANIFEST}")) if (self.path / SHARDS).is_dir() else []
+        return [self.manifest_path, *shards]
+
+    def append_item(self, record: ItemRecord, manifest: Path | None = None) -> None:
         """Append one complete line and make it durable before returning."""
-        line = json.dumps(record, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
-        with open(self.manifest_path, "a", encoding="utf-8") as handle:
+        line = json.dumps(record.to_json(), ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
+        with open(manifest or self.manifest_path, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
 
-    def read_manifest(self, repair: bool = False) -> list[dict[str, Any]]:
-        """All complete manifest lines. A torn last line (crash mid-append) is ignored, and cut
-        off when `repair` is set so later appends start on a clean line."""
-        if not self.manifest_path.exists():
-            return []
-        data = self.manifest_path.read_bytes()
-        records, offset, good_end = [], 0, 0
-        lines = data.splitlines(keepends=True)
-        for number, raw in enumerate(lines):
-            offset += len(raw)
-            try:
-                records.append(json.loads(raw))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # an unreadable line is not a finished item
-            if raw.endswith(b"\n") or number < len(lines) - 1:
-                good_end = offset
-            else:
-                records.pop()  # parsed, but the newline that commits it never reached the disk
-        if repair and good_end < len(data):
-            with open(self.manifest_path, "r+b") as handle:
-                handle.truncate(good_end)
+    def items(self) -> dict[str, ItemRecord]:
+        """The latest committed record of every item, across the run's manifest and its shards'."""
+        latest: dict[str, ItemRecord] = {}
+        for path in self.manifest_paths():
+            for record in read_item_lines(path):
+                latest[record.item_id] = record
+        return latest
+
+    def repair_manifest(self, path: Path | None = None) -> None:
+        """Cut a torn last line (a crash mid-append) so later appends start on a clean line."""
+        path = path or self.manifest_path
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            with open(path, "r+b") as handle:
+                handle.truncate(end)
                 handle.flush()
                 os.fsync(handle.fileno())
-        return records
+
+    def compact_manifest(self) -> dict[str, ItemRecord]:
+        """Rewrite manifest.jsonl atomically with exactly one line per item (the latest), in grid
+        order, shards merged in; returns those records."""
+        latest = self.items()
+        lines = (json.dumps(r.to_json(), ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
+                 for r in sorted(latest.values(), key=lambda r: r.index))
+        write_atomic(self.manifest_path, "".join(lines))
+        for shard_manifest in self.manifest_paths()[1:]:  # merged: the run's manifest now holds them
+            shard_manifest.unlink()
+        return latest
 
     def clean_temps(self) -> int:
         """Remove temporary files left by an interrupted writer; returns how many."""
@@ -168,3 +232,19 @@ class RunFolder:
             temp.unlink(missing_ok=True)
             removed += 1
         return removed
+
+
+def read_item_lines(path: Path) -> Iterator[ItemRecord]:
+    """Committed, well-formed lines of one manifest file. A line without its newline was never
+    committed (the crash came mid-append); a line that is not an item record is not a finished item."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    for raw in data.splitlines(keepends=True):
+        if not raw.endswith(b"\n"):
+            return
+        try:
+            yield ItemRecord.from_json(json.loads(raw))
+        except (ValueError, RecordError):
+            continue

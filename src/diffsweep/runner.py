@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -28,13 +29,14 @@ from tqdm import tqdm
 
 from diffsweep import devices, lora, previews, report, schedulers
 from diffsweep.cache import PipelineCache, process_cache
-from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, ModelUnavailableError
+from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError, ModelUnavailableError
 from diffsweep.hashing import canonical_json
 from diffsweep.optimize import is_oom, place_and_optimize
 from diffsweep.paths import conf_dir
 from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
 from diffsweep.providers.base import Generated, hub_offline, hub_token, is_single_file
-from diffsweep.record import ItemWriter, Stopwatch, WriteJob, item_stem, now, software_versions
+from diffsweep.record import ItemWriter, WriteJob, item_stem, software_versions
+from diffsweep.records import Attempt, AttemptCounts, CacheStats, Counts, ItemRecord, RunInfo, now
 from diffsweep.rundir import RunFolder, allocate, write_atomic
 from diffsweep.savedconfig import dump_run_config
 from diffsweep.validate import normalise, validate_config
@@ -129,11 +131,13 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
     with run.locked():
         write_atomic(run.path / "config.yaml", dump_run_config(doc, run.path))
         write_atomic(run.path / "overrides.yaml", "".join(f"- {json.dumps(o)}\n" for o in (overrides or [])))
-        return execute(run, plan, done={}, cache=cache or process_cache(), out=out)
+        info = new_run_info(run, plan)
+        return execute(run, plan, info, new_attempt("run"), done={}, cache=cache or process_cache(), out=out)
 
 
 def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
-    """Finish a run in place: items with a committed manifest line and intact files are kept."""
+    """Finish a run in place: items with a committed manifest line and intact files are kept, the
+    rest generated; the attempt is added to the run's history in run.json."""
     from diffsweep.savedconfig import load_run_config
 
     run = RunFolder(run_dir)
@@ -143,83 +147,103 @@ def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache 
         removed = run.clean_temps()
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted writer", removed)
-        done = {r["item_id"]: r for r in run.read_manifest(repair=True)
-                if r.get("status") == "ok" and all((run.path / o).is_file() and (run.path / o).stat().st_size > 0
-                                                   for o in r.get("outputs", []))}
-        return execute(run, plan, done=done, cache=cache or process_cache(), out=out)
+        run.repair_manifest()
+        done = {item_id: r for item_id, r in run.compact_manifest().items() if is_intact(run, r)}
+        try:
+            info = run.read_info()
+        except DiffsweepError as error:  # killed before its first run.json: start the record afresh
+            log.warning("%s; starting a new run record", error)
+            info = new_run_info(run, plan)
+        return execute(run, plan, info, new_attempt("resume"), done=done, cache=cache or process_cache(), out=out)
 
 
-def execute(run: RunFolder, plan: Plan, *, done: Mapping[str, dict[str, Any]], cache: PipelineCache,
-            out: TextIO) -> RunResult:
-    """Generate every item not in `done`, committing each through the writer; update run.json."""
+def is_intact(run: RunFolder, record: ItemRecord) -> bool:
+    """An ok item whose every output is still on disk and not empty."""
+    return record.ok and all((run.path / o).is_file() and (run.path / o).stat().st_size > 0 for o in record.outputs)
+
+
+def new_run_info(run: RunFolder, plan: Plan) -> RunInfo:
+    return RunInfo(status="running", name=plan.doc["sweep"]["name"], version=run.path.name, started=now(),
+                   device=str(plan.device), counts=Counts(planned=plan.total, skipped=plan.total),
+                   builders=[_builder_entry(b) for b in plan.builders.values()], versions=software_versions(),
+                   command=list(sys.argv), optimization=dict(plan.doc["optimization"]))
+
+
+def new_attempt(kind: str) -> Attempt:
+    return Attempt(kind=kind, command=list(sys.argv), started=now(), host=socket.gethostname(), pid=os.getpid())
+
+
+@dataclass
+class Execution:
+    """One attempt at a run in progress: where it writes, what it records, what it loads with."""
+
+    run: RunFolder
+    plan: Plan
+    info: RunInfo
+    attempt: Attempt
+    cache: PipelineCache
+    writer: ItemWriter
+
+
+def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Mapping[str, ItemRecord],
+            cache: PipelineCache, out: TextIO) -> RunResult:
+    """Generate every item not in `done`, committing each through the writer, and record the attempt."""
     device = plan.device
     handler = _attach_run_log(run.path / "run.log")
-    state = _initial_state(run, plan, done)
-    counts = state["counts"]
-    stopwatch = Stopwatch()
+    kept = sum(1 for item in plan.items() if item.item_id in done)
+    attempt.counts = AttemptCounts(planned=plan.total, kept=kept)
+    info.attempts.append(attempt)
+    info.status, info.finished = "running", None
+    run.write_info(info)
+    log.info("run folder %s: %d planned, %d already done", run.path, plan.total, kept)
     loads_before, hits_before = cache.stats.loads, cache.stats.hits
-    run.write_run_json(state)
-    log.info("run folder %s: %d planned, %d already done", run.path, plan.total, counts["skipped"])
 
-    def committed(record: dict[str, Any]) -> None:
-        counts["done" if record["status"] == "ok" else "failed"] += 1
+    def committed(record: ItemRecord) -> None:
+        if record.ok:
+            attempt.counts.generated += 1
+        else:
+            attempt.counts.failed += 1
         progress.update(1)
 
-    todo = plan.total - counts["skipped"]
-    progress = tqdm(total=todo, unit="item", desc=plan.doc["sweep"]["name"], file=sys.stderr, dynamic_ncols=True,
-                    disable=None)
+    progress = tqdm(total=plan.total - kept, unit="item", desc=plan.doc["sweep"]["name"], file=sys.stderr,
+                    dynamic_ncols=True, disable=None)
     writer = ItemWriter(run, plan.index_width, {"name": plan.doc["sweep"]["name"], "version": run.path.name},
                         on_done=committed)
+    job = Execution(run, plan, info, attempt, cache, writer)
     devices.reset_peak_memory(device)
-    status = "failed"
+    interrupted = False
     previous_sigterm = _sigterm_as_interrupt()
     try:
         for batch in plan.batches(skip=done):
-            _run_batch(batch, plan, cache, device, writer, stopwatch, state)
+            _run_batch(batch, job)
         writer.close()
-        status = "complete" if counts["failed"] == 0 else "failed"
     except KeyboardInterrupt:
-        status = "interrupted"
+        interrupted = True
         writer.close()
         raise
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
         progress.close()
-        state.update(status=status, finished=now(), counts=counts,
-                     cache={"loads": cache.stats.loads - loads_before, "hits": cache.stats.hits - hits_before},
-                     timings=stopwatch.as_dict(devices.peak_memory_bytes(device)))
-        run.write_run_json(state)
-        if status != "interrupted":
-            _write_reports(run.path)
+        attempt.cache = CacheStats(cache.stats.loads - loads_before, cache.stats.hits - hits_before)
+        attempt.timings.peak_memory_bytes = devices.peak_memory_bytes(device)
+        records = run.items() if interrupted else run.compact_manifest()
+        info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or is_intact(run, r)))
+        status = "interrupted" if interrupted else ("failed" if info.counts.failed or info.counts.skipped
+                                                    else "complete")
+        attempt.status, attempt.finished = status, now()
+        info.status, info.finished = status, attempt.finished
+        run.write_info(info)
+        _write_reports(run.path)
+        counts = info.counts
+        log.info("%s: %d done, %d failed of %d (%d generated, %d kept from earlier attempts)", status, counts.done,
+                 counts.failed, counts.planned, attempt.counts.generated, attempt.counts.kept)
+        if interrupted:
+            log.info("resume with: diffsweep-runs resume %s", run.path)
         logging.getLogger().removeHandler(handler)
         handler.close()
     out.write(f"{run.path}\n")
-    log.info("%s: %d done, %d failed, %d skipped of %d", status, counts["done"] - counts["skipped"],
-             counts["failed"], counts["skipped"], plan.total)
-    return RunResult(run.path, status, dict(counts))
-
-
-def _initial_state(run: RunFolder, plan: Plan, done: Mapping[str, Any]) -> dict[str, Any]:
-    previous = run.read_run_json() if run.run_json_path.exists() else {}
-    skipped = sum(1 for item in plan.items() if item.item_id in done)
-    return {
-        "schema_version": 1,
-        "status": "running",
-        "name": plan.doc["sweep"]["name"],
-        "version": run.path.name,
-        "started": previous.get("started", now()),
-        "resumed": previous.get("resumed", []) + ([now()] if previous else []),
-        "finished": None,
-        "device": str(plan.device),
-        "counts": {"planned": plan.total, "done": skipped, "failed": 0, "skipped": skipped},
-        "cache": {"loads": 0, "hits": 0},
-        "builders": [_builder_entry(b) for b in plan.builders.values()],
-        "optimization": plan.doc["optimization"],
-        "versions": software_versions(),
-        "timings": {},
-        "command": sys.argv,
-    }
+    return RunResult(run.path, status, info.counts.to_json())
 
 
 def _builder_entry(builder: BuilderPlan) -> dict[str, Any]:
@@ -228,21 +252,20 @@ def _builder_entry(builder: BuilderPlan) -> dict[str, Any]:
             "dtype": builder.identity["dtype"], "load_seconds": None}
 
 
-def _run_batch(batch: Batch, plan: Plan, cache: PipelineCache, device: torch.device, writer: ItemWriter,
-               stopwatch: Stopwatch, state: dict[str, Any]) -> None:
+def _run_batch(batch: Batch, job: Execution) -> None:
     started = time.perf_counter()
     try:
-        pipe = pipeline_for(batch.builder, cache, device, plan.doc["optimization"], stopwatch, state)
+        pipe = pipeline_for(batch.builder, job.cache, job.plan.device, job.plan.doc["optimization"], job)
     except ModelUnavailableError as error:
-        _fail(batch, writer, str(error), time.perf_counter() - started)
+        _fail(batch, job.writer, str(error), time.perf_counter() - started)
         return
-    _call(pipe, batch, plan, device, writer, stopwatch, state)
+    _call(pipe, batch, job)
 
 
-def _call(pipe: Any, batch: Batch, plan: Plan, device: torch.device, writer: ItemWriter, stopwatch: Stopwatch,
-          state: dict[str, Any], offloaded: bool = False) -> None:
+def _call(pipe: Any, batch: Batch, job: Execution, offloaded: bool = False) -> None:
     """Generate a batch and hand its outputs to the writer. Out of memory, it retries in halves down
     to one item, then once with model offload; any other failure fails just these items."""
+    plan, device, writer = job.plan, job.plan.device, job.writer
     every = plan.doc["previews"]["every"]
     started = time.perf_counter()
     try:
@@ -253,35 +276,36 @@ def _call(pipe: Any, batch: Batch, plan: Plan, device: torch.device, writer: Ite
             indices = [item.index for item in batch.items]
             if len(batch.items) > 1:
                 half = len(batch.items) // 2
-                _record_oom(state, indices, "split", f"retrying as {half} + {len(batch.items) - half}")
+                _record_oom(job, indices, "split", f"retrying as {half} + {len(batch.items) - half}")
                 for part in (batch.items[:half], batch.items[half:]):
-                    _call(pipe, Batch(batch.builder, part), plan, device, writer, stopwatch, state, offloaded)
+                    _call(pipe, Batch(batch.builder, part), job, offloaded)
                 return
             if device.type != "cpu" and not offloaded:
-                _record_oom(state, indices, "offload", "retrying with model CPU offload")
+                _record_oom(job, indices, "offload", "retrying with model CPU offload")
                 pipe.enable_model_cpu_offload(device=device)
-                _call(pipe, batch, plan, device, writer, stopwatch, state, offloaded=True)
+                _call(pipe, batch, job, offloaded=True)
                 return
-            _record_oom(state, indices, "failed", "out of memory even for one item")
+            _record_oom(job, indices, "failed", "out of memory even for one item")
         log.error("batch of %d item(s) failed: %s\n%s", len(batch.items), error, traceback.format_exc())
         _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - started)
         return
     seconds = time.perf_counter() - started
-    if stopwatch.first_call_seconds is None:
+    timings = job.attempt.timings
+    if not timings.made_calls:
         log.info("first call (%d item(s)) took %.2fs", len(batch.items), seconds)
-    stopwatch.call(seconds, len(batch.items))
+    timings.call(seconds, len(batch.items))
     scheduler = type(pipe.scheduler).__name__ if hasattr(pipe, "scheduler") else None
     for item, output in zip(batch.items, generated, strict=True):
         writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler))
 
 
-def _record_oom(state: dict[str, Any], indices: list[int], action: str, detail: str) -> None:
+def _record_oom(job: Execution, indices: list[int], action: str, detail: str) -> None:
     log.warning("out of memory on item(s) %s: %s", indices, detail)
-    state.setdefault("oom_events", []).append({"items": indices, "action": action, "detail": detail})
+    job.attempt.oom_events.append({"items": indices, "action": action, "detail": detail})
 
 
 def pipeline_for(builder: BuilderPlan, cache: PipelineCache, device: torch.device, optimization: Mapping[str, Any],
-                 stopwatch: Stopwatch | None = None, state: dict[str, Any] | None = None) -> Any:
+                 job: Execution | None = None) -> Any:
     """The loaded pipeline of a builder, from the cache or loaded once (recorded in run.json)."""
     pipe, entry, loaded = cache.get(builder.cache_key, lambda: _materialise(builder), device,
                                     place=lambda p: place_and_optimize(p, optimization, device))
@@ -292,10 +316,10 @@ def pipeline_for(builder: BuilderPlan, cache: PipelineCache, device: torch.devic
         for applied in entry.applied:
             log.info("  %s=%s %s%s", applied.option, applied.value, applied.status,
                      f": {applied.detail}" if applied.detail else "")
-        if stopwatch is not None:
-            stopwatch.load_seconds += entry.load_seconds
-    record = next((b for b in state["builders"] if b["hash"] == builder.hash), None) if state else None
-    if record is not None and record["model_path"] is None:  # first use in this run
+        if job is not None:
+            job.attempt.timings.load_seconds += entry.load_seconds
+    record = job.info.builder(builder.hash) if job else None
+    if record is not None and record["model_path"] is None:  # first use in this run (earlier attempts' stay)
         record.update(model_path=builder.provider.model_path(builder.config),
                       load_seconds=round(entry.load_seconds, 4) if loaded else 0.0, reused_from_cache=not loaded,
                       optimization=[dataclasses.asdict(a) for a in entry.applied])

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
+from diffsweep.records import RunInfo
 from diffsweep.rundir import RunFolder, versions
 
 log = logging.getLogger("diffsweep")
@@ -33,58 +32,74 @@ def all_runs(root: Path) -> list[Path]:
             for n in versions(sweep)]
 
 
-def _run_info(path: Path) -> dict[str, Any]:
+def _run_info(path: Path) -> RunInfo | None:
     """run.json, with a `running` status corrected when no live process writes the folder."""
+    run = RunFolder(path)
     try:
-        info = json.loads((path / "run.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {"status": "unreadable", "counts": {}}
-    if info.get("status") == "running" and not RunFolder(path).has_live_writer():
-        info["status"] = "interrupted"  # the writer died without recording it (kill -9, power loss)
+        info = run.read_info()
+    except DiffsweepError:
+        return None
+    if info.status == "running" and not run.has_live_writer():
+        info.status = "interrupted"  # the writer died without recording it (kill -9, power loss)
     return info
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     runs = all_runs(args.root)
     if not runs:
-        print(f"no runs under {args.root}")
+        print(f"no runs under {args.root.absolute()}")
         return EXIT_OK
     print(f"{'run':<32} {'status':<12} {'done':>6} {'failed':>6} {'planned':>7}  started")
     for path in runs:
         info = _run_info(path)
-        counts = info.get("counts", {})
-        print(f"{path.parent.name + '/' + path.name:<32} {info.get('status', '?'):<12} {counts.get('done', 0):>6} "
-              f"{counts.get('failed', 0):>6} {counts.get('planned', 0):>7}  {info.get('started', '')}")
+        name = f"{path.parent.name}/{path.name}"
+        if info is None:
+            print(f"{name:<32} {'unreadable':<12}")
+            continue
+        counts = info.counts
+        print(f"{name:<32} {info.status:<12} {counts.done:>6} {counts.failed:>6} {counts.planned:>7}  {info.started}")
     return EXIT_OK
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    path = find_run(args.run, args.root)
+    path = find_run(args.run, args.root).absolute()
     info = _run_info(path)
-    counts = info.get("counts", {})
     print(f"run      {path}")
-    print(f"status   {info.get('status')}  ({counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
-          f"{counts.get('skipped', 0)} skipped of {counts.get('planned', 0)})")
-    print(f"started  {info.get('started')}   finished {info.get('finished')}")
-    cache = info.get("cache", {})
-    print(f"cache    {cache.get('loads', 0)} load(s), {cache.get('hits', 0)} hit(s)")
-    for builder in info.get("builders", []):
+    if info is None:
+        print("status   unreadable (no valid run.json)")
+        return EXIT_OK
+    counts = info.counts
+    print(f"status   {info.status}  ({counts.done} done, {counts.failed} failed, {counts.skipped} not made, "
+          f"of {counts.planned} planned)")
+    print(f"started  {info.started}   finished {info.finished or '-'}")
+    cache = info.cache
+    print(f"cache    {cache.loads} load(s), {cache.hits} hit(s)")
+    for builder in info.builders:
         print(f"builder  {builder['hash'][:12]}  {builder['provider']}/{builder['pipeline']}  {builder['model']}"
-              f"  dtype={builder.get('dtype')}  load={builder.get('load_seconds')}s")
-    timings = info.get("timings", {})
-    if timings:
-        print("timings  " + ", ".join(f"{k}={v}" for k, v in timings.items()))
-    latest = {r["item_id"]: r for r in RunFolder(path).read_manifest()}
-    failed = [r for r in latest.values() if r.get("status") == "failed"]
+              f"  dtype={builder.get('dtype')}  load={_seconds(builder.get('load_seconds'))}")
+    timings = info.timings
+    rate = timings.steady_items_per_second
+    print(f"timings  load {_seconds(timings.load_seconds)}, first call {_seconds(timings.first_call_seconds)}, "
+          f"steady {'-' if rate is None else f'{rate:.3f} items/s'}, peak memory "
+          f"{'-' if timings.peak_memory_bytes is None else f'{timings.peak_memory_bytes / 2**20:.0f} MiB'}")
+    for number, attempt in enumerate(info.attempts, 1):
+        made = attempt.counts
+        print(f"attempt  {number} {attempt.kind:<6} {attempt.status:<11} {attempt.started}  {made.generated} generated, "
+              f"{made.failed} failed, {made.kept} kept  ({' '.join(attempt.command)})")
+    failed = sorted((r for r in RunFolder(path).items().values() if not r.ok), key=lambda r: r.index)
     for record in failed[:20]:
-        print(f"failed   #{record['index']}  {record.get('error', '')[:160]}")
+        print(f"failed   #{record.index}  {(record.error or '')[:160]}")
     return EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from diffsweep.runner import resume_run
 
-    result = resume_run(find_run(args.run, args.root))
+    result = resume_run(find_run(args.run, args.root).absolute())
     return result.exit_code
 
 

@@ -51,9 +51,9 @@ def verify_run(run_dir: Path, limit: int | None = None) -> list[int]:
     """Regenerate the run's ok items (the first `limit` by index) and return mismatching indices."""
     run = RunFolder(run_dir)
     doc, plan = prepare(load_run_config(run.path), source_of=lambda _: str(run.path / "config.yaml"), base_dir=run.path)
-    saved = {r["item_id"]: r for r in run.read_manifest() if r.get("status") == "ok"}
-    wanted = sorted(saved.values(), key=lambda r: r["index"])[:limit]
-    wanted_ids = {r["item_id"] for r in wanted}
+    saved = {item_id: r for item_id, r in run.items().items() if r.ok}
+    wanted = sorted(saved.values(), key=lambda r: r.index)[:limit]
+    wanted_ids = {r.item_id for r in wanted}
     mismatches: list[int] = []
     verdicts = {"identical": 0, "equivalent": 0, "different": 0}
     cache = process_cache()
@@ -63,7 +63,7 @@ def verify_run(run_dir: Path, limit: int | None = None) -> list[int]:
             continue
         outputs = generate(pipeline_for(batch.builder, cache, plan.device, doc["optimization"]), batch)
         for item, generated in zip(batch.items, outputs, strict=True):
-            path = run.path / saved[item.item_id]["outputs"][0]
+            path = run.path / saved[item.item_id].outputs[0]
             fresh = _decoded(generated.kind, encode(generated, item, batch.builder, {}))
             verdict = compare(fresh, _decoded(generated.kind, path.read_bytes())) if path.is_file() else "different"
             verdicts[verdict] += 1
