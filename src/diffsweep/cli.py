@@ -13,7 +13,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from diffsweep.errors import (
     EXIT_CONFIG,
@@ -25,6 +25,7 @@ from diffsweep.errors import (
     DiffsweepError,
     FailedItemsError,
 )
+from diffsweep.multirun import InvalidJobs
 from diffsweep.paths import conf_dir
 from diffsweep.validate import normalise, validate_config
 
@@ -61,7 +62,11 @@ def resolve(cfg: DictConfig) -> dict:
     try:
         doc = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
     except OmegaConfBaseException as error:
-        raise ConfigError(ConfigIssue(str(getattr(error, "full_key", "") or ""), str(error).splitlines()[0])) from error
+        message = str(error).splitlines()[0]
+        if isinstance(error, InterpolationResolutionError):
+            message += (r"; a literal '${...}' in a value (a prompt, say) is written '\${...}', and on the "
+                        r"command line quoted: 'sweep.grid.prompt=[a \${word}]'")
+        raise ConfigError(ConfigIssue(str(getattr(error, "full_key", "") or ""), message)) from error
     assert isinstance(doc, dict)
     return doc
 
@@ -81,11 +86,14 @@ def _app(cfg: DictConfig) -> None:
                                f"see {result.run_dir / 'manifest.jsonl'}, then `diffsweep-runs resume {result.run_dir}`")
 
 
-def configure_logging() -> None:
-    """Short progress lines on stderr; stdout carries only results (run folders, plans)."""
+def configure_logging(hydra_logs: bool = True) -> None:
+    """Short progress lines on stderr; stdout carries only results (run folders, plans).
+
+    With `hydra_logs=False` Hydra's loggers are left as Hydra sets them up: `--info` prints its
+    sections through them, on stdout, as in any Hydra application."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[diffsweep] %(message)s"))
-    for name in ("diffsweep", "hydra"):
+    for name in ("diffsweep", "hydra") if hydra_logs else ("diffsweep",):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -102,6 +110,8 @@ def report_failure(action: Callable[[], int | None]) -> int:
         return action() or EXIT_OK
     except ConfigError as error:
         return _say(str(error), EXIT_CONFIG)
+    except InvalidJobs as error:
+        return _say(str(error.error), EXIT_CONFIG)
     except (HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
         return _say(f"invalid configuration: {_composition_message(error)}", EXIT_CONFIG)
     except DiffsweepError as error:
@@ -126,10 +136,33 @@ def _composition_message(error: BaseException) -> str:
     return text
 
 
+CONFIG_PATH_FLAGS = ("--config-path", "-cp")
+
+
+def absolute_config_path(argv: list[str], cwd: Path) -> list[str]:
+    """Hydra takes a relative --config-path relative to the application's module; a user typing
+    `--config-path runs/default/v0001` means the working directory, so make it absolute."""
+    result = list(argv)
+    for position, arg in enumerate(result):
+        flag, equals, value = arg.partition("=")
+        if flag not in CONFIG_PATH_FLAGS:
+            continue
+        if not equals:
+            if position + 1 >= len(result):
+                break
+            position, value = position + 1, result[position + 1]
+        if "://" in value or Path(value).expanduser().is_absolute():
+            continue
+        absolute = str((cwd / value).absolute())
+        result[position] = f"{flag}={absolute}" if equals else absolute
+    return result
+
+
 def main() -> None:
     """Console entry point for `diffsweep`."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach report_failure instead of Hydra's exit(1)
-    configure_logging()
+    sys.argv = [sys.argv[0], *absolute_config_path(sys.argv[1:], Path.cwd())]
+    configure_logging(hydra_logs=not any(arg.split("=", 1)[0] == "--info" for arg in sys.argv[1:]))
     sys.exit(report_failure(_app))
 
 

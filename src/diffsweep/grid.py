@@ -10,6 +10,7 @@ the planner can put costly axes outermost without materialising the grid.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,10 +36,35 @@ def expand_range(spec: Mapping[str, Any]) -> list[Any]:
     return [round(start + i * step, 10) for i in range(count)]
 
 
+def numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of the values in a UTF-8 text file: non-empty lines, `#` starts a comment
+    line. A byte-order mark (Windows editors write one) is not part of the first value."""
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    return [(number, line.strip()) for number, line in enumerate(lines, 1)
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
 def read_lines(path: Path) -> list[str]:
-    """Non-empty lines of a UTF-8 text file; `#` starts a comment line."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [text for _, text in numbered_lines(path)]
+
+
+def _same_value_key(value: Any) -> str:
+    """Values that make the same item compare equal: 7 and 7.0 are one guidance scale."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, Mapping):
+        return json.dumps({k: _same_value_key(v) for k, v in value.items()}, sort_keys=True)
+    if isinstance(value, (list, tuple)):
+        return json.dumps([_same_value_key(v) for v in value])
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def repeated(values: Sequence[Any]) -> list[list[int]]:
+    """Positions of values that occur more than once, one list per repeated value."""
+    positions: dict[str, list[int]] = {}
+    for position, value in enumerate(values):
+        positions.setdefault(_same_value_key(value), []).append(position)
+    return [found for found in positions.values() if len(found) > 1]
 
 
 def find_file(name: str, base_dirs: Sequence[Path]) -> Path:

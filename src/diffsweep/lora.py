@@ -9,6 +9,7 @@ leak into another builder's pipeline, which is a separate cache entry anyway.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,45 @@ def absolutise(loras: Sequence[Mapping[str, Any]], base_dirs: list[Path]) -> lis
         candidate = find_file(lora["source"], base_dirs)
         resolved.append({**lora, "source": str(candidate.absolute())} if candidate.exists() else dict(lora))
     return resolved
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DEFAULT_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers picks among several files
+
+
+def source_problem(lora: Mapping[str, Any]) -> str | None:
+    """Why an adapter's source cannot be loaded, checked before anything is written: a local file or
+    folder must exist and hold LoRA weights; a hub id must be in the local cache when offline."""
+    from diffsweep.providers.base import hub_offline
+
+    source, weight_name = Path(lora["source"]).expanduser(), lora.get("weight_name")
+    if source.is_file():
+        return None if source.suffix in WEIGHT_SUFFIXES else (
+            f"{source} is not a LoRA weights file (expected {', '.join(WEIGHT_SUFFIXES)})")
+    if source.is_dir():
+        if weight_name:
+            return None if (source / weight_name).is_file() else f"{source} has no file {weight_name} (weight_name)"
+        found = sorted(p.name for p in source.iterdir() if p.suffix in (".safetensors", ".bin"))
+        if not found:
+            return f"{source} holds no LoRA weights (*.safetensors or *.bin)"
+        if len(found) > 1 and DEFAULT_WEIGHT_NAME not in found:
+            return f"{source} holds several weight files ({', '.join(found)}); set weight_name to the one to load"
+        return None
+    if not HUB_ID.match(lora["source"]):
+        return f"{source.absolute()} does not exist (nor is '{lora['source']}' a hub id like owner/name)"
+    if hub_offline():
+        if not weight_name:
+            return (f"hub LoRA '{lora['source']}' needs weight_name offline (the file in the repo to load): without "
+                    f"the hub, diffusers cannot look up which file holds the weights")
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(lora["source"], weight_name, revision=lora.get("revision"))
+        if not isinstance(cached, str):
+            return (f"hub LoRA '{lora['source']}' ({weight_name}) is not in the local Hugging Face cache and "
+                    f"HF_HUB_OFFLINE is set; download it first with `hf download {lora['source']} {weight_name}` "
+                    f"or point source at a local file")
+    return None
 
 
 def identity(loras: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ the costly axes (builder, then call shape) change least.
 from __future__ import annotations
 
 import copy
+import json
 import secrets
 from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 from diffsweep import hashing, lora, providers, schedulers
 from diffsweep.devices import resolve_dtype
 from diffsweep.errors import ConfigError, ConfigIssue
-from diffsweep.grid import Axis, Grid, expand_axis, find_file
+from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, repeated
 from diffsweep.inputs import FILE_PARAMS, identity_params
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
@@ -141,10 +142,45 @@ def load_grid(doc: Mapping[str, Any], base_dirs: list[Path], source_of: SourceOf
                 issues.append(ConfigIssue(f"{where}[{position}]", "null is not a grid value", source_of(where)))
             else:
                 issues += subschema_issues(value, schema, f"{where}[{position}]", source_of)
+        if doc["sweep"]["mode"] == "product":
+            issues += _repeated_value_issues(axis, spec, base_dirs, where, source_of(where))
         axes.append(axis)
     if issues:
         raise ConfigError(issues)
-    return Grid(axes, doc["sweep"]["mode"])
+    grid = Grid(axes, doc["sweep"]["mode"])
+    if grid.mode == "zip":
+        _refuse_repeated_points(grid, source_of("sweep.grid"))
+    return grid
+
+
+def _repeated_value_issues(axis: Axis, spec: Any, base_dirs: list[Path], where: str,
+                           source: str | None) -> list[ConfigIssue]:
+    """An item id names one item: a value given twice on a product axis would make two items one."""
+    groups = repeated(axis.values)
+    if not groups:
+        return []
+    in_file = find_file(spec["file"], base_dirs) if isinstance(spec, Mapping) and "file" in spec else None
+    line_of = [number for number, _ in numbered_lines(in_file)] if in_file else []
+
+    def place(found: list[int]) -> str:
+        if in_file:
+            return f"lines {', '.join(str(line_of[p]) for p in found)} of {in_file}"
+        return f"positions {', '.join(map(str, found))}"
+
+    return [ConfigIssue(where, f"value {json.dumps(axis.values[found[0]], ensure_ascii=False, default=str)} is given "
+                               f"{len(found)} times ({place(found)}); each value may appear once, since every "
+                               f"item id must name one item", source) for found in groups]
+
+
+def _refuse_repeated_points(grid: Grid, source: str | None) -> None:
+    """In zip mode a value may repeat on one axis, but not a whole point."""
+    points = [grid.point(index) for index in range(len(grid))]
+    groups = repeated([list(point.values()) for point in points])
+    if groups:
+        raise ConfigError([ConfigIssue(
+            "sweep.grid", f"zipped points {', '.join(map(str, found))} are the same "
+            f"({', '.join(f'{name}={value!r}' for name, value in points[found[0]].items())}); each point may "
+            f"appear once, since every item id must name one item", source) for found in groups])
 
 
 def builder_identity(config: Mapping[str, Any], dtype: str,
@@ -221,6 +257,8 @@ class Plan:
         issues = provider.check_builder(config)
         if config.get("loras") and not spec.lora:
             issues.append(("builder.loras", f"{spec.name} has no LoRA support in diffusers"))
+        issues += [(f"builder.loras[{i}].source", problem) for i, adapter in enumerate(config.get("loras") or [])
+                   if (problem := lora.source_problem(adapter))]
         if config.get("scheduler"):
             issues += schedulers.problems(spec.load_class(), config["scheduler"])
         if issues:

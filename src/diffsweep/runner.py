@@ -29,7 +29,14 @@ from tqdm import tqdm
 
 from diffsweep import devices, lora, previews, report, schedulers
 from diffsweep.cache import PipelineCache, process_cache
-from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError, ModelUnavailableError
+from diffsweep.errors import (
+    EXIT_FAILED_ITEMS,
+    EXIT_OK,
+    ConfigError,
+    ConfigIssue,
+    DiffsweepError,
+    ModelUnavailableError,
+)
 from diffsweep.hashing import canonical_json
 from diffsweep.optimize import is_oom, place_and_optimize
 from diffsweep.paths import conf_dir
@@ -89,6 +96,29 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = _no_source,
     return doc, Plan(doc, grid, device, source_of)
 
 
+def check_output_root(root: Path, name: str, source_of: SourceOf = _no_source) -> None:
+    """The run folder `<root>/<name>/vNNNN` can be made: every existing part of the way is a writable
+    folder. Checked before anything loads, dry runs included."""
+    where, source = "output.root", source_of("output.root")
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ConfigError(ConfigIssue(where, f"{existing} is a file, not a folder; set output.root to a folder "
+                                             f"(it is created if missing)", source))
+    sweep_dir = root / name
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise ConfigError(ConfigIssue(where, f"{sweep_dir} is a file, but run folders of sweep '{name}' go there; "
+                                             f"move it or choose another output.root or sweep.name", source))
+    writable = sweep_dir if sweep_dir.is_dir() else existing
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise ConfigError(ConfigIssue(where, f"{writable} is not writable (read-only file system or no permission); "
+                                             f"set output.root to a folder you can write", source))
+
+
+DRY_RUN_ITEMS = 10  # items a dry run lists; the counts cover all of them
+
+
 def print_plan(plan: Plan, out: TextIO) -> None:
     summary = plan.summary()
     out.write(f"dry run: {summary['items']} items, {len(summary['builders'])} builder(s), "
@@ -96,6 +126,15 @@ def print_plan(plan: Plan, out: TextIO) -> None:
     for b in summary["builders"]:
         out.write(f"  builder {b['hash']}  {b['provider']}/{b['pipeline']}  {b['model']}  dtype={b['dtype']}  "
                   f"items={b['items']}  batch_size={b['batch_size']}\n")
+    varying = [axis.name for axis in plan.grid.axes if len(axis.values) > 1]
+    first = sorted((item for item in plan.items() if item.index < DRY_RUN_ITEMS), key=lambda item: item.index)
+    more = f" (first {len(first)} of {plan.total})" if plan.total > len(first) else ""
+    out.write(f"  items{more}, by grid index:\n")
+    for item in first:
+        shown = {name: item.params[name] for name in varying if name in item.params}
+        shown["seed"] = item.seed
+        values = "  ".join(f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in shown.items())
+        out.write(f"    #{item.index:<4} {item.item_id[:12]}  builder {item.builder_hash[:12]}  {values}\n")
     out.write(f"  output: {Path(plan.doc['output']['root']) / plan.doc['sweep']['name']}/v<next>\n")
 
 
@@ -123,6 +162,7 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
               base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
     """Run a composed config into a new versioned run folder (or print the plan on dry_run)."""
     doc, plan = prepare(doc, source_of=source_of, base_dir=base_dir)
+    check_output_root(Path(doc["output"]["root"]), doc["sweep"]["name"], source_of)
     if doc["dry_run"]:
         print_plan(plan, out)
         return RunResult(None, "dry_run", {"planned": plan.total})

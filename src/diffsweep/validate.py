@@ -6,6 +6,7 @@ Every problem is reported at once, each with the file it most likely came from, 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import json
@@ -160,13 +161,19 @@ def normalise(doc: Mapping[str, Any]) -> dict[str, Any]:
     doc = dict(doc)
     sweep = doc.get("sweep")
     if isinstance(sweep, Mapping):
-        sweep = doc["sweep"] = dict(sweep)
+        sweep = doc["sweep"] = {**_sweep_defaults(), **sweep}
         for key in ("grid", "params"):
             if isinstance(sweep.get(key), Mapping):
                 sweep[key] = _flatten(sweep[key], NESTED_PREFIXES if key == "grid" else ("lora",))
     if isinstance(doc.get("generation"), Mapping):
         doc["generation"] = _flatten(doc["generation"], ("lora",))
     return doc
+
+
+def _sweep_defaults() -> dict[str, Any]:
+    """What a sweep file may leave out (mode, params, batch_size), from the schema's `default`s."""
+    keys = load_schema("config")["properties"]["sweep"]["properties"]
+    return {key: copy.deepcopy(rule["default"]) for key, rule in keys.items() if "default" in rule}
 
 
 def _flatten(mapping: Mapping[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
