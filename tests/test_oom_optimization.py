@@ -44,7 +44,7 @@ def test_out_of_memory_splits_the_batch_and_outputs_stay_identical(tmp_path: Pat
     result = run_sweep(compose_config(ARGS, tmp_path / "oom"), out=io.StringIO())
     assert result.status == "complete" and result.exit_code == 0
     assert sizes == [4, 2, 1, 1, 2, 1, 1]  # halves, down to one item
-    events = read_run_json(result.run_dir)["oom_events"]
+    events = read_run_json(result.run_dir)["attempts"][-1]["oom_events"]
     assert [e["action"] for e in events] == ["split", "split", "split"]
     clean_pixels, split_pixels = _pixels(clean), _pixels(result.run_dir)
     assert clean_pixels.keys() == split_pixels.keys()
@@ -59,7 +59,7 @@ def test_out_of_memory_for_one_item_fails_only_those_items(tmp_path: Path, monke
     records = read_manifest(result.run_dir)
     assert len(records) == 4 and all(r["status"] == "failed" for r in records)
     assert all("OutOfMemoryError" in r["error"] for r in records)
-    assert read_run_json(result.run_dir)["oom_events"][-1]["action"] == "failed"
+    assert read_run_json(result.run_dir)["attempts"][-1]["oom_events"][-1]["action"] == "failed"
 
 
 def test_oom_fallback_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

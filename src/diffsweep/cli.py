@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
@@ -71,8 +72,29 @@ def resolve(cfg: DictConfig) -> dict:
     return doc
 
 
+# A single run's failure, carried past Hydra (which prints "Error executing job with overrides" before
+# re-raising) to report_failure. Multirun jobs raise instead: the sweeper must stop, and process-per-job
+# launchers only see exceptions.
+_single_run_failure: list[BaseException] = []
+
+
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
+    try:
+        _run(cfg)
+    except DiffsweepError as error:
+        if HydraConfig.get().mode != RunMode.RUN:
+            raise
+        _single_run_failure.append(error)
+
+
+def _run_app() -> None:
+    _app()
+    if _single_run_failure:
+        raise _single_run_failure.pop()
+
+
+def _run(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     doc, source_of = normalise(resolve(cfg)), source_finder(hydra_cfg)
     validate_config(doc, source_of)  # before torch is imported: bad configs fail in about a second
@@ -163,7 +185,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach report_failure instead of Hydra's exit(1)
     sys.argv = [sys.argv[0], *absolute_config_path(sys.argv[1:], Path.cwd())]
     configure_logging(hydra_logs=not any(arg.split("=", 1)[0] == "--info" for arg in sys.argv[1:]))
-    sys.exit(report_failure(_app))
+    sys.exit(report_failure(_run_app))
 
 
 def _say(message: str, code: int) -> int:

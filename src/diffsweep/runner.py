@@ -206,11 +206,20 @@ def new_run_info(run: RunFolder, plan: Plan) -> RunInfo:
     return RunInfo(status="running", name=plan.doc["sweep"]["name"], version=run.path.name, started=now(),
                    device=str(plan.device), counts=Counts(planned=plan.total, skipped=plan.total),
                    builders=[_builder_entry(b) for b in plan.builders.values()], versions=software_versions(),
-                   command=list(sys.argv), optimization=dict(plan.doc["optimization"]))
+                   command=invocation(), optimization=dict(plan.doc["optimization"]))
+
+
+def invocation() -> list[str]:
+    """The command as the user typed it: `diffsweep ...`, or `python -m diffsweep ...` (not a venv path)."""
+    program = Path(sys.argv[0])
+    if program.suffix == ".py":
+        module = program.parent.name if program.stem == "__main__" else f"{program.parent.name}.{program.stem}"
+        return ["python", "-m", module, *sys.argv[1:]]
+    return [program.name, *sys.argv[1:]]
 
 
 def new_attempt(kind: str) -> Attempt:
-    return Attempt(kind=kind, command=list(sys.argv), started=now(), host=socket.gethostname(), pid=os.getpid())
+    return Attempt(kind=kind, command=invocation(), started=now(), host=socket.gethostname(), pid=os.getpid())
 
 
 @dataclass
@@ -276,8 +285,9 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
         run.write_info(info)
         _write_reports(run.path)
         counts = info.counts
-        log.info("%s: %d done, %d failed of %d (%d generated, %d kept from earlier attempts)", status, counts.done,
-                 counts.failed, counts.planned, attempt.counts.generated, attempt.counts.kept)
+        made = (f" ({attempt.counts.generated} generated, {attempt.counts.kept} kept from earlier attempts)"
+                if attempt.kind == "resume" else "")
+        log.info("%s: %d done, %d failed of %d%s", status, counts.done, counts.failed, counts.planned, made)
         if interrupted:
             log.info("resume with: diffsweep-runs resume %s", run.path)
         logging.getLogger().removeHandler(handler)

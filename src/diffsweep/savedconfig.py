@@ -25,11 +25,24 @@ HEADER = """\
 
 def _hydra_part() -> tuple[list[Any], dict[str, Any]]:
     """conf/config.yaml's Hydra settings and `override hydra/...` defaults, unresolved, so a run
-    folder reruns under the same Hydra behaviour without the conf/ tree."""
+    folder reruns under the same Hydra behaviour without the conf/ tree. Options that diffsweep
+    ships itself (conf/hydra/<group>/<option>.yaml) are inlined: a run folder has no conf/ tree."""
     primary = yaml.safe_load((conf_dir() / "config.yaml").read_text(encoding="utf-8"))
-    overrides = [entry for entry in primary["defaults"]
-                 if isinstance(entry, dict) and any(key.startswith("override hydra/") for key in entry)]
-    return [*overrides, "_self_"], primary["hydra"]
+    hydra = dict(primary["hydra"])
+    overrides = []
+    for entry in primary["defaults"]:
+        if not isinstance(entry, dict):
+            continue
+        for key, option in entry.items():
+            if not key.startswith("override hydra/"):
+                continue
+            group = key.removeprefix("override hydra/")
+            shipped = conf_dir() / "hydra" / group / f"{option}.yaml"
+            if shipped.is_file():
+                hydra[group] = yaml.safe_load(shipped.read_text(encoding="utf-8"))
+            else:
+                overrides.append(entry)
+    return [*overrides, "_self_"], hydra
 
 
 def _escape(value: Any) -> Any:
