@@ -52,7 +52,9 @@ log = logging.getLogger("diffsweep")
 
 
 def _quiet_library_progress_bars() -> None:
-    """diffsweep shows one progress bar for the sweep; loading and saving bars would bury it."""
+    """diffsweep shows one progress bar for the sweep; loading and saving bars would bury it. Called
+    where a pipeline is loaded, not on import: a dry run or a resume with nothing to do loads no
+    diffusers at all."""
     import diffusers
     import transformers
 
@@ -60,7 +62,6 @@ def _quiet_library_progress_bars() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-_quiet_library_progress_bars()
 SourceOf = Callable[[str], "str | None"]
 
 
@@ -127,7 +128,7 @@ def print_plan(plan: Plan, out: TextIO) -> None:
         out.write(f"  builder {b['hash']}  {b['provider']}/{b['pipeline']}  {b['model']}  dtype={b['dtype']}  "
                   f"items={b['items']}  batch_size={b['batch_size']}\n")
     varying = [axis.name for axis in plan.grid.axes if len(axis.values) > 1]
-    first = sorted((item for item in plan.items() if item.index < DRY_RUN_ITEMS), key=lambda item: item.index)
+    first = [plan.item(index) for index in range(min(DRY_RUN_ITEMS, plan.total))]
     more = f" (first {len(first)} of {plan.total})" if plan.total > len(first) else ""
     out.write(f"  items{more}, by grid index:\n")
     for item in first:
@@ -239,7 +240,7 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
     """Generate every item not in `done`, committing each through the writer, and record the attempt."""
     device = plan.device
     handler = _attach_run_log(run.path / "run.log")
-    kept = sum(1 for item in plan.items() if item.item_id in done)
+    kept = plan.count_in(done)
     attempt.counts = AttemptCounts(planned=plan.total, kept=kept)
     info.attempts.append(attempt)
     info.status, info.finished = "running", None
@@ -429,6 +430,7 @@ def _preview_writer(writer: ItemWriter, batch: Batch) -> Callable[[int, list[Any
 
 def _materialise(builder: BuilderPlan) -> Any:
     """Load a builder's pipeline on the CPU, LoRAs included; placement comes after eviction."""
+    _quiet_library_progress_bars()
     pipe = builder.provider.load(builder.config, devices.torch_dtype(builder.identity["dtype"]))
     if builder.loras:
         lora.load(pipe, builder.loras, hub_token())  # before fuse_qkv, which then leaves adapters alone
