@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -189,13 +189,14 @@ def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache 
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted writer", removed)
         run.repair_manifest()
-        done = {item_id: r for item_id, r in run.compact_manifest().items() if is_intact(run, r)}
+        done = run.done_items()  # one streaming pass: ids, not records
         try:
             info = run.read_info()
         except DiffsweepError as error:  # killed before its first run.json: start the record afresh
             log.warning("%s; starting a new run record", error)
             info = new_run_info(run, plan)
-        return execute(run, plan, info, new_attempt("resume"), done=done, cache=cache or process_cache(), out=out)
+        return execute(run, plan, info, new_attempt("resume"), done=done, cache=cache or process_cache(), out=out,
+                       settled=info.status == "complete" and done.compact)
 
 
 def is_intact(run: RunFolder, record: ItemRecord) -> bool:
@@ -235,9 +236,11 @@ class Execution:
     writer: ItemWriter
 
 
-def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Mapping[str, ItemRecord],
-            cache: PipelineCache, out: TextIO) -> RunResult:
-    """Generate every item not in `done`, committing each through the writer, and record the attempt."""
+def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Container[str],
+            cache: PipelineCache, out: TextIO, settled: bool = False) -> RunResult:
+    """Generate every item whose id is not in `done`, committing each through the writer, and record
+    the attempt. `settled`: the run was complete with a compact manifest before this attempt, so an
+    attempt with nothing to do leaves the manifest and reports as they are."""
     device = plan.device
     handler = _attach_run_log(run.path / "run.log")
     kept = plan.count_in(done)
@@ -246,6 +249,9 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
     info.status, info.finished = "running", None
     run.write_info(info)
     log.info("run folder %s: %d planned, %d already done", run.path, plan.total, kept)
+    nothing_to_do = kept == plan.total
+    if nothing_to_do:
+        log.info("nothing to do: all %d planned item(s) are done", plan.total)
     loads_before, hits_before = cache.stats.loads, cache.stats.hits
 
     def committed(record: ItemRecord) -> None:
@@ -264,8 +270,9 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
     interrupted = False
     previous_sigterm = _sigterm_as_interrupt()
     try:
-        for batch in plan.batches(skip=done):
-            _run_batch(batch, job)
+        if not nothing_to_do:
+            for batch in plan.batches(skip=done):
+                _run_batch(batch, job)
         writer.close()
     except KeyboardInterrupt:
         interrupted = True
@@ -277,14 +284,19 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
         progress.close()
         attempt.cache = CacheStats(cache.stats.loads - loads_before, cache.stats.hits - hits_before)
         attempt.timings.peak_memory_bytes = devices.peak_memory_bytes(device)
-        records = run.items() if interrupted else run.compact_manifest()
-        info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or is_intact(run, r)))
+        unchanged = settled and nothing_to_do and not interrupted
+        if unchanged:  # every planned item done and intact, the manifest already compact
+            info.counts = Counts(planned=plan.total, done=plan.total)
+        else:
+            records = run.items() if interrupted else run.compact_manifest()
+            info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or is_intact(run, r)))
         status = "interrupted" if interrupted else ("failed" if info.counts.failed or info.counts.skipped
                                                     else "complete")
         attempt.status, attempt.finished = status, now()
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
-        _write_reports(run.path)
+        if not unchanged:  # the records the reports are drawn from are as they were
+            _write_reports(run.path)
         counts = info.counts
         made = (f" ({attempt.counts.generated} generated, {attempt.counts.kept} kept from earlier attempts)"
                 if attempt.kind == "resume" else "")
