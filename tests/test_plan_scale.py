@@ -27,6 +27,11 @@ def _prompts(path: Path, count: int) -> Path:
     return path
 
 
+def _seeds(stop: int) -> list[str]:
+    """Overrides that make the default sweep's seed list a range (Hydra replaces a list by a mapping only so)."""
+    return ["~sweep.grid.seed", f"+sweep.grid.seed={{start: 0, stop: {stop}}}"]
+
+
 def _plan(tmp_path: Path, *overrides: str) -> Plan:
     return prepare(compose_config(list(overrides), tmp_path / "runs"), base_dir=tmp_path)[1]
 
@@ -44,7 +49,7 @@ def test_streamed_ids_and_random_access_agree_with_the_canonical_item_hash(tmp_p
         assert (again.item_id, list(again.params.items())) == (item.item_id, list(item.params.items()))
     summary = plan.summary()
     batches = list(plan.batches())
-    assert summary["batches"] == len(batches) == 4 * 2  # 4 call shapes (guidance x width) of 8 items, batches of 3
+    assert summary["batches"] == len(batches) == 4 * 3  # 4 call shapes (guidance x width) of 8 items: 3 + 3 + 2
     assert [item.item_id for batch in batches for item in batch.items] == [item.item_id for item in items]
     skipped = {items[0].item_id, items[5].item_id}
     assert [i.item_id for b in plan.batches(skip=skipped) for i in b.items] == [
@@ -84,7 +89,7 @@ def test_each_call_shape_is_checked_once_not_once_per_item(tmp_path: Path, monke
         return original(self, spec, params)
 
     monkeypatch.setattr(Provider, "check_params", counting)
-    plan = _plan(tmp_path, "sweep.grid.seed={start: 0, stop: 5000}", "+sweep.grid.guidance_scale=[1,2,3]",
+    plan = _plan(tmp_path, *_seeds(5000), "+sweep.grid.guidance_scale=[1,2,3]",
                  "sweep.grid.prompt=[a,b,c,d]")
     assert plan.total == 60_000
     assert sorted(checked) == [1.0, 2.0, 3.0]
@@ -92,20 +97,20 @@ def test_each_call_shape_is_checked_once_not_once_per_item(tmp_path: Path, monke
 
 def test_a_bad_call_shape_deep_in_a_large_grid_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"sweep.grid.height: height 70 must be a multiple of 8"):
-        _plan(tmp_path, "sweep.grid.seed={start: 0, stop: 100000}", "+sweep.grid.height=[64,70]")
+        _plan(tmp_path, *_seeds(100000), "+sweep.grid.height=[64,70]")
     assert not (tmp_path / "runs").exists()
 
 
 def test_a_range_beyond_max_items_is_refused_before_its_values_are_made(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"sweep.grid.seed: range of 1,000,000,000,000 values is more than "
                                           r"max_items = 1,000,000,000 items"):
-        _plan(tmp_path, "sweep.grid.seed={start: 0, stop: 1000000000000}")
+        _plan(tmp_path, *_seeds(1000000000000))
 
 
 def test_dry_run_of_a_billion_item_grid_prints_its_size_and_a_bigger_one_is_refused(tmp_path: Path) -> None:
     prompts = _prompts(tmp_path / "prompts.txt", 1000)
     grid = ["sweep=prompts_file", f"sweep.grid.prompt.file={prompts}", "sweep.grid.seed.stop=1000",
-            "+sweep.grid.guidance_scale={start: 1, stop: 1001}", "dry_run=true"]
+            "+sweep.grid.num_inference_steps={start: 1, stop: 1001}", "dry_run=true"]
     result = run_cli(grid, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -116,21 +121,21 @@ def test_dry_run_of_a_billion_item_grid_prints_its_size_and_a_bigger_one_is_refu
 
     refused = run_cli([*grid, "max_items=999999999"], cwd=tmp_path)
     assert refused.returncode == 2
-    assert ("sweep.grid: 1,000,000,000 items (prompt 1,000 × seed 1,000 × guidance_scale 1,000) is more than "
+    assert ("sweep.grid: 1,000,000,000 items (prompt 1,000 × seed 1,000 × num_inference_steps 1,000) is more than "
             "max_items = 999,999,999") in refused.stderr
     assert "MemoryError" not in refused.stderr and not (tmp_path / "runs").exists()
 
 
 def test_a_resume_with_nothing_to_do_reads_the_manifest_once_and_rewrites_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    run_dir = run_sweep(compose_config(["sweep.params.num_inference_steps=1", "sweep.grid.seed={start: 0, stop: 3}",
+    run_dir = run_sweep(compose_config(["sweep.params.num_inference_steps=1", *_seeds(3),
                                         "sweep.params.height=32", "sweep.params.width=32"], tmp_path / "runs"),
                         out=io.StringIO()).run_dir
     manifest = run_dir / "manifest.jsonl"
     before = {path: path.stat().st_mtime_ns for path in (manifest, run_dir / "index.html", run_dir / "contact_sheet.png")}
     reads: list[Path] = []
-    real = rundir.read_item_lines
-    monkeypatch.setattr(rundir, "read_item_lines", lambda path: reads.append(path) or real(path))
+    real = rundir._committed_lines  # what every manifest reader reads lines through
+    monkeypatch.setattr(rundir, "_committed_lines", lambda path: reads.append(path) or real(path))
 
     with caplog.at_level(logging.INFO, logger="diffsweep"):
         result = resume_run(run_dir, out=io.StringIO())
@@ -168,3 +173,9 @@ def test_show_starts_without_torch_diffusers_or_hydra(tmp_path: Path) -> None:
     assert "failed   #1  bang" in shown.stdout and "boom" not in shown.stdout  # the latest line of an item wins
     imported = {line.rsplit("|", 1)[-1].strip() for line in shown.stderr.splitlines() if line.startswith("import time")}
     assert imported and not imported & {"torch", "diffusers", "transformers", "hydra", "jsonschema"}
+
+
+def test_a_range_is_checked_at_its_ends_which_still_catch_a_value_out_of_bounds(tmp_path: Path) -> None:
+    assert _plan(tmp_path, *_seeds(1000000)).total == 2_000_000  # two prompts
+    with pytest.raises(ConfigError, match=r"sweep.grid.guidance_scale\[99\]: 149 is greater than the maximum of 100"):
+        _plan(tmp_path, "+sweep.grid.guidance_scale={start: 50, stop: 150}")

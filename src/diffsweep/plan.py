@@ -26,7 +26,7 @@ from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, r
 from diffsweep.inputs import FILE_PARAMS, identity_params
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
-from diffsweep.validate import did_you_mean, load_schema, subschema_issues
+from diffsweep.validate import did_you_mean, load_schema, range_checked_by_ends, subschema_checker
 
 SourceOf = Callable[[str], "str | None"]
 BUILDER_AXIS = "builder."
@@ -168,11 +168,14 @@ def load_grid(doc: Mapping[str, Any], base_dirs: list[Path], source_of: SourceOf
         except ConfigError as error:
             issues += error.issues
             continue
-        for position, value in enumerate(axis.values):
+        check = subschema_checker(schema, source_of)
+        ends = isinstance(spec, Mapping) and "start" in spec and range_checked_by_ends(schema)
+        for position in sorted({0, len(axis.values) - 1}) if ends else range(len(axis.values)):
+            value = axis.values[position]
             if value is None and not name.startswith(BUILDER_AXIS):  # builder.scheduler: null = the model's own
                 issues.append(ConfigIssue(f"{where}[{position}]", "null is not a grid value", source_of(where)))
             else:
-                issues += subschema_issues(value, schema, f"{where}[{position}]", source_of)
+                issues += check(value, f"{where}[{position}]")
         if doc["sweep"]["mode"] == "product":
             issues += _repeated_value_issues(axis, spec, base_dirs, where, source_of(where))
         axes.append(axis)
