@@ -28,7 +28,15 @@ from tqdm import tqdm
 
 from diffsweep import __version__, devices
 from diffsweep.cache import PipelineCache, process_cache
-from diffsweep.errors import EXIT_CONFIG, EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError, RunLockedError
+from diffsweep.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILED_ITEMS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    DiffsweepError,
+    RunLockedError,
+)
 from diffsweep.plan import Batch, Plan
 from diffsweep.record import ItemWriter
 from diffsweep.records import AttemptCounts, CacheStats, Counts, ItemRecord, RunInfo, ShardLayout, Timings, Worker, now
@@ -290,7 +298,8 @@ def finalize(run: RunFolder) -> RunInfo | None:
                 loaded = next((b for w in finished for b in w.builders if b["hash"] == entry["hash"]), None)
                 if loaded is not None:
                     entry.update(loaded)
-        status = "failed" if info.counts.failed or info.counts.skipped else "complete"
+        status = ("interrupted" if any(w.status == "interrupted" for w in finished)
+                  else "failed" if info.counts.failed or info.counts.skipped else "complete")
         attempt.status, attempt.finished = status, now()
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
@@ -319,11 +328,12 @@ def wait_for_run(run: RunFolder, poll_seconds: float = 0.5) -> RunInfo:
 
 
 def exit_code(info: RunInfo) -> int:
+    """0 complete; 1 every item made, some failed; 3 some shard did not finish; 130 a worker died or was stopped."""
     if info.status == "complete":
         return EXIT_OK
     if info.status == "failed":
-        return EXIT_FAILED_ITEMS
-    return 130  # interrupted: a worker died or was stopped
+        return EXIT_RUNTIME if info.counts.skipped else EXIT_FAILED_ITEMS
+    return EXIT_INTERRUPTED
 
 
 # --- torchrun / accelerate launch --------------------------------------------------------------------
@@ -408,10 +418,11 @@ def submit_run(doc: Mapping[str, Any], plan: Plan, *, overrides: list[str], out:
     return RunResult(run.path, info.status, info.counts.to_json(), code=exit_code(info) if settings["wait"] else 0)
 
 
-def _submit_and_maybe_wait(run: RunFolder, settings: Mapping[str, Any], shards: list[int]) -> RunInfo:
+def _submit_and_maybe_wait(run: RunFolder, settings: Mapping[str, Any], shards: list[int],
+                           kind: str = "run") -> RunInfo:
     from diffsweep.submit import submit_shards
 
-    jobs = submit_shards(run, settings, shards)
+    jobs = submit_shards(run, settings, shards, kind)
     log.info("submitted %s job array %s: %d task(s) for shard(s) %s", settings["backend"], jobs.job_id,
              len(shards), _ranges(shards))
     info = run.read_info()
@@ -419,7 +430,31 @@ def _submit_and_maybe_wait(run: RunFolder, settings: Mapping[str, Any], shards: 
         log.info("follow it with: diffsweep-runs show %s", run.path)
         return info
     jobs.wait()
-    return finalize(run) or wait_for_run(run)
+    return finalize(run) or close_unfinished(run)
+
+
+def close_unfinished(run: RunFolder) -> RunInfo:
+    """Every task has ended but some shard did not finish (its task failed or was refused): record
+    the run as failed with the items made so far; `diffsweep-runs resume` runs those shards again."""
+    from diffsweep.runner import is_intact
+
+    layout = run.read_layout()
+    assert layout is not None
+    with run.locked(wait=True):
+        info = run.read_info()
+        if info.status != "running":
+            return info
+        unfinished = [k for k in range(layout.count) if not ((w := run.read_worker(k)) and w.finished_ok)]
+        records = run.items()
+        info.counts = Counts.of(info.counts.planned, (r for r in records.values() if not r.ok or is_intact(run, r)))
+        info.status = info.attempts[-1].status = "failed"
+        info.finished = info.attempts[-1].finished = now()
+        info.workers = [w for k in range(layout.count) if (w := run.read_worker(k)) is not None]
+        run.write_info(info)
+    log.error("shard(s) %s did not finish (their task logs: %s); %d done of %d; finish with: diffsweep-runs "
+              "resume %s", _ranges(unfinished), run.path / "shards" / "submitit", info.counts.done,
+              info.counts.planned, run.path)
+    return info
 
 
 def resume_distributed(run: RunFolder, *, here: bool = False, cache: PipelineCache | None = None,
@@ -449,7 +484,7 @@ def resume_distributed(run: RunFolder, *, here: bool = False, cache: PipelineCac
     log.info("resuming %s: shard(s) %s of %d unfinished", run.path, _ranges(unfinished) or "none", layout.count)
     settings = load_run_config(run.path).get("distribute") or {"backend": "none"}
     if unfinished and settings["backend"] != "none" and not here:
-        info = _submit_and_maybe_wait(run, settings, unfinished)
+        info = _submit_and_maybe_wait(run, settings, unfinished, "resume")
         out.write(f"{run.path}\n")
         return RunResult(run.path, info.status, info.counts.to_json(), code=exit_code(info) if settings["wait"] else 0)
     for shard in unfinished:

@@ -19,7 +19,6 @@ from diffsweep.errors import DiffsweepError
 
 RUN_SCHEMA_VERSION = 2  # 2: counts describe the run's items; each attempt is kept in `attempts`
 STATUSES = ("running", "complete", "failed", "interrupted")
-WORKER_STATUSES = (*STATUSES, "refused")
 
 
 class RecordError(DiffsweepError):
