@@ -119,6 +119,20 @@ def test_show_of_a_finished_distributed_run_lists_its_shards(one_and_two_process
     assert lines[2].startswith("shards   2 in all: 8 done, 0 failed of 8 planned")
 
 
+@pytest.mark.slow
+def test_accelerate_launch_makes_the_items_of_one_process_too(one_and_two_processes: Any, tmp_path: Path) -> None:
+    single, _, _ = one_and_two_processes
+    accelerate = Path(sys.executable).parent / "accelerate"
+    launched = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "-m", "diffsweep",
+                               *SMALL, "sweep.batch_size=1", f"output.root={tmp_path}"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600, env=_env())
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    two = Path(launched.stdout.strip().splitlines()[-1])
+    info = read_run_json(two)
+    assert info["status"] == "complete" and sorted(w["rank"] for w in info["workers"]) == [0, 1]
+    assert {k: v[1] for k, v in _outputs(single).items()} == {k: v[1] for k, v in _outputs(two).items()}
+
+
 # --- faults -------------------------------------------------------------------------------------------
 
 
@@ -210,12 +224,16 @@ def test_a_worker_of_another_version_or_config_is_refused_before_it_writes(tmp_p
 
 def test_a_local_job_array_survives_a_dead_task_and_resume_resubmits_only_its_shard(tmp_path: Path) -> None:
     pytest.importorskip("submitit")
-    submitted = run_cli([*SMALL, "sweep.batch_size=1", "distribute=local", "distribute.tasks=2",
-                         "distribute.wait=false"], cwd=tmp_path, env=ONE_THREAD)
-    assert submitted.returncode == 0, submitted.stderr
-    run_dir = Path(submitted.stdout.strip().splitlines()[-1])
+    # output to files: the tasks live on after the submitting command and would hold its pipes open
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        code = subprocess.run([sys.executable, "-m", "diffsweep", *SMALL, "sweep.batch_size=1", "distribute=local",
+                               "distribute.tasks=2", "distribute.wait=false"], cwd=tmp_path, env=_env(), stdout=out,
+                              stderr=err, timeout=300).returncode
+    stdout, stderr = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+    assert code == 0, stderr
+    run_dir = Path(stdout.strip().splitlines()[-1])
     assert run_dir == tmp_path / "runs" / "default" / "v0001"
-    assert "submitted local job array" in submitted.stderr and "for shard(s) 0-1" in submitted.stderr
+    assert "submitted local job array" in stderr and "for shard(s) 0-1" in stderr
     # everything a task needs was written before anything was submitted
     assert {"config.yaml", "run.json"} <= {p.name for p in run_dir.iterdir()}
     run = RunFolder(run_dir)
@@ -228,9 +246,12 @@ def test_a_local_job_array_survives_a_dead_task_and_resume_resubmits_only_its_sh
     assert "status   interrupted" in shown.stdout
     assert "shard    0   finished        4 done" in shown.stdout and "shard    1   dead" in shown.stdout
 
-    resumed = _runs(tmp_path, "resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stderr
-    assert "submitted local job array" in resumed.stderr and "for shard(s) 1" in resumed.stderr
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        code = subprocess.run([sys.executable, "-m", "diffsweep.runs_cli", "resume", str(run_dir)], cwd=tmp_path,
+                              env=_env(), stdout=out, stderr=err, timeout=300).returncode
+    stderr = (tmp_path / "err").read_text()
+    assert code == 0, stderr
+    assert "submitted local job array" in stderr and "for shard(s) 1" in stderr
     _wait_for(lambda: read_run_json(run_dir)["status"] != "running")
     info = read_run_json(run_dir)
     assert info["status"] == "complete" and info["counts"]["done"] == 8

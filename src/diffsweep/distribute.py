@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -44,8 +43,7 @@ from diffsweep.rundir import RunFolder, allocate, write_atomic
 
 log = logging.getLogger("diffsweep")
 
-HEARTBEAT_SECONDS = 5.0
-STALE_SECONDS = 60.0  # a worker on another host whose heartbeat is older is taken for dead
+HEARTBEAT_SECONDS = 5.0  # how often a worker rewrites worker.json (RunFolder.shard_state reads it)
 
 
 class WorkerRefused(DiffsweepError):
@@ -136,26 +134,6 @@ def check_worker_may_join(run: RunFolder, info: RunInfo) -> None:
     if info.config_hash is not None and file_hash(config) != info.config_hash:
         raise WorkerRefused(f"{config} is not the config the run started with (its hash differs from "
                             f"config_hash in run.json); a worker runs only the run's own config")
-
-
-def shard_state(run: RunFolder, shard: int, worker: Worker | None) -> str:
-    """pending (no worker yet), running, dead (its worker died without finishing), or how it finished."""
-    if worker is None:
-        return "pending"
-    if worker.finished is not None:
-        return "finished" if worker.status == "complete" else worker.status
-    if run.shard_lock(shard).is_held():
-        return "running"
-    if worker.host != socket.gethostname() and _age_seconds(worker.heartbeat) < STALE_SECONDS:
-        return "running"  # a lock taken on another host may not show here; its heartbeat does
-    return "dead"
-
-
-def _age_seconds(stamp: str) -> float:
-    try:
-        return time.time() - datetime.fromisoformat(stamp).timestamp()
-    except ValueError:
-        return float("inf")
 
 
 # --- a worker --------------------------------------------------------------------------------------
@@ -318,7 +296,7 @@ def wait_for_run(run: RunFolder, poll_seconds: float = 0.5) -> RunInfo:
         info = run.read_info()
         if info.status != "running":
             return info
-        dead = [k for k in range(layout.count) if shard_state(run, k, run.read_worker(k)) in ("dead", "interrupted")]
+        dead = [k for k in range(layout.count) if run.shard_state(k) in ("dead", "interrupted")]
         if dead:
             log.error("the worker of shard(s) %s died; finish the run with: diffsweep-runs resume %s",
                       ", ".join(map(str, dead)), run.path)

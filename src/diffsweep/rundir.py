@@ -18,8 +18,10 @@ import os
 import re
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ LOCK = ".lock"
 SHARDS = "shards"
 LAYOUT = "layout.json"
 WORKER = "worker.json"
+STALE_SECONDS = 60.0  # a worker on another host whose heartbeat is older is taken for dead
 
 
 def _current_umask() -> int:
@@ -175,9 +178,9 @@ class RunFolder:
             lock.release()
 
     def has_live_writer(self) -> bool:
-        """Whether some process holds the writer lock, or a shard's, right now."""
+        """Whether some process holds the writer lock, or works on a shard, right now."""
         return WriterLock(self.path / LOCK, "").is_held() or any(
-            self.shard_lock(shard).is_held() for shard in range(self.shard_count()))
+            self.shard_state(shard) == "running" for shard in range(self.shard_count()))
 
     # ----- shards of a distributed run -------------------------------------------------------
     def shard_dir(self, shard: int) -> Path:
@@ -218,6 +221,20 @@ class RunFolder:
 
     def write_worker(self, worker: Worker) -> None:
         write_json(self.shard_dir(worker.shard) / WORKER, worker.to_json())
+
+    def shard_state(self, shard: int, worker: Worker | None = None) -> str:
+        """pending (no worker yet), running, dead (its worker died without finishing), or how it
+        finished: finished, failed (some items failed), interrupted."""
+        worker = worker or self.read_worker(shard)
+        if worker is None:
+            return "pending"
+        if worker.finished is not None:
+            return "finished" if worker.status == "complete" else worker.status
+        if self.shard_lock(shard).is_held():
+            return "running"
+        if worker.host != socket.gethostname() and _age_seconds(worker.heartbeat) < STALE_SECONDS:
+            return "running"  # a lock taken on another host may not show here; its heartbeat does
+        return "dead"
 
     # ----- run.json ------------------------------------------------------------------------
     def read_info(self) -> RunInfo:
@@ -282,6 +299,13 @@ class RunFolder:
             temp.unlink(missing_ok=True)
             removed += 1
         return removed
+
+
+def _age_seconds(stamp: str) -> float:
+    try:
+        return time.time() - datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return float("inf")
 
 
 def read_item_lines(path: Path) -> Iterator[ItemRecord]:

@@ -104,14 +104,12 @@ def _show_shards(run: RunFolder, info: RunInfo) -> None:
     layout = run.read_layout()
     if layout is None:
         return
-    from diffsweep.distribute import shard_state
-
     done = failed = 0
     for shard in range(layout.count):
         worker = run.read_worker(shard)
         shard_done, shard_failed = _shard_counts(run, shard, worker)
         done, failed = done + shard_done, failed + shard_failed
-        state = shard_state(run, shard, worker)
+        state = run.shard_state(shard, worker)
         line = (f"shard    {shard:<3} {state:<11} {shard_done:>5} done {shard_failed:>4} failed of "
                 f"{layout.planned[shard]:<5}")
         if worker is not None:
