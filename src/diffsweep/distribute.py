@@ -38,7 +38,7 @@ from diffsweep.errors import (
 )
 from diffsweep.plan import Batch, Plan
 from diffsweep.record import ItemWriter
-from diffsweep.records import AttemptCounts, CacheStats, Counts, ItemRecord, RunInfo, ShardLayout, Timings, Worker, now
+from diffsweep.records import AttemptCounts, CacheStats, Counts, ItemRecord, RunInfo, ShardLayout, Worker, now
 from diffsweep.rundir import RunFolder, allocate, write_atomic
 
 log = logging.getLogger("diffsweep")
@@ -260,17 +260,11 @@ def finalize(run: RunFolder) -> RunInfo | None:
         finished = [w for w in workers if w is not None]
         records = run.compact_manifest()
         info.counts = Counts.of(info.counts.planned, (r for r in records.values() if not r.ok or is_intact(run, r)))
-        number = len(info.attempts) - 1
-        this_attempt = [w for w in finished if w.attempt == number]
+        info.merge_workers(finished)
         attempt = info.attempts[-1]
-        generated = sum(w.counts.generated for w in this_attempt)
-        attempt.counts = AttemptCounts(planned=info.counts.planned, generated=generated,
-                                       failed=sum(w.counts.failed for w in this_attempt),
-                                       kept=max(0, info.counts.done - generated))
-        attempt.cache = CacheStats.total(w.cache for w in this_attempt)
-        attempt.timings = Timings.merged(w.timings for w in this_attempt)
-        attempt.oom_events = [event for w in this_attempt for event in w.oom_events]
-        info.workers = finished
+        attempt.counts.planned = info.counts.planned
+        attempt.counts.kept = max(0, info.counts.done - attempt.counts.generated)
+        this_attempt = [w for w in finished if w.attempt == len(info.attempts) - 1]
         for entry in info.builders:
             if entry.get("model_path") is None:
                 loaded = next((b for w in finished for b in w.builders if b["hash"] == entry["hash"]), None)
@@ -408,7 +402,11 @@ def _submit_and_maybe_wait(run: RunFolder, settings: Mapping[str, Any], shards: 
         log.info("follow it with: diffsweep-runs show %s", run.path)
         return info
     jobs.wait()
-    return finalize(run) or close_unfinished(run)
+    info = finalize(run) or close_unfinished(run)
+    counts = info.counts
+    log.info("job array %s ended; the run is %s: %d done, %d failed of %d", jobs.job_id, info.status, counts.done,
+             counts.failed, counts.planned)
+    return info
 
 
 def close_unfinished(run: RunFolder) -> RunInfo:
@@ -425,9 +423,9 @@ def close_unfinished(run: RunFolder) -> RunInfo:
         unfinished = [k for k in range(layout.count) if not ((w := run.read_worker(k)) and w.finished_ok)]
         records = run.items()
         info.counts = Counts.of(info.counts.planned, (r for r in records.values() if not r.ok or is_intact(run, r)))
+        info.merge_workers(w for k in range(layout.count) if (w := run.read_worker(k)) is not None)
         info.status = info.attempts[-1].status = "failed"
         info.finished = info.attempts[-1].finished = now()
-        info.workers = [w for k in range(layout.count) if (w := run.read_worker(k)) is not None]
         run.write_info(info)
     log.error("shard(s) %s did not finish (their task logs: %s); %d done of %d; finish with: diffsweep-runs "
               "resume %s", _ranges(unfinished), run.path / "shards" / "submitit", info.counts.done,
@@ -456,6 +454,9 @@ def resume_distributed(run: RunFolder, *, here: bool = False, cache: PipelineCac
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted writer", removed)
         unfinished = [k for k in range(layout.count) if not ((w := run.read_worker(k)) and w.finished_ok)]
+        if info.status == "running" and info.attempts:  # the last attempt's workers died: close its record
+            info.merge_workers(w for k in range(layout.count) if (w := run.read_worker(k)) is not None)
+            info.attempts[-1].status, info.attempts[-1].finished = "interrupted", now()
         info.attempts.append(new_attempt("resume"))
         info.status, info.finished = "running", None
         run.write_info(info)

@@ -383,6 +383,22 @@ class RunInfo:
     def builder(self, builder_hash: str) -> dict[str, Any] | None:
         return next((b for b in self.builders if b.get("hash") == builder_hash), None)
 
+    def merge_workers(self, workers: Iterable[Worker]) -> None:
+        """A distributed run: the last attempt takes the counts, cache loads/hits, timings and OOM events
+        of the workers that worked for it; `workers` lists the latest worker of every shard."""
+        workers = list(workers)
+        self.workers = workers
+        if not self.attempts:
+            return
+        number = len(self.attempts) - 1
+        mine = [w for w in workers if w.attempt == number]
+        attempt = self.attempts[-1]
+        attempt.counts.generated = sum(w.counts.generated for w in mine)
+        attempt.counts.failed = sum(w.counts.failed for w in mine)
+        attempt.cache = CacheStats.total(w.cache for w in mine)
+        attempt.timings = Timings.merged(w.timings for w in mine)
+        attempt.oom_events = [event for w in mine for event in w.oom_events]
+
     @classmethod
     def from_json(cls, raw: Any) -> RunInfo:
         raw = _mapping(raw, "run.json")

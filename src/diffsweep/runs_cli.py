@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
-from diffsweep.records import RunInfo
+from diffsweep.records import Counts, RunInfo
 from diffsweep.rundir import RunFolder, versions
 
 log = logging.getLogger("diffsweep")
@@ -40,9 +40,20 @@ def _run_info(path: Path) -> RunInfo | None:
         info = run.read_info()
     except DiffsweepError:
         return None
+    if info.status == "running" and info.shards is not None:
+        _merge_workers_so_far(run, info)
     if info.status == "running" and not run.has_live_writer():
         info.status = "interrupted"  # the writer died without recording it (kill -9, power loss)
+        if info.attempts and info.attempts[-1].status == "running":
+            info.attempts[-1].status = "interrupted"
     return info
+
+
+def _merge_workers_so_far(run: RunFolder, info: RunInfo) -> None:
+    """A distributed run in progress: its counts from every shard's committed items, its last
+    attempt from the records its workers keep (run.json gets them when the run ends)."""
+    info.counts = Counts.of(info.counts.planned, run.items().values())
+    info.merge_workers(w for k in range(run.shard_count()) if (w := run.read_worker(k)) is not None)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
