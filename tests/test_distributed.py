@@ -178,6 +178,11 @@ def test_a_killed_worker_is_finished_by_resume_and_readers_see_the_run_meanwhile
     assert "shard    1   pending         0 done" in shown.stdout
     listed = _runs(tmp_path, "--root", str(tmp_path / "runs"), "list")
     assert "default/v0001" in listed.stdout and "interrupted" in listed.stdout
+    from diffsweep import report
+
+    report.write_reports(run_dir)
+    gallery = (run_dir / "index.html").read_text()
+    assert all(r.outputs[0] in gallery for r in RunFolder(run_dir).items().values())
     verified = _runs(tmp_path, "verify", str(run_dir))
     assert verified.returncode == 0, verified.stderr
     assert f"verified {len(committed)} item(s): {len(committed)} identical" in verified.stdout

@@ -182,10 +182,14 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
                       device=worker.device, counts=Counts(), versions=info.versions, command=worker.command,
                       builders=[_builder_entry(b) for b in plan.builders.values()])
     guard = threading.Lock()
+    loads_before, hits_before = cache.stats.loads, cache.stats.hits
 
     def save() -> None:
         with guard:
             worker.heartbeat = now()
+            worker.builders = [b for b in private.builders if b["model_path"] is not None]
+            worker.loaded = [b["hash"] for b in worker.builders if not b.get("reused_from_cache")]
+            worker.cache = CacheStats(cache.stats.loads - loads_before, cache.stats.hits - hits_before)
             run.write_worker(worker)
 
     save()
@@ -211,7 +215,6 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
     writer = ItemWriter(run, plan.index_width, {"name": info.name, "version": run.path.name}, on_done=committed,
                         manifest=run.shard_manifest(shard))
     job = Execution(run, plan, private, worker, cache, writer)
-    loads_before, hits_before = cache.stats.loads, cache.stats.hits
     devices.reset_peak_memory(plan.device)
     log.info("shard %d of %s: %d planned, %d already done, on %s", shard, run.path, len(mine), kept, plan.device)
     status = "failed"
@@ -228,10 +231,7 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
         stop_beating.set()
         heart.join()
         progress.close()
-        worker.cache = CacheStats(cache.stats.loads - loads_before, cache.stats.hits - hits_before)
         worker.timings.peak_memory_bytes = devices.peak_memory_bytes(plan.device)
-        worker.builders = [b for b in private.builders if b["model_path"] is not None]
-        worker.loaded = [b["hash"] for b in worker.builders if not b.get("reused_from_cache")]
         worker.status, worker.finished = status, now()
         save()  # the completion marker: written after the shard's last manifest line
         log.info("shard %d %s: %d generated, %d failed, %d kept", shard, status, worker.counts.generated,
