@@ -404,10 +404,9 @@ def generate(pipe: Any, batch: Batch, preview_every: int = 0,
     kwargs = builder.provider.call_kwargs(builder.spec, [item.params for item in batch.items], generators)
     builder.provider.prepare_call(pipe, builder.spec, shared)
     if preview_every and on_preview and "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
-        space = builder.spec.latent_space
-        unpack = (previews.unpacker(pipe, space, shared["height"], shared["width"])
-                  if "height" in shared and "width" in shared else None)
-        kwargs["callback_on_step_end"] = previews.make_callback(preview_every, space, on_preview, unpack)
+        unpack = builder.provider.preview_unpacker(pipe, builder.spec, shared)
+        kwargs["callback_on_step_end"] = previews.make_callback(preview_every, builder.spec.latent_space, on_preview,
+                                                                unpack)
         kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
     with torch.inference_mode():
         result = pipe(**kwargs)

@@ -25,8 +25,19 @@ SourceOf = Callable[[str], "str | None"]
 
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
-    """A shipped JSON Schema by file stem (`config`, `item`, `run`)."""
-    return json.loads((schemas_dir() / f"{name}.schema.json").read_text(encoding="utf-8"))
+    """A shipped JSON Schema by file stem (`config`, `item`, `run`).
+
+    The config schema is completed from the providers found (diffsweep.providers): the provider
+    names, and each provider's own generation parameters next to the shared ones, so a family is
+    declared in its provider module alone."""
+    schema = json.loads((schemas_dir() / f"{name}.schema.json").read_text(encoding="utf-8"))
+    if name == "config":
+        from diffsweep import providers
+
+        schema["$defs"]["builder"]["properties"]["provider"]["enum"] = providers.names()
+        params = schema["$defs"]["params"]
+        params["properties"] = providers.parameter_schemas(params["properties"])
+    return schema
 
 
 @functools.cache

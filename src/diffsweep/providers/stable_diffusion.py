@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
+from diffsweep.tiny import stable_diffusion as tiny
 
 _TEXT = frozenset({"negative_prompt", "num_inference_steps", "guidance_scale", "height", "width"})
 _SD_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 7.5}
@@ -30,10 +31,11 @@ class StableDiffusion(Provider):
                      latent_space="sd3"),
     )}
     tiny_models = {
-        "sd": "StableDiffusionPipeline",
-        "sd_v2": "StableDiffusionPipeline",
-        "sdxl": "StableDiffusionXLPipeline",
-        "sd3": "StableDiffusion3Pipeline",
+        "sd": TinyModel("StableDiffusionPipeline", tiny.sd, {"height": 64, "width": 64}, (64, 64, 3)),
+        "sd_v2": TinyModel("StableDiffusionPipeline", tiny.sd_v2, {"height": 64, "width": 64}, (64, 64, 3)),
+        "sdxl": TinyModel("StableDiffusionXLPipeline", tiny.sdxl, {"height": 64, "width": 64}, (64, 64, 3)),
+        "sd3": TinyModel("StableDiffusion3Pipeline", tiny.sd3, {"height": 32, "width": 32, "max_sequence_length": 32},
+                         (32, 32, 3)),
     }
 
 
