@@ -79,6 +79,7 @@ class ItemRecord:
     outputs: tuple[str, ...]
     seconds: float
     error: str | None = None
+    made: Mapping[str, int] | None = None  # what the output holds: width/height (frames), or samples/sample_rate
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -99,10 +100,14 @@ class ItemRecord:
         if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
             raise RecordError(f"outputs: expected a list of paths, got {outputs!r}")
         error = raw.get("error")
+        made = raw.get("made")
+        if made is not None and not (isinstance(made, Mapping) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in made.values())):
+            raise RecordError(f"made: expected a mapping of integers, got {made!r}")
         return cls(index=_int(raw, "index"), item_id=_text(raw, "item_id"), builder_hash=_text(raw, "builder_hash"),
                    status=status, params=dict(_mapping(raw.get("params"), "params")), seed=_int(raw, "seed"),
                    outputs=tuple(outputs), seconds=float(_number(raw, "seconds", 0.0) or 0.0),
-                   error=None if error is None else str(error),
+                   error=None if error is None else str(error), made=None if made is None else dict(made),
                    extra=_extra(raw, (f.name for f in dataclasses.fields(cls))))
 
     def to_json(self) -> dict[str, Any]:
@@ -111,6 +116,8 @@ class ItemRecord:
                                   "outputs": list(self.outputs), "seconds": round(self.seconds, 4)}
         if self.error is not None:
             record["error"] = self.error
+        if self.made is not None:
+            record["made"] = dict(self.made)
         record.update(self.extra)
         return record
 

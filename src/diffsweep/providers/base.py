@@ -130,6 +130,9 @@ class Provider:
             root = key.split(".", 1)[0]
             if root == "lora" and not spec.lora:
                 problems.append((key, f"{spec.name} has no LoRA support in diffusers"))
+            elif root in ("height", "width") and root not in accepted and "image" in spec.params:
+                problems.append((key, f"not a parameter of {spec.name}: its output has the input image's size; "
+                                      f"leave {key} out (a preset's value: `~generation.{key}`)"))
             elif root not in accepted:
                 problems.append((key, f"not a parameter of {spec.name} (it takes: "
                                       f"{', '.join(sorted(accepted - {'lora'}))})"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
 from diffsweep.tiny import stable_diffusion as tiny
 
-_TEXT = frozenset({"negative_prompt", "num_inference_steps", "guidance_scale", "height", "width"})
+_SIZE = frozenset({"height", "width"})
+_TEXT = frozenset({"negative_prompt", "num_inference_steps", "guidance_scale"}) | _SIZE
 _SD_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 7.5}
 _SDXL_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 5.0}
 _SDXL_TEXT = _TEXT | {"prompt_2", "negative_prompt_2"}
@@ -18,11 +19,13 @@ class StableDiffusion(Provider):
     name = "stable_diffusion"
     pipelines = {spec.name: spec for spec in (
         PipelineSpec("StableDiffusionPipeline", "image", _TEXT, _SD_DEFAULTS, latent_space="sd"),
-        PipelineSpec("StableDiffusionImg2ImgPipeline", "image", _TEXT | _IMG2IMG, _SD_DEFAULTS, latent_space="sd"),
+        # img2img takes no height/width: its output has the input image's size (diffusers would swallow them)
+        PipelineSpec("StableDiffusionImg2ImgPipeline", "image", _TEXT - _SIZE | _IMG2IMG, _SD_DEFAULTS,
+                     latent_space="sd"),
         PipelineSpec("StableDiffusionInpaintPipeline", "image", _TEXT | _INPAINT, _SD_DEFAULTS, latent_space="sd"),
         PipelineSpec("StableDiffusionXLPipeline", "image", _SDXL_TEXT, _SDXL_DEFAULTS, max_batch=4,
                      latent_space="sdxl"),
-        PipelineSpec("StableDiffusionXLImg2ImgPipeline", "image", _SDXL_TEXT | _IMG2IMG, _SDXL_DEFAULTS,
+        PipelineSpec("StableDiffusionXLImg2ImgPipeline", "image", _SDXL_TEXT - _SIZE | _IMG2IMG, _SDXL_DEFAULTS,
                      max_batch=4, latent_space="sdxl"),
         PipelineSpec("StableDiffusionXLInpaintPipeline", "image", _SDXL_TEXT | _INPAINT, _SDXL_DEFAULTS,
                      max_batch=4, latent_space="sdxl"),
