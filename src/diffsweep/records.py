@@ -59,7 +59,7 @@ def _mapping(raw: Any, what: str) -> Mapping[str, Any]:
 
 
 def _extra(raw: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:
-    names = set(known)
+    names = known if isinstance(known, frozenset) else set(known)
     return {key: value for key, value in raw.items() if key not in names}
 
 
@@ -108,7 +108,7 @@ class ItemRecord:
                    status=status, params=dict(_mapping(raw.get("params"), "params")), seed=_int(raw, "seed"),
                    outputs=tuple(outputs), seconds=float(_number(raw, "seconds", 0.0) or 0.0),
                    error=None if error is None else str(error), made=None if made is None else dict(made),
-                   extra=_extra(raw, (f.name for f in dataclasses.fields(cls))))
+                   extra=_extra(raw, _ITEM_FIELDS))
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {"index": self.index, "item_id": self.item_id, "builder_hash": self.builder_hash,
@@ -120,6 +120,9 @@ class ItemRecord:
             record["made"] = dict(self.made)
         record.update(self.extra)
         return record
+
+
+_ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(ItemRecord))  # read once, not per manifest line
 
 
 # --- run.json --------------------------------------------------------------------------------

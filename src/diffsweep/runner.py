@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -52,7 +52,9 @@ log = logging.getLogger("diffsweep")
 
 
 def _quiet_library_progress_bars() -> None:
-    """diffsweep shows one progress bar for the sweep; loading and saving bars would bury it."""
+    """diffsweep shows one progress bar for the sweep; loading and saving bars would bury it. Called
+    where a pipeline is loaded, not on import: a dry run or a resume with nothing to do loads no
+    diffusers at all."""
     import diffusers
     import transformers
 
@@ -60,7 +62,6 @@ def _quiet_library_progress_bars() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-_quiet_library_progress_bars()
 SourceOf = Callable[[str], "str | None"]
 
 
@@ -127,7 +128,7 @@ def print_plan(plan: Plan, out: TextIO) -> None:
         out.write(f"  builder {b['hash']}  {b['provider']}/{b['pipeline']}  {b['model']}  dtype={b['dtype']}  "
                   f"items={b['items']}  batch_size={b['batch_size']}\n")
     varying = [axis.name for axis in plan.grid.axes if len(axis.values) > 1]
-    first = sorted((item for item in plan.items() if item.index < DRY_RUN_ITEMS), key=lambda item: item.index)
+    first = [plan.item(index) for index in range(min(DRY_RUN_ITEMS, plan.total))]
     more = f" (first {len(first)} of {plan.total})" if plan.total > len(first) else ""
     out.write(f"  items{more}, by grid index:\n")
     for item in first:
@@ -188,13 +189,14 @@ def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache 
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted writer", removed)
         run.repair_manifest()
-        done = {item_id: r for item_id, r in run.compact_manifest().items() if is_intact(run, r)}
+        done = run.done_items()  # one streaming pass: ids, not records
         try:
             info = run.read_info()
         except DiffsweepError as error:  # killed before its first run.json: start the record afresh
             log.warning("%s; starting a new run record", error)
             info = new_run_info(run, plan)
-        return execute(run, plan, info, new_attempt("resume"), done=done, cache=cache or process_cache(), out=out)
+        return execute(run, plan, info, new_attempt("resume"), done=done, cache=cache or process_cache(), out=out,
+                       settled=info.status == "complete" and done.compact)
 
 
 def is_intact(run: RunFolder, record: ItemRecord) -> bool:
@@ -234,17 +236,22 @@ class Execution:
     writer: ItemWriter
 
 
-def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Mapping[str, ItemRecord],
-            cache: PipelineCache, out: TextIO) -> RunResult:
-    """Generate every item not in `done`, committing each through the writer, and record the attempt."""
+def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Container[str],
+            cache: PipelineCache, out: TextIO, settled: bool = False) -> RunResult:
+    """Generate every item whose id is not in `done`, committing each through the writer, and record
+    the attempt. `settled`: the run was complete with a compact manifest before this attempt, so an
+    attempt with nothing to do leaves the manifest and reports as they are."""
     device = plan.device
     handler = _attach_run_log(run.path / "run.log")
-    kept = sum(1 for item in plan.items() if item.item_id in done)
+    kept = plan.count_in(done)
     attempt.counts = AttemptCounts(planned=plan.total, kept=kept)
     info.attempts.append(attempt)
     info.status, info.finished = "running", None
     run.write_info(info)
     log.info("run folder %s: %d planned, %d already done", run.path, plan.total, kept)
+    nothing_to_do = kept == plan.total
+    if nothing_to_do:
+        log.info("nothing to do: all %d planned item(s) are done", plan.total)
     loads_before, hits_before = cache.stats.loads, cache.stats.hits
 
     def committed(record: ItemRecord) -> None:
@@ -263,8 +270,9 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
     interrupted = False
     previous_sigterm = _sigterm_as_interrupt()
     try:
-        for batch in plan.batches(skip=done):
-            _run_batch(batch, job)
+        if not nothing_to_do:
+            for batch in plan.batches(skip=done):
+                _run_batch(batch, job)
         writer.close()
     except KeyboardInterrupt:
         interrupted = True
@@ -276,14 +284,19 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
         progress.close()
         attempt.cache = CacheStats(cache.stats.loads - loads_before, cache.stats.hits - hits_before)
         attempt.timings.peak_memory_bytes = devices.peak_memory_bytes(device)
-        records = run.items() if interrupted else run.compact_manifest()
-        info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or is_intact(run, r)))
+        unchanged = settled and nothing_to_do and not interrupted
+        if unchanged:  # every planned item done and intact, the manifest already compact
+            info.counts = Counts(planned=plan.total, done=plan.total)
+        else:
+            records = run.items() if interrupted else run.compact_manifest()
+            info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or is_intact(run, r)))
         status = "interrupted" if interrupted else ("failed" if info.counts.failed or info.counts.skipped
                                                     else "complete")
         attempt.status, attempt.finished = status, now()
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
-        _write_reports(run.path)
+        if not unchanged:  # the records the reports are drawn from are as they were
+            _write_reports(run.path)
         counts = info.counts
         made = (f" ({attempt.counts.generated} generated, {attempt.counts.kept} kept from earlier attempts)"
                 if attempt.kind == "resume" else "")
@@ -428,6 +441,7 @@ def _preview_writer(writer: ItemWriter, batch: Batch) -> Callable[[int, list[Any
 
 def _materialise(builder: BuilderPlan) -> Any:
     """Load a builder's pipeline on the CPU, LoRAs included; placement comes after eviction."""
+    _quiet_library_progress_bars()
     pipe = builder.provider.load(builder.config, devices.torch_dtype(builder.identity["dtype"]))
     if builder.loras:
         lora.load(pipe, builder.loras, hub_token())  # before fuse_qkv, which then leaves adapters alone

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
-from diffsweep.records import RunInfo
+from diffsweep.records import ItemRecord, RunInfo
 from diffsweep.rundir import RunFolder, versions
 
 log = logging.getLogger("diffsweep")
@@ -90,10 +90,24 @@ def cmd_show(args: argparse.Namespace) -> int:
         made = attempt.counts
         print(f"attempt  {number} {attempt.kind:<6} {attempt.status:<11} {attempt.started}  {made.generated} generated, "
               f"{made.failed} failed, {made.kept} kept  ({' '.join(attempt.command)})")
-    failed = sorted((r for r in RunFolder(path).items().values() if not r.ok), key=lambda r: r.index)
-    for record in failed[:20]:
+    for record in latest_failures(RunFolder(path), info)[:20]:
         print(f"failed   #{record.index}  {(record.error or '')[:160]}")
     return EXIT_OK
+
+
+def latest_failures(run: RunFolder, info: RunInfo) -> list[ItemRecord]:
+    """Items whose latest line failed, in grid order. An attempt that finished counted its failures
+    from the whole manifest into run.json: when it counted none, there are none to read; otherwise
+    one streaming pass keeps only the failures."""
+    if info.finished is not None and info.counts.failed == 0:
+        return []
+    failed: dict[str, ItemRecord] = {}
+    for record in run.records():
+        if record.ok:
+            failed.pop(record.item_id, None)
+        else:
+            failed[record.item_id] = record
+    return sorted(failed.values(), key=lambda r: r.index)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -140,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from diffsweep.cli import configure_logging, report_failure
+    from diffsweep.console import configure_logging, report_failure
 
     args = build_parser().parse_args(argv)
     configure_logging()
