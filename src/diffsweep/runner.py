@@ -70,9 +70,12 @@ class RunResult:
     run_dir: Path | None
     status: str
     counts: dict[str, int] = field(default_factory=dict)
+    code: int | None = None  # set where the outcome is not just "some items failed" (a distributed run)
 
     @property
     def exit_code(self) -> int:
+        if self.code is not None:
+            return self.code
         return EXIT_FAILED_ITEMS if self.counts.get("failed") else EXIT_OK
 
 
@@ -161,13 +164,24 @@ def check_models_available(plan: Plan) -> None:
 
 def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, source_of: SourceOf = _no_source,
               base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
-    """Run a composed config into a new versioned run folder (or print the plan on dry_run)."""
+    """Run a composed config into a new versioned run folder (or print the plan on dry_run).
+
+    Started as one of several processes by torchrun or `accelerate launch`, this process runs its
+    shard of the sweep; with `distribute=local|slurm` the shards are submitted as a job array."""
+    from diffsweep import distribute
+
+    state = distribute.launched_state(doc["device"])
+    if state is not None:
+        return distribute.run_launched(normalise(doc), state, overrides=overrides or [], source_of=source_of,
+                                       base_dir=base_dir, out=out, cache=cache)
     doc, plan = prepare(doc, source_of=source_of, base_dir=base_dir)
     check_output_root(Path(doc["output"]["root"]), doc["sweep"]["name"], source_of)
     if doc["dry_run"]:
         print_plan(plan, out)
         return RunResult(None, "dry_run", {"planned": plan.total})
     check_models_available(plan)
+    if doc["distribute"]["backend"] != "none":
+        return distribute.submit_run(doc, plan, overrides=overrides or [], out=out)
     run = RunFolder(allocate(Path(doc["output"]["root"]), doc["sweep"]["name"]))
     with run.locked():
         write_atomic(run.path / "config.yaml", dump_run_config(doc, run.path))
@@ -176,12 +190,18 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
         return execute(run, plan, info, new_attempt("run"), done={}, cache=cache or process_cache(), out=out)
 
 
-def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
+def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
+               here: bool = False) -> RunResult:
     """Finish a run in place: items with a committed manifest line and intact files are kept, the
-    rest generated; the attempt is added to the run's history in run.json."""
+    rest generated; the attempt is added to the run's history in run.json. A distributed run runs
+    only its unfinished shards again (resubmitted when it was submitted, unless `here`)."""
     from diffsweep.savedconfig import load_run_config
 
     run = RunFolder(run_dir)
+    if run.read_layout() is not None:
+        from diffsweep.distribute import resume_distributed
+
+        return resume_distributed(run, here=here, cache=cache, out=out)
     with run.locked():
         doc, plan = prepare(load_run_config(run.path), source_of=lambda _: str(run.path / "config.yaml"),
                             base_dir=run.path)
@@ -234,6 +254,7 @@ class Execution:
     attempt: Attempt
     cache: PipelineCache
     writer: ItemWriter
+    offloaded: set[str] = field(default_factory=set)  # cache keys switched to model offload by an OOM
 
 
 def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Container[str],
@@ -322,10 +343,17 @@ def _run_batch(batch: Batch, job: Execution) -> None:
     except ModelUnavailableError as error:
         _fail(batch, job.writer, str(error), time.perf_counter() - started)
         return
-    _call(pipe, batch, job)
+    try:
+        _call(pipe, batch, job)
+    finally:
+        if batch.builder.cache_key in job.offloaded:
+            # the offload was for these items only: the cached pipeline is dropped, so later batches
+            # (and later runs in this process) load it again as configured and recorded
+            job.offloaded.discard(batch.builder.cache_key)
+            job.cache.evict(batch.builder.cache_key, job.plan.device)
 
 
-def _call(pipe: Any, batch: Batch, job: Execution, offloaded: bool = False) -> None:
+def _call(pipe: Any, batch: Batch, job: Execution) -> None:
     """Generate a batch and hand its outputs to the writer. Out of memory, it retries in halves down
     to one item, then once with model offload; any other failure fails just these items."""
     plan, device, writer = job.plan, job.plan.device, job.writer
@@ -341,18 +369,23 @@ def _call(pipe: Any, batch: Batch, job: Execution, offloaded: bool = False) -> N
                 half = len(batch.items) // 2
                 _record_oom(job, indices, "split", f"retrying as {half} + {len(batch.items) - half}")
                 for part in (batch.items[:half], batch.items[half:]):
-                    _call(pipe, Batch(batch.builder, part), job, offloaded)
+                    _call(pipe, Batch(batch.builder, part), job)
                 return
-            if device.type != "cpu" and not offloaded:
+            if devices.can_offload(device) and batch.builder.cache_key not in job.offloaded:
                 _record_oom(job, indices, "offload", "retrying with model CPU offload")
-                pipe.enable_model_cpu_offload(device=device)
-                _call(pipe, batch, job, offloaded=True)
+                job.offloaded.add(batch.builder.cache_key)
+                offload_model(pipe, device)
+                _call(pipe, batch, job)
                 return
             _record_oom(job, indices, "failed", "out of memory even for one item")
         log.error("batch of %d item(s) failed: %s\n%s", len(batch.items), error, traceback.format_exc())
         _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - started)
         return
     seconds = time.perf_counter() - started
+    builder_record = job.info.builder(batch.builder.hash)
+    if batch.builder.cache_key in job.offloaded and builder_record is not None:
+        # run.json says which items this builder made with model offload on (the rest ran as configured)
+        builder_record.setdefault("oom_offload_items", []).extend(item.index for item in batch.items)
     timings = job.attempt.timings
     if not timings.made_calls:
         log.info("first call (%d item(s)) took %.2fs", len(batch.items), seconds)
@@ -360,6 +393,11 @@ def _call(pipe: Any, batch: Batch, job: Execution, offloaded: bool = False) -> N
     scheduler = type(pipe.scheduler).__name__ if hasattr(pipe, "scheduler") else None
     for item, output in zip(batch.items, generated, strict=True):
         writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler))
+
+
+def offload_model(pipe: Any, device: torch.device) -> None:
+    """The out-of-memory fallback's last resort: whole models move to the device only while they run."""
+    pipe.enable_model_cpu_offload(device=device)
 
 
 def _record_oom(job: Execution, indices: list[int], action: str, detail: str) -> None:

@@ -213,6 +213,7 @@ def normalise(doc: Mapping[str, Any]) -> dict[str, Any]:
     may write `"builder.model": [a, b]` instead. Both mean the axis `builder.model`.
     """
     doc = dict(doc)
+    doc.setdefault("distribute", {"backend": "none"})  # run folders from before distribution existed
     sweep = doc.get("sweep")
     if isinstance(sweep, Mapping):
         sweep = doc["sweep"] = {**_sweep_defaults(), **sweep}
