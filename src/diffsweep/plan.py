@@ -10,14 +10,14 @@ from __future__ import annotations
 import copy
 import json
 import secrets
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diffsweep import hashing, lora, providers, schedulers
 from diffsweep.devices import resolve_dtype
-from diffsweep.errors import ConfigError, ConfigIssue
+from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
 from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, repeated
 from diffsweep.inputs import FILE_PARAMS, identity_params
 from diffsweep.optimize import LOSSY_KEYS
@@ -67,6 +67,12 @@ class Item:
 class Batch:
     builder: BuilderPlan
     items: list[Item] = field(default_factory=list)
+    # Items to commit when the plan is narrowed to some items: the others only share the call, so
+    # the selected ones come out of the same batch, and so with the same bytes, as in a full run.
+    keep: frozenset[str] | None = None
+
+    def commits(self, item: Item) -> bool:
+        return self.keep is None or item.item_id in self.keep
 
 
 def _number_kinds() -> dict[str, str]:
@@ -215,6 +221,7 @@ class Plan:
         self._checked_shapes: set[str] = set()
         self.total = len(grid)
         self.index_width = max(4, len(str(self.total - 1)))
+        self.selected: frozenset[str] | None = None  # see select()
         self._plan_builders()
         for _ in self.items():  # checks every call shape before anything loads or is written
             pass
@@ -305,7 +312,32 @@ class Plan:
             return f"sweep.params.{key}"
         return f"generation.{key}"
 
+    def select(self, wanted: Iterable[str | int]) -> None:
+        """Narrow the plan to some items (a rerun of single items), each named by its item id (or a
+        unique beginning of it) or its grid index; only they are counted and committed."""
+        ids = {item.index: item.item_id for item in self._all_items()}
+        selected = set()
+        for key in wanted:
+            if isinstance(key, int):
+                if key not in ids:
+                    raise DiffsweepError(f"no item with index {key}: this run's items have indices 0 to {len(ids) - 1}")
+                selected.add(ids[key])
+                continue
+            found = [item_id for item_id in ids.values() if item_id.startswith(key.lower())] if key else []
+            if len(found) != 1:
+                raise DiffsweepError(f"item '{key}' is {'ambiguous' if found else 'not'} in this run's plan"
+                                     f"{' (give more of its id)' if found else ''}")
+            selected.add(found[0])
+        self.selected = frozenset(selected)
+        self.total = len(self.selected)
+
     def items(self) -> Iterator[Item]:
+        """Every item (of the selection, if any), builders and call shapes outermost."""
+        for item in self._all_items():
+            if self.selected is None or item.item_id in self.selected:
+                yield item
+
+    def _all_items(self) -> Iterator[Item]:
         """Every item, builders and call shapes outermost so equal work is adjacent."""
         per_item = [a.name for a in self.grid.axes if a.name in PER_ITEM_PARAMS]
         outer = [a.name for a in self._builder_axes]
@@ -334,9 +366,18 @@ class Plan:
         return int(setting) if builder.spec.batchable else 1
 
     def batches(self, skip: Container[str] = ()) -> Iterator[Batch]:
-        """Batches of items not in `skip`, each one pipeline call."""
+        """Batches of items not in `skip`, each one pipeline call. With a selection, the batches that
+        hold a selected item, whole, so each is made as in a run of the full plan."""
+        if self.selected is None:
+            yield from self._batches(skip)
+            return
+        for batch in self._batches(()):
+            if any(item.item_id in self.selected and item.item_id not in skip for item in batch.items):
+                yield Batch(batch.builder, batch.items, self.selected)
+
+    def _batches(self, skip: Container[str]) -> Iterator[Batch]:
         open_batches: dict[str, Batch] = {}
-        for item in self.items():
+        for item in self._all_items():
             if item.item_id in skip:
                 continue
             builder = self.builders[item.builder_hash]

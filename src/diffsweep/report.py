@@ -109,9 +109,18 @@ def write_reports(run_dir: Path) -> None:
         grid = sweep_grid(config, records)
         total = grid.size if grid else max([run.counts.planned if run else 0] + [r.index + 1 for r in records])
         write_atomic(run_dir / SHEET, contact_sheet(run_dir, records, plan_layout(grid, total)))
+    write_viewer(run_dir)
+
+
+def write_viewer(run_dir: Path) -> None:
+    """(Re)write the run viewer, index.html and data.js, from what is on disk; records stay untouched."""
+    run_dir = Path(run_dir)
+    records = read_manifest(run_dir)
+    config = _read_config(run_dir)
     name = _sweep(config).get("name")
     title = name if isinstance(name, str) else run_dir.parent.name
-    viewer.write_viewer(run_dir, title, run, records, sweep_grid(config, records), (run_dir / SHEET).is_file())
+    viewer.write_viewer(run_dir, title, _read_info(run_dir), records, sweep_grid(config, records),
+                        (run_dir / SHEET).is_file())
 
 
 # --- reading ------------------------------------------------------------------------------------

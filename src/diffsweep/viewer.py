@@ -225,9 +225,12 @@ def _full_text(value: Any) -> str:
 
 
 def _label(value: Any) -> str:
-    """A short form of an axis value: a scheduler `{name: X, ...}` reads as `X (options)`."""
+    """A short form of an axis value: a scheduler `{name: X, config: {...}}` reads as `X (k=v, ...)`."""
     if isinstance(value, Mapping) and isinstance(value.get("name"), str):
-        options = ", ".join(f"{k}={_full_text(v)}" for k, v in value.items() if k != "name")
+        rest = {k: v for k, v in value.items() if k not in ("name", "config")}
+        if isinstance(value.get("config"), Mapping):
+            rest = {**value["config"], **rest}
+        options = ", ".join(f"{k}={_label(v)}" for k, v in rest.items())
         return f"{value['name']} ({options})" if options else value["name"]
     if value is None:
         return "default"
