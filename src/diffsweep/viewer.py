@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,7 +217,7 @@ def _fixed_params(records: Sequence[ItemRecord], grid: SweepGrid | None) -> dict
 
 
 def output_kind(path: str) -> str:
-    return KINDS.get(Path(path).suffix.lower(), "file")
+    return KINDS.get(os.path.splitext(path)[1].lower(), "file")
 
 
 def _full_text(value: Any) -> str:

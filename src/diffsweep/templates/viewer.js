@@ -352,7 +352,11 @@
     const builder = builders.get(item.builder) || null;
     const rows = [["item id", item.item_id || "(not made yet; its id is not known here)"], ["index", item.index],
       ["status", item.status]];
-    for (const [key, value] of Object.entries(item.params)) rows.push([key, typeof value === "string" ? value : JSON.stringify(value)]);
+    for (const [key, value] of Object.entries(item.params)) {
+      // an axis value reads as on the axis labels (1.0 stays 1.0); other values as JSON
+      const text = axisIndex.has(key) ? axes[axisIndex.get(key)].full[item.coords[axisIndex.get(key)]] : null;
+      rows.push([key, text !== null && text !== undefined ? text : typeof value === "string" ? value : JSON.stringify(value)]);
+    }
     if (!("seed" in item.params)) rows.push(["seed", item.seed]);
     if (builder) {
       rows.push(["builder", builder.label + "  (" + builder.hash + ")"]);
