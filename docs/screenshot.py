@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 SWEEP = ["sweep.name=four_axes", "sweep.params.height=64", "sweep.params.width=64",
          "sweep.grid.prompt=[a red fox in fresh snow,a lighthouse at dusk]", "sweep.grid.seed=[1,2,3]",
          "+sweep.grid.guidance_scale=[1.0,7.5]", "+sweep.grid.num_inference_steps=[2,8]"]
-VIEW = "#x=seed&x2=guidance_scale&y=prompt&y2=num_inference_steps&size=112"
+VIEW = "#x=seed&x2=guidance_scale&y=prompt&y2=num_inference_steps&size=120"
 
 
 def make_run(root: Path) -> Path:
@@ -42,7 +42,7 @@ def main() -> None:
         chromium = os.environ.get("DIFFSWEEP_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium)
-            page = browser.new_page(viewport={"width": 1280, "height": 760})
+            page = browser.new_page(viewport={"width": 1120, "height": 700})
             page.goto((run_dir / "index.html").as_uri() + VIEW)
             page.wait_for_selector("#grid .cell img")
             page.wait_for_function("[...document.images].every(i => i.complete)")
