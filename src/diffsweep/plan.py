@@ -14,14 +14,14 @@ import json
 import math
 import operator
 import secrets
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diffsweep import hashing, lora, providers, schedulers
 from diffsweep.devices import resolve_dtype
-from diffsweep.errors import ConfigError, ConfigIssue
+from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
 from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
 from diffsweep.inputs import FILE_PARAMS, identity_params
 from diffsweep.optimize import LOSSY_KEYS
@@ -71,6 +71,12 @@ class Item:
 class Batch:
     builder: BuilderPlan
     items: list[Item] = field(default_factory=list)
+    # Items to commit when the plan is narrowed to some items: the others only share the call, so
+    # the selected ones come out of the same batch, and so with the same bytes, as in a full run.
+    keep: frozenset[str] | None = None
+
+    def commits(self, item: Item) -> bool:
+        return self.keep is None or item.item_id in self.keep
 
 
 @dataclass(frozen=True)
@@ -254,6 +260,7 @@ class Plan:
         self._checked_shapes: set[str] = set()
         self.total = len(grid)
         self.index_width = max(4, len(str(self.total - 1)))
+        self.selected: frozenset[str] | None = None  # see select()
         self._plan_builders()
         self._split_axes()
         self._check_shapes()
@@ -418,10 +425,35 @@ class Plan:
         return Item(index, hashing.item_id(builder.hash, identity_params(params)), builder.hash, params)
 
     def _zip_items(self) -> Iterator[Item]:
-        return (self._zip_item(index) for index in range(self.total))
+        return (self._zip_item(index) for index in range(len(self.grid)))
+
+    def select(self, wanted: Iterable[str | int]) -> None:
+        """Narrow the plan to some items (a rerun of single items), each named by its item id (or a
+        unique beginning of it) or its grid index; only they are counted and committed."""
+        selected = set()
+        for key in wanted:
+            if isinstance(key, int):
+                if not 0 <= key < len(self.grid):
+                    raise DiffsweepError(f"no item with index {key}: this run's items have indices 0 to "
+                                         f"{len(self.grid) - 1}")
+                selected.add(self.item(key).item_id)
+                continue
+            found = [item_id for item_id in self._all_item_ids() if item_id.startswith(key.lower())] if key else []
+            if len(found) != 1:
+                raise DiffsweepError(f"item '{key}' is {'ambiguous' if found else 'not'} in this run's plan"
+                                     f"{' (give more of its id)' if found else ''}")
+            selected.add(found[0])
+        self.selected = frozenset(selected)
+        self.total = len(self.selected)
 
     def items(self) -> Iterator[Item]:
-        """Every item, builders and call shapes outermost so equal work is adjacent."""
+        """Every item (of the selection, if any), builders and call shapes outermost."""
+        for item in self._all_items():
+            if self.selected is None or item.item_id in self.selected:
+                yield item
+
+    def _all_items(self) -> Iterator[Item]:
+        """Every item of the grid, builders and call shapes outermost so equal work is adjacent."""
         if self.grid.mode == "zip":
             yield from self._zip_items()
             return
@@ -430,7 +462,12 @@ class Plan:
                 yield self._item(shape, positions)
 
     def item_ids(self) -> Iterator[str]:
-        """The id of every item in plan order, without making the items: for counting what is done."""
+        """The id of every planned item in plan order, without making the items: for counting what is done."""
+        for item_id in self._all_item_ids():
+            if self.selected is None or item_id in self.selected:
+                yield item_id
+
+    def _all_item_ids(self) -> Iterator[str]:
         if self.grid.mode == "zip":
             yield from (item.item_id for item in self._zip_items())
             return
@@ -444,8 +481,8 @@ class Plan:
 
     def item(self, index: int) -> Item:
         """The item at a grid index, by index arithmetic."""
-        if not 0 <= index < self.total:
-            raise IndexError(f"grid index {index} is not in 0..{self.total - 1}")
+        if not 0 <= index < len(self.grid):
+            raise IndexError(f"grid index {index} is not in 0..{len(self.grid) - 1}")
         if self.grid.mode == "zip":
             return self._zip_item(index)
         position = {a.name: index // self._strides[a.name] % len(a.values) for a in self.grid.axes}
@@ -468,7 +505,17 @@ class Plan:
         return int(setting) if builder.spec.batchable else 1
 
     def batches(self, skip: Container[str] = ()) -> Iterator[Batch]:
-        """Batches of items not in `skip`, each one pipeline call; skipped items are never made."""
+        """Batches of items not in `skip`, each one pipeline call; skipped items are never made. With a
+        selection, the batches that hold a selected item, whole, so each is made as in a run of the
+        full plan."""
+        if self.selected is None:
+            yield from self._batches(skip)
+            return
+        for batch in self._batches(()):
+            if any(item.item_id in self.selected and item.item_id not in skip for item in batch.items):
+                yield Batch(batch.builder, batch.items, self.selected)
+
+    def _batches(self, skip: Container[str]) -> Iterator[Batch]:
         if self.grid.mode == "zip":
             yield from self._zip_batches(skip)
             return

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -120,6 +120,7 @@ def check_output_root(root: Path, name: str, source_of: SourceOf = _no_source) -
                                              f"set output.root to a folder you can write", source))
 
 
+SELECTED = "selected_items"  # run.json: the item ids a rerun of single items was narrowed to
 DRY_RUN_ITEMS = 10  # items a dry run lists; the counts cover all of them
 
 
@@ -163,8 +164,10 @@ def check_models_available(plan: Plan) -> None:
 
 
 def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, source_of: SourceOf = _no_source,
-              base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
-    """Run a composed config into a new versioned run folder (or print the plan on dry_run).
+              base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
+              only: Sequence[str | int] | None = None) -> RunResult:
+    """Run a composed config into a new versioned run folder (or print the plan on dry_run); `only`
+    narrows it to some items, by item id or grid index (see Plan.select).
 
     Started as one of several processes by torchrun or `accelerate launch`, this process runs its
     shard of the sweep; with `distribute=local|slurm` the shards are submitted as a job array."""
@@ -175,6 +178,8 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
         return distribute.run_launched(normalise(doc), state, overrides=overrides or [], source_of=source_of,
                                        base_dir=base_dir, out=out, cache=cache)
     doc, plan = prepare(doc, source_of=source_of, base_dir=base_dir)
+    if only:
+        plan.select(only)
     check_output_root(Path(doc["output"]["root"]), doc["sweep"]["name"], source_of)
     if doc["dry_run"]:
         print_plan(plan, out)
@@ -187,6 +192,8 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
         write_atomic(run.path / "config.yaml", dump_run_config(doc, run.path))
         write_atomic(run.path / "overrides.yaml", "".join(f"- {json.dumps(o)}\n" for o in (overrides or [])))
         info = new_run_info(run, plan)
+        if plan.selected is not None:  # a resume of this folder makes these items, not the whole grid
+            info.extra[SELECTED] = sorted(plan.selected)
         return execute(run, plan, info, new_attempt("run"), done={}, cache=cache or process_cache(), out=out)
 
 
@@ -215,6 +222,8 @@ def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache 
         except DiffsweepError as error:  # killed before its first run.json: start the record afresh
             log.warning("%s; starting a new run record", error)
             info = new_run_info(run, plan)
+        if isinstance(info.extra.get(SELECTED), list):
+            plan.select(info.extra[SELECTED])
         return execute(run, plan, info, new_attempt("resume"), done=done, cache=cache or process_cache(), out=out,
                        settled=info.status == "complete" and done.compact)
 
@@ -369,7 +378,7 @@ def _call(pipe: Any, batch: Batch, job: Execution) -> None:
                 half = len(batch.items) // 2
                 _record_oom(job, indices, "split", f"retrying as {half} + {len(batch.items) - half}")
                 for part in (batch.items[:half], batch.items[half:]):
-                    _call(pipe, Batch(batch.builder, part), job)
+                    _call(pipe, Batch(batch.builder, part, batch.keep), job)
                 return
             if devices.can_offload(device) and batch.builder.cache_key not in job.offloaded:
                 _record_oom(job, indices, "offload", "retrying with model CPU offload")
@@ -392,7 +401,8 @@ def _call(pipe: Any, batch: Batch, job: Execution) -> None:
     timings.call(seconds, len(batch.items))
     scheduler = type(pipe.scheduler).__name__ if hasattr(pipe, "scheduler") else None
     for item, output in zip(batch.items, generated, strict=True):
-        writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler))
+        if batch.commits(item):
+            writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler))
 
 
 def offload_model(pipe: Any, device: torch.device) -> None:
@@ -489,7 +499,8 @@ def _materialise(builder: BuilderPlan) -> Any:
 
 def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float) -> None:
     for item in batch.items:
-        writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message))
+        if batch.commits(item):
+            writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message))
 
 
 def _sigterm_as_interrupt() -> Any:
