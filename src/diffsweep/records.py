@@ -59,7 +59,7 @@ def _mapping(raw: Any, what: str) -> Mapping[str, Any]:
 
 
 def _extra(raw: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:
-    names = set(known)
+    names = known if isinstance(known, frozenset) else set(known)
     return {key: value for key, value in raw.items() if key not in names}
 
 
@@ -79,6 +79,7 @@ class ItemRecord:
     outputs: tuple[str, ...]
     seconds: float
     error: str | None = None
+    made: Mapping[str, int] | None = None  # what the output holds: width/height (frames), or samples/sample_rate
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -99,11 +100,15 @@ class ItemRecord:
         if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
             raise RecordError(f"outputs: expected a list of paths, got {outputs!r}")
         error = raw.get("error")
+        made = raw.get("made")
+        if made is not None and not (isinstance(made, Mapping) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in made.values())):
+            raise RecordError(f"made: expected a mapping of integers, got {made!r}")
         return cls(index=_int(raw, "index"), item_id=_text(raw, "item_id"), builder_hash=_text(raw, "builder_hash"),
                    status=status, params=dict(_mapping(raw.get("params"), "params")), seed=_int(raw, "seed"),
                    outputs=tuple(outputs), seconds=float(_number(raw, "seconds", 0.0) or 0.0),
-                   error=None if error is None else str(error),
-                   extra=_extra(raw, (f.name for f in dataclasses.fields(cls))))
+                   error=None if error is None else str(error), made=None if made is None else dict(made),
+                   extra=_extra(raw, _ITEM_FIELDS))
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {"index": self.index, "item_id": self.item_id, "builder_hash": self.builder_hash,
@@ -111,8 +116,13 @@ class ItemRecord:
                                   "outputs": list(self.outputs), "seconds": round(self.seconds, 4)}
         if self.error is not None:
             record["error"] = self.error
+        if self.made is not None:
+            record["made"] = dict(self.made)
         record.update(self.extra)
         return record
+
+
+_ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(ItemRecord))  # read once, not per manifest line
 
 
 # --- run.json --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -52,7 +52,9 @@ log = logging.getLogger("diffsweep")
 
 
 def _quiet_library_progress_bars() -> None:
-    """diffsweep shows one progress bar for the sweep; loading and saving bars would bury it."""
+    """diffsweep shows one progress bar for the sweep; loading and saving bars would bury it. Called
+    where a pipeline is loaded, not on import: a dry run or a resume with nothing to do loads no
+    diffusers at all."""
     import diffusers
     import transformers
 
@@ -60,7 +62,6 @@ def _quiet_library_progress_bars() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-_quiet_library_progress_bars()
 SourceOf = Callable[[str], "str | None"]
 
 
@@ -119,6 +120,7 @@ def check_output_root(root: Path, name: str, source_of: SourceOf = _no_source) -
                                              f"set output.root to a folder you can write", source))
 
 
+SELECTED = "selected_items"  # run.json: the item ids a rerun of single items was narrowed to
 DRY_RUN_ITEMS = 10  # items a dry run lists; the counts cover all of them
 
 
@@ -130,7 +132,7 @@ def print_plan(plan: Plan, out: TextIO) -> None:
         out.write(f"  builder {b['hash']}  {b['provider']}/{b['pipeline']}  {b['model']}  dtype={b['dtype']}  "
                   f"items={b['items']}  batch_size={b['batch_size']}\n")
     varying = [axis.name for axis in plan.grid.axes if len(axis.values) > 1]
-    first = sorted((item for item in plan.items() if item.index < DRY_RUN_ITEMS), key=lambda item: item.index)
+    first = [plan.item(index) for index in range(min(DRY_RUN_ITEMS, plan.total))]
     more = f" (first {len(first)} of {plan.total})" if plan.total > len(first) else ""
     out.write(f"  items{more}, by grid index:\n")
     for item in first:
@@ -162,8 +164,10 @@ def check_models_available(plan: Plan) -> None:
 
 
 def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, source_of: SourceOf = _no_source,
-              base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
-    """Run a composed config into a new versioned run folder (or print the plan on dry_run).
+              base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
+              only: Sequence[str | int] | None = None) -> RunResult:
+    """Run a composed config into a new versioned run folder (or print the plan on dry_run); `only`
+    narrows it to some items, by item id or grid index (see Plan.select).
 
     Started as one of several processes by torchrun or `accelerate launch`, this process runs its
     shard of the sweep; with `distribute=local|slurm` the shards are submitted as a job array."""
@@ -174,6 +178,8 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
         return distribute.run_launched(normalise(doc), state, overrides=overrides or [], source_of=source_of,
                                        base_dir=base_dir, out=out, cache=cache)
     doc, plan = prepare(doc, source_of=source_of, base_dir=base_dir)
+    if only:
+        plan.select(only)
     check_output_root(Path(doc["output"]["root"]), doc["sweep"]["name"], source_of)
     if doc["dry_run"]:
         print_plan(plan, out)
@@ -186,6 +192,8 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
         write_atomic(run.path / "config.yaml", dump_run_config(doc, run.path))
         write_atomic(run.path / "overrides.yaml", "".join(f"- {json.dumps(o)}\n" for o in (overrides or [])))
         info = new_run_info(run, plan)
+        if plan.selected is not None:  # a resume of this folder makes these items, not the whole grid
+            info.extra[SELECTED] = sorted(plan.selected)
         return execute(run, plan, info, new_attempt("run"), done={}, cache=cache or process_cache(), out=out)
 
 
@@ -208,13 +216,16 @@ def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache 
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted writer", removed)
         run.repair_manifest()
-        done = {item_id: r for item_id, r in run.compact_manifest().items() if is_intact(run, r)}
+        done = run.done_items()  # one streaming pass: ids, not records
         try:
             info = run.read_info()
         except DiffsweepError as error:  # killed before its first run.json: start the record afresh
             log.warning("%s; starting a new run record", error)
             info = new_run_info(run, plan)
-        return execute(run, plan, info, new_attempt("resume"), done=done, cache=cache or process_cache(), out=out)
+        if isinstance(info.extra.get(SELECTED), list):
+            plan.select(info.extra[SELECTED])
+        return execute(run, plan, info, new_attempt("resume"), done=done, cache=cache or process_cache(), out=out,
+                       settled=info.status == "complete" and done.compact)
 
 
 def is_intact(run: RunFolder, record: ItemRecord) -> bool:
@@ -255,17 +266,22 @@ class Execution:
     offloaded: set[str] = field(default_factory=set)  # cache keys switched to model offload by an OOM
 
 
-def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Mapping[str, ItemRecord],
-            cache: PipelineCache, out: TextIO) -> RunResult:
-    """Generate every item not in `done`, committing each through the writer, and record the attempt."""
+def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Container[str],
+            cache: PipelineCache, out: TextIO, settled: bool = False) -> RunResult:
+    """Generate every item whose id is not in `done`, committing each through the writer, and record
+    the attempt. `settled`: the run was complete with a compact manifest before this attempt, so an
+    attempt with nothing to do leaves the manifest and reports as they are."""
     device = plan.device
     handler = _attach_run_log(run.path / "run.log")
-    kept = sum(1 for item in plan.items() if item.item_id in done)
+    kept = plan.count_in(done)
     attempt.counts = AttemptCounts(planned=plan.total, kept=kept)
     info.attempts.append(attempt)
     info.status, info.finished = "running", None
     run.write_info(info)
     log.info("run folder %s: %d planned, %d already done", run.path, plan.total, kept)
+    nothing_to_do = kept == plan.total
+    if nothing_to_do:
+        log.info("nothing to do: all %d planned item(s) are done", plan.total)
     loads_before, hits_before = cache.stats.loads, cache.stats.hits
 
     def committed(record: ItemRecord) -> None:
@@ -284,8 +300,9 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
     interrupted = False
     previous_sigterm = _sigterm_as_interrupt()
     try:
-        for batch in plan.batches(skip=done):
-            _run_batch(batch, job)
+        if not nothing_to_do:
+            for batch in plan.batches(skip=done):
+                _run_batch(batch, job)
         writer.close()
     except KeyboardInterrupt:
         interrupted = True
@@ -297,14 +314,19 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
         progress.close()
         attempt.cache = CacheStats(cache.stats.loads - loads_before, cache.stats.hits - hits_before)
         attempt.timings.peak_memory_bytes = devices.peak_memory_bytes(device)
-        records = run.items() if interrupted else run.compact_manifest()
-        info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or is_intact(run, r)))
+        unchanged = settled and nothing_to_do and not interrupted
+        if unchanged:  # every planned item done and intact, the manifest already compact
+            info.counts = Counts(planned=plan.total, done=plan.total)
+        else:
+            records = run.items() if interrupted else run.compact_manifest()
+            info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or is_intact(run, r)))
         status = "interrupted" if interrupted else ("failed" if info.counts.failed or info.counts.skipped
                                                     else "complete")
         attempt.status, attempt.finished = status, now()
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
-        _write_reports(run.path)
+        if not unchanged:  # the records the reports are drawn from are as they were
+            _write_reports(run.path)
         counts = info.counts
         made = (f" ({attempt.counts.generated} generated, {attempt.counts.kept} kept from earlier attempts)"
                 if attempt.kind == "resume" else "")
@@ -356,7 +378,7 @@ def _call(pipe: Any, batch: Batch, job: Execution) -> None:
                 half = len(batch.items) // 2
                 _record_oom(job, indices, "split", f"retrying as {half} + {len(batch.items) - half}")
                 for part in (batch.items[:half], batch.items[half:]):
-                    _call(pipe, Batch(batch.builder, part), job)
+                    _call(pipe, Batch(batch.builder, part, batch.keep), job)
                 return
             if devices.can_offload(device) and batch.builder.cache_key not in job.offloaded:
                 _record_oom(job, indices, "offload", "retrying with model CPU offload")
@@ -379,7 +401,8 @@ def _call(pipe: Any, batch: Batch, job: Execution) -> None:
     timings.call(seconds, len(batch.items))
     scheduler = type(pipe.scheduler).__name__ if hasattr(pipe, "scheduler") else None
     for item, output in zip(batch.items, generated, strict=True):
-        writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler))
+        if batch.commits(item):
+            writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler))
 
 
 def offload_model(pipe: Any, device: torch.device) -> None:
@@ -442,10 +465,9 @@ def generate(pipe: Any, batch: Batch, preview_every: int = 0,
     kwargs = builder.provider.call_kwargs(builder.spec, [item.params for item in batch.items], generators)
     builder.provider.prepare_call(pipe, builder.spec, shared)
     if preview_every and on_preview and "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
-        space = builder.spec.latent_space
-        unpack = (previews.unpacker(pipe, space, shared["height"], shared["width"])
-                  if "height" in shared and "width" in shared else None)
-        kwargs["callback_on_step_end"] = previews.make_callback(preview_every, space, on_preview, unpack)
+        unpack = builder.provider.preview_unpacker(pipe, builder.spec, shared)
+        kwargs["callback_on_step_end"] = previews.make_callback(preview_every, builder.spec.latent_space, on_preview,
+                                                                unpack)
         kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
     with torch.inference_mode():
         result = pipe(**kwargs)
@@ -467,6 +489,7 @@ def _preview_writer(writer: ItemWriter, batch: Batch) -> Callable[[int, list[Any
 
 def _materialise(builder: BuilderPlan) -> Any:
     """Load a builder's pipeline on the CPU, LoRAs included; placement comes after eviction."""
+    _quiet_library_progress_bars()
     pipe = builder.provider.load(builder.config, devices.torch_dtype(builder.identity["dtype"]))
     if builder.loras:
         lora.load(pipe, builder.loras, hub_token())  # before fuse_qkv, which then leaves adapters alone
@@ -476,7 +499,8 @@ def _materialise(builder: BuilderPlan) -> Any:
 
 def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float) -> None:
     for item in batch.items:
-        writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message))
+        if batch.commits(item):
+            writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message))
 
 
 def _sigterm_as_interrupt() -> Any:

@@ -1,4 +1,4 @@
-"""`diffsweep-runs`: list, show, resume, rerun and verify run folders."""
+"""`diffsweep-runs`: list, show, resume, rerun and verify run folders, and rebuild their viewer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
-from diffsweep.records import Counts, RunInfo
+from diffsweep.records import Counts, ItemRecord, RunInfo
 from diffsweep.rundir import RunFolder, versions
 
 log = logging.getLogger("diffsweep")
@@ -103,10 +103,24 @@ def cmd_show(args: argparse.Namespace) -> int:
         made = attempt.counts
         print(f"attempt  {number} {attempt.kind:<6} {attempt.status:<11} {attempt.started}  {made.generated} generated, "
               f"{made.failed} failed, {made.kept} kept  ({' '.join(attempt.command)})")
-    failed = sorted((r for r in RunFolder(path).items().values() if not r.ok), key=lambda r: r.index)
-    for record in failed[:20]:
+    for record in latest_failures(RunFolder(path), info)[:20]:
         print(f"failed   #{record.index}  {(record.error or '')[:160]}")
     return EXIT_OK
+
+
+def latest_failures(run: RunFolder, info: RunInfo) -> list[ItemRecord]:
+    """Items whose latest line failed, in grid order. An attempt that finished counted its failures
+    from the whole manifest into run.json: when it counted none, there are none to read; otherwise
+    one streaming pass keeps only the failures."""
+    if info.finished is not None and info.counts.failed == 0:
+        return []
+    failed: dict[str, ItemRecord] = {}
+    for record in run.records():
+        if record.ok:
+            failed.pop(record.item_id, None)
+        else:
+            failed[record.item_id] = record
+    return sorted(failed.values(), key=lambda r: r.index)
 
 
 def _show_shards(run: RunFolder, info: RunInfo) -> None:
@@ -181,9 +195,20 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     path = find_run(args.run, args.root)
     doc = load_run_config(path)
     doc["output"]["root"] = str(path.parent.parent.absolute())  # next version beside the original
-    result = run_sweep(doc, overrides=[f"rerun of {path}"],
-                       source_of=lambda _: str(path / "config.yaml"), base_dir=path)
+    only = [*args.item, *args.index]
+    what = f" item(s) {' '.join(map(str, only))}" if only else ""
+    result = run_sweep(doc, overrides=[f"rerun of {path}{what}"], source_of=lambda _: str(path / "config.yaml"),
+                       base_dir=path, only=only)
     return result.exit_code
+
+
+def cmd_viewer(args: argparse.Namespace) -> int:
+    from diffsweep.report import write_viewer
+
+    path = find_run(args.run, args.root).absolute()
+    write_viewer(path)
+    print(path / "index.html")
+    return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -200,8 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="every run under the root").set_defaults(func=cmd_list)
     for name, func, text in (("show", cmd_show, "status, counts, builders and failures of a run"),
                              ("resume", cmd_resume, "generate only what is missing or failed, in place"),
-                             ("rerun", cmd_rerun, "run the saved config again into a new version"),
-                             ("verify", cmd_verify, "regenerate saved items and compare them")):
+                             ("rerun", cmd_rerun, "run the saved config (or some of its items) again into a new "
+                                                  "version"),
+                             ("verify", cmd_verify, "regenerate saved items and compare them"),
+                             ("viewer", cmd_viewer, "(re)write the run's viewer, index.html and data.js")):
         command = sub.add_parser(name, help=text)
         command.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
         command.set_defaults(func=func)
@@ -210,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "resume":
             command.add_argument("--here", action="store_true",
                                  help="a distributed run: run its unfinished shards in this process, not resubmitted")
+        if name == "rerun":
+            command.add_argument("--item", action="append", default=[], metavar="ITEM_ID",
+                                 help="rerun only this item (its id, or a unique beginning of it); repeatable")
+            command.add_argument("--index", action="append", type=int, default=[], metavar="N",
+                                 help="rerun only the item at this grid index; repeatable")
     work = sub.add_parser("work", help="run one shard of a distributed run (what each worker of it does)")
     work.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
     work.add_argument("--shard", type=int, required=True, help="the shard to run (0-based)")
@@ -218,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from diffsweep.cli import configure_logging, report_failure
+    from diffsweep.console import configure_logging, report_failure
 
     args = build_parser().parse_args(argv)
     configure_logging()
