@@ -145,7 +145,7 @@ def work_on_shard(run_dir: Path, shard: int, *, kind: str = "run", rank: int | N
 
     Refused, before anything is written, when the run's diffsweep version or config differs from
     this worker's, or when another live worker holds the shard."""
-    from diffsweep.runner import is_intact, prepare
+    from diffsweep.runner import prepare
     from diffsweep.savedconfig import load_run_config
 
     run = RunFolder(run_dir)
@@ -162,7 +162,7 @@ def work_on_shard(run_dir: Path, shard: int, *, kind: str = "run", rank: int | N
     lock.acquire()  # a second worker on this shard is refused, naming the holder
     try:
         run.repair_manifest(run.shard_manifest(shard))
-        done = {item_id for item_id, record in run.items().items() if is_intact(run, record)}
+        done = run.done_items().ids  # every shard's committed, intact items (one streaming pass)
         return _work(run, plan, layout, shard, done, info, kind, rank, cache or process_cache())
     finally:
         lock.release()
@@ -394,7 +394,13 @@ def _submit_and_maybe_wait(run: RunFolder, settings: Mapping[str, Any], shards: 
                            kind: str = "run") -> RunInfo:
     from diffsweep.submit import submit_shards
 
-    jobs = submit_shards(run, settings, shards, kind)
+    try:
+        jobs = submit_shards(run, settings, shards, kind)
+    except Exception as error:  # noqa: BLE001 - sbatch missing or refusing: say so, keep the folder resumable
+        close_unfinished(run)
+        raise DiffsweepError(f"could not submit the {settings['backend']} job array: {error}; the run folder "
+                             f"{run.path} holds its plan: `diffsweep-runs resume {run.path}` submits it again "
+                             f"(`--here` runs it in this process)") from error
     log.info("submitted %s job array %s: %d task(s) for shard(s) %s", settings["backend"], jobs.job_id,
              len(shards), _ranges(shards))
     info = run.read_info()
