@@ -121,6 +121,10 @@ def create_run(doc: Mapping[str, Any], plan: Plan, overrides: list[str], shards:
         run.write_info(info)
     log.info("run folder %s: %d planned in %d shard(s) (%s items)", run.path, plan.total, layout.count,
              ", ".join(map(str, layout.planned)))
+    idle = layout.planned.count(0)
+    if idle:  # a shard is whole batches: fewer batches than workers leaves some without work
+        log.warning("%d of %d shard(s) have no items: the plan has fewer batches than workers; a smaller "
+                    "sweep.batch_size gives each worker some", idle, layout.count)
     return run
 
 
@@ -397,7 +401,7 @@ def _submit_and_maybe_wait(run: RunFolder, settings: Mapping[str, Any], shards: 
     try:
         jobs = submit_shards(run, settings, shards, kind)
     except Exception as error:  # noqa: BLE001 - sbatch missing or refusing: say so, keep the folder resumable
-        close_unfinished(run)
+        close_unfinished(run, say=False)
         raise DiffsweepError(f"could not submit the {settings['backend']} job array: {error}; the run folder "
                              f"{run.path} holds its plan: `diffsweep-runs resume {run.path}` submits it again "
                              f"(`--here` runs it in this process)") from error
@@ -415,7 +419,7 @@ def _submit_and_maybe_wait(run: RunFolder, settings: Mapping[str, Any], shards: 
     return info
 
 
-def close_unfinished(run: RunFolder) -> RunInfo:
+def close_unfinished(run: RunFolder, say: bool = True) -> RunInfo:
     """Every task has ended but some shard did not finish (its task failed or was refused): record
     the run as failed with the items made so far; `diffsweep-runs resume` runs those shards again."""
     from diffsweep.runner import is_intact
@@ -433,9 +437,10 @@ def close_unfinished(run: RunFolder) -> RunInfo:
         info.status = info.attempts[-1].status = "failed"
         info.finished = info.attempts[-1].finished = now()
         run.write_info(info)
-    log.error("shard(s) %s did not finish (their task logs: %s); %d done of %d; finish with: diffsweep-runs "
-              "resume %s", _ranges(unfinished), run.path / "shards" / "submitit", info.counts.done,
-              info.counts.planned, run.path)
+    if say:
+        log.error("shard(s) %s did not finish (their task logs: %s); %d done of %d; finish with: diffsweep-runs "
+                  "resume %s", _ranges(unfinished), run.path / "shards" / "submitit", info.counts.done,
+                  info.counts.planned, run.path)
     return info
 
 
