@@ -181,8 +181,9 @@ def test_a_killed_worker_is_finished_by_resume_and_readers_see_the_run_meanwhile
     from diffsweep import report
 
     report.write_reports(run_dir)
-    gallery = (run_dir / "index.html").read_text()
-    assert all(r.outputs[0] in gallery for r in RunFolder(run_dir).items().values())
+    viewer_data = (run_dir / "data.js").read_text()
+    assert (run_dir / "contact_sheet.png").is_file()
+    assert all(r.outputs[0] in viewer_data for r in RunFolder(run_dir).items().values())
     verified = _runs(tmp_path, "verify", str(run_dir))
     assert verified.returncode == 0, verified.stderr
     assert f"verified {len(committed)} item(s): {len(committed)} identical" in verified.stdout
