@@ -274,6 +274,10 @@ def finalize(run: RunFolder) -> RunInfo | None:
                 loaded = next((b for w in finished for b in w.builders if b["hash"] == entry["hash"]), None)
                 if loaded is not None:
                     entry.update(loaded)
+            offloaded = sorted({i for w in this_attempt for b in w.builders if b["hash"] == entry["hash"]
+                                for i in b.get("oom_offload_items", [])} | set(entry.get("oom_offload_items", [])))
+            if offloaded:  # items any worker made with model offload switched on after running out of memory
+                entry["oom_offload_items"] = offloaded
         status = ("interrupted" if any(w.status == "interrupted" for w in finished)
                   else "failed" if info.counts.failed or info.counts.skipped else "complete")
         attempt.status, attempt.finished = status, now()
