@@ -296,7 +296,8 @@ def big_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("big") / "big" / "v0001"
     (run_dir / "items").mkdir(parents=True)
     Image.new("RGB", (16, 16), (40, 120, 200)).save(run_dir / "items" / "one.png")
-    prompts = [f"prompt number {i}" for i in range(100)]
+    prompts = [f"a long prompt, the same in every value up to its very end, where it says which: number {i}"
+               for i in range(100)]
     config = {"sweep": {"name": "big", "mode": "product", "grid": {"prompt": prompts, "seed": {"start": 0, "stop": 100}}}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     lines = []
@@ -337,6 +338,11 @@ def test_ten_thousand_items_render_only_what_is_visible(big_run: Path, page: Any
     page.click("#swap")
     page.wait_for_function("document.querySelector('select[name=x]').value === 'prompt'")
     assert time.monotonic() - started < 5
+    # 48 px columns hold about 20 characters: long prompts are shortened after what they share, never to it
+    labels = page.locator("[data-col-label]")
+    for value, shown in zip(labels.evaluate_all("ls => ls.map(l => l.dataset.colLabel)"), labels.all_inner_texts(),
+                            strict=True):
+        assert len(shown) <= 20 and shown.startswith("…") and shown.endswith(value.rsplit(" ", 1)[1]), (shown, value)
     page.eval_on_selector("#scroller", "s => { s.scrollTop = 0; s.scrollLeft = 0; }")
     page.click(f'[data-item-id="{hashlib.sha256(b"5").hexdigest()}"]')
     assert "RuntimeError: synthetic" in page.inner_text("#detail-record")

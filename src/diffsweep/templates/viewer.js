@@ -17,6 +17,14 @@
   const byCoords = new Map(RUN.items.map((item) => [item.coords.join(","), item]));
   const byId = new Map(RUN.items.filter((item) => item.item_id).map((item) => [item.item_id, item]));
   for (const axis of axes) axis.short = shortLabels(axis.values);
+  const fitted = new Map(); // "<axis>|<characters>" -> labels shortened to fit a label box
+
+  // A label box holds about `characters`; longer values are shortened so what differs stays in it.
+  function fittedLabels(name, characters) {
+    const key = name + "|" + characters;
+    if (!fitted.has(key)) fitted.set(key, shortLabels(axes[axisIndex.get(name)].values, characters));
+    return fitted.get(key);
+  }
 
   function esc(text) {
     return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
@@ -217,9 +225,9 @@
     return `hsla(${Math.round(t * 120)},85%,50%,0.45)`; // red (lowest) to green (highest)
   }
 
-  function label(name, position, cls, attr) {
+  function label(name, position, cls, attr, characters) {
     const axis = axes[axisIndex.get(name)];
-    const text = axis.short[position];
+    const text = fittedLabels(name, characters)[position];
     return `<span class="${cls}" data-${attr}="${esc(axis.full[position])}" data-axis-name="${esc(name)}" ` +
       `title="${esc(name + " = " + axis.full[position])}">${esc(text)}</span>`;
   }
@@ -268,7 +276,7 @@
         let end = c;
         while (end + 1 <= c1 && layout.cols[end + 1][0] === layout.cols[c][0]) end++;
         html += `<div class="collabel outer" style="width:${(end - c + 1) * size}px">` +
-          label(state.x, layout.cols[c][0], "", "col-label") + "</div>";
+          label(state.x, layout.cols[c][0], "", "col-label", columnCharacters((end - c + 1) * size)) + "</div>";
         c = end + 1;
       }
       outer = `<div class="row">${corner}${pads(html)}</div>`;
@@ -278,17 +286,22 @@
       let html = "";
       for (let c = c0; c <= c1; c++) {
         const position = state.x2 ? layout.cols[c][1] : layout.cols[c][0];
-        html += `<div class="collabel" style="width:${size}px">${label(innerAxis, position, "", "col-label")}</div>`;
+        html += `<div class="collabel" style="width:${size}px">` +
+          `${label(innerAxis, position, "", "col-label", columnCharacters(size))}</div>`;
       }
       inner = `<div class="row">${outer ? '<div class="corner"></div>' : corner}${pads(html)}</div>`;
     }
     return `<div class="head">${outer}${inner || `<div class="row">${corner}</div>`}</div>`;
   }
 
+  const columnCharacters = (width) => Math.max(8, Math.floor(width / 7) * 4 - 4);
+
   function rowLabelHtml(row) {
+    const lines = Math.max(1, Math.floor((layout.size - 8) / 15 / (state.y && state.y2 ? 2 : 1)));
+    const characters = Math.max(8, Math.floor(LABEL_WIDTH / 7) * lines - 4);
     let html = "";
-    if (state.y) html += label(state.y, row[0], "outer", "row-label");
-    if (state.y2) html += label(state.y2, row[1], "inner", "row-label");
+    if (state.y) html += label(state.y, row[0], "outer", "row-label", characters);
+    if (state.y2) html += label(state.y2, row[1], "inner", "row-label", characters);
     return `<div class="rowlabel" style="height:${layout.size}px">${html}</div>`;
   }
 
