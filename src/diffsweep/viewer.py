@@ -87,10 +87,9 @@ def run_payload(run_dir: Path, title: str, run: RunInfo | None, records: Sequenc
         record = by_index.get(index)
         coords = [grid.position(index, axis) for axis in grid.axes] if grid else [index]
         if record is None:
-            items.append(_unmade_item(index, coords, planned_items.get(index), grid, builders))
+            items.append(_unmade_item(index, coords, planned_items.get(index), grid))
         else:
-            items.append(_made_item(record, coords, builders, sidecars.get(record.item_id, {}),
-                                    scores.get(record.item_id, {})))
+            items.append(_made_item(record, coords, sidecars.get(record.item_id, {}), scores.get(record.item_id, {})))
     if grid:
         axes = [{"name": axis.name, "values": [_label(v) for v in axis.values],
                  "full": [_full_text(v) for v in axis.values]} for axis in grid.axes]
@@ -105,13 +104,13 @@ def run_payload(run_dir: Path, title: str, run: RunInfo | None, records: Sequenc
     }
 
 
-def _made_item(record: ItemRecord, coords: list[int], builders: Mapping[str, dict[str, Any]],
-               sidecar: Mapping[str, Any], scores: Mapping[str, Score]) -> dict[str, Any]:
-    builder = builders.get(record.builder_hash) or _builder_entry({"hash": record.builder_hash})
-    identity = (sidecar.get("builder") or {}).get("identity") if isinstance(sidecar.get("builder"), Mapping) else None
+def _made_item(record: ItemRecord, coords: list[int], sidecar: Mapping[str, Any],
+               scores: Mapping[str, Score]) -> dict[str, Any]:
+    recorded = sidecar.get("builder")
+    identity = recorded.get("identity") if isinstance(recorded, Mapping) else None
     return {
         "index": record.index, "item_id": record.item_id, "coords": coords, "status": record.status,
-        "params": dict(record.params), "seed": record.seed, "builder": builder["hash"],
+        "params": dict(record.params), "seed": record.seed, "builder": record.builder_hash,
         "identity": identity, "scheduler": sidecar.get("scheduler"),
         "outputs": [{"path": path, "kind": output_kind(path)} for path in record.outputs],
         "error": record.error, "seconds": record.seconds, "created": sidecar.get("created"),
@@ -120,8 +119,8 @@ def _made_item(record: ItemRecord, coords: list[int], builders: Mapping[str, dic
     }
 
 
-def _unmade_item(index: int, coords: list[int], planned: Mapping[str, Any] | None, grid: SweepGrid | None,
-                 builders: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+def _unmade_item(index: int, coords: list[int], planned: Mapping[str, Any] | None,
+                 grid: SweepGrid | None) -> dict[str, Any]:
     if planned is not None:
         item_id, builder, params = planned["item_id"], planned["builder"], planned["params"]
     else:  # the plan could not be rebuilt here: what the grid says of this item
