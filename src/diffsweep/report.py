@@ -126,7 +126,7 @@ def write_viewer(run_dir: Path) -> None:
 # --- reading ------------------------------------------------------------------------------------
 
 
-def read_manifest(run_dir: Path) -> list[ItemItemRecord]:
+def read_manifest(run_dir: Path) -> list[ItemRecord]:
     """Committed, well-formed records, the latest of each item, in grid order."""
     try:
         latest = RunFolder(run_dir).items()
