@@ -134,7 +134,6 @@ def _unmade_item(index: int, coords: list[int], planned: Mapping[str, Any] | Non
 def _planned_items(run_dir: Path, indices: Iterable[int], builders: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
     """Item id, builder and parameters of items not made yet, from the saved config's plan. Trusted only
     when the plan's builders are the run's own (dtype `auto` resolves per machine, and with it the hashes)."""
-    wanted = set(indices)
     try:
         from diffsweep.runner import prepare
         from diffsweep.savedconfig import load_run_config
@@ -143,8 +142,9 @@ def _planned_items(run_dir: Path, indices: Iterable[int], builders: Mapping[str,
                           base_dir=run_dir)
         if builders and not set(plan.builders) <= set(builders):
             return {}
+        items = (plan.item(index) for index in indices)
         return {item.index: {"item_id": item.item_id, "builder": item.builder_hash, "params": item.params}
-                for item in plan.items() if item.index in wanted}
+                for item in items}
     except Exception as error:  # noqa: BLE001 - ids are a convenience; the grid alone still places every cell
         log.info("items not made yet are shown without their ids: %s", error)
         return {}
