@@ -215,6 +215,7 @@ def test_scores_show_per_item_and_colour_the_grid(image_run: Path, page: Any, tm
     assert page.locator(".cell .tint").count() == 0
     page.select_option("select[name=heatmap]", "sharpness")
     assert page.locator(".cell .tint").count() == len(records)
+    assert page.inner_text("#heatmap-legend") == "0.000 → 15.00"
     colours = {r["index"]: page.locator(f'[data-item-id="{r["item_id"]}"] .tint').evaluate(
         "t => getComputedStyle(t).backgroundColor") for r in records}
     assert colours[0] != colours[len(records) - 1]  # lowest and highest differ
@@ -329,7 +330,12 @@ def test_ten_thousand_items_render_only_what_is_visible(big_run: Path, page: Any
     page.wait_for_selector(f'[data-item-id="{last}"]', state="visible", timeout=5000)
     assert page.locator(f'[data-item-id="{first}"]').count() == 0 and page.locator(".cell").count() < 400
     labels = page.locator("[data-col-label]")
-    assert labels.last.get_attribute("data-col-label") == "99" and labels.last.is_visible()  # sticky header
+    assert labels.last.get_attribute("data-col-label") == "99"
+    # the labels stay in view: the header at the top, the row labels at the left, however far it scrolled
+    scroller = box(page, "#scroller")
+    assert abs(labels.last.bounding_box()["y"] - scroller["y"]) < 40
+    last_row = page.locator("[data-row-label]").last
+    assert last_row.get_attribute("data-row-label").endswith("number 99") and last_row.bounding_box()["x"] < 20
 
     page.fill("input[name=size]", "48")  # the smallest cells: still a bounded number in the DOM
     page.dispatch_event("input[name=size]", "input")

@@ -455,8 +455,15 @@
     $("#fixed").textContent = fixed.length ? "fixed: " + fixed.join(" · ") : "";
   }
 
+  function legend() {
+    const range = layout.range;
+    $("#heatmap-legend").innerHTML = range ? `<span class="low">${esc(range[0].toPrecision(4))}</span> → ` +
+      `<span class="high">${esc(range[1].toPrecision(4))}</span>` : state.heatmap ? "no values" : "";
+  }
+
   function update() {
     layout = makeLayout();
+    legend();
     syncControls();
     writeFragment();
     render(true);
