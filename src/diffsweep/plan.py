@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep import hashing, lora, providers, schedulers
+from diffsweep.labels import BuilderLabel, builder_labels
 from diffsweep.devices import resolve_dtype
 from diffsweep.errors import ConfigError, ConfigIssue
 from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, repeated
@@ -351,12 +352,20 @@ class Plan:
                     yield open_batches.pop(old)
         yield from open_batches.values()
 
+    def builder_labels(self) -> dict[str, BuilderLabel]:
+        """Builder hash -> its label among this plan's builders (what differs between them)."""
+        builders = list(self.builders.values())
+        made = builder_labels([b.identity for b in builders], [b.hash for b in builders])
+        return {b.hash: label for b, label in zip(builders, made, strict=True)}
+
     def summary(self) -> dict[str, Any]:
         """Counts for a dry run: items, builders, batches, pipeline calls."""
         batches = list(self.batches())
+        labels = self.builder_labels()
         return {
             "items": self.total,
-            "builders": [{"hash": b.short, "provider": b.provider.name, "pipeline": b.spec.name,
+            "builders": [{"hash": b.short, "label": labels[b.hash].label, "provider": b.provider.name,
+                          "pipeline": b.spec.name,
                           "model": b.config["model"], "dtype": b.identity["dtype"],
                           "items": sum(len(x.items) for x in batches if x.builder.hash == b.hash),
                           "batch_size": self.batch_size(b)} for b in self.builders.values()],

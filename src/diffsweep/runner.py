@@ -43,7 +43,17 @@ from diffsweep.paths import conf_dir
 from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
 from diffsweep.providers.base import Generated, hub_offline, hub_token, is_single_file
 from diffsweep.record import ItemWriter, WriteJob, item_stem, software_versions
-from diffsweep.records import Attempt, AttemptCounts, CacheStats, Counts, ItemRecord, RunInfo, now
+from diffsweep.labels import BuilderLabel
+from diffsweep.records import (
+    Attempt,
+    AttemptCounts,
+    BuilderRecord,
+    CacheStats,
+    Counts,
+    ItemRecord,
+    RunInfo,
+    now,
+)
 from diffsweep.rundir import RunFolder, allocate, write_atomic
 from diffsweep.savedconfig import dump_run_config
 from diffsweep.validate import normalise, validate_config
@@ -124,8 +134,9 @@ def print_plan(plan: Plan, out: TextIO) -> None:
     out.write(f"dry run: {summary['items']} items, {len(summary['builders'])} builder(s), "
               f"{summary['batches']} batches ({summary['calls']} pipeline calls); nothing written\n")
     for b in summary["builders"]:
-        out.write(f"  builder {b['hash']}  {b['provider']}/{b['pipeline']}  {b['model']}  dtype={b['dtype']}  "
-                  f"items={b['items']}  batch_size={b['batch_size']}\n")
+        out.write(f"  builder {b['hash']}  {b['label']}  ({b['provider']}/{b['pipeline']}  {b['model']}  "
+                  f"dtype={b['dtype']})  items={b['items']}  batch_size={b['batch_size']}\n")
+    labels = {h[:12]: label.label for h, label in plan.builder_labels().items()}
     varying = [axis.name for axis in plan.grid.axes if len(axis.values) > 1]
     first = sorted((item for item in plan.items() if item.index < DRY_RUN_ITEMS), key=lambda item: item.index)
     more = f" (first {len(first)} of {plan.total})" if plan.total > len(first) else ""
@@ -134,7 +145,8 @@ def print_plan(plan: Plan, out: TextIO) -> None:
         shown = {name: item.params[name] for name in varying if name in item.params}
         shown["seed"] = item.seed
         values = "  ".join(f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in shown.items())
-        out.write(f"    #{item.index:<4} {item.item_id[:12]}  builder {item.builder_hash[:12]}  {values}\n")
+        builder = item.builder_hash[:12]
+        out.write(f"    #{item.index:<4} {item.item_id[:12]}  builder {builder} [{labels[builder]}]  {values}\n")
     out.write(f"  output: {Path(plan.doc['output']['root']) / plan.doc['sweep']['name']}/v<next>\n")
 
 
@@ -205,7 +217,7 @@ def is_intact(run: RunFolder, record: ItemRecord) -> bool:
 def new_run_info(run: RunFolder, plan: Plan) -> RunInfo:
     return RunInfo(status="running", name=plan.doc["sweep"]["name"], version=run.path.name, started=now(),
                    device=str(plan.device), counts=Counts(planned=plan.total, skipped=plan.total),
-                   builders=[_builder_entry(b) for b in plan.builders.values()], versions=software_versions(),
+                   builders=builder_entries(plan), versions=software_versions(),
                    command=invocation(), optimization=dict(plan.doc["optimization"]))
 
 
@@ -296,10 +308,17 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
     return RunResult(run.path, status, info.counts.to_json())
 
 
-def _builder_entry(builder: BuilderPlan) -> dict[str, Any]:
-    return {"hash": builder.hash, "provider": builder.provider.name, "pipeline": builder.spec.name,
-            "model": builder.config["model"], "model_path": None, "revision": builder.identity.get("revision"),
-            "dtype": builder.identity["dtype"], "load_seconds": None}
+def builder_entries(plan: Plan) -> list[dict[str, Any]]:
+    """run.json's builders, each named by what differs from the others (`label`, `identity`)."""
+    labels = plan.builder_labels()
+    return [_builder_entry(b, labels[b.hash]) for b in plan.builders.values()]
+
+
+def _builder_entry(builder: BuilderPlan, label: BuilderLabel) -> dict[str, Any]:
+    return BuilderRecord(hash=builder.hash, provider=builder.provider.name, pipeline=builder.spec.name,
+                         model=builder.config["model"], revision=builder.identity.get("revision"),
+                         dtype=builder.identity["dtype"], label=label.label, identity=label.identity,
+                         full_identity=builder.identity).to_json()
 
 
 def _run_batch(batch: Batch, job: Execution) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -78,9 +79,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"started  {info.started}   finished {info.finished or '-'}")
     cache = info.cache
     print(f"cache    {cache.loads} load(s), {cache.hits} hit(s)")
-    for builder in info.builders:
-        print(f"builder  {builder['hash'][:12]}  {builder['provider']}/{builder['pipeline']}  {builder['model']}"
-              f"  dtype={builder.get('dtype')}  load={_seconds(builder.get('load_seconds'))}")
+    for builder in info.builder_records():
+        print(f"builder  {builder.hash[:12]}  {builder.label}  ({builder.provider}/{builder.pipeline}  {builder.model}"
+              f"  dtype={builder.dtype})  load={_seconds(builder.load_seconds)}")
+        if args.full:
+            identity = builder.full_identity or builder.identity
+            print(f"         identity {json.dumps(identity, ensure_ascii=False, sort_keys=True)}")
     timings = info.timings
     rate = timings.steady_items_per_second
     print(f"timings  load {_seconds(timings.load_seconds)}, first call {_seconds(timings.first_call_seconds)}, "
@@ -134,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text)
         command.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
         command.set_defaults(func=func)
+        if name == "show":
+            command.add_argument("--full", action="store_true",
+                                 help="print each builder's full identity (what its hash covers)")
         if name == "verify":
             command.add_argument("--items", type=int, default=None, help="verify only the first N items")
     return parser
