@@ -1,4 +1,4 @@
-"""`diffsweep-runs`: list, show, resume, rerun and verify run folders."""
+"""`diffsweep-runs`: list, show, resume, rerun, verify and draw sheets of run folders."""
 
 from __future__ import annotations
 
@@ -126,6 +126,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED_ITEMS if mismatches else EXIT_OK
 
 
+def cmd_sheet(args: argparse.Namespace) -> int:
+    from diffsweep.sheets import write_sheets
+
+    path = find_run(args.run, args.root).absolute()
+    written = write_sheets(path, args.x, args.y, args.z, args.max_pixels)
+    log.info("%s: %d sheet(s)", written.choice.describe(), len(written.pages))
+    for note in dict.fromkeys(written.notes):
+        log.info("%s", note)
+    for written_path in written.paths:
+        print(written_path)
+    return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffsweep-runs", description=__doc__)
     parser.add_argument("--root", type=Path, default=Path("runs"), help="output root (default: ./runs)")
@@ -134,13 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (("show", cmd_show, "status, counts, builders and failures of a run"),
                              ("resume", cmd_resume, "generate only what is missing or failed, in place"),
                              ("rerun", cmd_rerun, "run the saved config again into a new version"),
-                             ("verify", cmd_verify, "regenerate saved items and compare them")):
+                             ("verify", cmd_verify, "regenerate saved items and compare them"),
+                             ("sheet", cmd_sheet, "draw labelled X/Y/Z sheets: contact_sheet.png and sheets/")):
         command = sub.add_parser(name, help=text)
         command.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
         command.set_defaults(func=func)
         if name == "show":
             command.add_argument("--full", action="store_true",
                                  help="print each builder's full identity (what its hash covers)")
+        if name == "sheet":
+            from diffsweep.sheets import MAX_PIXELS
+
+            for flag, where in (("--x", "across"), ("--y", "down"), ("--z", "as titled sub-grids side by side")):
+                command.add_argument(flag, metavar="AXIS", help=f"grid axis laid out {where}")
+            command.add_argument("--max-pixels", type=_positive, default=MAX_PIXELS, metavar="N",
+                                 help=f"pixel cap per sheet; thumbnails shrink to stay under it (default {MAX_PIXELS:,})")
         if name == "verify":
             command.add_argument("--items", type=int, default=None, help="verify only the first N items")
     return parser

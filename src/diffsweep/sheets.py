@@ -531,9 +531,16 @@ def _text(image: Image.Image, box: Box, lines: Sequence[str], face: Typeface, fi
 
 @dataclass
 class Written:
+    """What write_sheets drew: the files, and each sheet's page and drawing (in sheet order)."""
+
     paths: list[Path]
     choice: Choice
-    notes: list[str]
+    pages: list[Page]
+    drawn: list[DrawnSheet]
+
+    @property
+    def notes(self) -> list[str]:
+        return [d.note for d in self.drawn if d.note]
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -593,15 +600,15 @@ def write_sheets(run_dir: Path, x: str | None = None, y: str | None = None, z: s
         f"{run_dir.parent.name} {run_dir.name}"
     found = pages(grid, choice)
     folder = run_dir / SHEETS_DIR
-    written, notes, names = [], [], []
+    written, drawings, names = [], [], []
     for number, page in enumerate(found, 1):
         values = page_values(choice, page)
         where = f" · sheet {number} of {len(found)}: " + " · ".join(f"{t} = {v}" for t, v in values) if values else ""
         tiles = {index: tile(run_dir, by_index.get(index)) for index in page.cells.values()}
         drawn = draw_sheet(choice, page, tiles, Texts(name + where, legend), fonts, max_pixels)
         data = _png(drawn.image)
+        drawings.append(drawn)
         if drawn.note:
-            notes.append(drawn.note)
             log.info("sheet %d: %s", number, drawn.note)
         if number == 1:
             write_atomic(run_dir / SHEET, data)
@@ -615,15 +622,11 @@ def write_sheets(run_dir: Path, x: str | None = None, y: str | None = None, z: s
         for stale in folder.glob("*.png"):
             if stale.name not in names:
                 stale.unlink()
-    return Written(written, choice, notes)
+    return Written(written, choice, found, drawings)
 
 
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def has_outputs(run_dir: Path) -> bool:
-    return any(record.outputs for record in read_records(run_dir))
 
