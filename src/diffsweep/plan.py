@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep import hashing, lora, providers, schedulers
-from diffsweep.labels import BuilderLabel, builder_labels
 from diffsweep.devices import resolve_dtype
 from diffsweep.errors import ConfigError, ConfigIssue
 from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, repeated
 from diffsweep.inputs import FILE_PARAMS, identity_params
+from diffsweep.labels import BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
 from diffsweep.validate import did_you_mean, load_schema, subschema_issues
@@ -201,6 +201,12 @@ def builder_identity(config: Mapping[str, Any], dtype: str,
     return identity
 
 
+def param_layers(spec: PipelineSpec, doc: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Where an item's parameters come from, later layers winning (a grid axis wins over all of them);
+    a null value in a layer leaves the one below in force."""
+    return [("provider", spec.defaults), ("preset", doc["generation"]), ("sweep.params", doc["sweep"]["params"])]
+
+
 class Plan:
     """Builders, items and batches of one sweep; items are produced lazily."""
 
@@ -283,8 +289,8 @@ class Plan:
     # ----- items ---------------------------------------------------------------------------
     def _params(self, builder: BuilderPlan, point: Mapping[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {"seed": DEFAULT_SEED, **lora.default_scales(builder.loras)}
-        for layer in (builder.spec.defaults, self.doc["generation"], self.doc["sweep"]["params"],
-                      {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
+        layers = [layer for _, layer in param_layers(builder.spec, self.doc)]
+        for layer in (*layers, {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
             params.update({k: v for k, v in layer.items() if v is not None})
         return {k: hashing.normalise_number(v, self._kinds.get(k, "number" if k.startswith("lora.") else "other"))
                 for k, v in params.items()}

@@ -171,8 +171,17 @@ def check_models_available(plan: Plan) -> None:
 
 
 def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, source_of: SourceOf = _no_source,
-              base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
-    """Run a composed config into a new versioned run folder (or print the plan on dry_run)."""
+              base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
+              preset: str | None = None) -> RunResult:
+    """Run a composed config into a new versioned run folder (or print the plan on dry_run, or what the
+    builder takes on describe; `preset` names the provider preset for that)."""
+    if doc.get("describe"):
+        from diffsweep.describe import describe, print_description
+
+        doc = normalise(doc)
+        validate_config(doc, source_of)
+        print_description(describe(doc, preset), out, as_json=doc["describe"] == "json")
+        return RunResult(None, "describe")
     doc, plan = prepare(doc, source_of=source_of, base_dir=base_dir)
     check_output_root(Path(doc["output"]["root"]), doc["sweep"]["name"], source_of)
     if doc["dry_run"]:
