@@ -109,3 +109,14 @@ def test_show_prints_labels_and_the_full_identity_on_request(compared: dict[str,
         None, {"name": "EulerDiscreteScheduler"},
         {"name": "DPMSolverMultistepScheduler", "config": {"use_karras_sigmas": True}}]
     assert all(i["dtype"] == "float32" and i["provider"] == "stable_diffusion" for i in identities)
+
+
+def test_sheets_name_builder_axes_as_builders_are_named(compared: dict[str, Path]) -> None:
+    from diffsweep.sheets import write_sheets
+
+    schedulers = write_sheets(compared["schedulers"], x="builder.scheduler").drawn[0].layout
+    assert [lines for _, lines in schedulers.x_titles] == [["scheduler"]]
+    assert [" ".join(lines) for _, lines in schedulers.col_labels] == SCHEDULER_LABELS
+    models = write_sheets(compared["models"], y="builder.model").drawn[0].layout
+    assert [lines for _, lines in models.y_titles] == [["model"]]
+    assert [" ".join(lines) for _, lines in models.row_labels] == ["tiny:sd", "tiny:sd_v2"]

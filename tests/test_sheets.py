@@ -164,7 +164,7 @@ def test_the_pixel_cap_shrinks_cells_and_says_why(runs: dict[str, Path], tmp_pat
     _check_labels(capped, pixels)
     assert (np.abs(_crop(pixels, layout.note).astype(int) - FAILED).sum(axis=2) < 60).any()  # the note, in red
     tiny = write_sheets(run_dir, x="seed", y="guidance_scale", z="prompt", max_pixels=40_000)
-    assert "scaled to" in tiny.drawn[0].note
+    assert "The whole sheet is scaled down" in tiny.drawn[0].note
     assert _sheet(run_dir / SHEET).size // 3 <= 40_000
 
 
@@ -248,3 +248,26 @@ def test_cjk_prompts_render_as_glyphs_not_boxes() -> None:
     face.draw(image, (2, 2), "灯", (255, 255, 255))
     rendered = np.asarray(image.convert("L"))
     assert rendered.any() and not np.array_equal(rendered > 128, tofu > 128)
+
+
+def test_without_a_usable_config_items_go_in_grid_index_order(runs: dict[str, Path], tmp_path: Path) -> None:
+    run_dir = _copy(runs["image"], tmp_path)
+    (run_dir / "config.yaml").write_text("sweep: [unclosed", encoding="utf-8")
+    written = write_sheets(run_dir)
+    layout, page = written.drawn[0].layout, written.pages[0]
+    assert [lines for _, lines in layout.row_labels] == [["#0"], ["#3"], ["#6"]]
+    assert [lines for _, lines in layout.col_labels] == [["+0"], ["+1"], ["+2"]]
+    assert page.cells == {(0, r, c): r * 3 + c for r in range(3) for c in range(3) if r * 3 + c < 8}
+    x, y, _, _ = layout.cells[(0, 2, 2)]  # no ninth item: marked, not a hole
+    assert tuple(_sheet(run_dir / SHEET)[y + 2, x + 2]) == MISSING
+
+
+def test_zipped_axes_are_one_axis_of_points(runs: dict[str, Path], tmp_path: Path) -> None:
+    run_dir = _copy(runs["image"], tmp_path)
+    grid = {"prompt": [f"p{i}" for i in range(8)], "seed": list(range(8))}
+    (run_dir / "config.yaml").write_text(json.dumps({"sweep": {"mode": "zip", "grid": grid}}), encoding="utf-8")
+    written = write_sheets(run_dir)
+    assert written.choice.x.name == "prompt,seed" and written.choice.y is None
+    labels = [" ".join(lines) for _, lines in written.drawn[0].layout.col_labels]
+    assert labels == [f"prompt=p{i} · seed={i}" for i in range(8)]
+    assert written.pages[0].cells == {(0, 0, i): i for i in range(8)}

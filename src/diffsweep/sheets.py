@@ -43,6 +43,7 @@ MAX_PIXELS = 40_000_000
 MAX_COLUMNS = 16  # a lone axis with more values runs down instead of across
 VIDEO_FRAMES = 4  # frames in a video's strip
 FONT_SIZE = 16  # px: reads at 100%
+LABEL_WORD_W = 200  # px a column may widen to so that no word of its label is broken
 LABEL_LINES = 3  # column labels, titles: wrapped to at most this many lines
 LEGEND_LINES = 8
 ROW_LABEL_W = 240  # row labels wrap within this width
@@ -365,6 +366,9 @@ def layout_sheet(choice: Choice, page: Page, cell: tuple[int, int], texts: Texts
     """Geometry of one sheet for cells of `cell` (w, h) px."""
     line = fonts.line
     cw, ch = cell
+    if choice.x:  # columns widen (up to LABEL_WORD_W) so a label's longest word is not broken
+        words = [word for label in choice.x.labels for word in label.split()]
+        cw = max(cw, min(LABEL_WORD_W, math.ceil(max(fonts.text.width(w) for w in words)) + 2 * GAP))
     nx = len(choice.x) if choice.x else 1
     ny = len(choice.y) if choice.y else 1
     nz = len(choice.z) if choice.z else 1
@@ -394,7 +398,7 @@ def layout_sheet(choice: Choice, page: Page, cell: tuple[int, int], texts: Texts
         if choice.y else []
 
     grid_top = y + z_h + x_h + col_h
-    layout = SheetLayout(width, 0, cell, title, title_lines, [], [], [], [], [], {}, None, [])
+    layout = SheetLayout(width, 0, (cw, ch), title, title_lines, [], [], [], [], [], {}, None, [])
     for zi in range(nz):
         left = PAD + zi * (sub_w + ZGAP)
         cells_left = left + row_w
@@ -445,7 +449,7 @@ def _cell_size(tiles: Sequence[Tile], factor: float) -> tuple[int, int]:
 @dataclass
 class DrawnSheet:
     image: Image.Image
-    layout: SheetLayout
+    layout: SheetLayout  # the geometry drawn, before a final scaling of the whole sheet (see note)
     note: str  # why it was scaled down ("" when it was not)
 
 
@@ -453,34 +457,28 @@ def draw_sheet(choice: Choice, page: Page, tiles: Mapping[int, Tile], texts: Tex
                max_pixels: int = MAX_PIXELS) -> DrawnSheet:
     """Lay out and draw one sheet within `max_pixels`: thumbnails shrink first (down to MIN_THUMB),
     then the whole sheet is scaled; either way the reason is printed on it."""
-    full = _cell_size(list(tiles.values()), 1.0)
+    full = cell = _cell_size(list(tiles.values()), 1.0)
     factor, note = 1.0, ""
     layout = layout_sheet(choice, page, full, texts, fonts)
-    while layout.width * layout.height > max_pixels and max(layout.cell) > MIN_THUMB:
+    full_size = f"{layout.width}x{layout.height} px"
+    while layout.width * layout.height > max_pixels and max(cell) > MIN_THUMB:
         # labels keep their size, so shrink the cells by the area they must give up, then check again
         factor *= max(0.5, min(0.95, math.sqrt(max_pixels / (layout.width * layout.height))))
         cell = _cell_size(list(tiles.values()), factor)
         note = (f"Cells shrunk to {max(cell)} px (from {max(full)} px): at full size this sheet would be "
-                f"{_size_text(full, choice, page, texts, fonts)}, over the cap of {max_pixels:,} pixels "
+                f"{full_size}, over the cap of {max_pixels:,} pixels "
                 f"(--max-pixels).")
         layout = layout_sheet(choice, page, cell, texts, fonts, note)
     image = render(layout, page, {i: _scaled(t, factor) for i, t in tiles.items()}, fonts)
-    area = image.width * image.height
-    if area > max_pixels:
-        scale = math.sqrt(max_pixels / area)
-        reason = (f"Sheet scaled to {scale:.0%}: {image.width}x{image.height} px is over the cap of {max_pixels:,} "
-                  f"pixels (--max-pixels) even with {max(layout.cell)} px thumbnails.")
+    if image.width * image.height > max_pixels:
+        reason = (f"The whole sheet is scaled down: at {image.width}x{image.height} px it is over the cap of "
+                  f"{max_pixels:,} pixels (--max-pixels) even with {max(cell)} px cells.")
         note = f"{note} {reason}".strip()
         layout = layout_sheet(choice, page, layout.cell, texts, fonts, note)
         image = render(layout, page, {i: _scaled(t, factor) for i, t in tiles.items()}, fonts)
         scale = math.sqrt(max_pixels / (image.width * image.height))
         image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.LANCZOS)
     return DrawnSheet(image, layout, note)
-
-
-def _size_text(cell: tuple[int, int], choice: Choice, page: Page, texts: Texts, fonts: Fonts) -> str:
-    layout = layout_sheet(choice, page, cell, texts, fonts)
-    return f"{layout.width}x{layout.height} px"
 
 
 def render(layout: SheetLayout, page: Page, tiles: Mapping[int, Tile], fonts: Fonts) -> Image.Image:
