@@ -106,6 +106,42 @@ def _sweep(config: Mapping[str, Any]) -> Mapping[str, Any]:
     return sweep if isinstance(sweep, Mapping) else {}
 
 
+@dataclass(frozen=True)
+class SweepGrid:
+    """The grid axes saved in config.yaml; maps a grid index back to each axis position."""
+
+    axes: list[Axis]
+    positions: Grid  # the same grid over position numbers, so repeated values stay distinct
+
+    @property
+    def size(self) -> int:
+        return len(self.positions)
+
+    @property
+    def mode(self) -> str:
+        return self.positions.mode
+
+    def position(self, index: int, axis: Axis) -> int:
+        return self.positions.point(index)[axis.name]
+
+
+def sweep_grid(config: Mapping[str, Any], records: Sequence[ItemRecord]) -> SweepGrid | None:
+    """The saved grid, or None when it is absent, malformed or does not match the manifest."""
+    sweep = _sweep(config)
+    spec = sweep.get("grid")
+    if not isinstance(spec, Mapping):
+        return None
+    try:
+        axes = [Axis(str(name), tuple(_axis_values(values))) for name, values in spec.items()]
+        mode = "zip" if sweep.get("mode") == "zip" else "product"
+        grid = SweepGrid(axes, Grid([Axis(a.name, tuple(range(len(a.values)))) for a in axes], mode))
+    except (ConfigError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    if any(record.index >= grid.size for record in records):
+        return None
+    return grid
+
+
 def _axis_values(spec: Any) -> list[Any]:
     if isinstance(spec, Mapping):
         return expand_range(spec)
@@ -115,26 +151,9 @@ def _axis_values(spec: Any) -> list[Any]:
     raise TypeError(f"not an axis: {spec!r}")
 
 
-def saved_axes(config: Mapping[str, Any], records: Sequence[ItemRecord]) -> tuple[list[Axis], str] | None:
-    """The grid axes saved in config.yaml, or None when absent, malformed or not matching the manifest."""
-    sweep = _sweep(config)
-    spec = sweep.get("grid")
-    if not isinstance(spec, Mapping):
-        return None
-    mode = "zip" if sweep.get("mode") == "zip" else "product"
-    try:
-        axes = [Axis(str(name), tuple(_axis_values(values))) for name, values in spec.items()]
-        size = len(Grid([Axis(a.name, tuple(range(len(a.values)))) for a in axes], mode))
-    except (ConfigError, KeyError, TypeError, ValueError, ZeroDivisionError):
-        return None
-    if any(record.index >= size for record in records):
-        return None
-    return axes, mode
-
-
 def run_grid(config: Mapping[str, Any], records: Sequence[ItemRecord], planned: int) -> RunGrid:
     """The sheet axes of a run. Without a usable saved grid, items go in grid-index order, in rows."""
-    saved = saved_axes(config, records)
+    saved = sweep_grid(config, records)
     if saved is None:
         total = max([planned] + [r.index + 1 for r in records] + [1])
         cols = max(1, math.ceil(math.sqrt(total)))
@@ -143,9 +162,8 @@ def run_grid(config: Mapping[str, Any], records: Sequence[ItemRecord], planned: 
         down = SheetAxis("row", "item", tuple(f"#{r * cols}" for r in range(rows)), ("row",))
         coords = [{"row": i // cols, "column": i % cols} for i in range(total)]
         return RunGrid([a for a in (down, across) if len(a) > 1] or [across], coords, "product")
-    axes, mode = saved
-    positions = Grid([Axis(a.name, tuple(range(len(a.values)))) for a in axes], mode)
-    varying = [a for a in axes if len(a.values) > 1]
+    mode, positions = saved.mode, saved.positions
+    varying = [a for a in saved.axes if len(a.values) > 1]
     sheet_axes = [SheetAxis(a.name, axis_title(a.name), tuple(axis_value_labels(a.name, a.values)), (a.name,))
                   for a in varying]
     points = [positions.point(i) for i in range(len(positions))]
