@@ -90,7 +90,8 @@ def _run(cfg: DictConfig) -> None:
 
     from diffsweep.runner import run_sweep
 
-    result = run_sweep(doc, overrides=list(hydra_cfg.overrides.task), source_of=source_of)
+    result = run_sweep(doc, overrides=list(hydra_cfg.overrides.task), source_of=source_of,
+                       preset=hydra_cfg.runtime.choices.get("provider"))
     if result.counts.get("failed"):
         # an exception, not a flag: it also reaches the parent from process-per-job launchers
         raise FailedItemsError(f"{result.counts['failed']} of {result.counts['planned']} item(s) failed; "

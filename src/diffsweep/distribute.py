@@ -170,7 +170,7 @@ def work_on_shard(run_dir: Path, shard: int, *, kind: str = "run", rank: int | N
 
 def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set[str], info: RunInfo, kind: str,
           rank: int | None, cache: PipelineCache) -> Worker:
-    from diffsweep.runner import Execution, _attach_run_log, _builder_entry, _run_batch, invocation
+    from diffsweep.runner import Execution, _attach_run_log, _run_batch, builder_entries, invocation
 
     worker = Worker(kind=kind, command=invocation(), started=now(), host=socket.gethostname(), pid=os.getpid(),
                     shard=shard, attempt=len(info.attempts) - 1, rank=rank, device=str(plan.device), heartbeat=now())
@@ -180,7 +180,7 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
     # builder records of this worker alone (run.json's are merged from every worker at the end)
     private = RunInfo(status="running", name=info.name, version=info.version, started=worker.started,
                       device=worker.device, counts=Counts(), versions=info.versions, command=worker.command,
-                      builders=[_builder_entry(b) for b in plan.builders.values()])
+                      builders=builder_entries(plan))
     guard = threading.Lock()
 
     def save() -> None:

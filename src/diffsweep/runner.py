@@ -43,7 +43,17 @@ from diffsweep.paths import conf_dir
 from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
 from diffsweep.providers.base import Generated, hub_offline, hub_token, is_single_file
 from diffsweep.record import ItemWriter, WriteJob, item_stem, software_versions
-from diffsweep.records import Attempt, AttemptCounts, CacheStats, Counts, ItemRecord, RunInfo, now
+from diffsweep.labels import BuilderLabel
+from diffsweep.records import (
+    Attempt,
+    AttemptCounts,
+    BuilderRecord,
+    CacheStats,
+    Counts,
+    ItemRecord,
+    RunInfo,
+    now,
+)
 from diffsweep.rundir import RunFolder, allocate, write_atomic
 from diffsweep.savedconfig import dump_run_config
 from diffsweep.validate import normalise, validate_config
@@ -129,8 +139,9 @@ def print_plan(plan: Plan, out: TextIO) -> None:
     out.write(f"dry run: {summary['items']} items, {len(summary['builders'])} builder(s), "
               f"{summary['batches']} batches ({summary['calls']} pipeline calls); nothing written\n")
     for b in summary["builders"]:
-        out.write(f"  builder {b['hash']}  {b['provider']}/{b['pipeline']}  {b['model']}  dtype={b['dtype']}  "
-                  f"items={b['items']}  batch_size={b['batch_size']}\n")
+        out.write(f"  builder {b['hash']}  {b['label']}  ({b['provider']}/{b['pipeline']}  {b['model']}  "
+                  f"dtype={b['dtype']})  items={b['items']}  batch_size={b['batch_size']}\n")
+    labels = {h[:12]: label.label for h, label in plan.builder_labels().items()}
     varying = [axis.name for axis in plan.grid.axes if len(axis.values) > 1]
     first = [plan.item(index) for index in range(min(DRY_RUN_ITEMS, plan.total))]
     more = f" (first {len(first)} of {plan.total})" if plan.total > len(first) else ""
@@ -139,7 +150,8 @@ def print_plan(plan: Plan, out: TextIO) -> None:
         shown = {name: item.params[name] for name in varying if name in item.params}
         shown["seed"] = item.seed
         values = "  ".join(f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in shown.items())
-        out.write(f"    #{item.index:<4} {item.item_id[:12]}  builder {item.builder_hash[:12]}  {values}\n")
+        builder = item.builder_hash[:12]
+        out.write(f"    #{item.index:<4} {item.item_id[:12]}  builder {builder} [{labels[builder]}]  {values}\n")
     out.write(f"  output: {Path(plan.doc['output']['root']) / plan.doc['sweep']['name']}/v<next>\n")
 
 
@@ -165,12 +177,20 @@ def check_models_available(plan: Plan) -> None:
 
 def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, source_of: SourceOf = _no_source,
               base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
-              only: Sequence[str | int] | None = None) -> RunResult:
-    """Run a composed config into a new versioned run folder (or print the plan on dry_run); `only`
-    narrows it to some items, by item id or grid index (see Plan.select).
+              only: Sequence[str | int] | None = None, preset: str | None = None) -> RunResult:
+    """Run a composed config into a new versioned run folder (or print the plan on dry_run, or what the
+    builder takes on describe; `preset` names the provider preset for that); `only` narrows it to some
+    items, by item id or grid index (see Plan.select).
 
     Started as one of several processes by torchrun or `accelerate launch`, this process runs its
     shard of the sweep; with `distribute=local|slurm` the shards are submitted as a job array."""
+    if doc.get("describe"):
+        from diffsweep.describe import describe, print_description
+
+        doc = normalise(doc)
+        validate_config(doc, source_of)
+        print_description(describe(doc, preset), out, as_json=doc["describe"] == "json")
+        return RunResult(None, "describe")
     from diffsweep import distribute
 
     state = distribute.launched_state(doc["device"])
@@ -236,7 +256,7 @@ def is_intact(run: RunFolder, record: ItemRecord) -> bool:
 def new_run_info(run: RunFolder, plan: Plan) -> RunInfo:
     return RunInfo(status="running", name=plan.doc["sweep"]["name"], version=run.path.name, started=now(),
                    device=str(plan.device), counts=Counts(planned=plan.total, skipped=plan.total),
-                   builders=[_builder_entry(b) for b in plan.builders.values()], versions=software_versions(),
+                   builders=builder_entries(plan), versions=software_versions(),
                    command=invocation(), optimization=dict(plan.doc["optimization"]))
 
 
@@ -339,10 +359,17 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
     return RunResult(run.path, status, info.counts.to_json())
 
 
-def _builder_entry(builder: BuilderPlan) -> dict[str, Any]:
-    return {"hash": builder.hash, "provider": builder.provider.name, "pipeline": builder.spec.name,
-            "model": builder.config["model"], "model_path": None, "revision": builder.identity.get("revision"),
-            "dtype": builder.identity["dtype"], "load_seconds": None}
+def builder_entries(plan: Plan) -> list[dict[str, Any]]:
+    """run.json's builders, each named by what differs from the others (`label`, `identity`)."""
+    labels = plan.builder_labels()
+    return [_builder_entry(b, labels[b.hash]) for b in plan.builders.values()]
+
+
+def _builder_entry(builder: BuilderPlan, label: BuilderLabel) -> dict[str, Any]:
+    return BuilderRecord(hash=builder.hash, provider=builder.provider.name, pipeline=builder.spec.name,
+                         model=builder.config["model"], revision=builder.identity.get("revision"),
+                         dtype=builder.identity["dtype"], label=label.label, identity=label.identity,
+                         full_identity=builder.identity).to_json()
 
 
 def _run_batch(batch: Batch, job: Execution) -> None:

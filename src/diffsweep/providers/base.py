@@ -151,6 +151,22 @@ class Provider:
         problems += self._input_problems(spec, params)
         return problems
 
+    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
+        """The rules check_params enforces beyond the config schema, per parameter, in words."""
+        rules: dict[str, list[str]] = {}
+        for key in ("height", "width"):
+            if key in spec.params:
+                rules[key] = [f"multiple of {spec.size_multiple}"]
+        if spec.max_sequence_length is not None and "max_sequence_length" in spec.params:
+            rules["max_sequence_length"] = [f"at most {spec.max_sequence_length} (the text encoder's limit)"]
+        if "fps" in spec.params:
+            rules["fps"] = ["frame rate of the written MP4; used by diffsweep, not passed to the pipeline"]
+        if "image" in spec.params:
+            rules["image"] = ["an input image file" + (" (required)" if spec.image_required else " (optional)")]
+        if "mask_image" in spec.params:
+            rules["mask_image"] = ["a mask image file the size of `image`, white = repaint (required)"]
+        return rules
+
     @staticmethod
     def _input_problems(spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         problems = [(key, problem) for key in FILE_PARAMS if isinstance(params.get(key), str)
