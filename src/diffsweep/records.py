@@ -293,6 +293,8 @@ class RunInfo:
     finished: str | None = None
     optimization: dict[str, Any] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
+    # where the run was tracked (backend, status, run id or log folder); None with tracking=none
+    tracking: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -329,11 +331,13 @@ class RunInfo:
                    builders=[dict(b) for b in builders if isinstance(b, Mapping)],
                    versions=dict(raw.get("versions") or {}), command=[str(c) for c in command],
                    finished=raw.get("finished"), optimization=dict(raw.get("optimization") or {}),
-                   attempts=attempts, extra=_extra(raw, known))
+                   attempts=attempts, tracking=dict(raw["tracking"]) if isinstance(raw.get("tracking"), Mapping)
+                   else None, extra=_extra(raw, known))
 
     def to_json(self) -> dict[str, Any]:
         return {"schema_version": RUN_SCHEMA_VERSION, "status": self.status, "name": self.name,
                 "version": self.version, "started": self.started, "finished": self.finished, "device": self.device,
                 "counts": self.counts.to_json(), "cache": self.cache.to_json(), "timings": self.timings.to_json(),
                 "builders": self.builders, "optimization": self.optimization, "versions": self.versions,
-                "command": self.command, "attempts": [a.to_json() for a in self.attempts], **self.extra}
+                "command": self.command, "attempts": [a.to_json() for a in self.attempts],
+                **({"tracking": self.tracking} if self.tracking is not None else {}), **self.extra}

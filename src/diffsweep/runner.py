@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from diffsweep import devices, lora, previews, report, schedulers
+from diffsweep import devices, lora, previews, report, schedulers, tracking
 from diffsweep.cache import PipelineCache, process_cache
 from diffsweep.errors import (
     EXIT_FAILED_ITEMS,
@@ -84,6 +84,7 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = _no_source,
     """Validate and plan a resolved config; raises ConfigError before anything is written."""
     doc = normalise(doc)
     validate_config(doc, source_of)
+    tracking.check_available(doc["tracking"], source_of)
     base_dirs = [base_dir or Path.cwd(), conf_dir()]
     doc = absolutise_inputs(draw_random_seeds(dict(doc)), base_dirs)
     doc["builder"]["loras"] = lora.absolutise(doc["builder"].get("loras") or [], base_dirs)
@@ -284,6 +285,7 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
         _write_reports(run.path)
+        tracking.track_run(run, plan.doc, info)
         counts = info.counts
         made = (f" ({attempt.counts.generated} generated, {attempt.counts.kept} kept from earlier attempts)"
                 if attempt.kind == "resume" else "")

@@ -161,18 +161,22 @@ def normalise(doc: Mapping[str, Any]) -> dict[str, Any]:
     doc = dict(doc)
     sweep = doc.get("sweep")
     if isinstance(sweep, Mapping):
-        sweep = doc["sweep"] = {**_sweep_defaults(), **sweep}
+        sweep = doc["sweep"] = {**_defaults("sweep"), **sweep}
         for key in ("grid", "params"):
             if isinstance(sweep.get(key), Mapping):
                 sweep[key] = _flatten(sweep[key], NESTED_PREFIXES if key == "grid" else ("lora",))
     if isinstance(doc.get("generation"), Mapping):
         doc["generation"] = _flatten(doc["generation"], ("lora",))
+    tracking = doc.get("tracking", {})  # run folders saved before tracking existed have none
+    if isinstance(tracking, Mapping):
+        doc["tracking"] = {**_defaults("tracking"), **tracking}
     return doc
 
 
-def _sweep_defaults() -> dict[str, Any]:
-    """What a sweep file may leave out (mode, params, batch_size), from the schema's `default`s."""
-    keys = load_schema("config")["properties"]["sweep"]["properties"]
+def _defaults(section: str) -> dict[str, Any]:
+    """What a file of a group may leave out (a sweep's mode, params, batch_size; tracking's uri, ...),
+    from the schema's `default`s."""
+    keys = load_schema("config")["properties"][section]["properties"]
     return {key: copy.deepcopy(rule["default"]) for key, rule in keys.items() if "default" in rule}
 
 
