@@ -10,6 +10,7 @@ from pathlib import Path
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
 from diffsweep.records import RunInfo
 from diffsweep.rundir import RunFolder, versions
+from diffsweep.tracking import describe_tracking
 
 log = logging.getLogger("diffsweep")
 
@@ -86,6 +87,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"timings  load {_seconds(timings.load_seconds)}, first call {_seconds(timings.first_call_seconds)}, "
           f"steady {'-' if rate is None else f'{rate:.3f} items/s'}, peak memory "
           f"{'-' if timings.peak_memory_bytes is None else f'{timings.peak_memory_bytes / 2**20:.0f} MiB'}")
+    if info.tracking:
+        print(f"tracking {describe_tracking(info.tracking)}")
     for number, attempt in enumerate(info.attempts, 1):
         made = attempt.counts
         print(f"attempt  {number} {attempt.kind:<6} {attempt.status:<11} {attempt.started}  {made.generated} generated, "

@@ -82,6 +82,19 @@ def track_run(run: RunFolder, doc: Mapping[str, Any], info: RunInfo) -> None:
         run.write_info(info)
 
 
+def describe_tracking(record: Mapping[str, Any]) -> str:
+    """run.json's `tracking` entry as one line: backend, outcome, where, which run."""
+    text = f"{record.get('backend')} ({record.get('status')})"
+    if record.get("backend") == "tensorboard":
+        text += f" {record.get('log_dir')}"
+    else:
+        ids = [f"experiment {record['experiment_id']}" if record.get("experiment_id") else "",
+               f"parent run {record['parent_run_id']}" if record.get("parent_run_id") else "",
+               f"run {record['run_id']}" if record.get("run_id") else ""]
+        text += f" {record.get('uri')}  " + ", ".join(i for i in ids if i)
+    return text + (f"  {record['error']}" if record.get("error") else "")
+
+
 # --- what is logged --------------------------------------------------------------------------------
 
 
