@@ -42,11 +42,15 @@ def identity_params(params: dict[str, Any]) -> dict[str, Any]:
 def image_problem(path: str | Path) -> str | None:
     """Why an input image cannot be used, or None when it decodes."""
     path = Path(path)
+    if path.is_dir():
+        return f"input file {path} is a folder, not an image file"
     if not path.is_file():
         return f"input file {path} does not exist"
     try:
         with Image.open(path) as image:
             image.verify()
+    except PermissionError:
+        return f"input file {path} cannot be read (no permission)"
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         return f"input file {path} is not a decodable image ({error})"
     return None

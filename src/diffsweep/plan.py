@@ -18,7 +18,7 @@ from typing import Any
 from diffsweep import hashing, lora, providers, schedulers
 from diffsweep.devices import resolve_dtype
 from diffsweep.errors import ConfigError, ConfigIssue
-from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, repeated
+from diffsweep.grid import Axis, Grid, check_size, expand_axis, find_file, numbered_lines, repeated
 from diffsweep.inputs import FILE_PARAMS, identity_params
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
@@ -148,6 +148,8 @@ def load_grid(doc: Mapping[str, Any], base_dirs: list[Path], source_of: SourceOf
     if issues:
         raise ConfigError(issues)
     grid = Grid(axes, doc["sweep"]["mode"])
+    sizes = (" × " if grid.mode == "product" else ", ").join(f"{axis.name} {len(axis.values):,}" for axis in axes)
+    check_size(len(grid), "sweep.grid", f"the grid ({doc['sweep']['mode']} of {sizes})", source_of("sweep.grid"))
     if grid.mode == "zip":
         _refuse_repeated_points(grid, source_of("sweep.grid"))
     return grid

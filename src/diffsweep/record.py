@@ -47,9 +47,11 @@ def item_stem(item: Item, width: int) -> str:
     return f"{item.index:0{width}d}-{hashing.short(item.item_id)}"
 
 
-def item_record(item: Item, status: str, outputs: list[str], seconds: float, error: str | None = None) -> ItemRecord:
+def item_record(item: Item, status: str, outputs: list[str], seconds: float, error: str | None = None,
+                prompt_truncated: Mapping[str, Any] | None = None) -> ItemRecord:
     return ItemRecord(index=item.index, item_id=item.item_id, builder_hash=item.builder_hash, status=status,
-                      params=item.params, seed=item.seed, outputs=tuple(outputs), seconds=seconds, error=error)
+                      params=item.params, seed=item.seed, outputs=tuple(outputs), seconds=seconds, error=error,
+                      prompt_truncated=prompt_truncated or None)
 
 
 def sidecar_record(record: ItemRecord, builder: BuilderPlan, run_ref: Mapping[str, Any],
@@ -74,6 +76,7 @@ class WriteJob:
     seconds: float
     error: str | None = None
     scheduler: str | None = None  # the scheduler class that sampled it (the model's own or a swapped one)
+    prompt_truncated: Mapping[str, Any] | None = None  # what a text encoder cut (diffsweep.truncation)
 
 
 class ItemWriter:
@@ -115,7 +118,8 @@ class ItemWriter:
     def commit(self, job: WriteJob) -> ItemRecord:
         item, stem = job.item, item_stem(job.item, self.index_width)
         outputs = [] if job.generated is None else [f"items/{stem}{media.EXTENSIONS[job.generated.kind]}"]
-        record = item_record(item, "failed" if job.generated is None else "ok", outputs, job.seconds, job.error)
+        record = item_record(item, "failed" if job.generated is None else "ok", outputs, job.seconds, job.error,
+                             job.prompt_truncated)
         sidecar = sidecar_record(record, job.builder, self.run_ref, job.scheduler)
         if job.generated is not None:
             write_atomic(self.run.path / outputs[0], encode(job.generated, item, job.builder, sidecar))

@@ -79,6 +79,8 @@ class ItemRecord:
     outputs: tuple[str, ...]
     seconds: float
     error: str | None = None
+    # prompts a text encoder cut: {parameter: {tokenizer: {tokens, used_tokens, dropped_text}}}
+    prompt_truncated: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -103,6 +105,8 @@ class ItemRecord:
                    status=status, params=dict(_mapping(raw.get("params"), "params")), seed=_int(raw, "seed"),
                    outputs=tuple(outputs), seconds=float(_number(raw, "seconds", 0.0) or 0.0),
                    error=None if error is None else str(error),
+                   prompt_truncated=dict(_mapping(raw["prompt_truncated"], "prompt_truncated"))
+                   if raw.get("prompt_truncated") is not None else None,
                    extra=_extra(raw, (f.name for f in dataclasses.fields(cls))))
 
     def to_json(self) -> dict[str, Any]:
@@ -111,6 +115,8 @@ class ItemRecord:
                                   "outputs": list(self.outputs), "seconds": round(self.seconds, 4)}
         if self.error is not None:
             record["error"] = self.error
+        if self.prompt_truncated:
+            record["prompt_truncated"] = dict(self.prompt_truncated)
         record.update(self.extra)
         return record
 

@@ -46,6 +46,7 @@ from diffsweep.record import ItemWriter, WriteJob, item_stem, software_versions
 from diffsweep.records import Attempt, AttemptCounts, CacheStats, Counts, ItemRecord, RunInfo, now
 from diffsweep.rundir import RunFolder, allocate, write_atomic
 from diffsweep.savedconfig import dump_run_config
+from diffsweep.truncation import prompt_truncation
 from diffsweep.validate import normalise, validate_config
 
 log = logging.getLogger("diffsweep")
@@ -233,6 +234,8 @@ class Execution:
     attempt: Attempt
     cache: PipelineCache
     writer: ItemWriter
+    # per item index: the prompts its pipeline's text encoders cut (measured once, before its first call)
+    truncated: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Mapping[str, ItemRecord],
@@ -319,6 +322,7 @@ def _call(pipe: Any, batch: Batch, job: Execution, offloaded: bool = False) -> N
     to one item, then once with model offload; any other failure fails just these items."""
     plan, device, writer = job.plan, job.plan.device, job.writer
     every = plan.doc["previews"]["every"]
+    _measure_prompts(pipe, batch, job)
     started = time.perf_counter()
     try:
         generated = generate(pipe, batch, every, _preview_writer(writer, batch) if every else None)
@@ -339,7 +343,7 @@ def _call(pipe: Any, batch: Batch, job: Execution, offloaded: bool = False) -> N
                 return
             _record_oom(job, indices, "failed", "out of memory even for one item")
         log.error("batch of %d item(s) failed: %s\n%s", len(batch.items), error, traceback.format_exc())
-        _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - started)
+        _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - started, job.truncated)
         return
     seconds = time.perf_counter() - started
     timings = job.attempt.timings
@@ -348,7 +352,20 @@ def _call(pipe: Any, batch: Batch, job: Execution, offloaded: bool = False) -> N
     timings.call(seconds, len(batch.items))
     scheduler = type(pipe.scheduler).__name__ if hasattr(pipe, "scheduler") else None
     for item, output in zip(batch.items, generated, strict=True):
-        writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler))
+        writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler,
+                               prompt_truncated=job.truncated.pop(item.index, None)))
+
+
+def _measure_prompts(pipe: Any, batch: Batch, job: Execution) -> None:
+    """Say (run log) and keep (item record) what the text encoders will cut from each item's prompts."""
+    for item in batch.items:
+        if item.index in job.truncated:
+            continue  # measured before an out-of-memory retry
+        cut = job.truncated[item.index] = prompt_truncation(pipe, item.params)
+        for key, by_tokenizer in cut.items():
+            for slot, what in by_tokenizer.items():
+                log.warning("item %d: %s is %d tokens, %s takes %d; dropped: %r", item.index, key, what["tokens"],
+                            slot, what["used_tokens"], what["dropped_text"])
 
 
 def _record_oom(job: Execution, indices: list[int], action: str, detail: str) -> None:
@@ -438,9 +455,11 @@ def _materialise(builder: BuilderPlan) -> Any:
     return pipe
 
 
-def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float) -> None:
+def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float,
+          truncated: dict[int, dict[str, Any]] | None = None) -> None:
     for item in batch.items:
-        writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message))
+        writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message,
+                               prompt_truncated=(truncated or {}).pop(item.index, None)))
 
 
 def _sigterm_as_interrupt() -> Any:
