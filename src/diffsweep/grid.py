@@ -65,6 +65,8 @@ def numbered_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, text) of the values in a UTF-8 text file: non-empty lines, `#` starts a comment
     line. A byte-order mark (Windows editors write one) is not part of the first value."""
     data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise NotTextError(f"{path} is UTF-16 text; save it as UTF-8")
     if b"\0" in data[:8192]:
         raise NotTextError(f"{path} is a binary file, not UTF-8 text with one value per line")
     try:
