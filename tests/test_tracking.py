@@ -137,3 +137,16 @@ def test_multirun_jobs_are_grouped_under_one_parent_run(tmp_path: Path) -> None:
     for job in jobs:
         run_dir = Path(job.data.tags["diffsweep.run_dir"])
         assert read_run_json(run_dir)["tracking"]["parent_run_id"] == parent.info.run_id
+
+
+def test_a_backend_whose_packages_are_missing_is_refused_before_anything_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffsweep import tracking
+    from diffsweep.errors import ConfigError
+
+    # an environment without the extra: one of the modules it brings cannot be found
+    monkeypatch.setitem(tracking.REQUIRED_MODULES, "mlflow", ("mlflow", "a_module_that_is_not_installed"))
+    with pytest.raises(ConfigError, match=r"tracking.backend: mlflow needs a_module_that_is_not_installed, which is "
+                                          r"not installed: pip install 'diffsweep\[mlflow\]'"):
+        _run(tmp_path / "runs", "tracking=mlflow")
+    assert not (tmp_path / "runs").exists()

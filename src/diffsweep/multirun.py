@@ -95,6 +95,8 @@ class TrackJobs(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from diffsweep.cli import resolve
 
+        if "tracking" not in config or config.tracking.get("backend") != "mlflow":
+            return
         try:
             doc = normalise({key: resolve(config[key]) for key in ("tracking", "output", "sweep")})
             self.parent = start_parent(doc, list(config.hydra.overrides.task))
