@@ -21,7 +21,7 @@ from diffsweep.runner import run_sweep
 
 EXAMPLE = conf_dir() / "inputs" / "example.png"  # 64x64
 QUICK = ["sweep.params.num_inference_steps=1"]
-IMG2IMG = ["builder.pipeline=StableDiffusionImg2ImgPipeline"]
+IMG2IMG = ["builder.pipeline=StableDiffusionImg2ImgPipeline", "~generation.height", "~generation.width"]
 INPAINT = ["builder.pipeline=StableDiffusionInpaintPipeline", f"+sweep.params.image='{EXAMPLE}'"]
 BARE_EXCEPTION = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception)\b|Traceback")
 

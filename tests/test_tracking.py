@@ -66,7 +66,7 @@ def test_mlflow_run_carries_the_config_metrics_and_artifacts(mlflow_run: dict[st
     assert metrics["timings/load_seconds"] > 0 and metrics["timings/first_call_seconds"] > 0
     assert metrics["cache/loads"] == 1
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"contact_sheet.png", "index.html", "manifest.jsonl", "run.json", "config.yaml"} <= artifacts
+    assert {"contact_sheet.png", "index.html", "data.js", "manifest.jsonl", "run.json", "config.yaml"} <= artifacts
     assert "items" not in artifacts  # item files only with tracking.log_items=true
     config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text())
     assert config["sweep"]["params"]["negative_prompt"] == LONG_NEGATIVE  # the whole value is there

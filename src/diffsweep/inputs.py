@@ -35,7 +35,8 @@ def file_digest(path: str | Path) -> str:
 
 def identity_params(params: dict[str, Any]) -> dict[str, Any]:
     """Params as hashed: input files stand for their content, not their location."""
-    return {k: (DIGEST_PREFIX + file_digest(v) if k in FILE_PARAMS and isinstance(v, str) else v)
+    # a path that is no file stays a path here: planning refuses it (image_problem) before any item is made
+    return {k: (DIGEST_PREFIX + file_digest(v) if k in FILE_PARAMS and isinstance(v, str) and Path(v).is_file() else v)
             for k, v in params.items()}
 
 
