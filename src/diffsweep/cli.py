@@ -20,7 +20,8 @@ from diffsweep.paths import conf_dir
 from diffsweep.validate import normalise, validate_config
 
 log = logging.getLogger("diffsweep")
-_GROUP_OF_KEY = {"builder": "provider", "generation": "provider", "sweep": "sweep", "optimization": "optimization"}
+_GROUP_OF_KEY = {"builder": "provider", "generation": "provider", "sweep": "sweep", "optimization": "optimization",
+                 "tracking": "tracking"}
 
 
 def source_finder(hydra_cfg: DictConfig) -> Callable[[str], str | None]:

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from diffsweep import __version__, devices
+from diffsweep import __version__, devices, tracking
 from diffsweep.cache import PipelineCache, process_cache
 from diffsweep.errors import (
     EXIT_CONFIG,
@@ -253,6 +253,8 @@ def finalize(run: RunFolder) -> RunInfo | None:
     run.json the counts, cache, timings and builder records of every worker. Returns run.json, or
     None while some shard is not finished (the last worker to finish does this)."""
     from diffsweep.runner import _write_reports, is_intact
+    from diffsweep.savedconfig import load_run_config
+    from diffsweep.validate import normalise
 
     layout = run.read_layout()
     assert layout is not None
@@ -280,6 +282,7 @@ def finalize(run: RunFolder) -> RunInfo | None:
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
     _write_reports(run.path)
+    tracking.track_run(run, normalise(load_run_config(run.path)), info)  # once, for the whole run
     counts = info.counts
     log.info("%s: %d done, %d failed of %d (%d worker(s))", status, counts.done, counts.failed, counts.planned,
              len(this_attempt))

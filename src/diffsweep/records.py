@@ -80,6 +80,8 @@ class ItemRecord:
     seconds: float
     error: str | None = None
     made: Mapping[str, int] | None = None  # what the output holds: width/height (frames), or samples/sample_rate
+    # prompts a text encoder cut: {parameter: {tokenizer: {tokens, used_tokens, dropped_text}}}
+    prompt_truncated: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -108,6 +110,8 @@ class ItemRecord:
                    status=status, params=dict(_mapping(raw.get("params"), "params")), seed=_int(raw, "seed"),
                    outputs=tuple(outputs), seconds=float(_number(raw, "seconds", 0.0) or 0.0),
                    error=None if error is None else str(error), made=None if made is None else dict(made),
+                   prompt_truncated=dict(_mapping(raw["prompt_truncated"], "prompt_truncated"))
+                   if raw.get("prompt_truncated") is not None else None,
                    extra=_extra(raw, _ITEM_FIELDS))
 
     def to_json(self) -> dict[str, Any]:
@@ -118,6 +122,8 @@ class ItemRecord:
             record["error"] = self.error
         if self.made is not None:
             record["made"] = dict(self.made)
+        if self.prompt_truncated:
+            record["prompt_truncated"] = dict(self.prompt_truncated)
         record.update(self.extra)
         return record
 
@@ -421,6 +427,8 @@ class RunInfo:
     shards: int | None = None
     config_hash: str | None = None
     workers: list[Worker] = field(default_factory=list)
+    # where the run was tracked (backend, status, run id or log folder); None with tracking=none
+    tracking: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -486,7 +494,9 @@ class RunInfo:
                    finished=raw.get("finished"), optimization=dict(raw.get("optimization") or {}),
                    attempts=attempts, shards=shards if isinstance(shards, int) and not isinstance(shards, bool) else None,
                    config_hash=config_hash if isinstance(config_hash, str) else None,
-                   workers=[Worker.from_json(w) for w in raw.get("workers") or []], extra=_extra(raw, known))
+                   workers=[Worker.from_json(w) for w in raw.get("workers") or []],
+                   tracking=dict(raw["tracking"]) if isinstance(raw.get("tracking"), Mapping) else None,
+                   extra=_extra(raw, known))
 
     def to_json(self) -> dict[str, Any]:
         record = {"schema_version": RUN_SCHEMA_VERSION, "status": self.status, "name": self.name,
@@ -497,4 +507,6 @@ class RunInfo:
         if self.shards is not None:
             record.update(shards=self.shards, config_hash=self.config_hash,
                           workers=[w.to_json() for w in self.workers])
+        if self.tracking is not None:
+            record["tracking"] = self.tracking
         return {**record, **self.extra}

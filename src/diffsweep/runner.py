@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from diffsweep import devices, lora, previews, report, schedulers
+from diffsweep import devices, lora, previews, report, schedulers, tracking
 from diffsweep.cache import PipelineCache, process_cache
 from diffsweep.errors import (
     EXIT_FAILED_ITEMS,
@@ -56,6 +56,7 @@ from diffsweep.records import (
 )
 from diffsweep.rundir import RunFolder, allocate, write_atomic
 from diffsweep.savedconfig import dump_run_config
+from diffsweep.truncation import prompt_truncation
 from diffsweep.validate import normalise, validate_config
 
 log = logging.getLogger("diffsweep")
@@ -98,6 +99,7 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = _no_source,
     """Validate and plan a resolved config; raises ConfigError before anything is written."""
     doc = normalise(doc)
     validate_config(doc, source_of)
+    tracking.check_available(doc["tracking"], source_of)
     base_dirs = [base_dir or Path.cwd(), conf_dir()]
     doc = absolutise_inputs(draw_random_seeds(dict(doc)), base_dirs)
     doc["builder"]["loras"] = lora.absolutise(doc["builder"].get("loras") or [], base_dirs)
@@ -284,6 +286,8 @@ class Execution:
     cache: PipelineCache
     writer: ItemWriter
     offloaded: set[str] = field(default_factory=set)  # cache keys switched to model offload by an OOM
+    # per item index: the prompts its pipeline's text encoders cut (measured once, before its first call)
+    truncated: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Container[str],
@@ -347,6 +351,7 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
         run.write_info(info)
         if not unchanged:  # the records the reports are drawn from are as they were
             _write_reports(run.path)
+        tracking.track_run(run, plan.doc, info)
         counts = info.counts
         made = (f" ({attempt.counts.generated} generated, {attempt.counts.kept} kept from earlier attempts)"
                 if attempt.kind == "resume" else "")
@@ -394,6 +399,7 @@ def _call(pipe: Any, batch: Batch, job: Execution) -> None:
     to one item, then once with model offload; any other failure fails just these items."""
     plan, device, writer = job.plan, job.plan.device, job.writer
     every = plan.doc["previews"]["every"]
+    _measure_prompts(pipe, batch, job)
     started = time.perf_counter()
     try:
         generated = generate(pipe, batch, every, _preview_writer(writer, batch) if every else None)
@@ -415,7 +421,7 @@ def _call(pipe: Any, batch: Batch, job: Execution) -> None:
                 return
             _record_oom(job, indices, "failed", "out of memory even for one item")
         log.error("batch of %d item(s) failed: %s\n%s", len(batch.items), error, traceback.format_exc())
-        _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - started)
+        _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - started, job.truncated)
         return
     seconds = time.perf_counter() - started
     builder_record = job.info.builder(batch.builder.hash)
@@ -429,12 +435,25 @@ def _call(pipe: Any, batch: Batch, job: Execution) -> None:
     scheduler = type(pipe.scheduler).__name__ if hasattr(pipe, "scheduler") else None
     for item, output in zip(batch.items, generated, strict=True):
         if batch.commits(item):
-            writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler))
+            writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler,
+                                   prompt_truncated=job.truncated.pop(item.index, None)))
 
 
 def offload_model(pipe: Any, device: torch.device) -> None:
     """The out-of-memory fallback's last resort: whole models move to the device only while they run."""
     pipe.enable_model_cpu_offload(device=device)
+
+
+def _measure_prompts(pipe: Any, batch: Batch, job: Execution) -> None:
+    """Say (run log) and keep (item record) what the text encoders will cut from each item's prompts."""
+    for item in batch.items:
+        if item.index in job.truncated or not batch.commits(item):
+            continue  # measured before an out-of-memory retry, or only sharing the call
+        cut = job.truncated[item.index] = prompt_truncation(pipe, item.params)
+        for key, by_tokenizer in cut.items():
+            for slot, what in by_tokenizer.items():
+                log.warning("item %d: %s is %d tokens, %s takes %d; dropped: %r", item.index, key, what["tokens"],
+                            slot, what["used_tokens"], what["dropped_text"])
 
 
 def _record_oom(job: Execution, indices: list[int], action: str, detail: str) -> None:
@@ -524,10 +543,12 @@ def _materialise(builder: BuilderPlan) -> Any:
     return pipe
 
 
-def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float) -> None:
+def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float,
+          truncated: dict[int, dict[str, Any]] | None = None) -> None:
     for item in batch.items:
         if batch.commits(item):
-            writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message))
+            writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message,
+                                   prompt_truncated=(truncated or {}).pop(item.index, None)))
 
 
 def _sigterm_as_interrupt() -> Any:

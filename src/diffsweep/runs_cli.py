@@ -12,6 +12,7 @@ from typing import Any
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
 from diffsweep.records import Counts, ItemRecord, RunInfo
 from diffsweep.rundir import RunFolder, versions
+from diffsweep.tracking import describe_tracking
 
 log = logging.getLogger("diffsweep")
 
@@ -102,6 +103,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"timings  load {_seconds(timings.load_seconds)}, first call {_seconds(timings.first_call_seconds)}, "
           f"steady {'-' if rate is None else f'{rate:.3f} items/s'}, peak memory "
           f"{'-' if timings.peak_memory_bytes is None else f'{timings.peak_memory_bytes / 2**20:.0f} MiB'}")
+    if info.tracking:
+        print(f"tracking {describe_tracking(info.tracking)}")
     _show_shards(RunFolder(path), info)
     for number, attempt in enumerate(info.attempts, 1):
         made = attempt.counts

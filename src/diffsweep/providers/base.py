@@ -113,6 +113,9 @@ class Provider:
         """(key, message) for builder settings this provider refuses, checked while planning: here,
         component overrides naming a slot a local base model does not have (hub models are checked
         when they load, since reading their index needs the hub)."""
+        missing = missing_local_paths(builder)
+        if missing:
+            return missing
         overrides = builder.get("components") or {}
         source = self.locate(builder, build=False) if overrides else None
         if not isinstance(source, Path) or not (source / "model_index.json").is_file():
@@ -299,6 +302,25 @@ def pipeline_unpacker(pipe: Any, params: Mapping[str, Any]) -> Callable[[Any], A
 
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".sft", ".pt", ".bin", ".gguf")
+
+
+def looks_local(name: str) -> bool:
+    """A path rather than a hub id (`org/name`, which never starts with '.') or a URL: absolute, `~`,
+    `./` or `../`, deeper than `org/name`, or a checkpoint file name."""
+    if "://" in name or name.startswith(TINY_PREFIX):
+        return False
+    return name.startswith(("/", "~", ".")) or name.count("/") > 1 or name.endswith(SINGLE_FILE_SUFFIXES)
+
+
+def missing_local_paths(builder: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key, message) for each model, component or config path that names a local file or folder
+    that is not there: said before anything loads, instead of a hub error about a malformed id."""
+    named = [("builder.model", builder.get("model")), ("builder.single_file_config", builder.get("single_file_config"))]
+    named += [(f"builder.components.{name}.model", component.get("model"))
+              for name, component in (builder.get("components") or {}).items() if isinstance(component, Mapping)]
+    return [(key, f"{value} does not exist (a local path, from {Path.cwd()}; a hub model is named 'org/name')")
+            for key, value in named if isinstance(value, str) and looks_local(value)
+            and not Path(value).expanduser().exists()]
 
 
 def is_single_file(source: Path | str) -> bool:
