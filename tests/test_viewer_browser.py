@@ -264,7 +264,7 @@ def test_failed_items_are_marked_cells_with_their_error(failing_run: Path, page:
     assert page.input_value("select[name=x]") == "builder.scheduler"
     assert attribute_values(page, "data-col-label") == ["null", '{"name": "DDIMScheduler", "config": '
                                                                 '{"timestep_spacing": "bogus"}}']
-    assert page.locator("[data-col-label]").all_inner_texts() == ["default", "DDIMScheduler (timestep_spacing=bogus)"]
+    assert page.locator("[data-col-label]").all_inner_texts() == ["model's scheduler", "DDIM timestep_spacing=bogus"]
     assert set(page.eval_on_selector_all(".cell.failed", "c => c.map(e => e.dataset.itemId)")) == failed
     assert page.locator(".cell.failed").first.inner_text() == "failed"
     page.click(".cell.failed")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from diffsweep.labels import axis_value_labels
 from diffsweep.records import ItemRecord, RunInfo
 from diffsweep.rundir import write_atomic
 
@@ -91,7 +92,7 @@ def run_payload(run_dir: Path, title: str, run: RunInfo | None, records: Sequenc
         else:
             items.append(_made_item(record, coords, sidecars.get(record.item_id, {}), scores.get(record.item_id, {})))
     if grid:
-        axes = [{"name": axis.name, "values": [_label(v) for v in axis.values],
+        axes = [{"name": axis.name, "values": axis_value_labels(axis.name, axis.values),  # as the sheets say them
                  "full": [_full_text(v) for v in axis.values]} for axis in grid.axes]
     else:  # without the saved grid the items are laid out by grid index alone
         axes = [{"name": "index", "values": [str(i) for i in range(planned)], "full": [str(i) for i in range(planned)]}]
@@ -161,7 +162,7 @@ def _builders(run: RunInfo | None, records: Sequence[ItemRecord]) -> dict[str, d
 def _builder_entry(raw: Mapping[str, Any]) -> dict[str, Any]:
     label = raw.get("label")
     return {"hash": raw["hash"], "label": label if isinstance(label, str) and label else raw["hash"][:SHORT_HASH],
-            "identity": raw.get("identity"),
+            "identity": raw.get("identity"), "full_identity": raw.get("full_identity"),
             **{key: raw.get(key) for key in ("provider", "pipeline", "model", "revision", "dtype")}}
 
 
@@ -221,16 +222,3 @@ def output_kind(path: str) -> str:
 
 def _full_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _label(value: Any) -> str:
-    """A short form of an axis value: a scheduler `{name: X, config: {...}}` reads as `X (k=v, ...)`."""
-    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
-        rest = {k: v for k, v in value.items() if k not in ("name", "config")}
-        if isinstance(value.get("config"), Mapping):
-            rest = {**value["config"], **rest}
-        options = ", ".join(f"{k}={_label(v)}" for k, v in rest.items())
-        return f"{value['name']} ({options})" if options else value["name"]
-    if value is None:
-        return "default"
-    return " ".join(_full_text(value).split())

@@ -386,7 +386,10 @@
     if (!("seed" in item.params)) rows.push(["seed", item.seed]);
     if (builder) {
       rows.push(["builder", builder.label + "  (" + builder.hash + ")"]);
-      const identity = item.identity || builder.identity ||
+      if (builder.identity && Object.keys(builder.identity).length) {
+        rows.push(["builder differs by", JSON.stringify(builder.identity, null, 1)]); // from the run's other builders
+      }
+      const identity = item.identity || builder.full_identity ||
         Object.fromEntries(["provider", "pipeline", "model", "revision", "dtype"].filter((k) => builder[k] != null).map((k) => [k, builder[k]]));
       rows.push(["builder identity", JSON.stringify(identity, null, 1)]);
     }
