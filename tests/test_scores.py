@@ -263,3 +263,21 @@ def test_score_command_prints_the_summary_and_scores_only_what_is_missing(tmp_pa
     assert (run_dir / "scores" / "colourfulness_by_prompt.png").is_file()
     again = _score(run_dir, "colourfulness", "sharpness")
     assert (again.scored, again.kept) == (4, 4)
+
+
+class NotANumber(Metric):
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        return [float("nan")] * len(samples)
+
+
+def test_unusable_values_and_missing_models_are_reported_not_recorded_as_scores(image_run: Path) -> None:
+    from diffsweep.errors import ModelUnavailableError
+
+    outcome = _score(image_run, "test_scores.NotANumber", allowed_modules=("test_scores",))
+    assert (outcome.scored, outcome.skipped) == (0, 8)
+    lines = [x for x in _lines(image_run) if x["metric"] == "test_scores.NotANumber"]
+    assert {(x["value"], x["skipped"]) for x in lines} == {(None, "test_scores.NotANumber gave nan")}
+    before = (image_run / scoring.SCORES).read_bytes()
+    with pytest.raises(ModelUnavailableError, match="CLIP model 'openai/clip-vit-base-patch16' could not be loaded"):
+        _score(image_run, "colourfulness", "clip_score")  # offline, not cached: fails before anything is written
+    assert (image_run / scoring.SCORES).read_bytes() == before

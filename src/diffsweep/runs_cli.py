@@ -145,11 +145,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     from diffsweep.savedconfig import load_run_config
 
     path = find_run(args.run, args.root).absolute()
-    settings = ScoreSettings.from_config(load_run_config(path))
+    config = load_run_config(path)
+    settings = ScoreSettings.from_config(config)
     metrics = tuple(args.metric or settings.metrics or scoring.MODEL_FREE)
     settings = replace(settings, metrics=metrics, clip_model=args.clip_model or settings.clip_model,
                        clip_revision=args.clip_revision or settings.clip_revision)
-    device = devices.resolve_device(args.device or load_run_config(path).get("device", "auto"))
+    device = devices.resolve_device(args.device or config.get("device", "auto"))
     outcome = scoring.score_run(path, settings, device, where="--metric" if args.metric else "score.metrics")
     stats = score_stats.write_summary(path)
     rate = outcome.items_per_second

@@ -214,8 +214,15 @@ def _score_one_metric(name: str, cls: type[Metric], records: Sequence[ItemRecord
         for sample, value in zip(samples, results, strict=True):
             per_item.setdefault(sample.item_id, []).append(float(value))
         values = {item_id: float(np.mean(v)) for item_id, v in per_item.items()}
+        for record in scored:
+            value = values.get(record.item_id)
+            if value is None:
+                skipped[record.item_id] = "no frames could be decoded"
+            elif not np.isfinite(value):  # JSON has no NaN; a null with its reason tells the truth
+                skipped[record.item_id] = f"{name} gave {value}"
     template = ScoreRecord("", name, None, model, revision, stamp)
-    return [replace(template, item_id=r.item_id, value=values.get(r.item_id), skipped=skipped.get(r.item_id),
+    return [replace(template, item_id=r.item_id, value=None if r.item_id in skipped else values[r.item_id],
+                    skipped=skipped.get(r.item_id),
                     model=None if r.item_id in skipped else model, revision=None if r.item_id in skipped else revision)
             for r in records]
 
