@@ -25,8 +25,19 @@ SourceOf = Callable[[str], "str | None"]
 
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
-    """A shipped JSON Schema by file stem (`config`, `item`, `run`)."""
-    return json.loads((schemas_dir() / f"{name}.schema.json").read_text(encoding="utf-8"))
+    """A shipped JSON Schema by file stem (`config`, `item`, `run`).
+
+    The config schema is completed from the providers found (diffsweep.providers): the provider
+    names, and each provider's own generation parameters next to the shared ones, so a family is
+    declared in its provider module alone."""
+    schema = json.loads((schemas_dir() / f"{name}.schema.json").read_text(encoding="utf-8"))
+    if name == "config":
+        from diffsweep import providers
+
+        schema["$defs"]["builder"]["properties"]["provider"]["enum"] = providers.names()
+        params = schema["$defs"]["params"]
+        params["properties"] = providers.parameter_schemas(params["properties"])
+    return schema
 
 
 @functools.cache
@@ -115,15 +126,60 @@ def _issues_for(error: ValidationError) -> list[tuple[str, str]]:
         return [(key_path([*error.absolute_path, error.instance]) if error.validator == "pattern" else path,
                  "not a valid axis name: use a generation parameter (e.g. seed), lora.<adapter> or builder.<key>")]
     if error.validator in ("oneOf", "anyOf") and error.context:
+        chosen = _chosen_alternative(error)
+        if chosen:
+            return [issue for inner in chosen for issue in _issues_for(inner)]
         deepest = best_match(error.context)
         if deepest is not None and deepest.validator != "type" and len(deepest.absolute_path) > len(error.absolute_path):
             return _issues_for(deepest)  # the value had the right shape; report what is wrong inside it
     if error.validator in ("type", "oneOf", "anyOf", "const", "enum"):
-        return [(path, f"expected {_describe(error.schema)}, got {_show(error.instance)}")]
+        return [(path, f"expected {_describe(error.schema)}, got {_show(error.instance)}"
+                       f"{_yaml_hint(error.schema, error.instance)}")]
     if error.validator == "pattern":
         expected = error.schema.get("x-expected", f"a string matching {error.schema['pattern']}")
         return [(path, f"expected {expected}, got {_show(error.instance)}")]
+    if error.validator == "not" and "const" in error.validator_value:
+        return [(path, f"must not be {_show(error.validator_value['const'])}")]
     return [(path, f"{error.message}")]
+
+
+def _chosen_alternative(error: ValidationError) -> list[ValidationError]:
+    """A mapping that plainly means one alternative of a oneOf (it has that alternative's required
+    keys, e.g. `start` for a range, `file` for a file axis): that alternative's own errors, so a typo
+    inside it is named rather than the whole value called wrong."""
+    if not isinstance(error.instance, Mapping):
+        return []
+    fitting = []
+    for position, alternative in enumerate(error.validator_value):
+        alternative = _resolve_ref(alternative["$ref"]) if "$ref" in alternative else alternative
+        if alternative.get("type") == "object" and set(alternative.get("required", ())) & error.instance.keys():
+            fitting.append(position)
+    if len(fitting) != 1:
+        return []
+    return [inner for inner in error.context if inner.relative_schema_path and inner.relative_schema_path[0] == fitting[0]]
+
+
+def _accepts_text(schema: Mapping[str, Any]) -> bool:
+    if "$ref" in schema:
+        return _accepts_text(_resolve_ref(schema["$ref"]))
+    kind = schema.get("type")
+    if kind == "string" or (isinstance(kind, list) and "string" in kind):
+        return True  # free text; a fixed word ("random", "auto") is no sign the value was meant as text
+    return any(_accepts_text(alt) for alt in schema.get("oneOf", ()) or schema.get("anyOf", ()))
+
+
+def _yaml_hint(schema: Mapping[str, Any], value: Any) -> str:
+    """YAML 1.1, which Hydra reads, turns some unquoted words and digits into booleans and numbers;
+    where text was expected, say so and how to keep the text."""
+    if not _accepts_text(schema):
+        return ""
+    if isinstance(value, bool):
+        return ("; YAML reads unquoted yes/no/on/off/true/false as true or false: quote the value to keep it as "
+                "text, e.g. 'no'")
+    if isinstance(value, (int, float)):
+        return ("; YAML reads unquoted digits as a number (017 as octal 15, 12:30 as 750, 0x1F as 31, 1_000 as "
+                "1000): quote the value to keep it as text, e.g. '017'")
+    return ""
 
 
 def schema_issues(doc: Any, schema_name: str = "config",
@@ -137,16 +193,59 @@ def schema_issues(doc: Any, schema_name: str = "config",
     return issues
 
 
-def subschema_issues(value: Any, subschema: Mapping[str, Any], path: str,
-                     source_of: SourceOf | None = None) -> list[ConfigIssue]:
-    """Violations of one value against a fragment of the config schema (e.g. one grid element)."""
-    schema = {"$defs": load_schema("config")["$defs"], **subschema}
-    issues = []
-    for error in Draft202012Validator(schema).iter_errors(value):
-        for sub_path, message in _issues_for(error):
-            full = path + ("." + sub_path if sub_path and not sub_path.startswith("[") else sub_path)
-            issues.append(ConfigIssue(full, message, source_of(full) if source_of else None))
-    return issues
+def subschema_checker(subschema: Mapping[str, Any],
+                      source_of: SourceOf | None = None) -> Callable[[Any, str], list[ConfigIssue]]:
+    """`check(value, path)`: violations of a value against a fragment of the config schema (e.g. one
+    grid element). The validator is made once, for every element of an axis of a million values."""
+    validator = Draft202012Validator({"$defs": load_schema("config")["$defs"], **subschema})
+
+    def check(value: Any, path: str) -> list[ConfigIssue]:
+        issues = []
+        for error in validator.iter_errors(value):
+            for sub_path, message in _issues_for(error):
+                full = path + ("." + sub_path if sub_path and not sub_path.startswith("[") else sub_path)
+                issues.append(ConfigIssue(full, message, source_of(full) if source_of else None))
+        return issues
+
+    return check
+
+
+_BOUNDS = frozenset({"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "description",
+                     "x-expected", "default"})
+
+
+def _number_branches(schema: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    """The alternatives of `schema` that take numbers, or None when numbers are held to more than a
+    type and bounds (a multipleOf, an enum of numbers, ...)."""
+    if "$ref" in schema:
+        schema = _resolve_ref(schema["$ref"])
+    alternatives = schema.get("oneOf") or schema.get("anyOf")
+    if alternatives:
+        if set(schema) - {"oneOf", "anyOf", "description", "x-expected", "default"}:
+            return None
+        found: list[Mapping[str, Any]] = []
+        for alternative in alternatives:
+            branches = _number_branches(alternative)
+            if branches is None:
+                return None
+            found += branches
+        return found
+    if "const" in schema or "enum" in schema:
+        values = [schema["const"]] if "const" in schema else list(schema["enum"])
+        numbers = any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        return None if numbers or set(schema) - _BOUNDS - {"const", "enum"} else []
+    if set(schema) - _BOUNDS:
+        return None
+    types = schema.get("type", ["integer", "number"])  # no type: numbers pass it
+    return [schema] if {"integer", "number"} & set([types] if isinstance(types, str) else types) else []
+
+
+def range_checked_by_ends(schema: Mapping[str, Any]) -> bool:
+    """Whether a numeric range meets `schema` when its first and last values do: the values of a
+    range share a type and lie between its ends, so a type and bounds are met by all or shown
+    broken at an end. Saves a million schema checks for `seed: {start: 0, stop: 1000000}`."""
+    branches = _number_branches(schema)
+    return branches is not None and len(branches) <= 1
 
 
 NESTED_PREFIXES = ("builder", "lora")
@@ -159,20 +258,25 @@ def normalise(doc: Mapping[str, Any]) -> dict[str, Any]:
     may write `"builder.model": [a, b]` instead. Both mean the axis `builder.model`.
     """
     doc = dict(doc)
+    doc.setdefault("distribute", {"backend": "none"})  # run folders from before distribution existed
     sweep = doc.get("sweep")
     if isinstance(sweep, Mapping):
-        sweep = doc["sweep"] = {**_sweep_defaults(), **sweep}
+        sweep = doc["sweep"] = {**_defaults("sweep"), **sweep}
         for key in ("grid", "params"):
             if isinstance(sweep.get(key), Mapping):
                 sweep[key] = _flatten(sweep[key], NESTED_PREFIXES if key == "grid" else ("lora",))
     if isinstance(doc.get("generation"), Mapping):
         doc["generation"] = _flatten(doc["generation"], ("lora",))
+    tracking = doc.get("tracking", {})  # run folders saved before tracking existed have none
+    if isinstance(tracking, Mapping):
+        doc["tracking"] = {**_defaults("tracking"), **tracking}
     return doc
 
 
-def _sweep_defaults() -> dict[str, Any]:
-    """What a sweep file may leave out (mode, params, batch_size), from the schema's `default`s."""
-    keys = load_schema("config")["properties"]["sweep"]["properties"]
+def _defaults(section: str) -> dict[str, Any]:
+    """What a file of a group may leave out (a sweep's mode, params, batch_size; tracking's uri, ...),
+    from the schema's `default`s."""
+    keys = load_schema("config")["properties"][section]["properties"]
     return {key: copy.deepcopy(rule["default"]) for key, rule in keys.items() if "default" in rule}
 
 

@@ -33,7 +33,8 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
+from diffsweep.tiny import wan as tiny
 
 SIZE_MULTIPLE = 16
 FRAME_STEP = 4  # num_frames = FRAME_STEP * k + 1
@@ -55,7 +56,8 @@ class Wan(Provider):
         _spec("WanPipeline", _PARAMS),
         _spec("WanImageToVideoPipeline", _PARAMS | {"image"}),
     )}
-    tiny_models = {"wan": "WanPipeline", "wan22": "WanPipeline"}
+    tiny_models = {name: TinyModel("WanPipeline", factory, {"height": 32, "width": 32, "num_frames": 5},
+                                   (5, 32, 32, 3)) for name, factory in (("wan", tiny.wan), ("wan22", tiny.wan22))}
 
     def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         problems = super().check_params(spec, params)
@@ -65,6 +67,12 @@ class Wan(Provider):
             problems.append(("num_frames", f"num_frames {frames} must be {FRAME_STEP}k+1 for {self.name}; "
                                            f"nearest: {low} or {low + FRAME_STEP}"))
         return problems
+
+    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
+        rules = super().param_rules(spec)
+        rules.setdefault("num_frames", []).append(f"{FRAME_STEP}k+1 (e.g. {FRAME_STEP + 1}, {4 * FRAME_STEP + 1}, "
+                                                  f"{20 * FRAME_STEP + 1})")
+        return rules
 
     def before_load(self, spec: PipelineSpec) -> None:
         if spec.name != "WanImageToVideoPipeline":
