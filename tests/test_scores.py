@@ -178,7 +178,7 @@ def test_summary_matches_a_hand_computation(image_run: Path) -> None:
     mean, sd = statistics.mean(low), statistics.stdev(low)
     half = 3.182446305284263 * sd / 2  # t(0.975, 3 degrees of freedom) · sd / √4
     assert int(row["n"]) == 4
-    assert [float(row[k]) for k in ("mean", "std", "ci95_low", "ci95_high")] == pytest.approx(
+    assert [float(row[k]) for k in ("mean", "std", "ci_low", "ci_high")] == pytest.approx(
         [mean, sd, mean - half, mean + half])
     assert {(r["metric"], r["axis"]) for r in rows} == {(m, a) for m in ("clip_score", "sharpness")
                                                        for a in ("prompt", "seed", "guidance_scale")}

@@ -26,14 +26,14 @@ from typing import Any
 import yaml
 
 from diffsweep.grid import Axis
-from diffsweep.report import SweepGrid, sweep_grid
+from diffsweep.sheets import SweepGrid, sweep_grid
 from diffsweep.rundir import RunFolder, write_atomic
 from diffsweep.scoring import read_scores
 
 SUMMARY = "scores_summary.csv"
 PLOTS = "scores"
 CI_METHOD = "t-interval over items, 95%"
-COLUMNS = ("metric", "axis", "value", "n", "mean", "std", "ci95_low", "ci95_high")
+COLUMNS = ("metric", "axis", "value", "n", "mean", "std", "ci_low", "ci_high")
 MAX_LINES = 8  # a second axis with more values than this is pooled instead of drawn as lines
 
 
@@ -47,8 +47,8 @@ class AxisStat:
     n: int
     mean: float
     std: float | None  # sample standard deviation; None when n < 2
-    ci95_low: float | None
-    ci95_high: float | None
+    ci_low: float | None
+    ci_high: float | None
 
     @property
     def label(self) -> str:
@@ -56,7 +56,7 @@ class AxisStat:
 
     def row(self) -> dict[str, Any]:
         return {"metric": self.metric, "axis": self.axis, "value": self.label, "n": self.n, "mean": self.mean,
-                "std": self.std, "ci95_low": self.ci95_low, "ci95_high": self.ci95_high}
+                "std": self.std, "ci_low": self.ci_low, "ci_high": self.ci_high}
 
 
 def value_label(value: Any) -> str:
@@ -98,14 +98,15 @@ def scored_items(run_dir: Path) -> tuple[list[ScoredItem], list[Axis]]:
     if grid is None:
         return [], []
     index_of = {r.item_id: r.index for r in RunFolder(run_dir).items().values()}
+    varying = [axis for axis in grid.axes if len(axis.values) > 1]
     found = []
     for score in read_scores(run_dir):
         if score.value is None or score.item_id not in index_of:
             continue
         positions = grid.positions.point(index_of[score.item_id])
         found.append(ScoredItem(score.metric, score.value,
-                                {axis.name: positions[axis.name] for axis in grid.varying}))
-    return found, grid.varying
+                                {axis.name: positions[axis.name] for axis in varying}))
+    return found, varying
 
 
 def summarise(run_dir: Path) -> list[AxisStat]:
@@ -138,7 +139,7 @@ def summary_table(stats: Sequence[AxisStat]) -> list[str]:
         return "-" if value is None else f"{value:.4g}"
 
     rows = [(s.metric, s.axis, s.label[:40], str(s.n), number(s.mean), number(s.std),
-             "-" if s.ci95_low is None else f"[{number(s.ci95_low)}, {number(s.ci95_high)}]") for s in stats]
+             "-" if s.ci_low is None else f"[{number(s.ci_low)}, {number(s.ci_high)}]") for s in stats]
     header = ("metric", "axis", "value", "n", "mean", "std", "95% CI (t)")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
