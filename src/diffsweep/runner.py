@@ -38,6 +38,7 @@ from diffsweep.errors import (
     ModelUnavailableError,
 )
 from diffsweep.hashing import canonical_json
+from diffsweep.metrics import ScoreSettings, check_metrics
 from diffsweep.optimize import is_oom, place_and_optimize
 from diffsweep.paths import conf_dir
 from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
@@ -99,6 +100,8 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = _no_source,
     """Validate and plan a resolved config; raises ConfigError before anything is written."""
     doc = normalise(doc)
     validate_config(doc, source_of)
+    settings = ScoreSettings.from_config(doc)
+    check_metrics(settings.metrics, settings.allowed_modules)
     tracking.check_available(doc["tracking"], source_of)
     base_dirs = [base_dir or Path.cwd(), conf_dir()]
     doc = absolutise_inputs(draw_random_seeds(dict(doc)), base_dirs)
@@ -349,6 +352,8 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
         attempt.status, attempt.finished = status, now()
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
+        if not interrupted:
+            _score(run, plan)  # before the viewer, which shows scores, and tracking, which logs their summaries
         if not unchanged:  # the records the reports are drawn from are as they were
             _write_reports(run.path)
         tracking.track_run(run, plan.doc, info)
@@ -568,6 +573,24 @@ def _write_reports(run_dir: Path) -> None:
         report.write_reports(run_dir)
     except Exception as error:  # noqa: BLE001
         log.warning("could not write the contact sheet or gallery: %s", error)
+
+
+def _score(run: RunFolder, plan: Plan) -> None:
+    """score.metrics at the end of a run. Scores judge the outputs; failing to score does not change the
+    run's outcome, and `diffsweep-runs score` finishes what is missing."""
+    from diffsweep import score_stats, scoring
+
+    settings = ScoreSettings.from_config(plan.doc)
+    if not settings.metrics:
+        return
+    try:
+        outcome = scoring.score_folder(run, settings, plan.device)
+        score_stats.write_summary(run.path)
+    except Exception as error:  # noqa: BLE001
+        log.error("scoring failed: %s; finish it with: diffsweep-runs score %s", error, run.path)
+        return
+    log.info("scored %d (item, metric) pair(s), %d skipped: %s", outcome.scored, outcome.skipped,
+             run.path / scoring.SCORES)
 
 
 def _attach_run_log(path: Path) -> logging.Handler:

@@ -1,4 +1,5 @@
-"""`diffsweep-runs`: list, show, resume, rerun and verify run folders, draw their sheets and rebuild their viewer."""
+"""`diffsweep-runs`: list, show, resume, rerun, verify, score and diff run folders, draw their sheets and
+rebuild their viewer."""
 
 from __future__ import annotations
 
@@ -112,7 +113,22 @@ def cmd_show(args: argparse.Namespace) -> int:
               f"{made.failed} failed, {made.kept} kept  ({' '.join(attempt.command)})")
     for record in latest_failures(RunFolder(path), info)[:20]:
         print(f"failed   #{record.index}  {(record.error or '')[:160]}")
+    _show_scores(path)
     return EXIT_OK
+
+
+def _show_scores(path: Path) -> None:
+    from diffsweep import score_stats, scoring
+
+    scores = scoring.read_scores(path)
+    if not scores:
+        return
+    skipped = sum(1 for s in scores if s.skipped)
+    metrics = sorted({s.metric for s in scores})
+    print(f"scores   {len(scores) - skipped} score(s), {skipped} skipped, metrics: {', '.join(metrics)}  "
+          f"(95% CI: {score_stats.CI_METHOD})")
+    for line in score_stats.summary_table(score_stats.summarise(path)):
+        print(f"         {line}")
 
 
 def latest_failures(run: RunFolder, info: RunInfo) -> list[ItemRecord]:
@@ -225,6 +241,41 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED_ITEMS if mismatches else EXIT_OK
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from diffsweep import devices, score_stats, scoring
+    from diffsweep.metrics import ScoreSettings
+    from diffsweep.report import write_viewer
+    from diffsweep.savedconfig import load_run_config
+
+    path = find_run(args.run, args.root).absolute()
+    config = load_run_config(path)
+    settings = ScoreSettings.from_config(config)
+    metrics = tuple(args.metric or settings.metrics or scoring.MODEL_FREE)
+    settings = replace(settings, metrics=metrics, clip_model=args.clip_model or settings.clip_model,
+                       clip_revision=args.clip_revision or settings.clip_revision)
+    device = devices.resolve_device(args.device or config.get("device", "auto"))
+    outcome = scoring.score_run(path, settings, device, where="--metric" if args.metric else "score.metrics")
+    stats = score_stats.write_summary(path)
+    write_viewer(path)  # the viewer shows each item's scores
+    rate = outcome.items_per_second
+    print(f"scored {outcome.scored} (item, metric) pair(s), {outcome.skipped} skipped, {outcome.kept} already scored"
+          + (f"  ({outcome.items} items, {rate:.1f} items/s)" if rate else ""))
+    for line in score_stats.summary_table(stats):
+        print(line)
+    print(path / scoring.SCORES)
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from diffsweep.rundiff import diff_runs, print_diff
+
+    difference = diff_runs(find_run(args.run_a, args.root).absolute(), find_run(args.run_b, args.root).absolute())
+    print_diff(difference, sys.stdout)
+    return EXIT_FAILED_ITEMS if difference.items_differ else EXIT_OK
+
+
 def cmd_sheet(args: argparse.Namespace) -> int:
     from diffsweep.sheets import write_sheets
 
@@ -284,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
     work.add_argument("--shard", type=int, required=True, help="the shard to run (0-based)")
     work.set_defaults(func=cmd_work)
+    score = sub.add_parser("score", help="score items into scores.jsonl, scores_summary.csv and scores/*.png")
+    score.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
+    score.add_argument("--metric", action="append", metavar="NAME",
+                       help="clip_score, sharpness, colourfulness or a dotted path (repeatable; default: the run's "
+                            "score.metrics, else the model-free metrics)")
+    score.add_argument("--clip-model", default=None, help="CLIP for clip_score (default: the run's score.clip.model)")
+    score.add_argument("--clip-revision", default=None, help="hub revision of --clip-model")
+    score.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: the run's device)")
+    score.set_defaults(func=cmd_score)
+    diff = sub.add_parser("diff", help="what changed between two runs; exit 1 when an item differs")
+    diff.add_argument("run_a", help="the first run")
+    diff.add_argument("run_b", help="the second run")
+    diff.set_defaults(func=cmd_diff)
     return parser
 
 
