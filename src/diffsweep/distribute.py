@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from diffsweep import __version__, devices
+from diffsweep import __version__, devices, tracking
 from diffsweep.cache import PipelineCache, process_cache
 from diffsweep.errors import (
     EXIT_CONFIG,
@@ -174,7 +174,7 @@ def work_on_shard(run_dir: Path, shard: int, *, kind: str = "run", rank: int | N
 
 def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set[str], info: RunInfo, kind: str,
           rank: int | None, cache: PipelineCache) -> Worker:
-    from diffsweep.runner import Execution, _attach_run_log, _builder_entry, _run_batch, invocation
+    from diffsweep.runner import Execution, _attach_run_log, _run_batch, builder_entries, invocation
 
     worker = Worker(kind=kind, command=invocation(), started=now(), host=socket.gethostname(), pid=os.getpid(),
                     shard=shard, attempt=len(info.attempts) - 1, rank=rank, device=str(plan.device), heartbeat=now())
@@ -184,7 +184,7 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
     # builder records of this worker alone (run.json's are merged from every worker at the end)
     private = RunInfo(status="running", name=info.name, version=info.version, started=worker.started,
                       device=worker.device, counts=Counts(), versions=info.versions, command=worker.command,
-                      builders=[_builder_entry(b) for b in plan.builders.values()])
+                      builders=builder_entries(plan))
     guard = threading.Lock()
     loads_before, hits_before = cache.stats.loads, cache.stats.hits
 
@@ -253,6 +253,8 @@ def finalize(run: RunFolder) -> RunInfo | None:
     run.json the counts, cache, timings and builder records of every worker. Returns run.json, or
     None while some shard is not finished (the last worker to finish does this)."""
     from diffsweep.runner import _write_reports, is_intact
+    from diffsweep.savedconfig import load_run_config
+    from diffsweep.validate import normalise
 
     layout = run.read_layout()
     assert layout is not None
@@ -284,6 +286,7 @@ def finalize(run: RunFolder) -> RunInfo | None:
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
     _write_reports(run.path)
+    tracking.track_run(run, normalise(load_run_config(run.path)), info)  # once, for the whole run
     counts = info.counts
     log.info("%s: %d done, %d failed of %d (%d worker(s))", status, counts.done, counts.failed, counts.planned,
              len(this_attempt))
