@@ -93,6 +93,7 @@ CASES: dict[str, Case] = {
     ),
     "wan": _WAN,
     "wan22": _WAN,
+    "wan22_ti2v": _WAN,
     "allegro": Case(
         "AllegroPipeline",
         {"height": 32, "width": 32, "num_frames": 24, "output_type": "np"},

@@ -291,7 +291,7 @@ class Plan:
     def _check_shape(self, builder: BuilderPlan, params: Mapping[str, Any], key: str) -> None:
         if key in self._checked_shapes:
             return
-        problems = builder.provider.check_params(builder.spec, params) + lora.problems(builder.loras, params)
+        problems = builder.provider.check_params(builder.spec, params, builder.config) + lora.problems(builder.loras, params)
         if "prompt" not in params:
             problems.append(("prompt", "no prompt: set sweep.grid.prompt or sweep.params.prompt"))
         if problems:

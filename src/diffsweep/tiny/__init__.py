@@ -16,7 +16,7 @@ from diffsweep.tiny.common import Components
 from diffsweep.tiny.flux import flux
 from diffsweep.tiny.qwen_image import qwen_image
 from diffsweep.tiny.stable_diffusion import sd, sd3, sd_v2, sdxl
-from diffsweep.tiny.wan import wan, wan22
+from diffsweep.tiny.wan import wan, wan22, wan22_ti2v
 from diffsweep.tiny.wuerstchen import wuerstchen
 
 FACTORY_VERSION = 1
@@ -31,6 +31,7 @@ FACTORIES: dict[str, Callable[[], Components]] = {
     "qwen_image": qwen_image,
     "wan": wan,
     "wan22": wan22,
+    "wan22_ti2v": wan22_ti2v,
     "allegro": allegro,
     "amused": amused,
     "audioldm": audioldm,
