@@ -59,15 +59,20 @@ def run_ok(overrides: list[str], root: Path, cache: Any = None) -> tuple[Path, l
     return result.run_dir, sorted(records, key=lambda r: r["index"])
 
 
-def check_item(run_dir: Path, record: dict[str, Any]) -> Decoded:
-    """The file decodes, and its size (and frame count) is what the manifest and the sidecar say."""
+def check_item(run_dir: Path, record: dict[str, Any], size: tuple[int, int] | None = None) -> Decoded:
+    """The file decodes, and its size (and frame count) is what the manifest and the sidecar say; `size` (width,
+    height) is the size to expect where the input image sets it and the records carry no height/width."""
     (output,) = record["outputs"]
     decoded = decode(run_dir / output)
     params = record["params"]
     sidecar = json.loads((run_dir / output).with_suffix(".json").read_text(encoding="utf-8"))
     assert sidecar["params"] == params
     shape = decoded.pixels.shape
-    assert shape[-3:-1] == (params["height"], params["width"]), (shape, params)
+    if size is None:
+        size = (params["width"], params["height"])
+    else:
+        assert "height" not in params and "width" not in params, params
+    assert shape[-3:-1] == (size[1], size[0]), (shape, params)
     if decoded.pixels.ndim == 4:
         assert shape[0] == params["num_frames"], (shape, params)
     else:
@@ -89,3 +94,22 @@ def picture(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -> 
     array[np.triu_indices(min(size), 1)] = 255 - np.array(colour, np.uint8)
     Image.fromarray(array).save(path)
     return str(path)
+
+
+def make_lora(pipeline: str, factory: str, folder: Path, target_modules: list[str]) -> str:
+    """A random LoRA (non-zero B, so it shows) for a tiny transformer, saved in diffusers' format with peft."""
+    import diffusers
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from diffsweep.tiny import FACTORIES
+
+    pipeline_class = getattr(diffusers, pipeline)
+    pipe = pipeline_class(**FACTORIES[factory]())
+    torch.manual_seed(1)
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                            target_modules=target_modules))
+    pipeline_class.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
+                                     safe_serialization=True)
+    return f"+builder.loras=[{{name: style, source: '{folder}'}}]"

@@ -103,6 +103,7 @@ CASES: dict[str, Case] = {
     "amused": Case("AmusedPipeline", {"height": 32, "width": 32}, _images(32, 32)),
     "audioldm": Case("AudioLDMPipeline", {}, _audios(256)),
     "audioldm2": Case("AudioLDM2Pipeline", {}, _audios(256)),
+    "z_image": Case("ZImagePipeline", {"height": 32, "width": 32, "max_sequence_length": 32}, _images(32, 32)),
     "wuerstchen": Case(
         "WuerstchenCombinedPipeline",
         {"height": 128, "width": 128, "prior_num_inference_steps": 2},

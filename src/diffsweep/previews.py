@@ -132,6 +132,8 @@ FACTORS: dict[str, RGBFactors] = {
     "flux": _FLUX,
     "wan": _WAN21,
     "qwen_image": _WAN21,
+    # Z-Image decodes with the Flux.1 VAE: ComfyUI's comfy/supported_models.py gives `class ZImage` the Flux format.
+    "z_image": _FLUX,
 }
 """Latent space -> its published RGB factors. Any other space, or a channel-count mismatch, uses the fallback."""
 

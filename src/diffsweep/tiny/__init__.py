@@ -18,6 +18,7 @@ from diffsweep.tiny.qwen_image import qwen_image
 from diffsweep.tiny.stable_diffusion import sd, sd3, sd_v2, sdxl
 from diffsweep.tiny.wan import wan, wan22, wan22_ti2v
 from diffsweep.tiny.wuerstchen import wuerstchen
+from diffsweep.tiny.z_image import z_image
 
 FACTORY_VERSION = 1
 """Bump when any factory's output changes; it is part of the cache folder names of built fixtures."""
@@ -37,6 +38,7 @@ FACTORIES: dict[str, Callable[[], Components]] = {
     "audioldm": audioldm,
     "audioldm2": audioldm2,
     "wuerstchen": wuerstchen,
+    "z_image": z_image,
     "custom": sd,
 }
 """Tiny model name -> components factory. `custom` feeds a user `DiffusionPipeline` subclass; SD components serve."""
