@@ -86,6 +86,7 @@ CASES: dict[str, Case] = {
         {"height": 32, "width": 32, "max_sequence_length": 32, "guidance_scale": 3.5},
         _images(32, 32),
     ),
+    "flux2_klein": Case("Flux2KleinPipeline", {"height": 32, "width": 32, "max_sequence_length": 32}, _images(32, 32)),
     "qwen_image": Case(
         "QwenImagePipeline",
         {"height": 32, "width": 32, "max_sequence_length": 64, "true_cfg_scale": 1.0},
@@ -148,7 +149,7 @@ def test_factory_roundtrip_and_call(name: str, tmp_path: Path, monkeypatch: pyte
     if case.after_load is not None:
         case.after_load(pipe)
     pipe.set_progress_bar_config(disable=True)
-    output = pipe("a red cube", num_inference_steps=2, generator=torch.Generator().manual_seed(0), **case.call)
+    output = pipe(prompt="a red cube", num_inference_steps=2, generator=torch.Generator().manual_seed(0), **case.call)
     case.check(output)
 
 

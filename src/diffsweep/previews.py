@@ -139,8 +139,27 @@ FACTORS: dict[str, RGBFactors] = {
 
 LATENT_SPACES: frozenset[str] = frozenset(FACTORS)
 
-_PACKED_SPACES = frozenset({"flux", "qwen_image"})
-"""Spaces whose pipelines hold latents as (B, patches, 4C) sequences of 2x2 patches."""
+
+
+def _unpack_flux(pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Flux.1 / Qwen-Image: the pipeline's own `_unpack_latents`, so the preview follows the layout it decodes."""
+    return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+
+
+def _unpack_flux2(pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Flux.2: tokens in raster order of 2x2 latent patches, (B, h*w, 4C) -> (B, 4C, h, w), then the pipeline's own
+    `_unpatchify_latents` to (B, C, 2h, 2w)."""
+    rows, cols = height // (pipe.vae_scale_factor * 2), width // (pipe.vae_scale_factor * 2)
+    grid = latents.permute(0, 2, 1).reshape(latents.shape[0], latents.shape[2], rows, cols)
+    return pipe._unpatchify_latents(grid)
+
+
+_UNPACKERS: dict[str, Callable[[Any, torch.Tensor, int, int], torch.Tensor]] = {
+    "flux": _unpack_flux,
+    "qwen_image": _unpack_flux,
+    "flux2": _unpack_flux2,
+}
+"""Spaces whose pipelines hold latents as sequences of 2x2 patches, and how to lay them out as (B, C, H, W)."""
 
 
 def _project(latents: torch.Tensor, factors: RGBFactors) -> torch.Tensor:
@@ -212,16 +231,15 @@ def make_callback(
 
 
 def unpacker(pipe: Any, space: str | None, height: int, width: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The unpack function for spaces whose pipelines pack latents (flux, qwen_image), else None.
+    """The unpack function for spaces whose pipelines pack latents (flux, qwen_image, flux2), else None.
 
-    It is the pipeline's own `_unpack_latents`, so the preview follows exactly the layout the pipeline decodes.
     `height` and `width` are the call's output size in pixels.
     """
-    if space not in _PACKED_SPACES:
+    unpack_space = _UNPACKERS.get(space) if space is not None else None
+    if unpack_space is None:
         return None
-    scale_factor = pipe.vae_scale_factor
 
     def unpack(latents: torch.Tensor) -> torch.Tensor:
-        return pipe._unpack_latents(latents, height, width, scale_factor)
+        return unpack_space(pipe, latents, height, width)
 
     return unpack

@@ -14,6 +14,7 @@ from diffsweep.tiny.amused import amused
 from diffsweep.tiny.audioldm import audioldm, audioldm2
 from diffsweep.tiny.common import Components
 from diffsweep.tiny.flux import flux
+from diffsweep.tiny.flux2 import flux2_klein
 from diffsweep.tiny.qwen_image import qwen_image
 from diffsweep.tiny.stable_diffusion import sd, sd3, sd_v2, sdxl
 from diffsweep.tiny.wan import wan, wan22, wan22_ti2v
@@ -29,6 +30,7 @@ FACTORIES: dict[str, Callable[[], Components]] = {
     "sdxl": sdxl,
     "sd3": sd3,
     "flux": flux,
+    "flux2_klein": flux2_klein,
     "qwen_image": qwen_image,
     "wan": wan,
     "wan22": wan22,
