@@ -87,6 +87,7 @@ CASES: dict[str, Case] = {
         _images(32, 32),
     ),
     "flux2_klein": Case("Flux2KleinPipeline", {"height": 32, "width": 32, "max_sequence_length": 32}, _images(32, 32)),
+    "chroma": Case("ChromaPipeline", {"height": 32, "width": 32, "max_sequence_length": 32}, _images(32, 32)),
     "qwen_image": Case(
         "QwenImagePipeline",
         {"height": 32, "width": 32, "max_sequence_length": 64, "true_cfg_scale": 1.0},

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from diffsweep.tiny.allegro import allegro
 from diffsweep.tiny.amused import amused
 from diffsweep.tiny.audioldm import audioldm, audioldm2
+from diffsweep.tiny.chroma import chroma
 from diffsweep.tiny.common import Components
 from diffsweep.tiny.flux import flux
 from diffsweep.tiny.flux2 import flux2_klein
@@ -30,6 +31,7 @@ FACTORIES: dict[str, Callable[[], Components]] = {
     "sdxl": sdxl,
     "sd3": sd3,
     "flux": flux,
+    "chroma": chroma,
     "flux2_klein": flux2_klein,
     "qwen_image": qwen_image,
     "wan": wan,
