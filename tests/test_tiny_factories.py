@@ -96,6 +96,11 @@ CASES: dict[str, Case] = {
     "wan": _WAN,
     "wan22": _WAN,
     "wan22_ti2v": _WAN,
+    "cogvideox": Case(
+        "CogVideoXPipeline",
+        {"height": 32, "width": 32, "num_frames": 9, "max_sequence_length": 16, "output_type": "np"},
+        _frames((1, 9, 32, 32, 3)),
+    ),
     "allegro": Case(
         "AllegroPipeline",
         {"height": 32, "width": 32, "num_frames": 24, "output_type": "np"},

@@ -154,12 +154,19 @@ def _unpack_flux2(pipe: Any, latents: torch.Tensor, height: int, width: int) -> 
     return pipe._unpatchify_latents(grid)
 
 
+def _frames_first(pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """CogVideoX: (B, F, C, h, w) -> (B, C, F, h, w)."""
+    return latents.permute(0, 2, 1, 3, 4)
+
+
 _UNPACKERS: dict[str, Callable[[Any, torch.Tensor, int, int], torch.Tensor]] = {
     "flux": _unpack_flux,
     "qwen_image": _unpack_flux,
     "flux2": _unpack_flux2,
+    "cogvideox": _frames_first,
 }
-"""Spaces whose pipelines hold latents as sequences of 2x2 patches, and how to lay them out as (B, C, H, W)."""
+"""Spaces whose pipelines hold latents in another layout (sequences of 2x2 patches, frames first), and how to lay
+them out as (B, C, H, W) or (B, C, F, H, W)."""
 
 
 def _project(latents: torch.Tensor, factors: RGBFactors) -> torch.Tensor:
@@ -231,7 +238,8 @@ def make_callback(
 
 
 def unpacker(pipe: Any, space: str | None, height: int, width: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The unpack function for spaces whose pipelines pack latents (flux, qwen_image, flux2), else None.
+    """The unpack function for spaces whose pipelines lay latents out otherwise (flux, qwen_image, flux2, cogvideox),
+    else None.
 
     `height` and `width` are the call's output size in pixels.
     """

@@ -7,7 +7,7 @@ import importlib
 from diffsweep.providers.base import Provider
 
 _MODULES = {name: f"diffsweep.providers.{name}" for name in (
-    "stable_diffusion", "chroma", "flux", "flux2", "qwen_image", "allegro", "amused", "audioldm", "wan", "wuerstchen", "z_image", "custom")}
+    "stable_diffusion", "chroma", "cogvideox", "flux", "flux2", "qwen_image", "allegro", "amused", "audioldm", "wan", "wuerstchen", "z_image", "custom")}
 
 
 def names() -> list[str]:

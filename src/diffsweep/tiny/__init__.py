@@ -13,6 +13,7 @@ from diffsweep.tiny.allegro import allegro
 from diffsweep.tiny.amused import amused
 from diffsweep.tiny.audioldm import audioldm, audioldm2
 from diffsweep.tiny.chroma import chroma
+from diffsweep.tiny.cogvideox import cogvideox
 from diffsweep.tiny.common import Components
 from diffsweep.tiny.flux import flux
 from diffsweep.tiny.flux2 import flux2_klein
@@ -37,6 +38,7 @@ FACTORIES: dict[str, Callable[[], Components]] = {
     "wan": wan,
     "wan22": wan22,
     "wan22_ti2v": wan22_ti2v,
+    "cogvideox": cogvideox,
     "allegro": allegro,
     "amused": amused,
     "audioldm": audioldm,
