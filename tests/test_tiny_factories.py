@@ -88,6 +88,9 @@ CASES: dict[str, Case] = {
     ),
     "flux2_klein": Case("Flux2KleinPipeline", {"height": 32, "width": 32, "max_sequence_length": 32}, _images(32, 32)),
     "chroma": Case("ChromaPipeline", {"height": 32, "width": 32, "max_sequence_length": 32}, _images(32, 32)),
+    "sana": Case("SanaPipeline", {"height": 32, "width": 64, "use_resolution_binning": False}, _images(64, 32)),
+    "sana_sprint": Case("SanaSprintPipeline", {"height": 32, "width": 64, "use_resolution_binning": False},
+                        _images(64, 32)),
     "qwen_image": Case(
         "QwenImagePipeline",
         {"height": 32, "width": 32, "max_sequence_length": 64, "true_cfg_scale": 1.0},

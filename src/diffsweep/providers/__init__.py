@@ -7,7 +7,8 @@ import importlib
 from diffsweep.providers.base import Provider
 
 _MODULES = {name: f"diffsweep.providers.{name}" for name in (
-    "stable_diffusion", "chroma", "cogvideox", "flux", "flux2", "qwen_image", "allegro", "amused", "audioldm", "wan", "wuerstchen", "z_image", "custom")}
+    "stable_diffusion", "flux", "qwen_image", "allegro", "amused", "audioldm", "wan", "wuerstchen", "custom",
+    "chroma", "cogvideox", "flux2", "sana", "z_image")}
 
 
 def names() -> list[str]:

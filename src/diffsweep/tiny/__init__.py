@@ -18,6 +18,7 @@ from diffsweep.tiny.common import Components
 from diffsweep.tiny.flux import flux
 from diffsweep.tiny.flux2 import flux2_klein
 from diffsweep.tiny.qwen_image import qwen_image
+from diffsweep.tiny.sana import sana, sana_sprint
 from diffsweep.tiny.stable_diffusion import sd, sd3, sd_v2, sdxl
 from diffsweep.tiny.wan import wan, wan22, wan22_ti2v
 from diffsweep.tiny.wuerstchen import wuerstchen
@@ -35,6 +36,8 @@ FACTORIES: dict[str, Callable[[], Components]] = {
     "chroma": chroma,
     "flux2_klein": flux2_klein,
     "qwen_image": qwen_image,
+    "sana": sana,
+    "sana_sprint": sana_sprint,
     "wan": wan,
     "wan22": wan22,
     "wan22_ti2v": wan22_ti2v,
