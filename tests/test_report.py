@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import html
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +70,14 @@ def cell_pixel(image: Image.Image, row: int, col: int, left: int = 0, top: int =
     return image.getpixel((x + offset, y + offset))
 
 
+def viewer_data(run_dir: Path) -> dict[str, Any]:
+    text = (run_dir / "data.js").read_text(encoding="utf-8")
+    return json.loads(text.removeprefix("window.DIFFSWEEP_RUN = ").removesuffix(";\n"))
+
+
 def cards(run_dir: Path) -> list[int]:
-    text = (run_dir / "index.html").read_text(encoding="utf-8")
-    return [int(i) for i in re.findall(r'<article class="card \w+" data-index="(\d+)"', text)]
+    """Indices of the items the viewer shows as made (ok or failed), in its order."""
+    return [item["index"] for item in viewer_data(run_dir)["items"] if item["status"] != "missing"]
 
 
 def test_two_axes_place_each_item_by_its_axis_values(tmp_path: Path) -> None:
@@ -154,21 +157,22 @@ def test_labelled_sheet_cap_drops_whole_rows(tmp_path: Path, monkeypatch: pytest
     assert sheet(run_dir).size == (ROW_LABEL_W + GAP + 3 * PITCH, HEADER_H + GAP + 3 * PITCH + LINE_H + GAP)
 
 
-def test_index_html_lists_cards_in_order_with_escaped_text(tmp_path: Path) -> None:
+def test_viewer_data_lists_items_in_order_and_keeps_markup_out(tmp_path: Path) -> None:
     records = [record(2, "failed"), record(0, params={"prompt": HOSTILE}), record(1, suffix=".wav")]
     run = {"status": "failed", "counts": {"planned": 3, "done": 2, "failed": 1, "skipped": 0}}
     run_dir = make_run(tmp_path, records, {"prompt": ["p0", "p1", "p2"]}, run=run)
     write_reports(run_dir)
 
-    text = (run_dir / "index.html").read_text(encoding="utf-8")
+    text = (run_dir / "data.js").read_text(encoding="utf-8")
+    data = viewer_data(run_dir)
     assert cards(run_dir) == [0, 1, 2]
-    assert HOSTILE not in text and html.escape(HOSTILE) in text
-    assert "RuntimeError: item 2 broke" in text
-    assert f'<img src="{records[1]["outputs"][0]}"' in text
-    assert f'<audio controls preload="none" src="{records[2]["outputs"][0]}"' in text
-    assert item_id(0)[:12] in text and item_id(0)[:13] not in text
-    assert "num_inference_steps=2" in text and "2 done · 1 failed · 0 not made · 3 planned" in text
-    assert '<a href="contact_sheet.png">' in text and "<h1>demo <small>v0001</small></h1>" in text
+    assert "<" not in text and data["items"][0]["params"]["prompt"] == HOSTILE  # never closes a <script>
+    assert data["items"][2]["error"] == "RuntimeError: item 2 broke"
+    assert data["items"][0]["outputs"] == [{"path": records[1]["outputs"][0], "kind": "image"}]
+    assert data["items"][1]["outputs"] == [{"path": records[2]["outputs"][0], "kind": "audio"}]
+    assert data["counts"] == run["counts"] and data["sheet"] is True
+    assert (data["title"], data["version"]) == ("demo", "v0001")
+    assert "<title>demo v0001</title>" in (run_dir / "index.html").read_text(encoding="utf-8")
 
 
 def test_torn_and_invalid_manifest_lines_are_ignored(tmp_path: Path) -> None:
@@ -183,9 +187,8 @@ def test_last_line_for_an_item_id_wins(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, [record(0, "failed"), record(1), record(0)], {"seed": [1, 2]})
     write_reports(run_dir)
 
-    text = (run_dir / "index.html").read_text(encoding="utf-8")
     assert cards(run_dir) == [0, 1]
-    assert "broke" not in text
+    assert "broke" not in (run_dir / "data.js").read_text(encoding="utf-8")
     assert cell_pixel(sheet(run_dir), 0, 0, top=HEADER_H) == colour(0)
 
 
@@ -194,9 +197,8 @@ def test_run_without_outputs_writes_index_only(tmp_path: Path) -> None:
     write_reports(run_dir)
 
     assert not (run_dir / "contact_sheet.png").exists()
-    text = (run_dir / "index.html").read_text(encoding="utf-8")
-    assert cards(run_dir) == [0, 1] and "contact_sheet.png" not in text
-    assert "status: <b>unknown</b>" in text and list(run_dir.glob(".*.tmp")) == []
+    assert cards(run_dir) == [0, 1] and viewer_data(run_dir)["sheet"] is False
+    assert viewer_data(run_dir)["status"] == "unknown" and list(run_dir.glob(".*.tmp")) == []
 
 
 @pytest.mark.parametrize("config", ["sweep: [unclosed", "sweep:\n  grid:\n    seed: {start: 1}\n",

@@ -9,24 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hydra
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from diffsweep.errors import (
-    EXIT_CONFIG,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_RUNTIME,
-    ConfigError,
-    ConfigIssue,
-    DiffsweepError,
-    FailedItemsError,
-)
-from diffsweep.multirun import InvalidJobs
+from diffsweep.console import configure_logging, report_failure
+from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError, FailedItemsError
 from diffsweep.paths import conf_dir
 from diffsweep.validate import normalise, validate_config
 
@@ -108,56 +97,6 @@ def _run(cfg: DictConfig) -> None:
                                f"see {result.run_dir / 'manifest.jsonl'}, then `diffsweep-runs resume {result.run_dir}`")
 
 
-def configure_logging(hydra_logs: bool = True) -> None:
-    """Short progress lines on stderr; stdout carries only results (run folders, plans).
-
-    With `hydra_logs=False` Hydra's loggers are left as Hydra sets them up: `--info` prints its
-    sections through them, on stdout, as in any Hydra application."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[diffsweep] %(message)s"))
-    for name in ("diffsweep", "hydra") if hydra_logs else ("diffsweep",):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = name == "diffsweep"  # run.log handlers sit on the root logger
-    # Hydra logs "Error executing job ..." before re-raising; report_failure says it better.
-    logging.getLogger("hydra.core.utils").setLevel(logging.CRITICAL)
-    for noisy, level in (("DIFFUSERS_VERBOSITY", "error"), ("TRANSFORMERS_VERBOSITY", "error")):
-        os.environ.setdefault(noisy, level)
-
-
-def report_failure(action: Callable[[], int | None]) -> int:
-    """Run `action`, turning every failure into one clear line on stderr and its exit code."""
-    try:
-        return action() or EXIT_OK
-    except ConfigError as error:
-        return _say(str(error), EXIT_CONFIG)
-    except InvalidJobs as error:
-        return _say(str(error.error), EXIT_CONFIG)
-    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
-        return _say(f"invalid configuration: {_composition_message(error)}", EXIT_CONFIG)
-    except DiffsweepError as error:
-        return _say(f"error: {error}", error.exit_code)
-    except KeyboardInterrupt:
-        return _say("interrupted", EXIT_INTERRUPTED)
-    except Exception as error:  # noqa: BLE001 - the contract is one clear line, not a traceback
-        log.debug("unexpected failure", exc_info=True)
-        return _say(f"error: {type(error).__name__}: {error}", EXIT_RUNTIME)
-
-
-def _composition_message(error: BaseException) -> str:
-    """Hydra's message with its cause, and the way out of the one override trap users meet most."""
-    text = str(error).strip()
-    cause = error.__cause__
-    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
-        text += f": {str(cause).strip().splitlines()[0]}"
-    if text.startswith("Error merging override"):
-        key = text.removeprefix("Error merging override ").split("=", 1)[0]
-        text += (f"\n  (an override cannot turn a mapping into a list or back: to replace a range or file axis, "
-                 f"delete it first: '~{key}' '+{key}=[...]')")
-    return text
-
-
 CONFIG_PATH_FLAGS = ("--config-path", "-cp")
 
 
@@ -186,8 +125,3 @@ def main() -> None:
     sys.argv = [sys.argv[0], *absolute_config_path(sys.argv[1:], Path.cwd())]
     configure_logging(hydra_logs=not any(arg.split("=", 1)[0] == "--info" for arg in sys.argv[1:]))
     sys.exit(report_failure(_run_app))
-
-
-def _say(message: str, code: int) -> int:
-    sys.stderr.write(message.rstrip() + "\n")
-    return code

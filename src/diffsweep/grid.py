@@ -26,14 +26,26 @@ class Axis:
     values: tuple[Any, ...]
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def range_length(spec: Mapping[str, Any]) -> int:
+    """How many values a range axis holds, computed without making them."""
+    start, stop = spec["start"], spec["stop"]
+    step = spec.get("step", 1)
+    if all(_is_int(v) for v in (start, stop, step)):
+        return len(range(start, stop, step))
+    return max(0, math.ceil((stop - start) / step - 1e-9))
+
+
 def expand_range(spec: Mapping[str, Any]) -> list[Any]:
     start, stop = spec["start"], spec["stop"]
     step = spec.get("step", 1)
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in (start, stop, step)):
+    if all(_is_int(v) for v in (start, stop, step)):
         return list(range(start, stop, step))
-    count = max(0, math.ceil((stop - start) / step - 1e-9))
     # round away float noise (0.1 * 3 = 0.30000000000000004) so values hash as written
-    return [round(start + i * step, 10) for i in range(count)]
+    return [round(start + i * step, 10) for i in range(range_length(spec))]
 
 
 def numbered_lines(path: Path) -> list[tuple[int, str]]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+import re
+import secrets
+from collections.abc import Callable, Mapping
 from typing import Any
 
 HASH_SCHEMA = 1
@@ -55,3 +57,25 @@ def normalise_number(value: Any, kind: str) -> Any:
     if kind == "number":
         return float(value)
     return value
+
+
+def item_id_filler(builder_digest: str, params: Mapping[str, Any], varying: list[str]) -> Callable[[list[str]], str]:
+    """`item_id` of items whose params differ only in the `varying` keys, as a function of those
+    values' canonical JSON (in `varying` order).
+
+    The document is serialised once with a marker in each varying place; each item then only fills
+    in its values, which gives the very text `item_id` would hash (JSON serialises a nested value
+    exactly as it does the value alone) at a fraction of the cost: what lets a plan of a million
+    items be hashed in seconds."""
+    token = secrets.token_hex(8)
+    marked = {**params, **{key: f"@{token}:{slot}@" for slot, key in enumerate(varying)}}
+    text = canonical_json({"hash_schema": HASH_SCHEMA, "kind": "item", "builder": builder_digest, "params": marked})
+    pieces = re.split(f'"@{token}:([0-9]+)@"', text)
+    segments, slots = pieces[0::2], [int(slot) for slot in pieces[1::2]]
+    head, rest = segments[0], list(zip(slots, segments[1:], strict=True))
+
+    def fill(values: list[str]) -> str:
+        text = head + "".join(values[slot] + segment for slot, segment in rest)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    return fill

@@ -8,21 +8,25 @@ the costly axes (builder, then call shape) change least.
 from __future__ import annotations
 
 import copy
+import hashlib
+import itertools
 import json
+import math
+import operator
 import secrets
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diffsweep import hashing, lora, providers, schedulers
 from diffsweep.devices import resolve_dtype
-from diffsweep.errors import ConfigError, ConfigIssue
-from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, repeated
+from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
+from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
 from diffsweep.inputs import FILE_PARAMS, identity_params
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
-from diffsweep.validate import did_you_mean, load_schema, subschema_issues
+from diffsweep.validate import did_you_mean, load_schema, range_checked_by_ends, subschema_checker
 
 SourceOf = Callable[[str], "str | None"]
 BUILDER_AXIS = "builder."
@@ -67,6 +71,28 @@ class Item:
 class Batch:
     builder: BuilderPlan
     items: list[Item] = field(default_factory=list)
+    # Items to commit when the plan is narrowed to some items: the others only share the call, so
+    # the selected ones come out of the same batch, and so with the same bytes, as in a full run.
+    keep: frozenset[str] | None = None
+
+    def commits(self, item: Item) -> bool:
+        return self.keep is None or item.item_id in self.keep
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One call shape of a product grid: a point of the builder and shared axes. Its items differ
+    only in per-item values (prompts, seeds), so one serialisation of its params hashes them all."""
+
+    positions: tuple[int, ...]  # on the outer axes
+    builder: BuilderPlan
+    first_index: int  # grid index of its item at the first value of every per-item axis
+    params: dict[str, Any]  # every parameter in record order; per-item places hold a marker
+    key: str  # see Plan.shape_key
+    ids: Callable[[list[str]], str]  # per-item values' canonical JSON -> item id
+
+
+_PER_ITEM = "<per-item value>"  # stands in a shape's params for what each item sets
 
 
 def _number_kinds() -> dict[str, str]:
@@ -125,29 +151,48 @@ def _axis_schema(name: str, source_of: SourceOf) -> dict[str, Any]:
     return params["properties"][name]
 
 
+def max_items(doc: Mapping[str, Any]) -> int:
+    """The largest grid diffsweep plans (configs saved before the key existed get the default)."""
+    return doc.get("max_items", load_schema("config")["properties"]["max_items"]["default"])
+
+
 def load_grid(doc: Mapping[str, Any], base_dirs: list[Path], source_of: SourceOf) -> Grid:
-    """Expand and type-check every grid axis; all element errors are reported together."""
+    """Expand and type-check every grid axis; all element errors are reported together. A grid
+    larger than `max_items` is refused before its values are made (a range typed with three
+    extra zeros must fail as a config error, not as a MemoryError)."""
     axes: list[Axis] = []
     issues: list[ConfigIssue] = []
+    limit = max_items(doc)
     for name, spec in doc["sweep"]["grid"].items():
         where = f"sweep.grid.{name}"
+        if isinstance(spec, Mapping) and "start" in spec and range_length(spec) > limit:
+            raise ConfigError(ConfigIssue(where, f"range of {range_length(spec):,} values is more than max_items "
+                                                 f"= {limit:,} items; narrow it, or raise max_items", source_of(where)))
         try:
             schema = _axis_schema(name, source_of)
             axis = expand_axis(name, spec, base_dirs, source_of(where))
         except ConfigError as error:
             issues += error.issues
             continue
-        for position, value in enumerate(axis.values):
+        check = subschema_checker(schema, source_of)
+        ends = isinstance(spec, Mapping) and "start" in spec and range_checked_by_ends(schema)
+        for position in sorted({0, len(axis.values) - 1}) if ends else range(len(axis.values)):
+            value = axis.values[position]
             if value is None and not name.startswith(BUILDER_AXIS):  # builder.scheduler: null = the model's own
                 issues.append(ConfigIssue(f"{where}[{position}]", "null is not a grid value", source_of(where)))
             else:
-                issues += subschema_issues(value, schema, f"{where}[{position}]", source_of)
+                issues += check(value, f"{where}[{position}]")
         if doc["sweep"]["mode"] == "product":
             issues += _repeated_value_issues(axis, spec, base_dirs, where, source_of(where))
         axes.append(axis)
     if issues:
         raise ConfigError(issues)
     grid = Grid(axes, doc["sweep"]["mode"])
+    if len(grid) > limit:
+        sizes = " × ".join(f"{a.name} {len(a.values):,}" for a in grid.axes)
+        raise ConfigError(ConfigIssue("sweep.grid", f"{len(grid):,} items ({sizes}) is more than max_items = "
+                                                    f"{limit:,}; narrow the grid, or raise max_items to plan it",
+                                      source_of("sweep.grid")))
     if grid.mode == "zip":
         _refuse_repeated_points(grid, source_of("sweep.grid"))
     return grid
@@ -215,9 +260,10 @@ class Plan:
         self._checked_shapes: set[str] = set()
         self.total = len(grid)
         self.index_width = max(4, len(str(self.total - 1)))
+        self.selected: frozenset[str] | None = None  # see select()
         self._plan_builders()
-        for _ in self.items():  # checks every call shape before anything loads or is written
-            pass
+        self._split_axes()
+        self._check_shapes()
 
     # ----- builders ----------------------------------------------------------------------
     def _builder_points(self) -> list[dict[str, Any]]:
@@ -280,6 +326,11 @@ class Plan:
                                                  f"add its prefix there to trust it", self._source_of(where)))
 
     # ----- items ---------------------------------------------------------------------------
+    # A product grid is walked as its call shapes (points of the builder and shared axes, costly
+    # axes outermost), each holding the product of the per-item axes (prompts, seeds). Counts come
+    # from axis lengths, grid indices from strides, item ids from one serialisation per shape: no
+    # pass over the items keeps them, and a dry run touches only the items it prints.
+
     def _params(self, builder: BuilderPlan, point: Mapping[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {"seed": DEFAULT_SEED, **lora.default_scales(builder.loras)}
         for layer in (builder.spec.defaults, self.doc["generation"], self.doc["sweep"]["params"],
@@ -288,15 +339,76 @@ class Plan:
         return {k: hashing.normalise_number(v, self._kinds.get(k, "number" if k.startswith("lora.") else "other"))
                 for k, v in params.items()}
 
-    def _check_shape(self, builder: BuilderPlan, params: Mapping[str, Any], key: str) -> None:
-        if key in self._checked_shapes:
+    def _split_axes(self) -> None:
+        per_item = [a for a in self.grid.axes if a.name in PER_ITEM_PARAMS]
+        outer = [*self._builder_axes, *(a for a in self.grid.axes if a not in self._builder_axes and a not in per_item)]
+        self._outer_axes, self._item_axes = outer, per_item
+        self._strides: dict[str, int] = {}
+        stride = 1
+        for axis in reversed(self.grid.axes):
+            self._strides[axis.name] = stride
+            stride *= len(axis.values)
+        self._item_strides = [self._strides[a.name] for a in per_item]
+        self._item_values = [tuple(hashing.normalise_number(v, self._kinds.get(a.name, "other")) for v in a.values)
+                             for a in per_item]
+        self._item_json = [[hashing.canonical_json(v) for v in values] for values in self._item_values]
+        self.shape_size = math.prod(len(a.values) for a in per_item)
+        self._last_shape: Shape | None = None
+
+    def _shapes(self) -> Iterator[Shape]:
+        """Every call shape of a product grid, in plan order."""
+        for positions in itertools.product(*(range(len(a.values)) for a in self._outer_axes)):
+            yield self._shape(positions)
+
+    def _shape(self, positions: tuple[int, ...]) -> Shape:
+        if self._last_shape is not None and self._last_shape.positions == positions:
+            return self._last_shape
+        point = {a.name: a.values[p] for a, p in zip(self._outer_axes, positions, strict=True)}
+        builder_point = {k: v for k, v in point.items() if k.startswith(BUILDER_AXIS)}
+        builder = self._builder_by_point[hashing.canonical_json(builder_point)]
+        # per-item values go in last, as the full point would put them, so params keep their order
+        params = self._params(builder, {**point, **{a.name: _PER_ITEM for a in self._item_axes}})
+        first = sum(self._strides[a.name] * p for a, p in zip(self._outer_axes, positions, strict=True))
+        ids = hashing.item_id_filler(builder.hash, identity_params(params), [a.name for a in self._item_axes])
+        self._last_shape = Shape(positions, builder, first, params, self.shape_key(builder, params), ids)
+        return self._last_shape
+
+    def _item(self, shape: Shape, positions: tuple[int, ...]) -> Item:
+        params = dict(shape.params)
+        for axis, values, position in zip(self._item_axes, self._item_values, positions, strict=True):
+            params[axis.name] = values[position]
+        return Item(self._index(shape, positions), self._item_id(shape, positions), shape.builder.hash, params)
+
+    def _index(self, shape: Shape, positions: tuple[int, ...]) -> int:
+        return shape.first_index + sum(map(operator.mul, self._item_strides, positions))
+
+    def _item_id(self, shape: Shape, positions: tuple[int, ...]) -> str:
+        return shape.ids([texts[p] for texts, p in zip(self._item_json, positions, strict=True)])
+
+    def _item_positions(self) -> Iterator[tuple[int, ...]]:
+        return itertools.product(*(range(len(values)) for values in self._item_values))
+
+    def _check_shapes(self) -> None:
+        """Check each distinct call shape once, on its first item, before anything loads or is written."""
+        if self.grid.mode == "zip":
+            for _ in self._zip_items():
+                pass
             return
-        problems = builder.provider.check_params(builder.spec, params, builder.config) + lora.problems(builder.loras, params)
+        first = tuple(0 for _ in self._item_axes)
+        for shape in self._shapes():
+            self._check_shape(shape.builder, self._item(shape, first).params, shape.key)
+
+    def _check_shape(self, builder: BuilderPlan, params: Mapping[str, Any], key: str) -> None:
+        seen = hashlib.blake2b(key.encode(), digest_size=16).digest()  # a grid may have a million shapes
+        if seen in self._checked_shapes:
+            return
+        problems = (builder.provider.check_params(builder.spec, params, builder.config)
+                    + lora.problems(builder.loras, params))
         if "prompt" not in params:
             problems.append(("prompt", "no prompt: set sweep.grid.prompt or sweep.params.prompt"))
         if problems:
             raise ConfigError([ConfigIssue(self._where(k), m, self._source_of(self._where(k))) for k, m in problems])
-        self._checked_shapes.add(key)
+        self._checked_shapes.add(seen)
 
     def _where(self, key: str) -> str:
         if key in self.doc["sweep"]["grid"]:
@@ -305,18 +417,78 @@ class Plan:
             return f"sweep.params.{key}"
         return f"generation.{key}"
 
+    def _zip_item(self, index: int) -> Item:
+        point = self.grid.point(index)
+        builder = self._builder_by_point[hashing.canonical_json({k: v for k, v in point.items()
+                                                                 if k.startswith(BUILDER_AXIS)})]
+        params = self._params(builder, point)
+        self._check_shape(builder, params, self.shape_key(builder, params))
+        return Item(index, hashing.item_id(builder.hash, identity_params(params)), builder.hash, params)
+
+    def _zip_items(self) -> Iterator[Item]:
+        return (self._zip_item(index) for index in range(len(self.grid)))
+
+    def select(self, wanted: Iterable[str | int]) -> None:
+        """Narrow the plan to some items (a rerun of single items), each named by its item id (or a
+        unique beginning of it) or its grid index; only they are counted and committed."""
+        selected = set()
+        for key in wanted:
+            if isinstance(key, int):
+                if not 0 <= key < len(self.grid):
+                    raise DiffsweepError(f"no item with index {key}: this run's items have indices 0 to "
+                                         f"{len(self.grid) - 1}")
+                selected.add(self.item(key).item_id)
+                continue
+            found = [item_id for item_id in self._all_item_ids() if item_id.startswith(key.lower())] if key else []
+            if len(found) != 1:
+                raise DiffsweepError(f"item '{key}' is {'ambiguous' if found else 'not'} in this run's plan"
+                                     f"{' (give more of its id)' if found else ''}")
+            selected.add(found[0])
+        self.selected = frozenset(selected)
+        self.total = len(self.selected)
+
     def items(self) -> Iterator[Item]:
-        """Every item, builders and call shapes outermost so equal work is adjacent."""
-        per_item = [a.name for a in self.grid.axes if a.name in PER_ITEM_PARAMS]
-        outer = [a.name for a in self._builder_axes]
-        outer += [a.name for a in self.grid.axes if a.name not in outer and a.name not in per_item]
-        for index, point in self.grid.iter_points(outer):
-            builder_point = {k: v for k, v in point.items() if k.startswith(BUILDER_AXIS)}
-            builder = self._builder_by_point[hashing.canonical_json(builder_point)]
-            params = self._params(builder, point)
-            shape = self.shape_key(builder, params)
-            self._check_shape(builder, params, shape)
-            yield Item(index, hashing.item_id(builder.hash, identity_params(params)), builder.hash, params)
+        """Every item (of the selection, if any), builders and call shapes outermost."""
+        for item in self._all_items():
+            if self.selected is None or item.item_id in self.selected:
+                yield item
+
+    def _all_items(self) -> Iterator[Item]:
+        """Every item of the grid, builders and call shapes outermost so equal work is adjacent."""
+        if self.grid.mode == "zip":
+            yield from self._zip_items()
+            return
+        for shape in self._shapes():
+            for positions in self._item_positions():
+                yield self._item(shape, positions)
+
+    def item_ids(self) -> Iterator[str]:
+        """The id of every planned item in plan order, without making the items: for counting what is done."""
+        for item_id in self._all_item_ids():
+            if self.selected is None or item_id in self.selected:
+                yield item_id
+
+    def _all_item_ids(self) -> Iterator[str]:
+        if self.grid.mode == "zip":
+            yield from (item.item_id for item in self._zip_items())
+            return
+        for shape in self._shapes():
+            for positions in self._item_positions():
+                yield self._item_id(shape, positions)
+
+    def count_in(self, ids: Container[str]) -> int:
+        """How many planned items have their id in `ids` (ids of items no longer planned do not count)."""
+        return sum(1 for item_id in self.item_ids() if item_id in ids)
+
+    def item(self, index: int) -> Item:
+        """The item at a grid index, by index arithmetic."""
+        if not 0 <= index < len(self.grid):
+            raise IndexError(f"grid index {index} is not in 0..{len(self.grid) - 1}")
+        if self.grid.mode == "zip":
+            return self._zip_item(index)
+        position = {a.name: index // self._strides[a.name] % len(a.values) for a in self.grid.axes}
+        shape = self._shape(tuple(position[a.name] for a in self._outer_axes))
+        return self._item(shape, tuple(position[a.name] for a in self._item_axes))
 
     @staticmethod
     def shape_key(builder: BuilderPlan, params: Mapping[str, Any]) -> str:
@@ -334,9 +506,42 @@ class Plan:
         return int(setting) if builder.spec.batchable else 1
 
     def batches(self, skip: Container[str] = ()) -> Iterator[Batch]:
-        """Batches of items not in `skip`, each one pipeline call."""
+        """Batches of items not in `skip`, each one pipeline call; skipped items are never made. With a
+        selection, the batches that hold a selected item, whole, so each is made as in a run of the
+        full plan."""
+        if self.selected is None:
+            yield from self._batches(skip)
+            return
+        for batch in self._batches(()):
+            if any(item.item_id in self.selected and item.item_id not in skip for item in batch.items):
+                yield Batch(batch.builder, batch.items, self.selected)
+
+    def _batches(self, skip: Container[str]) -> Iterator[Batch]:
+        if self.grid.mode == "zip":
+            yield from self._zip_batches(skip)
+            return
+        batch, key = None, None
+        for shape in self._shapes():
+            if batch is not None and key != shape.key:  # product order keeps a shape's items adjacent
+                if batch.items:
+                    yield batch
+                batch = None
+            if batch is None:
+                batch, key, size = Batch(shape.builder), shape.key, self.batch_size(shape.builder)
+            for positions in self._item_positions():
+                if skip and self._item_id(shape, positions) in skip:
+                    continue
+                batch.items.append(self._item(shape, positions))
+                if len(batch.items) >= size:
+                    yield batch
+                    batch = Batch(shape.builder)
+        if batch is not None and batch.items:
+            yield batch
+
+    def _zip_batches(self, skip: Container[str]) -> Iterator[Batch]:
+        """Zipped points need not put equal shapes together: a batch stays open until it is full."""
         open_batches: dict[str, Batch] = {}
-        for item in self.items():
+        for item in self._zip_items():
             if item.item_id in skip:
                 continue
             builder = self.builders[item.builder_hash]
@@ -345,21 +550,31 @@ class Plan:
             batch.items.append(item)
             if len(batch.items) >= self.batch_size(builder):
                 yield open_batches.pop(key)
-            elif self.grid.mode == "product" and len(open_batches) > 1:
-                # product order makes equal shapes adjacent: a new shape closes the older ones
-                for old in [k for k in open_batches if k != key]:
-                    yield open_batches.pop(old)
         yield from open_batches.values()
 
     def summary(self) -> dict[str, Any]:
-        """Counts for a dry run: items, builders, batches, pipeline calls."""
-        batches = list(self.batches())
+        """Counts for a dry run: items, builders, batches, pipeline calls, from the call shapes'
+        sizes (no item is made)."""
+        items = dict.fromkeys(self.builders, 0)
+        batches = 0
+        if self.grid.mode == "zip":
+            for batch in self.batches():
+                items[batch.builder.hash] += len(batch.items)
+                batches += 1
+        else:
+            run_key, run_size, run_builder = None, 0, None
+            for shape in self._shapes():
+                items[shape.builder.hash] += self.shape_size
+                if shape.key != run_key:
+                    batches += -(-run_size // self.batch_size(run_builder)) if run_builder else 0
+                    run_key, run_size, run_builder = shape.key, 0, shape.builder
+                run_size += self.shape_size
+            batches += -(-run_size // self.batch_size(run_builder)) if run_builder else 0
         return {
             "items": self.total,
             "builders": [{"hash": b.short, "provider": b.provider.name, "pipeline": b.spec.name,
-                          "model": b.config["model"], "dtype": b.identity["dtype"],
-                          "items": sum(len(x.items) for x in batches if x.builder.hash == b.hash),
+                          "model": b.config["model"], "dtype": b.identity["dtype"], "items": items[b.hash],
                           "batch_size": self.batch_size(b)} for b in self.builders.values()],
-            "batches": len(batches),
-            "calls": len(batches),
+            "batches": batches,
+            "calls": batches,
         }

@@ -12,6 +12,7 @@ enlarged by an integer nearest-neighbour factor so that the long side is at leas
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 MIN_PREVIEW_SIDE = 64
 """Previews smaller than this on their long side are enlarged (nearest neighbour) to be worth looking at."""
@@ -132,42 +135,10 @@ FACTORS: dict[str, RGBFactors] = {
     "flux": _FLUX,
     "wan": _WAN21,
     "qwen_image": _WAN21,
-    # Z-Image decodes with the Flux.1 VAE: ComfyUI's comfy/supported_models.py gives `class ZImage` the Flux format.
-    "z_image": _FLUX,
 }
 """Latent space -> its published RGB factors. Any other space, or a channel-count mismatch, uses the fallback."""
 
 LATENT_SPACES: frozenset[str] = frozenset(FACTORS)
-
-
-
-def _unpack_flux(pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Flux.1 / Qwen-Image: the pipeline's own `_unpack_latents`, so the preview follows the layout it decodes."""
-    return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
-
-
-def _unpack_flux2(pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Flux.2: tokens in raster order of 2x2 latent patches, (B, h*w, 4C) -> (B, 4C, h, w), then the pipeline's own
-    `_unpatchify_latents` to (B, C, 2h, 2w)."""
-    rows, cols = height // (pipe.vae_scale_factor * 2), width // (pipe.vae_scale_factor * 2)
-    grid = latents.permute(0, 2, 1).reshape(latents.shape[0], latents.shape[2], rows, cols)
-    return pipe._unpatchify_latents(grid)
-
-
-def _frames_first(pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """CogVideoX: (B, F, C, h, w) -> (B, C, F, h, w)."""
-    return latents.permute(0, 2, 1, 3, 4)
-
-
-_UNPACKERS: dict[str, Callable[[Any, torch.Tensor, int, int], torch.Tensor]] = {
-    "flux": _unpack_flux,
-    "qwen_image": _unpack_flux,
-    "flux2": _unpack_flux2,
-    "cogvideox": _frames_first,
-}
-"""Spaces whose pipelines hold latents in another layout (sequences of 2x2 patches, frames first), and how to lay
-them out as (B, C, H, W) or (B, C, F, H, W)."""
-
 
 def _project(latents: torch.Tensor, factors: RGBFactors) -> torch.Tensor:
     """(B, C, H, W) -> (B, 3, H, W) in [0, 1]: the linear map gives [-1, 1] RGB, mapped as ComfyUI maps it."""
@@ -219,35 +190,29 @@ def make_callback(
     """A diffusers `callback_on_step_end(pipe, step, timestep, callback_kwargs)` that, on every `every`-th step
     (step index + 1 divisible by `every`), calls on_preview(step + 1, images) and returns callback_kwargs unchanged.
 
-    `unpack` turns the pipeline's packed latents into (B, C, H, W)/(B, C, F, H, W) first (flux, qwen). Other steps
-    only test the step index, so previews cost nothing between firings. The pipeline must expose "latents" in
-    callback_kwargs (the default `callback_on_step_end_tensor_inputs` of diffusers pipelines).
+    `unpack` (the provider's `preview_unpacker`) turns the pipeline's packed latents into (B, C, H, W)/(B, C, F, H, W)
+    first. Other steps only test the step index, so previews cost nothing between firings. The pipeline must expose
+    "latents" in callback_kwargs (the default `callback_on_step_end_tensor_inputs` of diffusers pipelines). Latents of
+    any other layout (a packed family whose provider declares no unpacker) turn previews off for the call with one
+    warning: a preview never fails a batch.
     """
     if every < 1:
         raise ValueError(f"previews every {every} steps: must be at least 1 (0 means install no callback)")
 
+    unreadable: list[tuple[int, ...]] = []
+
     def callback(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-        if (step + 1) % every == 0:
+        if (step + 1) % every == 0 and not unreadable:
             with torch.inference_mode():
                 latents = callback_kwargs["latents"]
-                images = latents_to_rgb(unpack(latents) if unpack is not None else latents, space)
+                latents = unpack(latents) if unpack is not None else latents
+                if latents.ndim not in (4, 5):
+                    unreadable.append(tuple(latents.shape))
+                    log.warning("previews off for this call: latents of shape %s are not (B, C, H, W) or "
+                                "(B, C, F, H, W), and the provider declares no preview_unpacker", unreadable[0])
+                    return callback_kwargs
+                images = latents_to_rgb(latents, space)
             on_preview(step + 1, images)
         return callback_kwargs
 
     return callback
-
-
-def unpacker(pipe: Any, space: str | None, height: int, width: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The unpack function for spaces whose pipelines lay latents out otherwise (flux, qwen_image, flux2, cogvideox),
-    else None.
-
-    `height` and `width` are the call's output size in pixels.
-    """
-    unpack_space = _UNPACKERS.get(space) if space is not None else None
-    if unpack_space is None:
-        return None
-
-    def unpack(latents: torch.Tensor) -> torch.Tensor:
-        return unpack_space(pipe, latents, height, width)
-
-    return unpack

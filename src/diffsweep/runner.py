@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -52,7 +52,9 @@ log = logging.getLogger("diffsweep")
 
 
 def _quiet_library_progress_bars() -> None:
-    """diffsweep shows one progress bar for the sweep; loading and saving bars would bury it."""
+    """diffsweep shows one progress bar for the sweep; loading and saving bars would bury it. Called
+    where a pipeline is loaded, not on import: a dry run or a resume with nothing to do loads no
+    diffusers at all."""
     import diffusers
     import transformers
 
@@ -60,7 +62,6 @@ def _quiet_library_progress_bars() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-_quiet_library_progress_bars()
 SourceOf = Callable[[str], "str | None"]
 
 
@@ -69,9 +70,12 @@ class RunResult:
     run_dir: Path | None
     status: str
     counts: dict[str, int] = field(default_factory=dict)
+    code: int | None = None  # set where the outcome is not just "some items failed" (a distributed run)
 
     @property
     def exit_code(self) -> int:
+        if self.code is not None:
+            return self.code
         return EXIT_FAILED_ITEMS if self.counts.get("failed") else EXIT_OK
 
 
@@ -116,6 +120,7 @@ def check_output_root(root: Path, name: str, source_of: SourceOf = _no_source) -
                                              f"set output.root to a folder you can write", source))
 
 
+SELECTED = "selected_items"  # run.json: the item ids a rerun of single items was narrowed to
 DRY_RUN_ITEMS = 10  # items a dry run lists; the counts cover all of them
 
 
@@ -127,7 +132,7 @@ def print_plan(plan: Plan, out: TextIO) -> None:
         out.write(f"  builder {b['hash']}  {b['provider']}/{b['pipeline']}  {b['model']}  dtype={b['dtype']}  "
                   f"items={b['items']}  batch_size={b['batch_size']}\n")
     varying = [axis.name for axis in plan.grid.axes if len(axis.values) > 1]
-    first = sorted((item for item in plan.items() if item.index < DRY_RUN_ITEMS), key=lambda item: item.index)
+    first = [plan.item(index) for index in range(min(DRY_RUN_ITEMS, plan.total))]
     more = f" (first {len(first)} of {plan.total})" if plan.total > len(first) else ""
     out.write(f"  items{more}, by grid index:\n")
     for item in first:
@@ -159,28 +164,51 @@ def check_models_available(plan: Plan) -> None:
 
 
 def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, source_of: SourceOf = _no_source,
-              base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
-    """Run a composed config into a new versioned run folder (or print the plan on dry_run)."""
+              base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
+              only: Sequence[str | int] | None = None) -> RunResult:
+    """Run a composed config into a new versioned run folder (or print the plan on dry_run); `only`
+    narrows it to some items, by item id or grid index (see Plan.select).
+
+    Started as one of several processes by torchrun or `accelerate launch`, this process runs its
+    shard of the sweep; with `distribute=local|slurm` the shards are submitted as a job array."""
+    from diffsweep import distribute
+
+    state = distribute.launched_state(doc["device"])
+    if state is not None:
+        return distribute.run_launched(normalise(doc), state, overrides=overrides or [], source_of=source_of,
+                                       base_dir=base_dir, out=out, cache=cache)
     doc, plan = prepare(doc, source_of=source_of, base_dir=base_dir)
+    if only:
+        plan.select(only)
     check_output_root(Path(doc["output"]["root"]), doc["sweep"]["name"], source_of)
     if doc["dry_run"]:
         print_plan(plan, out)
         return RunResult(None, "dry_run", {"planned": plan.total})
     check_models_available(plan)
+    if doc["distribute"]["backend"] != "none":
+        return distribute.submit_run(doc, plan, overrides=overrides or [], out=out)
     run = RunFolder(allocate(Path(doc["output"]["root"]), doc["sweep"]["name"]))
     with run.locked():
         write_atomic(run.path / "config.yaml", dump_run_config(doc, run.path))
         write_atomic(run.path / "overrides.yaml", "".join(f"- {json.dumps(o)}\n" for o in (overrides or [])))
         info = new_run_info(run, plan)
+        if plan.selected is not None:  # a resume of this folder makes these items, not the whole grid
+            info.extra[SELECTED] = sorted(plan.selected)
         return execute(run, plan, info, new_attempt("run"), done={}, cache=cache or process_cache(), out=out)
 
 
-def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
+def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
+               here: bool = False) -> RunResult:
     """Finish a run in place: items with a committed manifest line and intact files are kept, the
-    rest generated; the attempt is added to the run's history in run.json."""
+    rest generated; the attempt is added to the run's history in run.json. A distributed run runs
+    only its unfinished shards again (resubmitted when it was submitted, unless `here`)."""
     from diffsweep.savedconfig import load_run_config
 
     run = RunFolder(run_dir)
+    if run.read_layout() is not None:
+        from diffsweep.distribute import resume_distributed
+
+        return resume_distributed(run, here=here, cache=cache, out=out)
     with run.locked():
         doc, plan = prepare(load_run_config(run.path), source_of=lambda _: str(run.path / "config.yaml"),
                             base_dir=run.path)
@@ -188,13 +216,16 @@ def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache 
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted writer", removed)
         run.repair_manifest()
-        done = {item_id: r for item_id, r in run.compact_manifest().items() if is_intact(run, r)}
+        done = run.done_items()  # one streaming pass: ids, not records
         try:
             info = run.read_info()
         except DiffsweepError as error:  # killed before its first run.json: start the record afresh
             log.warning("%s; starting a new run record", error)
             info = new_run_info(run, plan)
-        return execute(run, plan, info, new_attempt("resume"), done=done, cache=cache or process_cache(), out=out)
+        if isinstance(info.extra.get(SELECTED), list):
+            plan.select(info.extra[SELECTED])
+        return execute(run, plan, info, new_attempt("resume"), done=done, cache=cache or process_cache(), out=out,
+                       settled=info.status == "complete" and done.compact)
 
 
 def is_intact(run: RunFolder, record: ItemRecord) -> bool:
@@ -232,19 +263,25 @@ class Execution:
     attempt: Attempt
     cache: PipelineCache
     writer: ItemWriter
+    offloaded: set[str] = field(default_factory=set)  # cache keys switched to model offload by an OOM
 
 
-def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Mapping[str, ItemRecord],
-            cache: PipelineCache, out: TextIO) -> RunResult:
-    """Generate every item not in `done`, committing each through the writer, and record the attempt."""
+def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Container[str],
+            cache: PipelineCache, out: TextIO, settled: bool = False) -> RunResult:
+    """Generate every item whose id is not in `done`, committing each through the writer, and record
+    the attempt. `settled`: the run was complete with a compact manifest before this attempt, so an
+    attempt with nothing to do leaves the manifest and reports as they are."""
     device = plan.device
     handler = _attach_run_log(run.path / "run.log")
-    kept = sum(1 for item in plan.items() if item.item_id in done)
+    kept = plan.count_in(done)
     attempt.counts = AttemptCounts(planned=plan.total, kept=kept)
     info.attempts.append(attempt)
     info.status, info.finished = "running", None
     run.write_info(info)
     log.info("run folder %s: %d planned, %d already done", run.path, plan.total, kept)
+    nothing_to_do = kept == plan.total
+    if nothing_to_do:
+        log.info("nothing to do: all %d planned item(s) are done", plan.total)
     loads_before, hits_before = cache.stats.loads, cache.stats.hits
 
     def committed(record: ItemRecord) -> None:
@@ -263,8 +300,9 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
     interrupted = False
     previous_sigterm = _sigterm_as_interrupt()
     try:
-        for batch in plan.batches(skip=done):
-            _run_batch(batch, job)
+        if not nothing_to_do:
+            for batch in plan.batches(skip=done):
+                _run_batch(batch, job)
         writer.close()
     except KeyboardInterrupt:
         interrupted = True
@@ -276,14 +314,19 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
         progress.close()
         attempt.cache = CacheStats(cache.stats.loads - loads_before, cache.stats.hits - hits_before)
         attempt.timings.peak_memory_bytes = devices.peak_memory_bytes(device)
-        records = run.items() if interrupted else run.compact_manifest()
-        info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or is_intact(run, r)))
+        unchanged = settled and nothing_to_do and not interrupted
+        if unchanged:  # every planned item done and intact, the manifest already compact
+            info.counts = Counts(planned=plan.total, done=plan.total)
+        else:
+            records = run.items() if interrupted else run.compact_manifest()
+            info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or is_intact(run, r)))
         status = "interrupted" if interrupted else ("failed" if info.counts.failed or info.counts.skipped
                                                     else "complete")
         attempt.status, attempt.finished = status, now()
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
-        _write_reports(run.path)
+        if not unchanged:  # the records the reports are drawn from are as they were
+            _write_reports(run.path)
         counts = info.counts
         made = (f" ({attempt.counts.generated} generated, {attempt.counts.kept} kept from earlier attempts)"
                 if attempt.kind == "resume" else "")
@@ -309,10 +352,17 @@ def _run_batch(batch: Batch, job: Execution) -> None:
     except ModelUnavailableError as error:
         _fail(batch, job.writer, str(error), time.perf_counter() - started)
         return
-    _call(pipe, batch, job)
+    try:
+        _call(pipe, batch, job)
+    finally:
+        if batch.builder.cache_key in job.offloaded:
+            # the offload was for these items only: the cached pipeline is dropped, so later batches
+            # (and later runs in this process) load it again as configured and recorded
+            job.offloaded.discard(batch.builder.cache_key)
+            job.cache.evict(batch.builder.cache_key, job.plan.device)
 
 
-def _call(pipe: Any, batch: Batch, job: Execution, offloaded: bool = False) -> None:
+def _call(pipe: Any, batch: Batch, job: Execution) -> None:
     """Generate a batch and hand its outputs to the writer. Out of memory, it retries in halves down
     to one item, then once with model offload; any other failure fails just these items."""
     plan, device, writer = job.plan, job.plan.device, job.writer
@@ -328,25 +378,36 @@ def _call(pipe: Any, batch: Batch, job: Execution, offloaded: bool = False) -> N
                 half = len(batch.items) // 2
                 _record_oom(job, indices, "split", f"retrying as {half} + {len(batch.items) - half}")
                 for part in (batch.items[:half], batch.items[half:]):
-                    _call(pipe, Batch(batch.builder, part), job, offloaded)
+                    _call(pipe, Batch(batch.builder, part, batch.keep), job)
                 return
-            if device.type != "cpu" and not offloaded:
+            if devices.can_offload(device) and batch.builder.cache_key not in job.offloaded:
                 _record_oom(job, indices, "offload", "retrying with model CPU offload")
-                pipe.enable_model_cpu_offload(device=device)
-                _call(pipe, batch, job, offloaded=True)
+                job.offloaded.add(batch.builder.cache_key)
+                offload_model(pipe, device)
+                _call(pipe, batch, job)
                 return
             _record_oom(job, indices, "failed", "out of memory even for one item")
         log.error("batch of %d item(s) failed: %s\n%s", len(batch.items), error, traceback.format_exc())
         _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - started)
         return
     seconds = time.perf_counter() - started
+    builder_record = job.info.builder(batch.builder.hash)
+    if batch.builder.cache_key in job.offloaded and builder_record is not None:
+        # run.json says which items this builder made with model offload on (the rest ran as configured)
+        builder_record.setdefault("oom_offload_items", []).extend(item.index for item in batch.items)
     timings = job.attempt.timings
     if not timings.made_calls:
         log.info("first call (%d item(s)) took %.2fs", len(batch.items), seconds)
     timings.call(seconds, len(batch.items))
     scheduler = type(pipe.scheduler).__name__ if hasattr(pipe, "scheduler") else None
     for item, output in zip(batch.items, generated, strict=True):
-        writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler))
+        if batch.commits(item):
+            writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler))
+
+
+def offload_model(pipe: Any, device: torch.device) -> None:
+    """The out-of-memory fallback's last resort: whole models move to the device only while they run."""
+    pipe.enable_model_cpu_offload(device=device)
 
 
 def _record_oom(job: Execution, indices: list[int], action: str, detail: str) -> None:
@@ -404,10 +465,9 @@ def generate(pipe: Any, batch: Batch, preview_every: int = 0,
     kwargs = builder.provider.call_kwargs(builder.spec, [item.params for item in batch.items], generators)
     builder.provider.prepare_call(pipe, builder.spec, shared)
     if preview_every and on_preview and "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
-        space = builder.spec.latent_space
-        unpack = (previews.unpacker(pipe, space, shared["height"], shared["width"])
-                  if "height" in shared and "width" in shared else None)
-        kwargs["callback_on_step_end"] = previews.make_callback(preview_every, space, on_preview, unpack)
+        unpack = builder.provider.preview_unpacker(pipe, builder.spec, shared)
+        kwargs["callback_on_step_end"] = previews.make_callback(preview_every, builder.spec.latent_space, on_preview,
+                                                                unpack)
         kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
     with torch.inference_mode():
         result = pipe(**kwargs)
@@ -429,6 +489,7 @@ def _preview_writer(writer: ItemWriter, batch: Batch) -> Callable[[int, list[Any
 
 def _materialise(builder: BuilderPlan) -> Any:
     """Load a builder's pipeline on the CPU, LoRAs included; placement comes after eviction."""
+    _quiet_library_progress_bars()
     pipe = builder.provider.load(builder.config, devices.torch_dtype(builder.identity["dtype"]))
     if builder.loras:
         lora.load(pipe, builder.loras, hub_token())  # before fuse_qkv, which then leaves adapters alone
@@ -438,7 +499,8 @@ def _materialise(builder: BuilderPlan) -> Any:
 
 def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float) -> None:
     for item in batch.items:
-        writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message))
+        if batch.commits(item):
+            writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message))
 
 
 def _sigterm_as_interrupt() -> Any:

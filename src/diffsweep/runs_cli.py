@@ -1,4 +1,4 @@
-"""`diffsweep-runs`: list, show, resume, rerun and verify run folders."""
+"""`diffsweep-runs`: list, show, resume, rerun and verify run folders, and rebuild their viewer."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
-from diffsweep.records import RunInfo
+from diffsweep.records import Counts, ItemRecord, RunInfo
 from diffsweep.rundir import RunFolder, versions
 
 log = logging.getLogger("diffsweep")
@@ -39,9 +40,20 @@ def _run_info(path: Path) -> RunInfo | None:
         info = run.read_info()
     except DiffsweepError:
         return None
+    if info.status == "running" and info.shards is not None:
+        _merge_workers_so_far(run, info)
     if info.status == "running" and not run.has_live_writer():
         info.status = "interrupted"  # the writer died without recording it (kill -9, power loss)
+        if info.attempts and info.attempts[-1].status == "running":
+            info.attempts[-1].status = "interrupted"
     return info
+
+
+def _merge_workers_so_far(run: RunFolder, info: RunInfo) -> None:
+    """A distributed run in progress: its counts from every shard's committed items, its last
+    attempt from the records its workers keep (run.json gets them when the run ends)."""
+    info.counts = Counts.of(info.counts.planned, run.items().values())
+    info.merge_workers(w for k in range(run.shard_count()) if (w := run.read_worker(k)) is not None)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -86,21 +98,94 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"timings  load {_seconds(timings.load_seconds)}, first call {_seconds(timings.first_call_seconds)}, "
           f"steady {'-' if rate is None else f'{rate:.3f} items/s'}, peak memory "
           f"{'-' if timings.peak_memory_bytes is None else f'{timings.peak_memory_bytes / 2**20:.0f} MiB'}")
+    _show_shards(RunFolder(path), info)
     for number, attempt in enumerate(info.attempts, 1):
         made = attempt.counts
         print(f"attempt  {number} {attempt.kind:<6} {attempt.status:<11} {attempt.started}  {made.generated} generated, "
               f"{made.failed} failed, {made.kept} kept  ({' '.join(attempt.command)})")
-    failed = sorted((r for r in RunFolder(path).items().values() if not r.ok), key=lambda r: r.index)
-    for record in failed[:20]:
+    for record in latest_failures(RunFolder(path), info)[:20]:
         print(f"failed   #{record.index}  {(record.error or '')[:160]}")
     return EXIT_OK
+
+
+def latest_failures(run: RunFolder, info: RunInfo) -> list[ItemRecord]:
+    """Items whose latest line failed, in grid order. An attempt that finished counted its failures
+    from the whole manifest into run.json: when it counted none, there are none to read; otherwise
+    one streaming pass keeps only the failures."""
+    if info.finished is not None and info.counts.failed == 0:
+        return []
+    failed: dict[str, ItemRecord] = {}
+    for record in run.records():
+        if record.ok:
+            failed.pop(record.item_id, None)
+        else:
+            failed[record.item_id] = record
+    return sorted(failed.values(), key=lambda r: r.index)
+
+
+def _show_shards(run: RunFolder, info: RunInfo) -> None:
+    """Per shard of a distributed run: its items, its state (a shard whose worker died is dead, not
+    running), its worker, what that worker loaded and how fast it went."""
+    layout = run.read_layout()
+    if layout is None:
+        return
+    done = failed = 0
+    for shard in range(layout.count):
+        worker = run.read_worker(shard)
+        shard_done, shard_failed = _shard_counts(run, shard, worker)
+        done, failed = done + shard_done, failed + shard_failed
+        state = run.shard_state(shard, worker)
+        line = (f"shard    {shard:<3} {state:<11} {shard_done:>5} done {shard_failed:>4} failed of "
+                f"{layout.planned[shard]:<5}")
+        if worker is not None:
+            rate = _items_per_second(worker)
+            loads = ",".join(h[:12] for h in worker.loaded) or "-"
+            line += (f"  {worker.host} pid {worker.pid}{'' if worker.rank is None else f' rank {worker.rank}'} "
+                     f"{worker.device}  loaded {loads}  {'-' if rate is None else f'{rate:.2f} items/s'}")
+        print(line)
+    print(f"shards   {layout.count} in all: {done} done, {failed} failed of {sum(layout.planned)} planned")
+
+
+def _shard_counts(run: RunFolder, shard: int, worker: Any) -> tuple[int, int]:
+    """(done, failed) of a shard: its worker's record (rewritten every few seconds), or the shard's own
+    manifest where that holds more (a worker killed since its last heartbeat)."""
+    from diffsweep.rundir import read_item_lines
+
+    latest = {r.item_id: r for r in read_item_lines(run.shard_manifest(shard))}
+    done, failed = sum(r.ok for r in latest.values()), sum(not r.ok for r in latest.values())
+    if worker is None:
+        return done, failed
+    return max(done, worker.counts.kept + worker.counts.generated), max(failed, worker.counts.failed)
+
+
+def _items_per_second(worker: Any) -> float | None:
+    """Items the worker made over the time it has run (load included): what the shard really moves at."""
+    from datetime import datetime
+
+    try:
+        start = datetime.fromisoformat(worker.started)
+        end = datetime.fromisoformat(worker.finished or worker.heartbeat)
+    except ValueError:
+        return None
+    seconds = (end - start).total_seconds()
+    made = worker.counts.generated + worker.counts.failed
+    return made / seconds if seconds > 0 and made else None
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from diffsweep.runner import resume_run
 
-    result = resume_run(find_run(args.run, args.root).absolute())
+    result = resume_run(find_run(args.run, args.root).absolute(), here=args.here)
     return result.exit_code
+
+
+def cmd_work(args: argparse.Namespace) -> int:
+    from diffsweep.distribute import finalize, work_on_shard
+
+    run = RunFolder(find_run(args.run, args.root).absolute())
+    worker = work_on_shard(run.path, args.shard)
+    finalize(run)
+    return EXIT_FAILED_ITEMS if worker.status == "failed" else EXIT_OK
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -110,9 +195,20 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     path = find_run(args.run, args.root)
     doc = load_run_config(path)
     doc["output"]["root"] = str(path.parent.parent.absolute())  # next version beside the original
-    result = run_sweep(doc, overrides=[f"rerun of {path}"],
-                       source_of=lambda _: str(path / "config.yaml"), base_dir=path)
+    only = [*args.item, *args.index]
+    what = f" item(s) {' '.join(map(str, only))}" if only else ""
+    result = run_sweep(doc, overrides=[f"rerun of {path}{what}"], source_of=lambda _: str(path / "config.yaml"),
+                       base_dir=path, only=only)
     return result.exit_code
+
+
+def cmd_viewer(args: argparse.Namespace) -> int:
+    from diffsweep.report import write_viewer
+
+    path = find_run(args.run, args.root).absolute()
+    write_viewer(path)
+    print(path / "index.html")
+    return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -129,18 +225,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="every run under the root").set_defaults(func=cmd_list)
     for name, func, text in (("show", cmd_show, "status, counts, builders and failures of a run"),
                              ("resume", cmd_resume, "generate only what is missing or failed, in place"),
-                             ("rerun", cmd_rerun, "run the saved config again into a new version"),
-                             ("verify", cmd_verify, "regenerate saved items and compare them")):
+                             ("rerun", cmd_rerun, "run the saved config (or some of its items) again into a new "
+                                                  "version"),
+                             ("verify", cmd_verify, "regenerate saved items and compare them"),
+                             ("viewer", cmd_viewer, "(re)write the run's viewer, index.html and data.js")):
         command = sub.add_parser(name, help=text)
         command.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
         command.set_defaults(func=func)
         if name == "verify":
             command.add_argument("--items", type=int, default=None, help="verify only the first N items")
+        if name == "resume":
+            command.add_argument("--here", action="store_true",
+                                 help="a distributed run: run its unfinished shards in this process, not resubmitted")
+        if name == "rerun":
+            command.add_argument("--item", action="append", default=[], metavar="ITEM_ID",
+                                 help="rerun only this item (its id, or a unique beginning of it); repeatable")
+            command.add_argument("--index", action="append", type=int, default=[], metavar="N",
+                                 help="rerun only the item at this grid index; repeatable")
+    work = sub.add_parser("work", help="run one shard of a distributed run (what each worker of it does)")
+    work.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
+    work.add_argument("--shard", type=int, required=True, help="the shard to run (0-based)")
+    work.set_defaults(func=cmd_work)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    from diffsweep.cli import configure_logging, report_failure
+    from diffsweep.console import configure_logging, report_failure
 
     args = build_parser().parse_args(argv)
     configure_logging()

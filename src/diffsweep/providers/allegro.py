@@ -28,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
+from diffsweep.tiny import allegro as tiny
 
 FRAMES_PER_LATENT = 4  # AutoencoderKLAllegro.temporal_compression_ratio
 # (parameter, tile length, tile step) of AutoencoderKLAllegro's hard-coded tiling (sample_size 320).
@@ -62,7 +63,8 @@ class Allegro(Provider):
                      {"num_inference_steps": 100, "guidance_scale": 7.5, "fps": 15},
                      multiplier="num_videos_per_prompt", batchable=False, size_multiple=16, lora=False),
     )}
-    tiny_models = {"allegro": "AllegroPipeline"}
+    tiny_models = {"allegro": TinyModel("AllegroPipeline", tiny.allegro, {"height": 32, "width": 32, "num_frames": 24},
+                                        (24, 32, 32, 3))}
 
     def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
                      builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:

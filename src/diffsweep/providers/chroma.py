@@ -34,7 +34,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel, pipeline_unpacker
+from diffsweep.tiny import chroma as tiny
 
 SIZE_MULTIPLE = 16
 MAX_SEQUENCE_LENGTH = 512
@@ -57,12 +58,17 @@ class Chroma(Provider):
         _spec("ChromaInpaintPipeline", _TEXT | {"image", "mask_image", "strength"},
               {**_DEFAULTS, "num_inference_steps": 28, "guidance_scale": 7.0, "strength": 0.6}),
     )}
-    tiny_models = {"chroma": "ChromaPipeline"}
+    tiny_models = {"chroma": TinyModel("ChromaPipeline", tiny.chroma,
+                                       {"height": 32, "width": 32, "max_sequence_length": 32}, (32, 32, 3))}
 
     def after_load(self, pipe: Any, builder: Mapping[str, Any]) -> Any:
         if "guidance_embeds" not in pipe.transformer.config:  # read by ChromaInpaintPipeline (see the docstring)
             pipe.transformer.register_to_config(guidance_embeds=False)
         return pipe
+
+    def preview_unpacker(self, pipe: Any, spec: PipelineSpec, params: Mapping[str, Any]) -> Any:
+        """Latents are held as (B, patches, 4C) sequences of 2x2 patches while denoising, as in Flux.1."""
+        return pipeline_unpacker(pipe, params)
 
 
 PROVIDER = Chroma()

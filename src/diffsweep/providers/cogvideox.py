@@ -30,7 +30,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
+from diffsweep.tiny import cogvideox as tiny
 
 SIZE_MULTIPLE = 16
 FRAME_STEP = 8  # num_frames = FRAME_STEP * k + 1
@@ -44,7 +45,7 @@ _DEFAULTS = {"height": 480, "width": 720, "num_frames": 49, "num_inference_steps
 
 def _spec(name: str, params: frozenset[str]) -> PipelineSpec:
     return PipelineSpec(name, "video", params, _DEFAULTS, multiplier="num_videos_per_prompt",
-                        size_multiple=SIZE_MULTIPLE, max_batch=2, latent_space="cogvideox",
+                        size_multiple=SIZE_MULTIPLE, max_batch=2,
                         max_sequence_length=MAX_SEQUENCE_LENGTH)
 
 
@@ -54,7 +55,9 @@ class CogVideoX(Provider):
         _spec("CogVideoXPipeline", _PARAMS),
         _spec("CogVideoXImageToVideoPipeline", _PARAMS | {"image"}),
     )}
-    tiny_models = {"cogvideox": "CogVideoXPipeline"}
+    tiny_models = {"cogvideox": TinyModel("CogVideoXPipeline", tiny.cogvideox,
+                                          {"height": 32, "width": 32, "num_frames": 9, "max_sequence_length": 16},
+                                          (9, 32, 32, 3))}
 
     def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
                      builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
@@ -65,6 +68,10 @@ class CogVideoX(Provider):
             problems.append(("num_frames", f"num_frames {frames} must be {FRAME_STEP}k+1 for {self.name}; "
                                            f"nearest: {low} or {low + FRAME_STEP}"))
         return problems
+
+    def preview_unpacker(self, pipe: Any, spec: PipelineSpec, params: Mapping[str, Any]) -> Any:
+        """Latents are held frames-first, (B, F, C, h, w): reorder to (B, C, F, h, w)."""
+        return lambda latents: latents.permute(0, 2, 1, 3, 4)
 
 
 PROVIDER = CogVideoX()

@@ -38,7 +38,8 @@ from typing import Any
 
 from diffsweep.errors import ModelUnavailableError
 from diffsweep.inputs import image_size
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
+from diffsweep.tiny import flux2 as tiny
 
 SIZE_MULTIPLE = 16
 MAX_SEQUENCE_LENGTH = 512
@@ -57,7 +58,8 @@ def _spec(name: str) -> PipelineSpec:
 class Flux2(Provider):
     name = "flux2"
     pipelines = {spec.name: spec for spec in (_spec("Flux2Pipeline"), _spec("Flux2KleinPipeline"))}
-    tiny_models = {"flux2_klein": "Flux2KleinPipeline"}
+    tiny_models = {"flux2_klein": TinyModel("Flux2KleinPipeline", tiny.flux2_klein,
+                                            {"height": 32, "width": 32, "max_sequence_length": 32}, (32, 32, 3))}
 
     def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
                      builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
@@ -73,6 +75,20 @@ class Flux2(Provider):
             problems.append(("image", f"reference image {image} is {width}x{height}; {spec.name} takes aspect "
                                       f"ratios up to {MAX_REFERENCE_ASPECT}:1"))
         return problems
+
+    def preview_unpacker(self, pipe: Any, spec: PipelineSpec, params: Mapping[str, Any]) -> Any:
+        """Tokens in raster order of 2x2 latent patches, (B, h*w, 4C) -> (B, 4C, h, w), then the pipeline's own
+        `_unpatchify_latents` to the VAE's (B, C, 2h, 2w)."""
+        if "height" not in params or "width" not in params:
+            return None
+        rows = params["height"] // (pipe.vae_scale_factor * 2)
+        cols = params["width"] // (pipe.vae_scale_factor * 2)
+
+        def unpack(latents: Any) -> Any:
+            grid = latents.permute(0, 2, 1).reshape(latents.shape[0], latents.shape[2], rows, cols)
+            return pipe._unpatchify_latents(grid)
+
+        return unpack
 
     def before_load(self, spec: PipelineSpec) -> None:
         from transformers.utils import is_torchvision_available

@@ -31,7 +31,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
+from diffsweep.tiny import sana as tiny
 
 SIZE_MULTIPLE = 32
 MAX_SEQUENCE_LENGTH = 300
@@ -52,7 +53,14 @@ class Sana(Provider):
         _spec("SanaPipeline", _COMMON | {"negative_prompt"}, {**_DEFAULTS, "num_inference_steps": 20}),
         _spec("SanaSprintPipeline", _COMMON, {**_DEFAULTS, "num_inference_steps": 2}),
     )}
-    tiny_models = {"sana": "SanaPipeline", "sana_sprint": "SanaSprintPipeline"}
+    tiny_models = {name: TinyModel(pipeline, factory, {"height": 32, "width": 64, "use_resolution_binning": False},
+                                   (32, 64, 3))
+                   for name, pipeline, factory in (("sana", "SanaPipeline", tiny.sana),
+                                                   ("sana_sprint", "SanaSprintPipeline", tiny.sana_sprint))}
+    parameters = {"use_resolution_binning": {
+        "description": "Sana: denoise at the nearest trained size of the model's class, then resize to height x width",
+        "type": ["boolean", "null"],
+    }}
 
 
 PROVIDER = Sana()

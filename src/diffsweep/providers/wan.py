@@ -41,7 +41,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from diffsweep.providers.base import TINY_PREFIX, PipelineSpec, Provider
+from diffsweep.providers.base import TINY_PREFIX, PipelineSpec, Provider, TinyModel
+from diffsweep.tiny import wan as tiny
 
 SIZE_MULTIPLE = 16
 TI2V_SIZE_MULTIPLE = 32  # the TI2V-5B VAE compresses 16x, then 2x2 patches
@@ -66,7 +67,9 @@ class Wan(Provider):
         _spec("WanPipeline", _PARAMS),
         _spec("WanImageToVideoPipeline", _PARAMS | {"image"}),
     )}
-    tiny_models = {"wan": "WanPipeline", "wan22": "WanPipeline", "wan22_ti2v": "WanPipeline"}
+    tiny_models = {name: TinyModel("WanPipeline", factory, {"height": 32, "width": 32, "num_frames": 5},
+                                   (5, 32, 32, 3))
+                   for name, factory in (("wan", tiny.wan), ("wan22", tiny.wan22), ("wan22_ti2v", tiny.wan22_ti2v))}
 
     def size_multiple(self, spec: PipelineSpec, builder: Mapping[str, Any] | None) -> int:
         return TI2V_SIZE_MULTIPLE if builder is not None and expands_timesteps(builder) else SIZE_MULTIPLE

@@ -21,8 +21,9 @@ Rules (checked at plan time, before anything loads):
 
 LoRA: `ZImageLoraLoaderMixin` on every pipeline.
 
-Output: image (`.images`, np (B,H,W,3) in [0,1]); step previews use the "z_image" latent space (the Flux VAE's
-factors; the latents are held unpacked, (B,16,h,w)). Batching: a list of prompts with one CPU generator per item
+Output: image (`.images`, np (B,H,W,3) in [0,1]); step previews use the "flux" latent space (Z-Image decodes with
+the Flux.1 VAE; ComfyUI's comfy/supported_models.py gives `class ZImage` the Flux latent format), and the latents are
+held unpacked, (B,16,h,w). Batching: a list of prompts with one CPU generator per item
 (`num_images_per_prompt`=1); img2img/inpaint items share their input image within a call.
 """
 
@@ -32,7 +33,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from diffsweep.inputs import image_size
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
+from diffsweep.tiny import z_image as tiny
 
 SIZE_MULTIPLE = 16
 
@@ -42,7 +44,7 @@ _DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 5.0}
 
 def _spec(name: str, params: frozenset[str], defaults: Mapping[str, Any]) -> PipelineSpec:
     return PipelineSpec(name, "image", params, defaults, size_multiple=SIZE_MULTIPLE, max_batch=4,
-                        latent_space="z_image")
+                        latent_space="flux")
 
 
 class ZImage(Provider):
@@ -52,7 +54,8 @@ class ZImage(Provider):
         _spec("ZImageImg2ImgPipeline", _COMMON | {"image", "strength"}, {**_DEFAULTS, "strength": 0.6}),
         _spec("ZImageInpaintPipeline", _COMMON | {"image", "mask_image", "strength"}, {**_DEFAULTS, "strength": 1.0}),
     )}
-    tiny_models = {"z_image": "ZImagePipeline"}
+    tiny_models = {"z_image": TinyModel("ZImagePipeline", tiny.z_image,
+                                        {"height": 32, "width": 32, "max_sequence_length": 32}, (32, 32, 3))}
 
     def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
                      builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
