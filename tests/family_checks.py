@@ -73,7 +73,9 @@ def check_item(run_dir: Path, record: dict[str, Any], size: tuple[int, int] | No
     else:
         assert "height" not in params and "width" not in params, params
     assert shape[-3:-1] == (size[1], size[0]), (shape, params)
-    made = {"width": size[0], "height": size[1]}  # the size each record says was made
+    made = {"width": size[0], "height": size[1]}  # the size (and length) each record says was made
+    if decoded.pixels.ndim == 4:
+        made["frames"] = shape[0]
     assert record["made"] == sidecar["made"] == made, (record["made"], sidecar["made"])
     if decoded.pixels.ndim == 4:
         assert shape[0] == params["num_frames"], (shape, params)
