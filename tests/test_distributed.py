@@ -178,6 +178,11 @@ def test_a_killed_worker_is_finished_by_resume_and_readers_see_the_run_meanwhile
     assert "shard    1   pending         0 done" in shown.stdout
     listed = _runs(tmp_path, "--root", str(tmp_path / "runs"), "list")
     assert "default/v0001" in listed.stdout and "interrupted" in listed.stdout
+    from diffsweep import report
+
+    report.write_reports(run_dir)
+    gallery = (run_dir / "index.html").read_text()
+    assert all(r.outputs[0] in gallery for r in RunFolder(run_dir).items().values())
     verified = _runs(tmp_path, "verify", str(run_dir))
     assert verified.returncode == 0, verified.stderr
     assert f"verified {len(committed)} item(s): {len(committed)} identical" in verified.stdout
@@ -186,7 +191,7 @@ def test_a_killed_worker_is_finished_by_resume_and_readers_see_the_run_meanwhile
     assert resumed.returncode == 0, resumed.stderr
     info = read_run_json(run_dir)
     assert info["status"] == "complete" and info["counts"]["done"] == 8
-    assert [a["kind"] for a in info["attempts"]] == ["run", "resume"]
+    assert [(a["kind"], a["status"]) for a in info["attempts"]] == [("run", "interrupted"), ("resume", "complete")]
     workers = {w["shard"]: w for w in info["workers"]}
     # exactly the missing items: the killed worker's stay as they were, none is made twice
     assert workers[0]["counts"]["kept"] == len(committed) and workers[0]["counts"]["generated"] == 4 - len(committed)
@@ -223,7 +228,6 @@ def test_a_worker_of_another_version_or_config_is_refused_before_it_writes(tmp_p
 
 
 def test_a_local_job_array_survives_a_dead_task_and_resume_resubmits_only_its_shard(tmp_path: Path) -> None:
-    pytest.importorskip("submitit")
     # output to files: the tasks live on after the submitting command and would hold its pipes open
     with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
         code = subprocess.run([sys.executable, "-m", "diffsweep", *SMALL, "sweep.batch_size=1", "distribute=local",

@@ -20,7 +20,8 @@ from diffsweep.paths import conf_dir
 from diffsweep.validate import normalise, validate_config
 
 log = logging.getLogger("diffsweep")
-_GROUP_OF_KEY = {"builder": "provider", "generation": "provider", "sweep": "sweep", "optimization": "optimization"}
+_GROUP_OF_KEY = {"builder": "provider", "generation": "provider", "sweep": "sweep", "optimization": "optimization",
+                 "tracking": "tracking"}
 
 
 def source_finder(hydra_cfg: DictConfig) -> Callable[[str], str | None]:
@@ -90,7 +91,8 @@ def _run(cfg: DictConfig) -> None:
 
     from diffsweep.runner import run_sweep
 
-    result = run_sweep(doc, overrides=list(hydra_cfg.overrides.task), source_of=source_of)
+    result = run_sweep(doc, overrides=list(hydra_cfg.overrides.task), source_of=source_of,
+                       preset=hydra_cfg.runtime.choices.get("provider"))
     if result.counts.get("failed"):
         # an exception, not a flag: it also reaches the parent from process-per-job launchers
         raise FailedItemsError(f"{result.counts['failed']} of {result.counts['planned']} item(s) failed; "

@@ -80,6 +80,8 @@ class ItemRecord:
     seconds: float
     error: str | None = None
     made: Mapping[str, int] | None = None  # what the output holds: width/height (frames), or samples/sample_rate
+    # prompts a text encoder cut: {parameter: {tokenizer: {tokens, used_tokens, dropped_text}}}
+    prompt_truncated: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -108,6 +110,8 @@ class ItemRecord:
                    status=status, params=dict(_mapping(raw.get("params"), "params")), seed=_int(raw, "seed"),
                    outputs=tuple(outputs), seconds=float(_number(raw, "seconds", 0.0) or 0.0),
                    error=None if error is None else str(error), made=None if made is None else dict(made),
+                   prompt_truncated=dict(_mapping(raw["prompt_truncated"], "prompt_truncated"))
+                   if raw.get("prompt_truncated") is not None else None,
                    extra=_extra(raw, _ITEM_FIELDS))
 
     def to_json(self) -> dict[str, Any]:
@@ -118,11 +122,48 @@ class ItemRecord:
             record["error"] = self.error
         if self.made is not None:
             record["made"] = dict(self.made)
+        if self.prompt_truncated:
+            record["prompt_truncated"] = dict(self.prompt_truncated)
         record.update(self.extra)
         return record
 
 
 _ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(ItemRecord))  # read once, not per manifest line
+
+
+SIDECAR_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """An item's sidecar (`items/<stem>.json`; its PNG `diffsweep` chunk holds the same less the volatile fields):
+    the item record plus what rebuilds the item, the builder that made it, its scheduler and generator."""
+
+    record: ItemRecord
+    builder_identity: Mapping[str, Any]
+    builder_config: Mapping[str, Any]
+    scheduler: str | None
+    run: Mapping[str, Any]
+    created: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Sidecar:
+        raw = _mapping(raw, "sidecar")
+        builder = _mapping(raw.get("builder"), "builder")
+        scheduler, created = raw.get("scheduler"), raw.get("created")
+        known = ("schema_version", "builder", "scheduler", "generator", "run", "created")
+        return cls(record=ItemRecord.from_json({k: v for k, v in raw.items() if k not in known}),
+                   builder_identity=dict(_mapping(builder.get("identity"), "builder.identity")),
+                   builder_config=dict(_mapping(builder.get("config", {}), "builder.config")),
+                   scheduler=scheduler if isinstance(scheduler, str) else None,
+                   run=dict(_mapping(raw.get("run", {}), "run")), created=created if isinstance(created, str) else None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SIDECAR_SCHEMA_VERSION, **self.record.to_json(),
+                "builder": {"hash": self.record.builder_hash, "identity": dict(self.builder_identity),
+                            "config": dict(self.builder_config)},
+                "scheduler": self.scheduler, "generator": {"device": "cpu", "seed": self.record.seed},
+                "run": dict(self.run), "created": self.created}
 
 
 # --- run.json --------------------------------------------------------------------------------
@@ -285,6 +326,47 @@ class Attempt:
 
 
 @dataclass
+class BuilderRecord:
+    """One entry of run.json's `builders`: what was loaded, and its name among the run's builders.
+
+    `label` is short and readable; `identity` holds the fields that tell this builder from the
+    others in the run (empty for a lone builder); `full_identity` is the builder hash input."""
+
+    hash: str
+    provider: str
+    pipeline: str
+    model: str
+    revision: str | None
+    dtype: str | None
+    label: str
+    identity: dict[str, Any] = field(default_factory=dict)
+    full_identity: dict[str, Any] = field(default_factory=dict)
+    model_path: str | None = None
+    load_seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> BuilderRecord:
+        raw = _mapping(raw, "builder")
+        model = _text(raw, "model", "")
+        label = raw.get("label")
+        revision, dtype, path = raw.get("revision"), raw.get("dtype"), raw.get("model_path")
+        return cls(hash=_text(raw, "hash"), provider=_text(raw, "provider", ""), pipeline=_text(raw, "pipeline", ""),
+                   model=model, revision=None if revision is None else str(revision),
+                   dtype=None if dtype is None else str(dtype),
+                   label=label if isinstance(label, str) and label else model,  # runs written before labels
+                   identity=dict(raw.get("identity") or {}), full_identity=dict(raw.get("full_identity") or {}),
+                   model_path=None if path is None else str(path), load_seconds=_number(raw, "load_seconds"),
+                   extra=_extra(raw, (f.name for f in dataclasses.fields(cls))))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hash": self.hash, "label": self.label, "identity": self.identity, "provider": self.provider,
+                "pipeline": self.pipeline, "model": self.model, "model_path": self.model_path,
+                "revision": self.revision, "dtype": self.dtype, "load_seconds": self.load_seconds,
+                "full_identity": self.full_identity, **self.extra}
+
+
+@dataclass
 class Worker(Attempt):
     """One worker of a distributed run: the attempt it makes at its shard (shards/shard-NNNN/worker.json).
 
@@ -380,6 +462,8 @@ class RunInfo:
     shards: int | None = None
     config_hash: str | None = None
     workers: list[Worker] = field(default_factory=list)
+    # where the run was tracked (backend, status, run id or log folder); None with tracking=none
+    tracking: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -392,6 +476,16 @@ class RunInfo:
 
     def builder(self, builder_hash: str) -> dict[str, Any] | None:
         return next((b for b in self.builders if b.get("hash") == builder_hash), None)
+
+    def builder_records(self) -> list[BuilderRecord]:
+        """The builders as typed records; an entry too damaged to read is left out."""
+        records = []
+        for raw in self.builders:
+            try:
+                records.append(BuilderRecord.from_json(raw))
+            except RecordError:
+                continue
+        return records
 
     def merge_workers(self, workers: Iterable[Worker]) -> None:
         """A distributed run: the last attempt takes the counts, cache loads/hits, timings and OOM events
@@ -435,7 +529,9 @@ class RunInfo:
                    finished=raw.get("finished"), optimization=dict(raw.get("optimization") or {}),
                    attempts=attempts, shards=shards if isinstance(shards, int) and not isinstance(shards, bool) else None,
                    config_hash=config_hash if isinstance(config_hash, str) else None,
-                   workers=[Worker.from_json(w) for w in raw.get("workers") or []], extra=_extra(raw, known))
+                   workers=[Worker.from_json(w) for w in raw.get("workers") or []],
+                   tracking=dict(raw["tracking"]) if isinstance(raw.get("tracking"), Mapping) else None,
+                   extra=_extra(raw, known))
 
     def to_json(self) -> dict[str, Any]:
         record = {"schema_version": RUN_SCHEMA_VERSION, "status": self.status, "name": self.name,
@@ -446,4 +542,6 @@ class RunInfo:
         if self.shards is not None:
             record.update(shards=self.shards, config_hash=self.config_hash,
                           workers=[w.to_json() for w in self.workers])
+        if self.tracking is not None:
+            record["tracking"] = self.tracking
         return {**record, **self.extra}

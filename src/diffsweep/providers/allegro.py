@@ -79,6 +79,12 @@ class Allegro(Provider):
                                       f"{tile} (decoded as one tile)"))
         return problems
 
+    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
+        rules = super().param_rules(spec)
+        for key, tile, step in TILES:
+            rules.setdefault(key, []).append(f"at most {tile} (one VAE tile) or {tile} + {step}k (whole tiles)")
+        return rules
+
     def after_load(self, pipe: Any, builder: Mapping[str, Any]) -> Any:
         """The VAE cannot decode untiled, and the tiling flag is not saved with the model."""
         pipe.vae.enable_tiling()

@@ -67,6 +67,14 @@ class PipelineSpec:
 
 
 @dataclass(frozen=True)
+class RGBFactors:
+    """A latent space's linear map to RGB (for previews): one (R, G, B) row per latent channel, plus an RGB bias."""
+
+    weights: tuple[tuple[float, float, float], ...]
+    bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
 class TinyModel:
     """A tiny random-weight stand-in of a pipeline, built offline from `factory`'s components.
 
@@ -99,6 +107,9 @@ class Provider:
     # JSON Schemas of generation parameters this family adds to the shared vocabulary (schemas/config.schema.json's
     # $defs.params); each is merged into the config schema, so the key is validated and typed like any other.
     parameters: Mapping[str, Mapping[str, Any]] = {}
+    # RGB factors of latent spaces this family brings (a spec's latent_space names one); the spaces diffsweep.previews
+    # publishes (sd, sdxl, sd3, flux, wan, qwen_image) need none here. Unknown spaces get a generic projection.
+    latent_factors: Mapping[str, RGBFactors] = {}
 
     def declared_specs(self) -> Sequence[PipelineSpec]:
         """Every spec this provider declares, for the checks made when providers are discovered."""
@@ -113,6 +124,9 @@ class Provider:
         """(key, message) for builder settings this provider refuses, checked while planning: here,
         component overrides naming a slot a local base model does not have (hub models are checked
         when they load, since reading their index needs the hub)."""
+        missing = missing_local_paths(builder)
+        if missing:
+            return missing
         overrides = builder.get("components") or {}
         source = self.locate(builder, build=False) if overrides else None
         if not isinstance(source, Path) or not (source / "model_index.json").is_file():
@@ -156,6 +170,22 @@ class Provider:
                                       f"{self.name}; nearest: {low} or {low + multiple}"))
         problems += self._input_problems(spec, params)
         return problems
+
+    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
+        """The rules check_params enforces beyond the config schema, per parameter, in words."""
+        rules: dict[str, list[str]] = {}
+        for key in ("height", "width"):
+            if key in spec.params:
+                rules[key] = [f"multiple of {spec.size_multiple}"]
+        if spec.max_sequence_length is not None and "max_sequence_length" in spec.params:
+            rules["max_sequence_length"] = [f"at most {spec.max_sequence_length} (the text encoder's limit)"]
+        if "fps" in spec.params:
+            rules["fps"] = ["frame rate of the written MP4; used by diffsweep, not passed to the pipeline"]
+        if "image" in spec.params:
+            rules["image"] = ["an input image file" + (" (required)" if spec.image_required else " (optional)")]
+        if "mask_image" in spec.params:
+            rules["mask_image"] = ["a mask image file the size of `image`, white = repaint (required)"]
+        return rules
 
     @staticmethod
     def _input_problems(spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -271,6 +301,10 @@ class Provider:
         return [Generated("audio", audio, sample_rate=rate) for audio in result.audios]
 
     # ----- previews --------------------------------------------------------------------
+    def preview_space(self, spec: PipelineSpec) -> RGBFactors | str | None:
+        """The factors of the spec's latent space where this family declares them, else the space's name."""
+        return self.latent_factors.get(spec.latent_space or "", spec.latent_space)
+
     def preview_unpacker(self, pipe: Any, spec: PipelineSpec,
                          params: Mapping[str, Any]) -> Callable[[Any], Any] | None:
         """For pipelines that hold latents packed while denoising: a function that turns them into
@@ -289,6 +323,25 @@ def pipeline_unpacker(pipe: Any, params: Mapping[str, Any]) -> Callable[[Any], A
 
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".sft", ".pt", ".bin", ".gguf")
+
+
+def looks_local(name: str) -> bool:
+    """A path rather than a hub id (`org/name`, which never starts with '.') or a URL: absolute, `~`,
+    `./` or `../`, deeper than `org/name`, or a checkpoint file name."""
+    if "://" in name or name.startswith(TINY_PREFIX):
+        return False
+    return name.startswith(("/", "~", ".")) or name.count("/") > 1 or name.endswith(SINGLE_FILE_SUFFIXES)
+
+
+def missing_local_paths(builder: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key, message) for each model, component or config path that names a local file or folder
+    that is not there: said before anything loads, instead of a hub error about a malformed id."""
+    named = [("builder.model", builder.get("model")), ("builder.single_file_config", builder.get("single_file_config"))]
+    named += [(f"builder.components.{name}.model", component.get("model"))
+              for name, component in (builder.get("components") or {}).items() if isinstance(component, Mapping)]
+    return [(key, f"{value} does not exist (a local path, from {Path.cwd()}; a hub model is named 'org/name')")
+            for key, value in named if isinstance(value, str) and looks_local(value)
+            and not Path(value).expanduser().exists()]
 
 
 def is_single_file(source: Path | str) -> bool:

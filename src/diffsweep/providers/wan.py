@@ -84,6 +84,12 @@ class Wan(Provider):
                                            f"nearest: {low} or {low + FRAME_STEP}"))
         return problems
 
+    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
+        rules = super().param_rules(spec)
+        rules.setdefault("num_frames", []).append(f"{FRAME_STEP}k+1 (e.g. {FRAME_STEP + 1}, {4 * FRAME_STEP + 1}, "
+                                                  f"{20 * FRAME_STEP + 1})")
+        return rules
+
     def before_load(self, spec: PipelineSpec) -> None:
         if spec.name != "WanImageToVideoPipeline":
             return
