@@ -131,6 +131,41 @@ class ItemRecord:
 _ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(ItemRecord))  # read once, not per manifest line
 
 
+SIDECAR_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """An item's sidecar (`items/<stem>.json`; its PNG `diffsweep` chunk holds the same less the volatile fields):
+    the item record plus what rebuilds the item, the builder that made it, its scheduler and generator."""
+
+    record: ItemRecord
+    builder_identity: Mapping[str, Any]
+    builder_config: Mapping[str, Any]
+    scheduler: str | None
+    run: Mapping[str, Any]
+    created: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Sidecar:
+        raw = _mapping(raw, "sidecar")
+        builder = _mapping(raw.get("builder"), "builder")
+        scheduler, created = raw.get("scheduler"), raw.get("created")
+        known = ("schema_version", "builder", "scheduler", "generator", "run", "created")
+        return cls(record=ItemRecord.from_json({k: v for k, v in raw.items() if k not in known}),
+                   builder_identity=dict(_mapping(builder.get("identity"), "builder.identity")),
+                   builder_config=dict(_mapping(builder.get("config", {}), "builder.config")),
+                   scheduler=scheduler if isinstance(scheduler, str) else None,
+                   run=dict(_mapping(raw.get("run", {}), "run")), created=created if isinstance(created, str) else None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SIDECAR_SCHEMA_VERSION, **self.record.to_json(),
+                "builder": {"hash": self.record.builder_hash, "identity": dict(self.builder_identity),
+                            "config": dict(self.builder_config)},
+                "scheduler": self.scheduler, "generator": {"device": "cpu", "seed": self.record.seed},
+                "run": dict(self.run), "created": self.created}
+
+
 # --- run.json --------------------------------------------------------------------------------
 
 

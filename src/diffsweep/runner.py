@@ -517,8 +517,8 @@ def generate(pipe: Any, batch: Batch, preview_every: int = 0,
     builder.provider.prepare_call(pipe, builder.spec, shared)
     if preview_every and on_preview and "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
         unpack = builder.provider.preview_unpacker(pipe, builder.spec, shared)
-        kwargs["callback_on_step_end"] = previews.make_callback(preview_every, builder.spec.latent_space, on_preview,
-                                                                unpack)
+        kwargs["callback_on_step_end"] = previews.make_callback(
+            preview_every, builder.provider.preview_space(builder.spec), on_preview, unpack)
         kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
     with torch.inference_mode():
         result = pipe(**kwargs)

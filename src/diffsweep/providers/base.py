@@ -67,6 +67,14 @@ class PipelineSpec:
 
 
 @dataclass(frozen=True)
+class RGBFactors:
+    """A latent space's linear map to RGB (for previews): one (R, G, B) row per latent channel, plus an RGB bias."""
+
+    weights: tuple[tuple[float, float, float], ...]
+    bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
 class TinyModel:
     """A tiny random-weight stand-in of a pipeline, built offline from `factory`'s components.
 
@@ -99,6 +107,9 @@ class Provider:
     # JSON Schemas of generation parameters this family adds to the shared vocabulary (schemas/config.schema.json's
     # $defs.params); each is merged into the config schema, so the key is validated and typed like any other.
     parameters: Mapping[str, Mapping[str, Any]] = {}
+    # RGB factors of latent spaces this family brings (a spec's latent_space names one); the spaces diffsweep.previews
+    # publishes (sd, sdxl, sd3, flux, wan, qwen_image) need none here. Unknown spaces get a generic projection.
+    latent_factors: Mapping[str, RGBFactors] = {}
 
     def declared_specs(self) -> Sequence[PipelineSpec]:
         """Every spec this provider declares, for the checks made when providers are discovered."""
@@ -284,6 +295,10 @@ class Provider:
         return [Generated("audio", audio, sample_rate=rate) for audio in result.audios]
 
     # ----- previews --------------------------------------------------------------------
+    def preview_space(self, spec: PipelineSpec) -> RGBFactors | str | None:
+        """The factors of the spec's latent space where this family declares them, else the space's name."""
+        return self.latent_factors.get(spec.latent_space or "", spec.latent_space)
+
     def preview_unpacker(self, pipe: Any, spec: PipelineSpec,
                          params: Mapping[str, Any]) -> Callable[[Any], Any] | None:
         """For pipelines that hold latents packed while denoising: a function that turns them into

@@ -15,6 +15,7 @@
   const varying = axes.filter((axis) => axis.values.length > 1).map((axis) => axis.name);
   const builders = new Map(RUN.builders.map((b) => [b.hash, b]));
   const byCoords = new Map(RUN.items.map((item) => [item.coords.join(","), item]));
+  const byIndex = new Map(RUN.items.map((item) => [item.index, item]));
   const byId = new Map(RUN.items.filter((item) => item.item_id).map((item) => [item.item_id, item]));
   for (const axis of axes) axis.short = shortLabels(axis.values);
   const fitted = new Map(); // "<axis>|<characters>" -> labels shortened to fit a label box
@@ -59,7 +60,15 @@
   // --- the view, kept in the URL fragment ---------------------------------------------------------
   const state = { x: "", y: "", x2: "", y2: "", pins: {}, hide: {}, size: 160, heatmap: "", item: "" };
 
+  // In a zip sweep the axes advance together: each point is one item, so no axis is pinned and a
+  // cell exists where the placed axes sit at the same point (one axis alone lists every point).
+  const zip = RUN.mode === "zip";
+
   function defaults() {
+    if (zip) {
+      state.y = varying[0] || "";
+      return;
+    }
     state.y = varying.length > 1 ? varying[0] : "";
     state.x = varying.length > 1 ? varying[1] : varying[0] || "";
   }
@@ -113,7 +122,7 @@
   }
 
   const placed = () => ["x", "y", "x2", "y2"].map((key) => state[key]).filter(Boolean);
-  const pinned = () => varying.filter((name) => !placed().includes(name));
+  const pinned = () => zip ? [] : varying.filter((name) => !placed().includes(name));
   const pin = (name) => state.pins[name] || 0;
 
   // --- controls -----------------------------------------------------------------------------------
@@ -208,8 +217,12 @@
 
   function itemAt(row, col) {
     const coords = layout.base.slice();
-    const set = (name, position) => { if (name && position !== null) coords[axisIndex.get(name)] = position; };
+    const chosen = [];
+    const set = (name, position) => {
+      if (name && position !== null) { coords[axisIndex.get(name)] = position; chosen.push(position); }
+    };
     set(state.x, col[0]); set(state.x2, col[1]); set(state.y, row[0]); set(state.y2, row[1]);
+    if (zip) return chosen.length && chosen.every((p) => p === chosen[0]) ? byIndex.get(chosen[0]) : undefined;
     return byCoords.get(coords.join(","));
   }
 
@@ -373,7 +386,10 @@
     if (!("seed" in item.params)) rows.push(["seed", item.seed]);
     if (builder) {
       rows.push(["builder", builder.label + "  (" + builder.hash + ")"]);
-      const identity = item.identity || builder.identity ||
+      if (builder.identity && Object.keys(builder.identity).length) {
+        rows.push(["builder differs by", JSON.stringify(builder.identity, null, 1)]); // from the run's other builders
+      }
+      const identity = item.identity || builder.full_identity ||
         Object.fromEntries(["provider", "pipeline", "model", "revision", "dtype"].filter((k) => builder[k] != null).map((k) => [k, builder[k]]));
       rows.push(["builder identity", JSON.stringify(identity, null, 1)]);
     }
