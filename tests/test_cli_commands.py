@@ -56,6 +56,7 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 NOT_RUN_HERE = ("make ",)
 # What differs between the machine the README's output came from and this one.
 VOLATILE = [(re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00"), "<time>"),
+            (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"), "<time>"),  # MLflow's tables
             (re.compile(r"\b\d+\.\d+s\b"), "<seconds>"),
             (re.compile(r"\b\d+(\.\d+)? items/s\b"), "<rate>"),
             (re.compile(r"\b\d+ MiB\b"), "<memory>")]

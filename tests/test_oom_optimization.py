@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import assert_batch_equivalent, compose_config, read_manifest, read_run_json
-from diffsweep import runner
+from diffsweep import devices, runner
 from diffsweep.cache import PipelineCache
 from diffsweep.runner import run_sweep
 
@@ -81,3 +81,37 @@ def test_presets_record_what_they_applied_and_lossy_ones_change_identity(tmp_pat
     hashes = {name: read_run_json(d)["builders"][0]["hash"] for name, d in runs.items()}
     assert len(set(hashes.values())) == 3  # tiling (low_vram) and fp8 storage change pixels: new identities
     assert cache.stats.loads == 3  # different optimizations never share a loaded pipeline
+
+
+def test_model_offload_after_oom_is_recorded_and_does_not_stay_on_the_cached_pipeline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One item needs the offload fallback: run.json names it, and later batches and later runs in the
+    process get the pipeline as configured, not the offloaded one the cache used to keep."""
+    # A CPU has no accelerator to offload from: the offload itself is marked on the pipeline; choosing
+    # it, recording it and what the cache keeps afterwards are the real code path.
+    monkeypatch.setattr(devices, "can_offload", lambda device: True)
+    monkeypatch.setattr(runner, "offload_model", lambda pipe, device: setattr(pipe, "offloaded_for_test", True))
+    real, used = runner.generate, []
+
+    def generate(pipe: Any, batch: runner.Batch, *args: Any, **kwargs: Any) -> Any:
+        offloaded = getattr(pipe, "offloaded_for_test", False)
+        used.append((batch.items[0].seed, offloaded))
+        if batch.items[0].seed == 1 and not offloaded:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(pipe, batch, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "generate", generate)
+    cache = PipelineCache()
+    result = run_sweep(compose_config([*ARGS, "sweep.batch_size=1"], tmp_path / "a"), out=io.StringIO(), cache=cache)
+    assert result.status == "complete"
+    assert used == [(0, False), (1, False), (1, True), (2, False), (3, False)]
+    index = next(r["index"] for r in read_manifest(result.run_dir) if r["seed"] == 1)
+    info = read_run_json(result.run_dir)
+    assert info["builders"][0]["oom_offload_items"] == [index]
+    assert [e["action"] for e in info["attempts"][-1]["oom_events"]] == ["offload"]
+    assert cache.stats.loads == 2  # the offloaded pipeline was dropped and loaded again as configured
+    used.clear()
+    again = run_sweep(compose_config([*ARGS, "sweep.batch_size=1", "sweep.grid.seed=[0,2]"], tmp_path / "b"),
+                      out=io.StringIO(), cache=cache)
+    assert used == [(0, False), (2, False)]
+    assert "oom_offload_items" not in read_run_json(again.run_dir)["builders"][0]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffsweep.previews import FACTORS, LATENT_SPACES, latents_to_rgb, make_callback, unpacker
+from diffsweep import providers
+from diffsweep.previews import FACTORS, LATENT_SPACES, latents_to_rgb, make_callback
 from diffsweep.tiny import FACTORIES
 
 SD15_PUBLISHED = [  # ComfyUI comfy/latent_formats.py, class SD15: one (R, G, B) row per latent channel, no bias
@@ -145,16 +146,17 @@ def test_callback_fires_every_nth_step_and_touches_nothing_in_between() -> None:
         make_callback(0, "sd", lambda step, images: None)
 
 
-def test_unpacker_only_for_packed_spaces_and_qwen_unpacks_to_video_layout() -> None:
+def test_packed_families_unpack_through_their_provider_and_qwen_unpacks_to_video_layout() -> None:
     from diffusers import QwenImagePipeline
 
     class Pipe:
         vae_scale_factor = 8
         _unpack_latents = staticmethod(QwenImagePipeline._unpack_latents)
 
-    assert unpacker(Pipe(), "sd", 64, 64) is None
-    assert unpacker(Pipe(), None, 64, 64) is None
-    unpack = unpacker(Pipe(), "qwen_image", 128, 64)
+    sd, qwen = providers.get("stable_diffusion"), providers.get("qwen_image")
+    size = {"height": 128, "width": 64}
+    assert sd.preview_unpacker(Pipe(), sd.spec("StableDiffusionPipeline"), size) is None
+    unpack = qwen.preview_unpacker(Pipe(), qwen.spec("QwenImagePipeline"), size)
     assert unpack is not None
     latents = torch.randn(1, 16, 1, 16, 8)
     packed = QwenImagePipeline._pack_latents(latents, 1, 16, 16, 8)
@@ -163,11 +165,21 @@ def test_unpacker_only_for_packed_spaces_and_qwen_unpacks_to_video_layout() -> N
     assert np.array_equal(image, latents_to_rgb(latents[:, :, 0], "qwen_image")[0])
 
 
+def test_packed_latents_without_an_unpacker_turn_previews_off_instead_of_failing() -> None:
+    seen: list[int] = []
+    callback = make_callback(1, "flux", lambda step, images: seen.append(step))
+    packed = {"latents": torch.randn(1, 16, 64)}
+    for step in range(3):
+        assert callback(None, step, 0, packed) is packed
+    assert seen == []
+
+
 Preview = tuple[int, int, tuple[int, ...]]
 """(step, batch items, shape of the first image) of one on_preview call."""
 
 
-def run_with_and_without_previews(pipe: Any, space: str, **call: Any) -> tuple[list[Preview], np.ndarray, np.ndarray]:
+def run_with_and_without_previews(pipe: Any, provider: str, pipeline: str,
+                                  **call: Any) -> tuple[list[Preview], np.ndarray, np.ndarray]:
     """Previews every 2 steps, the images of that call, and the images of the same call without the callback."""
     previews: list[Preview] = []
 
@@ -175,7 +187,9 @@ def run_with_and_without_previews(pipe: Any, space: str, **call: Any) -> tuple[l
         assert all(image.dtype == np.uint8 for image in images)
         previews.append((step, len(images), images[0].shape))
 
-    callback = make_callback(2, space, collect, unpacker(pipe, space, call["height"], call["width"]))
+    family = providers.get(provider)
+    spec = family.spec(pipeline)
+    callback = make_callback(2, spec.latent_space, collect, family.preview_unpacker(pipe, spec, call))
     with_previews = pipe(**call, generator=torch.Generator().manual_seed(7), output_type="np",
                          callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"]).images
     plain = pipe(**call, generator=torch.Generator().manual_seed(7), output_type="np").images
@@ -188,7 +202,7 @@ def test_tiny_sd_pipeline_previews_without_perturbing_the_result() -> None:
     pipe = StableDiffusionPipeline(**FACTORIES["sd"]())
     pipe.set_progress_bar_config(disable=True)
     previews, with_previews, plain = run_with_and_without_previews(
-        pipe, "sd", prompt="a cat", num_inference_steps=4, height=64, width=64, num_images_per_prompt=2)
+        pipe, "stable_diffusion", "StableDiffusionPipeline", prompt="a cat", num_inference_steps=4, height=64, width=64, num_images_per_prompt=2)
     assert previews == [(2, 2, (64, 64, 3)), (4, 2, (64, 64, 3))]  # 32x32 latents, enlarged to 64
     assert np.array_equal(with_previews, plain)
 
@@ -199,7 +213,24 @@ def test_tiny_flux_pipeline_unpacks_and_previews_without_perturbing_the_result()
     pipe = FluxPipeline(**FACTORIES["flux"]())
     pipe.set_progress_bar_config(disable=True)
     previews, with_previews, plain = run_with_and_without_previews(
-        pipe, "flux", prompt="a cat", num_inference_steps=4, height=32, width=32, max_sequence_length=32,
+        pipe, "flux", "FluxPipeline", prompt="a cat", num_inference_steps=4, height=32, width=32, max_sequence_length=32,
         num_images_per_prompt=2)
     assert previews == [(2, 2, (64, 64, 3)), (4, 2, (64, 64, 3))]  # unpacked 1x32x32 latents, enlarged to 64
     assert np.array_equal(with_previews, plain)
+
+
+def test_a_family_brings_the_factors_of_its_own_latent_space() -> None:
+    """A new latent space is declared by its provider, not added to diffsweep.previews."""
+    from diffsweep.providers.base import PipelineSpec, Provider, RGBFactors
+
+    red = RGBFactors(weights=((1.0, -1.0, -1.0), (0.0, 0.0, 0.0)))
+
+    class TwoChannel(Provider):
+        name = "two_channel"
+        latent_factors = {"two": red}
+
+    provider, spec = TwoChannel(), PipelineSpec("P", "image", frozenset(), latent_space="two")
+    assert provider.preview_space(spec) is red
+    assert providers.get("flux").preview_space(providers.get("flux").spec("FluxPipeline")) == "flux"
+    (image,) = latents_to_rgb(torch.ones(1, 2, 64, 64), provider.preview_space(spec))
+    assert image[0, 0].tolist() == [255, 0, 0]

@@ -38,6 +38,13 @@ def decoded(path: Path) -> Any:
 
 def check_output(path: Path, params: dict[str, Any], sample_rate_hint: int = 16000) -> None:
     content = decoded(path)
+    made = json.loads(path.with_suffix(".json").read_text())["made"]  # the record states what the file holds
+    if path.suffix == ".png":
+        assert (made["height"], made["width"]) == content.shape[:2]
+    elif path.suffix == ".mp4":
+        assert (made["frames"], made["height"], made["width"]) == content.shape[:3]
+    else:
+        assert (made["samples"], made["sample_rate"]) == (len(content[0]), content[1])
     if path.suffix == ".png":
         assert content.shape == (params["height"], params["width"], 3)
         with Image.open(path) as image:

@@ -52,3 +52,40 @@ def test_find_run_accepts_paths_names_and_versions(tmp_path: Path) -> None:
     assert find_run(str(run_dir), root) == run_dir
     with pytest.raises(DiffsweepError, match="no run folder found for 'nope'"):
         find_run("nope", root)
+
+
+def test_rerun_of_one_item_makes_exactly_it_byte_for_byte_into_a_new_version(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    first = run_sweep(compose_config([*ARGS, "sweep.grid.prompt=[a fox,a bird]"], root), out=io.StringIO()).run_dir
+    records = sorted(read_manifest(first), key=lambda r: r["index"])
+    wanted = records[2]
+    assert _cli(["--root", str(root), "rerun", "default", "--item", wanted["item_id"][:16]]) == 0  # a unique beginning
+    (made,) = read_manifest(root / "default" / "v0002")
+    assert made["item_id"] == wanted["item_id"] and made["outputs"] == wanted["outputs"]
+    assert (root / "default" / "v0002" / made["outputs"][0]).read_bytes() == (first / wanted["outputs"][0]).read_bytes()
+    run = read_run_json(root / "default" / "v0002")
+    assert run["counts"] == {"planned": 1, "done": 1, "failed": 0, "skipped": 0} and run["status"] == "complete"
+    assert run["selected_items"] == [wanted["item_id"]]
+
+    assert _cli(["--root", str(root), "rerun", str(first), "--index", "3"]) == 0
+    (made,) = read_manifest(root / "default" / "v0003")
+    assert made["item_id"] == records[3]["item_id"]
+    assert (root / "default" / "v0003" / made["outputs"][0]).read_bytes() == (first / records[3]["outputs"][0]).read_bytes()
+
+    # a resume of such a folder finishes that item, not the whole grid
+    (root / "default" / "v0003" / made["outputs"][0]).unlink()
+    assert _cli(["--root", str(root), "resume", "default/v0003"]) == 0
+    assert [r["item_id"] for r in read_manifest(root / "default" / "v0003")] == [records[3]["item_id"]]
+    assert read_run_json(root / "default" / "v0003")["counts"]["planned"] == 1
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [("--item", "ffffffffffff", "not in this run's plan"),
+                                                        ("--index", "9", "no item with index 9"),
+                                                        ("--item", "", "not in this run's plan")])
+def test_rerun_of_an_unknown_item_is_refused_before_anything_is_written(tmp_path: Path, flag: str, value: str,
+                                                                        message: str) -> None:
+    root = tmp_path / "runs"
+    run_sweep(compose_config(ARGS, root), out=io.StringIO())
+    with pytest.raises(DiffsweepError, match=message):
+        _cli(["--root", str(root), "rerun", "default", flag, value])
+    assert sorted(p.name for p in (root / "default").iterdir()) == ["v0001"]

@@ -22,6 +22,7 @@ from diffsweep.runner import run_sweep
 
 BASE = ["sweep.params.num_inference_steps=2", "sweep.grid.seed=[0]", "sweep.grid.prompt=[a fox]"]
 IMG2IMG = "builder.pipeline=StableDiffusionImg2ImgPipeline"
+NO_SIZE = ["~generation.height", "~generation.width"]  # img2img makes the input's size
 INPAINT = "builder.pipeline=StableDiffusionInpaintPipeline"
 
 
@@ -64,7 +65,7 @@ def _sidecar(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
 
 def test_img2img_grid_over_input_files(tmp_path: Path) -> None:
     inputs = [_picture(tmp_path / "a.png", (220, 30, 30)), _picture(tmp_path / "b.png", (30, 30, 220))]
-    run_dir, records = _ok_run([IMG2IMG, f"+sweep.grid.image={_quote(inputs)}", "+sweep.params.strength=0.75"],
+    run_dir, records = _ok_run([IMG2IMG, *NO_SIZE, f"+sweep.grid.image={_quote(inputs)}", "+sweep.params.strength=0.75"],
                                tmp_path)
     assert [r["params"]["image"] for r in records] == inputs
     for record, source in zip(records, inputs, strict=True):

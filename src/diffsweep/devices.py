@@ -68,6 +68,11 @@ def peak_memory_bytes(device: torch.device) -> int | None:
         return None
 
 
+def can_offload(device: torch.device) -> bool:
+    """Model CPU offload needs an accelerator to move models to and from."""
+    return device.type != "cpu"
+
+
 def empty_cache(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()

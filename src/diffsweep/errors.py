@@ -30,6 +30,9 @@ class ConfigIssue:
         return f"{text}  (in {self.source})" if self.source else text
 
 
+SHOWN_ISSUES = 20  # issues listed in a ConfigError's message; all of them stay in `issues`
+
+
 class ConfigError(DiffsweepError):
     """The configuration is invalid; nothing has been written."""
 
@@ -43,7 +46,10 @@ class ConfigError(DiffsweepError):
         self.issues = list(issues)
         count = len(self.issues)
         head = "invalid configuration" + (f" ({count} errors)" if count > 1 else "")
-        super().__init__(head + ":\n" + "\n".join(f"  - {issue}" for issue in self.issues))
+        shown = [f"  - {issue}" for issue in self.issues[:SHOWN_ISSUES]]
+        if count > SHOWN_ISSUES:  # a grid of thousands of bad values must not bury the message
+            shown.append(f"  ... and {count - SHOWN_ISSUES} more")
+        super().__init__(head + ":\n" + "\n".join(shown))
 
 
 class ModelUnavailableError(DiffsweepError):
@@ -58,3 +64,11 @@ class FailedItemsError(DiffsweepError):
 
 class RunLockedError(DiffsweepError):
     """Another live diffsweep process is writing the same run folder."""
+
+
+class RunUnfinishedError(DiffsweepError):
+    """A distributed run ended with shards not finished (a worker died or its task failed)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -48,10 +48,25 @@ def expand_range(spec: Mapping[str, Any]) -> list[Any]:
     return [round(start + i * step, 10) for i in range(range_length(spec))]
 
 
+class NotTextError(ValueError):
+    """A values file that is not UTF-8 text."""
+
+
 def numbered_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, text) of the values in a UTF-8 text file: non-empty lines, `#` starts a comment
     line. A byte-order mark (Windows editors write one) is not part of the first value."""
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise NotTextError(f"{path} is UTF-16 text; save it as UTF-8")
+    if b"\0" in data[:8192]:
+        raise NotTextError(f"{path} is a binary file, not UTF-8 text with one value per line")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise NotTextError(f"{path} is not UTF-8 text: byte 0x{data[error.start]:02x} on line {line} is not UTF-8 "
+                           f"(saved in another encoding, e.g. Latin-1 or UTF-16?); save it as UTF-8") from None
+    lines = text.splitlines()
     return [(number, line.strip()) for number, line in enumerate(lines, 1)
             if line.strip() and not line.lstrip().startswith("#")]
 
@@ -98,7 +113,9 @@ def expand_axis(name: str, spec: Any, base_dirs: Sequence[Path], source: str | N
         path = find_file(spec["file"], base_dirs)
         try:
             values: list[Any] = read_lines(path)
-        except (OSError, UnicodeDecodeError) as error:
+        except NotTextError as error:
+            raise ConfigError(ConfigIssue(f"{where}.file", str(error), source)) from None
+        except OSError as error:
             raise ConfigError(ConfigIssue(f"{where}.file", f"cannot read {path}: {error.strerror or error}", source)) from error
         if not values:
             raise ConfigError(ConfigIssue(f"{where}.file", f"{path} has no values (one per line expected)", source))

@@ -35,18 +35,23 @@ def file_digest(path: str | Path) -> str:
 
 def identity_params(params: dict[str, Any]) -> dict[str, Any]:
     """Params as hashed: input files stand for their content, not their location."""
-    return {k: (DIGEST_PREFIX + file_digest(v) if k in FILE_PARAMS and isinstance(v, str) else v)
+    # a path that is no file stays a path here: planning refuses it (image_problem) before any item is made
+    return {k: (DIGEST_PREFIX + file_digest(v) if k in FILE_PARAMS and isinstance(v, str) and Path(v).is_file() else v)
             for k, v in params.items()}
 
 
 def image_problem(path: str | Path) -> str | None:
     """Why an input image cannot be used, or None when it decodes."""
     path = Path(path)
+    if path.is_dir():
+        return f"input file {path} is a folder, not an image file"
     if not path.is_file():
         return f"input file {path} does not exist"
     try:
         with Image.open(path) as image:
             image.verify()
+    except PermissionError:
+        return f"input file {path} cannot be read (no permission)"
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         return f"input file {path} is not a decodable image ({error})"
     return None

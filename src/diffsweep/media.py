@@ -19,6 +19,7 @@ from diffsweep.providers.base import Generated
 
 EXTENSIONS = {"image": ".png", "video": ".mp4", "audio": ".wav"}
 PNG_RECORD_KEY = "diffsweep"
+DEFAULT_SAMPLE_RATE = 16000  # where a pipeline does not say its own
 
 
 def to_uint8(array: Any) -> np.ndarray:
@@ -30,10 +31,11 @@ def to_uint8(array: Any) -> np.ndarray:
 
 
 def a1111_parameters(params: Mapping[str, Any], builder: Mapping[str, Any], builder_hash: str,
-                     scheduler: str | None = None) -> str:
+                     scheduler: str | None = None, size: tuple[int, int] | None = None) -> str:
     """The `parameters` text that A1111, ComfyUI readers and civitai parse.
 
-    Line 1 is the prompt, then `Negative prompt: ...`, then one comma-separated `Key: value` line.
+    Line 1 is the prompt, then `Negative prompt: ...`, then one comma-separated `Key: value` line. `Size` is the
+    (width, height) of the image made, where known; else the requested one.
     """
     lines = [str(params.get("prompt", ""))]
     if params.get("negative_prompt"):
@@ -43,7 +45,8 @@ def a1111_parameters(params: Mapping[str, Any], builder: Mapping[str, Any], buil
         ("Sampler", scheduler or (builder.get("scheduler") or {}).get("name") or "default"),
         ("CFG scale", params.get("guidance_scale")),
         ("Seed", params.get("seed")),
-        ("Size", f"{params['width']}x{params['height']}" if "width" in params and "height" in params else None),
+        ("Size", f"{size[0]}x{size[1]}" if size else f"{params['width']}x{params['height']}"
+         if "width" in params and "height" in params else None),
         ("Model hash", builder_hash[:10]),
         ("Model", builder.get("model")),
         ("Version", "diffsweep"),

@@ -9,6 +9,7 @@ plan, provider rules, inputs, output root), so a sweep of sweeps fails fast or n
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from diffsweep.errors import ConfigError, ConfigIssue
+from diffsweep.tracking import ParentRun, end_parent, start_parent
+from diffsweep.validate import normalise
+
+log = logging.getLogger("diffsweep")
 
 BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
 
@@ -49,7 +54,7 @@ def check_job(job: DictConfig) -> None:
     """Everything `diffsweep` checks before it writes anything, for one composed job."""
     from diffsweep.cli import resolve, source_finder
     from diffsweep.runner import check_output_root, prepare
-    from diffsweep.validate import normalise, validate_config
+    from diffsweep.validate import validate_config
 
     HydraConfig.instance().set_config(job)  # as Hydra does for a job: ${hydra:...} resolves against it
     source_of = source_finder(job.hydra)
@@ -78,3 +83,30 @@ class ValidateJobs(Callback):
                 issues.append(ConfigIssue("", f"{job}: {str(error).strip().splitlines()[0]}"))
         if issues:
             raise InvalidJobs(ConfigError(issues))
+
+
+class TrackJobs(Callback):
+    """With tracking=mlflow, a parent MLflow run that the jobs' runs are grouped under. Failing to open
+    it costs only the grouping: the jobs still run and track on their own."""
+
+    def __init__(self) -> None:
+        self.parent: ParentRun | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from diffsweep.cli import resolve
+
+        if "tracking" not in config or config.tracking.get("backend") != "mlflow":
+            return
+        try:
+            doc = normalise({key: resolve(config[key]) for key in ("tracking", "output", "sweep")})
+            self.parent = start_parent(doc, list(config.hydra.overrides.task))
+        except Exception as error:  # noqa: BLE001 - tracking never stops a sweep
+            log.warning("could not open an MLflow parent run for this multirun: %s: %s", type(error).__name__, error)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent is None:
+            return
+        try:
+            end_parent(self.parent)
+        except Exception as error:  # noqa: BLE001
+            log.warning("could not close the MLflow parent run %s: %s", self.parent.run_id, error)

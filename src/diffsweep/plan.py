@@ -14,16 +14,17 @@ import json
 import math
 import operator
 import secrets
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diffsweep import hashing, lora, providers, schedulers
 from diffsweep.devices import resolve_dtype
-from diffsweep.errors import ConfigError, ConfigIssue
+from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
 from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
 from diffsweep.inputs import FILE_PARAMS, identity_params
+from diffsweep.labels import BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
 from diffsweep.validate import did_you_mean, load_schema, range_checked_by_ends, subschema_checker
@@ -71,6 +72,12 @@ class Item:
 class Batch:
     builder: BuilderPlan
     items: list[Item] = field(default_factory=list)
+    # Items to commit when the plan is narrowed to some items: the others only share the call, so
+    # the selected ones come out of the same batch, and so with the same bytes, as in a full run.
+    keep: frozenset[str] | None = None
+
+    def commits(self, item: Item) -> bool:
+        return self.keep is None or item.item_id in self.keep
 
 
 @dataclass(frozen=True)
@@ -239,6 +246,12 @@ def builder_identity(config: Mapping[str, Any], dtype: str,
     return identity
 
 
+def param_layers(spec: PipelineSpec, doc: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Where an item's parameters come from, later layers winning (a grid axis wins over all of them);
+    a null value in a layer leaves the one below in force."""
+    return [("provider", spec.defaults), ("preset", doc["generation"]), ("sweep.params", doc["sweep"]["params"])]
+
+
 class Plan:
     """Builders, items and batches of one sweep; items are produced lazily."""
 
@@ -254,6 +267,7 @@ class Plan:
         self._checked_shapes: set[str] = set()
         self.total = len(grid)
         self.index_width = max(4, len(str(self.total - 1)))
+        self.selected: frozenset[str] | None = None  # see select()
         self._plan_builders()
         self._split_axes()
         self._check_shapes()
@@ -326,8 +340,8 @@ class Plan:
 
     def _params(self, builder: BuilderPlan, point: Mapping[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {"seed": DEFAULT_SEED, **lora.default_scales(builder.loras)}
-        for layer in (builder.spec.defaults, self.doc["generation"], self.doc["sweep"]["params"],
-                      {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
+        layers = [layer for _, layer in param_layers(builder.spec, self.doc)]
+        for layer in (*layers, {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
             params.update({k: v for k, v in layer.items() if v is not None})
         return {k: hashing.normalise_number(v, self._kinds.get(k, "number" if k.startswith("lora.") else "other"))
                 for k, v in params.items()}
@@ -395,7 +409,8 @@ class Plan:
         seen = hashlib.blake2b(key.encode(), digest_size=16).digest()  # a grid may have a million shapes
         if seen in self._checked_shapes:
             return
-        problems = builder.provider.check_params(builder.spec, params) + lora.problems(builder.loras, params)
+        problems = (builder.provider.check_params(builder.spec, params, builder.config)
+                    + lora.problems(builder.loras, params))
         if "prompt" not in params:
             problems.append(("prompt", "no prompt: set sweep.grid.prompt or sweep.params.prompt"))
         if problems:
@@ -418,10 +433,35 @@ class Plan:
         return Item(index, hashing.item_id(builder.hash, identity_params(params)), builder.hash, params)
 
     def _zip_items(self) -> Iterator[Item]:
-        return (self._zip_item(index) for index in range(self.total))
+        return (self._zip_item(index) for index in range(len(self.grid)))
+
+    def select(self, wanted: Iterable[str | int]) -> None:
+        """Narrow the plan to some items (a rerun of single items), each named by its item id (or a
+        unique beginning of it) or its grid index; only they are counted and committed."""
+        selected = set()
+        for key in wanted:
+            if isinstance(key, int):
+                if not 0 <= key < len(self.grid):
+                    raise DiffsweepError(f"no item with index {key}: this run's items have indices 0 to "
+                                         f"{len(self.grid) - 1}")
+                selected.add(self.item(key).item_id)
+                continue
+            found = [item_id for item_id in self._all_item_ids() if item_id.startswith(key.lower())] if key else []
+            if len(found) != 1:
+                raise DiffsweepError(f"item '{key}' is {'ambiguous' if found else 'not'} in this run's plan"
+                                     f"{' (give more of its id)' if found else ''}")
+            selected.add(found[0])
+        self.selected = frozenset(selected)
+        self.total = len(self.selected)
 
     def items(self) -> Iterator[Item]:
-        """Every item, builders and call shapes outermost so equal work is adjacent."""
+        """Every item (of the selection, if any), builders and call shapes outermost."""
+        for item in self._all_items():
+            if self.selected is None or item.item_id in self.selected:
+                yield item
+
+    def _all_items(self) -> Iterator[Item]:
+        """Every item of the grid, builders and call shapes outermost so equal work is adjacent."""
         if self.grid.mode == "zip":
             yield from self._zip_items()
             return
@@ -430,7 +470,12 @@ class Plan:
                 yield self._item(shape, positions)
 
     def item_ids(self) -> Iterator[str]:
-        """The id of every item in plan order, without making the items: for counting what is done."""
+        """The id of every planned item in plan order, without making the items: for counting what is done."""
+        for item_id in self._all_item_ids():
+            if self.selected is None or item_id in self.selected:
+                yield item_id
+
+    def _all_item_ids(self) -> Iterator[str]:
         if self.grid.mode == "zip":
             yield from (item.item_id for item in self._zip_items())
             return
@@ -444,8 +489,8 @@ class Plan:
 
     def item(self, index: int) -> Item:
         """The item at a grid index, by index arithmetic."""
-        if not 0 <= index < self.total:
-            raise IndexError(f"grid index {index} is not in 0..{self.total - 1}")
+        if not 0 <= index < len(self.grid):
+            raise IndexError(f"grid index {index} is not in 0..{len(self.grid) - 1}")
         if self.grid.mode == "zip":
             return self._zip_item(index)
         position = {a.name: index // self._strides[a.name] % len(a.values) for a in self.grid.axes}
@@ -468,7 +513,17 @@ class Plan:
         return int(setting) if builder.spec.batchable else 1
 
     def batches(self, skip: Container[str] = ()) -> Iterator[Batch]:
-        """Batches of items not in `skip`, each one pipeline call; skipped items are never made."""
+        """Batches of items not in `skip`, each one pipeline call; skipped items are never made. With a
+        selection, the batches that hold a selected item, whole, so each is made as in a run of the
+        full plan."""
+        if self.selected is None:
+            yield from self._batches(skip)
+            return
+        for batch in self._batches(()):
+            if any(item.item_id in self.selected and item.item_id not in skip for item in batch.items):
+                yield Batch(batch.builder, batch.items, self.selected)
+
+    def _batches(self, skip: Container[str]) -> Iterator[Batch]:
         if self.grid.mode == "zip":
             yield from self._zip_batches(skip)
             return
@@ -504,6 +559,12 @@ class Plan:
                 yield open_batches.pop(key)
         yield from open_batches.values()
 
+    def builder_labels(self) -> dict[str, BuilderLabel]:
+        """Builder hash -> its label among this plan's builders (what differs between them)."""
+        builders = list(self.builders.values())
+        made = builder_labels([b.identity for b in builders], [b.hash for b in builders])
+        return {b.hash: label for b, label in zip(builders, made, strict=True)}
+
     def summary(self) -> dict[str, Any]:
         """Counts for a dry run: items, builders, batches, pipeline calls, from the call shapes'
         sizes (no item is made)."""
@@ -522,9 +583,11 @@ class Plan:
                     run_key, run_size, run_builder = shape.key, 0, shape.builder
                 run_size += self.shape_size
             batches += -(-run_size // self.batch_size(run_builder)) if run_builder else 0
+        labels = self.builder_labels()
         return {
             "items": self.total,
-            "builders": [{"hash": b.short, "provider": b.provider.name, "pipeline": b.spec.name,
+            "builders": [{"hash": b.short, "label": labels[b.hash].label, "provider": b.provider.name,
+                          "pipeline": b.spec.name,
                           "model": b.config["model"], "dtype": b.identity["dtype"], "items": items[b.hash],
                           "batch_size": self.batch_size(b)} for b in self.builders.values()],
             "batches": batches,

@@ -12,24 +12,20 @@ enlarged by an integer nearest-neighbour factor so that the long side is at leas
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from diffsweep.providers.base import RGBFactors
+
+log = logging.getLogger(__name__)
+
 MIN_PREVIEW_SIDE = 64
 """Previews smaller than this on their long side are enlarged (nearest neighbour) to be worth looking at."""
-
-
-@dataclass(frozen=True)
-class RGBFactors:
-    """A latent space's linear map to RGB: one (R, G, B) row per latent channel, plus an RGB bias."""
-
-    weights: tuple[tuple[float, float, float], ...]
-    bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 # Tables: comfyanonymous/ComfyUI, comfy/latent_formats.py (commit 040a3243468ecefd1f2802592d90458f1ce4d65f).
@@ -137,10 +133,6 @@ FACTORS: dict[str, RGBFactors] = {
 
 LATENT_SPACES: frozenset[str] = frozenset(FACTORS)
 
-_PACKED_SPACES = frozenset({"flux", "qwen_image"})
-"""Spaces whose pipelines hold latents as (B, patches, 4C) sequences of 2x2 patches."""
-
-
 def _project(latents: torch.Tensor, factors: RGBFactors) -> torch.Tensor:
     """(B, C, H, W) -> (B, 3, H, W) in [0, 1]: the linear map gives [-1, 1] RGB, mapped as ComfyUI maps it."""
     weights = torch.tensor(factors.weights, dtype=latents.dtype)
@@ -159,7 +151,7 @@ def _stretch_channels(latents: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def latents_to_rgb(latents: torch.Tensor, space: str | None) -> list[np.ndarray]:
+def latents_to_rgb(latents: torch.Tensor, space: str | RGBFactors | None) -> list[np.ndarray]:
     """(B, C, H, W) or (B, C, F, H, W) unpacked latents -> one uint8 (h, w, 3) array per batch item.
 
     Video latents show their middle latent frame. Only that frame leaves the device, as float32; the input is never
@@ -170,7 +162,7 @@ def latents_to_rgb(latents: torch.Tensor, space: str | None) -> list[np.ndarray]
     if latents.ndim != 4:
         raise ValueError(f"expected (B, C, H, W) or (B, C, F, H, W) latents, got shape {tuple(latents.shape)}")
     frame = latents.to("cpu", torch.float32)
-    factors = FACTORS.get(space) if space is not None else None
+    factors = space if isinstance(space, RGBFactors) else FACTORS.get(space) if space is not None else None
     if factors is not None and len(factors.weights) == frame.shape[1]:
         rgb = _project(frame, factors)
     else:
@@ -184,42 +176,36 @@ def latents_to_rgb(latents: torch.Tensor, space: str | None) -> list[np.ndarray]
 
 def make_callback(
     every: int,
-    space: str | None,
+    space: str | RGBFactors | None,
     on_preview: Callable[[int, list[np.ndarray]], None],
     unpack: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
     """A diffusers `callback_on_step_end(pipe, step, timestep, callback_kwargs)` that, on every `every`-th step
     (step index + 1 divisible by `every`), calls on_preview(step + 1, images) and returns callback_kwargs unchanged.
 
-    `unpack` turns the pipeline's packed latents into (B, C, H, W)/(B, C, F, H, W) first (flux, qwen). Other steps
-    only test the step index, so previews cost nothing between firings. The pipeline must expose "latents" in
-    callback_kwargs (the default `callback_on_step_end_tensor_inputs` of diffusers pipelines).
+    `unpack` (the provider's `preview_unpacker`) turns the pipeline's packed latents into (B, C, H, W)/(B, C, F, H, W)
+    first. Other steps only test the step index, so previews cost nothing between firings. The pipeline must expose
+    "latents" in callback_kwargs (the default `callback_on_step_end_tensor_inputs` of diffusers pipelines). Latents of
+    any other layout (a packed family whose provider declares no unpacker) turn previews off for the call with one
+    warning: a preview never fails a batch.
     """
     if every < 1:
         raise ValueError(f"previews every {every} steps: must be at least 1 (0 means install no callback)")
 
+    unreadable: list[tuple[int, ...]] = []
+
     def callback(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-        if (step + 1) % every == 0:
+        if (step + 1) % every == 0 and not unreadable:
             with torch.inference_mode():
                 latents = callback_kwargs["latents"]
-                images = latents_to_rgb(unpack(latents) if unpack is not None else latents, space)
+                latents = unpack(latents) if unpack is not None else latents
+                if latents.ndim not in (4, 5):
+                    unreadable.append(tuple(latents.shape))
+                    log.warning("previews off for this call: latents of shape %s are not (B, C, H, W) or "
+                                "(B, C, F, H, W), and the provider declares no preview_unpacker", unreadable[0])
+                    return callback_kwargs
+                images = latents_to_rgb(latents, space)
             on_preview(step + 1, images)
         return callback_kwargs
 
     return callback
-
-
-def unpacker(pipe: Any, space: str | None, height: int, width: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The unpack function for spaces whose pipelines pack latents (flux, qwen_image), else None.
-
-    It is the pipeline's own `_unpack_latents`, so the preview follows exactly the layout the pipeline decodes.
-    `height` and `width` are the call's output size in pixels.
-    """
-    if space not in _PACKED_SPACES:
-        return None
-    scale_factor = pipe.vae_scale_factor
-
-    def unpack(latents: torch.Tensor) -> torch.Tensor:
-        return pipe._unpack_latents(latents, height, width, scale_factor)
-
-    return unpack

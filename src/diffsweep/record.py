@@ -21,12 +21,11 @@ from typing import Any
 from diffsweep import __version__, hashing, media
 from diffsweep.plan import BuilderPlan, Item
 from diffsweep.providers.base import Generated
-from diffsweep.records import ItemRecord, now
+from diffsweep.records import ItemRecord, Sidecar, now
 from diffsweep.rundir import RunFolder, write_atomic, write_json
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 VOLATILE_FIELDS = ("seconds", "created", "run")  # differ between reruns that make the same pixels
 
 
@@ -47,18 +46,28 @@ def item_stem(item: Item, width: int) -> str:
     return f"{item.index:0{width}d}-{hashing.short(item.item_id)}"
 
 
-def item_record(item: Item, status: str, outputs: list[str], seconds: float, error: str | None = None) -> ItemRecord:
+def item_record(item: Item, status: str, outputs: list[str], seconds: float, error: str | None = None,
+                made: Mapping[str, int] | None = None, prompt_truncated: Mapping[str, Any] | None = None) -> ItemRecord:
     return ItemRecord(index=item.index, item_id=item.item_id, builder_hash=item.builder_hash, status=status,
-                      params=item.params, seed=item.seed, outputs=tuple(outputs), seconds=seconds, error=error)
+                      params=item.params, seed=item.seed, outputs=tuple(outputs), seconds=seconds, error=error,
+                      made=made, prompt_truncated=prompt_truncated or None)
+
+
+def measured(generated: Generated) -> dict[str, int]:
+    """What an output holds, read off the generated array: the truth where a pipeline sized it from an input
+    (img2img, edit) or from its own defaults rather than from a recorded parameter."""
+    shape = generated.array.shape
+    if generated.kind == "image":
+        return {"width": int(shape[1]), "height": int(shape[0])}
+    if generated.kind == "video":
+        return {"width": int(shape[2]), "height": int(shape[1]), "frames": int(shape[0])}
+    return {"samples": int(shape[-1]), "sample_rate": int(generated.sample_rate or media.DEFAULT_SAMPLE_RATE)}
 
 
 def sidecar_record(record: ItemRecord, builder: BuilderPlan, run_ref: Mapping[str, Any],
                    scheduler: str | None = None) -> dict[str, Any]:
     """The item record plus everything needed to rebuild it: builder identity, scheduler and generator."""
-    return {"schema_version": SCHEMA_VERSION, **record.to_json(),
-            "builder": {"hash": builder.hash, "identity": builder.identity, "config": builder.config},
-            "scheduler": scheduler, "generator": {"device": "cpu", "seed": record.seed},
-            "run": dict(run_ref), "created": now()}
+    return Sidecar(record, builder.identity, builder.config, scheduler, run_ref, now()).to_json()
 
 
 def reproducible(sidecar: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,6 +83,7 @@ class WriteJob:
     seconds: float
     error: str | None = None
     scheduler: str | None = None  # the scheduler class that sampled it (the model's own or a swapped one)
+    prompt_truncated: Mapping[str, Any] | None = None  # what a text encoder cut (diffsweep.truncation)
 
 
 class ItemWriter:
@@ -115,7 +125,9 @@ class ItemWriter:
     def commit(self, job: WriteJob) -> ItemRecord:
         item, stem = job.item, item_stem(job.item, self.index_width)
         outputs = [] if job.generated is None else [f"items/{stem}{media.EXTENSIONS[job.generated.kind]}"]
-        record = item_record(item, "failed" if job.generated is None else "ok", outputs, job.seconds, job.error)
+        made = None if job.generated is None else measured(job.generated)
+        record = item_record(item, "failed" if job.generated is None else "ok", outputs, job.seconds, job.error, made,
+                             job.prompt_truncated)
         sidecar = sidecar_record(record, job.builder, self.run_ref, job.scheduler)
         if job.generated is not None:
             write_atomic(self.run.path / outputs[0], encode(job.generated, item, job.builder, sidecar))
@@ -126,8 +138,9 @@ class ItemWriter:
 
 def encode(generated: Generated, item: Item, builder: BuilderPlan, sidecar: Mapping[str, Any]) -> bytes:
     if generated.kind == "image":
-        parameters = media.a1111_parameters(item.params, builder.config, builder.hash, sidecar.get("scheduler"))
+        parameters = media.a1111_parameters(item.params, builder.config, builder.hash, sidecar.get("scheduler"),
+                                            size=(generated.array.shape[1], generated.array.shape[0]))
         return media.encode_png(generated, parameters, reproducible(sidecar))
     if generated.kind == "video":
         return media.encode_mp4(generated.array, fps=int(item.params.get("fps", 16)))
-    return media.encode_wav(generated.array, generated.sample_rate or 16000)
+    return media.encode_wav(generated.array, generated.sample_rate or media.DEFAULT_SAMPLE_RATE)

@@ -79,6 +79,9 @@ class ItemRecord:
     outputs: tuple[str, ...]
     seconds: float
     error: str | None = None
+    made: Mapping[str, int] | None = None  # what the output holds: width/height (frames), or samples/sample_rate
+    # prompts a text encoder cut: {parameter: {tokenizer: {tokens, used_tokens, dropped_text}}}
+    prompt_truncated: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -99,10 +102,17 @@ class ItemRecord:
         if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
             raise RecordError(f"outputs: expected a list of paths, got {outputs!r}")
         error = raw.get("error")
+        made = raw.get("made")
+        if made is not None and not (isinstance(made, Mapping) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in made.values())):
+            raise RecordError(f"made: expected a mapping of integers, got {made!r}")
         return cls(index=_int(raw, "index"), item_id=_text(raw, "item_id"), builder_hash=_text(raw, "builder_hash"),
                    status=status, params=dict(_mapping(raw.get("params"), "params")), seed=_int(raw, "seed"),
                    outputs=tuple(outputs), seconds=float(_number(raw, "seconds", 0.0) or 0.0),
-                   error=None if error is None else str(error), extra=_extra(raw, _ITEM_FIELDS))
+                   error=None if error is None else str(error), made=None if made is None else dict(made),
+                   prompt_truncated=dict(_mapping(raw["prompt_truncated"], "prompt_truncated"))
+                   if raw.get("prompt_truncated") is not None else None,
+                   extra=_extra(raw, _ITEM_FIELDS))
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {"index": self.index, "item_id": self.item_id, "builder_hash": self.builder_hash,
@@ -110,11 +120,50 @@ class ItemRecord:
                                   "outputs": list(self.outputs), "seconds": round(self.seconds, 4)}
         if self.error is not None:
             record["error"] = self.error
+        if self.made is not None:
+            record["made"] = dict(self.made)
+        if self.prompt_truncated:
+            record["prompt_truncated"] = dict(self.prompt_truncated)
         record.update(self.extra)
         return record
 
 
 _ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(ItemRecord))  # read once, not per manifest line
+
+
+SIDECAR_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """An item's sidecar (`items/<stem>.json`; its PNG `diffsweep` chunk holds the same less the volatile fields):
+    the item record plus what rebuilds the item, the builder that made it, its scheduler and generator."""
+
+    record: ItemRecord
+    builder_identity: Mapping[str, Any]
+    builder_config: Mapping[str, Any]
+    scheduler: str | None
+    run: Mapping[str, Any]
+    created: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Sidecar:
+        raw = _mapping(raw, "sidecar")
+        builder = _mapping(raw.get("builder"), "builder")
+        scheduler, created = raw.get("scheduler"), raw.get("created")
+        known = ("schema_version", "builder", "scheduler", "generator", "run", "created")
+        return cls(record=ItemRecord.from_json({k: v for k, v in raw.items() if k not in known}),
+                   builder_identity=dict(_mapping(builder.get("identity"), "builder.identity")),
+                   builder_config=dict(_mapping(builder.get("config", {}), "builder.config")),
+                   scheduler=scheduler if isinstance(scheduler, str) else None,
+                   run=dict(_mapping(raw.get("run", {}), "run")), created=created if isinstance(created, str) else None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SIDECAR_SCHEMA_VERSION, **self.record.to_json(),
+                "builder": {"hash": self.record.builder_hash, "identity": dict(self.builder_identity),
+                            "config": dict(self.builder_config)},
+                "scheduler": self.scheduler, "generator": {"device": "cpu", "seed": self.record.seed},
+                "run": dict(self.run), "created": self.created}
 
 
 # --- run.json --------------------------------------------------------------------------------
@@ -277,6 +326,119 @@ class Attempt:
 
 
 @dataclass
+class BuilderRecord:
+    """One entry of run.json's `builders`: what was loaded, and its name among the run's builders.
+
+    `label` is short and readable; `identity` holds the fields that tell this builder from the
+    others in the run (empty for a lone builder); `full_identity` is the builder hash input."""
+
+    hash: str
+    provider: str
+    pipeline: str
+    model: str
+    revision: str | None
+    dtype: str | None
+    label: str
+    identity: dict[str, Any] = field(default_factory=dict)
+    full_identity: dict[str, Any] = field(default_factory=dict)
+    model_path: str | None = None
+    load_seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> BuilderRecord:
+        raw = _mapping(raw, "builder")
+        model = _text(raw, "model", "")
+        label = raw.get("label")
+        revision, dtype, path = raw.get("revision"), raw.get("dtype"), raw.get("model_path")
+        return cls(hash=_text(raw, "hash"), provider=_text(raw, "provider", ""), pipeline=_text(raw, "pipeline", ""),
+                   model=model, revision=None if revision is None else str(revision),
+                   dtype=None if dtype is None else str(dtype),
+                   label=label if isinstance(label, str) and label else model,  # runs written before labels
+                   identity=dict(raw.get("identity") or {}), full_identity=dict(raw.get("full_identity") or {}),
+                   model_path=None if path is None else str(path), load_seconds=_number(raw, "load_seconds"),
+                   extra=_extra(raw, (f.name for f in dataclasses.fields(cls))))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hash": self.hash, "label": self.label, "identity": self.identity, "provider": self.provider,
+                "pipeline": self.pipeline, "model": self.model, "model_path": self.model_path,
+                "revision": self.revision, "dtype": self.dtype, "load_seconds": self.load_seconds,
+                "full_identity": self.full_identity, **self.extra}
+
+
+@dataclass
+class Worker(Attempt):
+    """One worker of a distributed run: the attempt it makes at its shard (shards/shard-NNNN/worker.json).
+
+    `heartbeat` is rewritten every few seconds while it runs; `loaded` lists the builders it loaded;
+    `builders` holds its records of them (load time, model path, optimizations), merged into run.json."""
+
+    shard: int = 0
+    attempt: int = 0  # the run attempt (index in run.json `attempts`) this worker belongs to
+    rank: int | None = None
+    device: str = ""
+    heartbeat: str = ""
+    loaded: list[str] = field(default_factory=list)
+    builders: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finished_ok(self) -> bool:
+        return self.finished is not None and self.status == "complete"
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Worker:
+        base = Attempt.from_json(raw)
+        raw = _mapping(raw, "worker")
+        rank = raw.get("rank")
+        worker = cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(Attempt)})
+        worker.shard, worker.attempt = _int(raw, "shard", 0), _int(raw, "attempt", 0)
+        worker.rank = rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+        worker.device, worker.heartbeat = _text(raw, "device", ""), _text(raw, "heartbeat", "")
+        worker.loaded = [str(b) for b in raw.get("loaded") or []]
+        worker.builders = [dict(b) for b in raw.get("builders") or [] if isinstance(b, Mapping)]
+        worker.extra = _extra(raw, (f.name for f in dataclasses.fields(cls)))
+        return worker
+
+    def to_json(self) -> dict[str, Any]:
+        record = super().to_json()
+        for key in ("builders", "loaded", "heartbeat", "device", "rank", "attempt", "shard"):
+            record.pop(key, None)
+        return {"shard": self.shard, "attempt": self.attempt, "rank": self.rank, "device": self.device, **record,
+                "heartbeat": self.heartbeat, "loaded": list(self.loaded), "builders": list(self.builders)}
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """How a distributed run's plan is cut (shards/layout.json): shard k runs the plan's batches
+    `batches[k][0]` up to (not including) `batches[k][1]`, `planned[k]` items of `builders[k]`."""
+
+    batches: tuple[tuple[int, int], ...]
+    planned: tuple[int, ...]
+    builders: tuple[tuple[str, ...], ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.batches)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> ShardLayout:
+        raw = _mapping(raw, "shard layout")
+        shards = raw.get("shards")
+        if not isinstance(shards, list):
+            raise RecordError(f"shards: expected a list, got {shards!r}")
+        shards = [_mapping(s, "shard") for s in shards]
+        return cls(batches=tuple((_int(s, "first_batch"), _int(s, "stop_batch")) for s in shards),
+                   planned=tuple(_int(s, "planned") for s in shards),
+                   builders=tuple(tuple(str(b) for b in s.get("builders") or []) for s in shards))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shards": [{"shard": k, "first_batch": first, "stop_batch": stop, "planned": planned,
+                            "builders": list(builders)}
+                           for k, ((first, stop), planned, builders)
+                           in enumerate(zip(self.batches, self.planned, self.builders, strict=True))]}
+
+
+@dataclass
 class RunInfo:
     """run.json: the run as a whole (status, counts, builders, totals) and the history of its attempts.
 
@@ -295,6 +457,13 @@ class RunInfo:
     finished: str | None = None
     optimization: dict[str, Any] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
+    # a distributed run: its shard count, the hash of its config.yaml (workers must match it) and
+    # the latest worker of each shard
+    shards: int | None = None
+    config_hash: str | None = None
+    workers: list[Worker] = field(default_factory=list)
+    # where the run was tracked (backend, status, run id or log folder); None with tracking=none
+    tracking: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -307,6 +476,32 @@ class RunInfo:
 
     def builder(self, builder_hash: str) -> dict[str, Any] | None:
         return next((b for b in self.builders if b.get("hash") == builder_hash), None)
+
+    def builder_records(self) -> list[BuilderRecord]:
+        """The builders as typed records; an entry too damaged to read is left out."""
+        records = []
+        for raw in self.builders:
+            try:
+                records.append(BuilderRecord.from_json(raw))
+            except RecordError:
+                continue
+        return records
+
+    def merge_workers(self, workers: Iterable[Worker]) -> None:
+        """A distributed run: the last attempt takes the counts, cache loads/hits, timings and OOM events
+        of the workers that worked for it; `workers` lists the latest worker of every shard."""
+        workers = list(workers)
+        self.workers = workers
+        if not self.attempts:
+            return
+        number = len(self.attempts) - 1
+        mine = [w for w in workers if w.attempt == number]
+        attempt = self.attempts[-1]
+        attempt.counts.generated = sum(w.counts.generated for w in mine)
+        attempt.counts.failed = sum(w.counts.failed for w in mine)
+        attempt.cache = CacheStats.total(w.cache for w in mine)
+        attempt.timings = Timings.merged(w.timings for w in mine)
+        attempt.oom_events = [event for w in mine for event in w.oom_events]
 
     @classmethod
     def from_json(cls, raw: Any) -> RunInfo:
@@ -325,17 +520,28 @@ class RunInfo:
             counts.skipped = max(0, counts.planned - counts.done - counts.failed)
         builders = raw.get("builders") or []
         command = raw.get("command") or []
+        shards, config_hash = raw.get("shards"), raw.get("config_hash")
         known = {f.name for f in dataclasses.fields(cls)} | {"schema_version", "cache", "timings", "resumed"}
         return cls(status=status, name=_text(raw, "name", ""), version=_text(raw, "version", ""),
                    started=_text(raw, "started", ""), device=_text(raw, "device", ""), counts=counts,
                    builders=[dict(b) for b in builders if isinstance(b, Mapping)],
                    versions=dict(raw.get("versions") or {}), command=[str(c) for c in command],
                    finished=raw.get("finished"), optimization=dict(raw.get("optimization") or {}),
-                   attempts=attempts, extra=_extra(raw, known))
+                   attempts=attempts, shards=shards if isinstance(shards, int) and not isinstance(shards, bool) else None,
+                   config_hash=config_hash if isinstance(config_hash, str) else None,
+                   workers=[Worker.from_json(w) for w in raw.get("workers") or []],
+                   tracking=dict(raw["tracking"]) if isinstance(raw.get("tracking"), Mapping) else None,
+                   extra=_extra(raw, known))
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema_version": RUN_SCHEMA_VERSION, "status": self.status, "name": self.name,
-                "version": self.version, "started": self.started, "finished": self.finished, "device": self.device,
-                "counts": self.counts.to_json(), "cache": self.cache.to_json(), "timings": self.timings.to_json(),
-                "builders": self.builders, "optimization": self.optimization, "versions": self.versions,
-                "command": self.command, "attempts": [a.to_json() for a in self.attempts], **self.extra}
+        record = {"schema_version": RUN_SCHEMA_VERSION, "status": self.status, "name": self.name,
+                  "version": self.version, "started": self.started, "finished": self.finished, "device": self.device,
+                  "counts": self.counts.to_json(), "cache": self.cache.to_json(), "timings": self.timings.to_json(),
+                  "builders": self.builders, "optimization": self.optimization, "versions": self.versions,
+                  "command": self.command, "attempts": [a.to_json() for a in self.attempts]}
+        if self.shards is not None:
+            record.update(shards=self.shards, config_hash=self.config_hash,
+                          workers=[w.to_json() for w in self.workers])
+        if self.tracking is not None:
+            record["tracking"] = self.tracking
+        return {**record, **self.extra}

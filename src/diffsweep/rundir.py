@@ -16,18 +16,21 @@ import fcntl
 import json
 import os
 import re
+import socket
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from diffsweep.errors import DiffsweepError, RunLockedError
-from diffsweep.records import ItemRecord, RecordError, RunInfo
+from diffsweep.records import ItemRecord, RecordError, RunInfo, ShardLayout, Sidecar, Worker
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 TEMP_SUFFIX = ".tmp"
@@ -35,6 +38,9 @@ MANIFEST = "manifest.jsonl"
 RUN_JSON = "run.json"
 LOCK = ".lock"
 SHARDS = "shards"
+LAYOUT = "layout.json"
+WORKER = "worker.json"
+STALE_SECONDS = 60.0  # a worker on another host whose heartbeat is older is taken for dead
 
 
 def _current_umask() -> int:
@@ -88,7 +94,7 @@ def allocate(root: Path, name: str) -> Path:
 
 
 class WriterLock:
-    """An exclusive, non-blocking lock on a file that holds the holder's pid and is removed on release.
+    """An exclusive lock on a file that names its holder (pid and host) and is removed on release.
 
     `flock` dies with its holder, so a lock never goes stale. The file is removed while still locked;
     a process that opened it just before then finds that the path no longer names the file it locked,
@@ -99,14 +105,16 @@ class WriterLock:
         self.what = what
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, wait: bool = False) -> None:
+        """Take the lock; if another process holds it, raise RunLockedError naming it, or with
+        `wait` block until it is released."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "?"
                 os.close(fd)
                 raise RunLockedError(f"{self.what} is locked by pid {holder} (another diffsweep is writing it)") from None
             try:
@@ -117,7 +125,7 @@ class WriterLock:
                 break
             os.close(fd)  # the previous holder removed this file as we opened it
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
@@ -164,14 +172,73 @@ class RunFolder:
         return self.path / RUN_JSON
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Exclusive writer lock on the whole folder."""
-        with WriterLock(self.path / LOCK, f"run folder {self.path}"):
+    def locked(self, wait: bool = False) -> Iterator[None]:
+        """Exclusive writer lock on the whole folder (workers of a distributed run lock only their shard)."""
+        lock = WriterLock(self.path / LOCK, f"run folder {self.path}")
+        lock.acquire(wait)
+        try:
             yield
+        finally:
+            lock.release()
 
     def has_live_writer(self) -> bool:
-        """Whether some process holds the writer lock right now."""
-        return WriterLock(self.path / LOCK, "").is_held()
+        """Whether some process holds the writer lock, or works on a shard, right now."""
+        return WriterLock(self.path / LOCK, "").is_held() or any(
+            self.shard_state(shard) == "running" for shard in range(self.shard_count()))
+
+    # ----- shards of a distributed run -------------------------------------------------------
+    def shard_dir(self, shard: int) -> Path:
+        return self.path / SHARDS / f"shard-{shard:04d}"
+
+    def shard_manifest(self, shard: int) -> Path:
+        return self.shard_dir(shard) / MANIFEST
+
+    def shard_lock(self, shard: int) -> WriterLock:
+        return WriterLock(self.shard_dir(shard) / LOCK, f"shard {shard} of {self.path}")
+
+    def shard_count(self) -> int:
+        layout = self.read_layout()
+        return layout.count if layout else 0
+
+    def read_layout(self) -> ShardLayout | None:
+        """The shard layout of a distributed run; None for a run made by one process."""
+        path = self.path / SHARDS / LAYOUT
+        try:
+            return ShardLayout.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, RecordError) as error:
+            raise DiffsweepError(f"{path}: not a readable shard layout ({error})") from error
+
+    def write_layout(self, layout: ShardLayout) -> None:
+        write_json(self.path / SHARDS / LAYOUT, layout.to_json())
+
+    def read_worker(self, shard: int) -> Worker | None:
+        """The latest worker record of a shard; None before any worker started on it."""
+        path = self.shard_dir(shard) / WORKER
+        try:
+            return Worker.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, RecordError) as error:
+            raise DiffsweepError(f"{path}: not a readable worker record ({error})") from error
+
+    def write_worker(self, worker: Worker) -> None:
+        write_json(self.shard_dir(worker.shard) / WORKER, worker.to_json())
+
+    def shard_state(self, shard: int, worker: Worker | None = None) -> str:
+        """pending (no worker yet), running, dead (its worker died without finishing), or how it
+        finished: finished, failed (some items failed), interrupted."""
+        worker = worker or self.read_worker(shard)
+        if worker is None:
+            return "pending"
+        if worker.finished is not None:
+            return "finished" if worker.status == "complete" else worker.status
+        if self.shard_lock(shard).is_held():
+            return "running"
+        if worker.host != socket.gethostname() and _age_seconds(worker.heartbeat) < STALE_SECONDS:
+            return "running"  # a lock taken on another host may not show here; its heartbeat does
+        return "dead"
 
     # ----- run.json ------------------------------------------------------------------------
     def read_info(self) -> RunInfo:
@@ -206,6 +273,17 @@ class RunFolder:
     def items(self) -> dict[str, ItemRecord]:
         """The latest committed record of every item, across the run's manifest and its shards'."""
         return {record.item_id: record for record in self.records()}
+
+    def sidecars(self) -> dict[str, Sidecar]:
+        """Every readable sidecar under items/, by item id (one unreadable or malformed is skipped)."""
+        found: dict[str, Sidecar] = {}
+        for path in sorted((self.path / "items").glob("*.json")):
+            try:
+                sidecar = Sidecar.from_json(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, RecordError):
+                continue
+            found[sidecar.record.item_id] = sidecar
+        return found
 
     def repair_manifest(self, path: Path | None = None) -> None:
         """Cut a torn last line (a crash mid-append) so later appends start on a clean line. Only the
@@ -265,6 +343,13 @@ class RunFolder:
                     Path(folder, name).unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+def _age_seconds(stamp: str) -> float:
+    try:
+        return time.time() - datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return float("inf")
 
 
 @dataclass(frozen=True)

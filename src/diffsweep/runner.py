@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from diffsweep import devices, lora, previews, report, schedulers
+from diffsweep import devices, lora, previews, report, schedulers, tracking
 from diffsweep.cache import PipelineCache, process_cache
 from diffsweep.errors import (
     EXIT_FAILED_ITEMS,
@@ -38,14 +38,26 @@ from diffsweep.errors import (
     ModelUnavailableError,
 )
 from diffsweep.hashing import canonical_json
+from diffsweep.metrics import ScoreSettings, check_metrics
 from diffsweep.optimize import is_oom, place_and_optimize
 from diffsweep.paths import conf_dir
 from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
 from diffsweep.providers.base import Generated, hub_offline, hub_token, is_single_file
 from diffsweep.record import ItemWriter, WriteJob, item_stem, software_versions
-from diffsweep.records import Attempt, AttemptCounts, CacheStats, Counts, ItemRecord, RunInfo, now
+from diffsweep.labels import BuilderLabel
+from diffsweep.records import (
+    Attempt,
+    AttemptCounts,
+    BuilderRecord,
+    CacheStats,
+    Counts,
+    ItemRecord,
+    RunInfo,
+    now,
+)
 from diffsweep.rundir import RunFolder, allocate, write_atomic
 from diffsweep.savedconfig import dump_run_config
+from diffsweep.truncation import prompt_truncation
 from diffsweep.validate import normalise, validate_config
 
 log = logging.getLogger("diffsweep")
@@ -70,9 +82,12 @@ class RunResult:
     run_dir: Path | None
     status: str
     counts: dict[str, int] = field(default_factory=dict)
+    code: int | None = None  # set where the outcome is not just "some items failed" (a distributed run)
 
     @property
     def exit_code(self) -> int:
+        if self.code is not None:
+            return self.code
         return EXIT_FAILED_ITEMS if self.counts.get("failed") else EXIT_OK
 
 
@@ -85,6 +100,9 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = _no_source,
     """Validate and plan a resolved config; raises ConfigError before anything is written."""
     doc = normalise(doc)
     validate_config(doc, source_of)
+    settings = ScoreSettings.from_config(doc)
+    check_metrics(settings.metrics, settings.allowed_modules)
+    tracking.check_available(doc["tracking"], source_of)
     base_dirs = [base_dir or Path.cwd(), conf_dir()]
     doc = absolutise_inputs(draw_random_seeds(dict(doc)), base_dirs)
     doc["builder"]["loras"] = lora.absolutise(doc["builder"].get("loras") or [], base_dirs)
@@ -117,6 +135,7 @@ def check_output_root(root: Path, name: str, source_of: SourceOf = _no_source) -
                                              f"set output.root to a folder you can write", source))
 
 
+SELECTED = "selected_items"  # run.json: the item ids a rerun of single items was narrowed to
 DRY_RUN_ITEMS = 10  # items a dry run lists; the counts cover all of them
 
 
@@ -125,8 +144,9 @@ def print_plan(plan: Plan, out: TextIO) -> None:
     out.write(f"dry run: {summary['items']} items, {len(summary['builders'])} builder(s), "
               f"{summary['batches']} batches ({summary['calls']} pipeline calls); nothing written\n")
     for b in summary["builders"]:
-        out.write(f"  builder {b['hash']}  {b['provider']}/{b['pipeline']}  {b['model']}  dtype={b['dtype']}  "
-                  f"items={b['items']}  batch_size={b['batch_size']}\n")
+        out.write(f"  builder {b['hash']}  {b['label']}  ({b['provider']}/{b['pipeline']}  {b['model']}  "
+                  f"dtype={b['dtype']})  items={b['items']}  batch_size={b['batch_size']}\n")
+    labels = {h[:12]: label.label for h, label in plan.builder_labels().items()}
     varying = [axis.name for axis in plan.grid.axes if len(axis.values) > 1]
     first = [plan.item(index) for index in range(min(DRY_RUN_ITEMS, plan.total))]
     more = f" (first {len(first)} of {plan.total})" if plan.total > len(first) else ""
@@ -135,7 +155,8 @@ def print_plan(plan: Plan, out: TextIO) -> None:
         shown = {name: item.params[name] for name in varying if name in item.params}
         shown["seed"] = item.seed
         values = "  ".join(f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in shown.items())
-        out.write(f"    #{item.index:<4} {item.item_id[:12]}  builder {item.builder_hash[:12]}  {values}\n")
+        builder = item.builder_hash[:12]
+        out.write(f"    #{item.index:<4} {item.item_id[:12]}  builder {builder} [{labels[builder]}]  {values}\n")
     out.write(f"  output: {Path(plan.doc['output']['root']) / plan.doc['sweep']['name']}/v<next>\n")
 
 
@@ -160,28 +181,59 @@ def check_models_available(plan: Plan) -> None:
 
 
 def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, source_of: SourceOf = _no_source,
-              base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
-    """Run a composed config into a new versioned run folder (or print the plan on dry_run)."""
+              base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
+              only: Sequence[str | int] | None = None, preset: str | None = None) -> RunResult:
+    """Run a composed config into a new versioned run folder (or print the plan on dry_run, or what the
+    builder takes on describe; `preset` names the provider preset for that); `only` narrows it to some
+    items, by item id or grid index (see Plan.select).
+
+    Started as one of several processes by torchrun or `accelerate launch`, this process runs its
+    shard of the sweep; with `distribute=local|slurm` the shards are submitted as a job array."""
+    if doc.get("describe"):
+        from diffsweep.describe import describe, print_description
+
+        doc = normalise(doc)
+        validate_config(doc, source_of)
+        print_description(describe(doc, preset), out, as_json=doc["describe"] == "json")
+        return RunResult(None, "describe")
+    from diffsweep import distribute
+
+    state = distribute.launched_state(doc["device"])
+    if state is not None:
+        return distribute.run_launched(normalise(doc), state, overrides=overrides or [], source_of=source_of,
+                                       base_dir=base_dir, out=out, cache=cache)
     doc, plan = prepare(doc, source_of=source_of, base_dir=base_dir)
+    if only:
+        plan.select(only)
     check_output_root(Path(doc["output"]["root"]), doc["sweep"]["name"], source_of)
     if doc["dry_run"]:
         print_plan(plan, out)
         return RunResult(None, "dry_run", {"planned": plan.total})
     check_models_available(plan)
+    if doc["distribute"]["backend"] != "none":
+        return distribute.submit_run(doc, plan, overrides=overrides or [], out=out)
     run = RunFolder(allocate(Path(doc["output"]["root"]), doc["sweep"]["name"]))
     with run.locked():
         write_atomic(run.path / "config.yaml", dump_run_config(doc, run.path))
         write_atomic(run.path / "overrides.yaml", "".join(f"- {json.dumps(o)}\n" for o in (overrides or [])))
         info = new_run_info(run, plan)
+        if plan.selected is not None:  # a resume of this folder makes these items, not the whole grid
+            info.extra[SELECTED] = sorted(plan.selected)
         return execute(run, plan, info, new_attempt("run"), done={}, cache=cache or process_cache(), out=out)
 
 
-def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache | None = None) -> RunResult:
+def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
+               here: bool = False) -> RunResult:
     """Finish a run in place: items with a committed manifest line and intact files are kept, the
-    rest generated; the attempt is added to the run's history in run.json."""
+    rest generated; the attempt is added to the run's history in run.json. A distributed run runs
+    only its unfinished shards again (resubmitted when it was submitted, unless `here`)."""
     from diffsweep.savedconfig import load_run_config
 
     run = RunFolder(run_dir)
+    if run.read_layout() is not None:
+        from diffsweep.distribute import resume_distributed
+
+        return resume_distributed(run, here=here, cache=cache, out=out)
     with run.locked():
         doc, plan = prepare(load_run_config(run.path), source_of=lambda _: str(run.path / "config.yaml"),
                             base_dir=run.path)
@@ -195,6 +247,8 @@ def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache 
         except DiffsweepError as error:  # killed before its first run.json: start the record afresh
             log.warning("%s; starting a new run record", error)
             info = new_run_info(run, plan)
+        if isinstance(info.extra.get(SELECTED), list):
+            plan.select(info.extra[SELECTED])
         return execute(run, plan, info, new_attempt("resume"), done=done, cache=cache or process_cache(), out=out,
                        settled=info.status == "complete" and done.compact)
 
@@ -207,7 +261,7 @@ def is_intact(run: RunFolder, record: ItemRecord) -> bool:
 def new_run_info(run: RunFolder, plan: Plan) -> RunInfo:
     return RunInfo(status="running", name=plan.doc["sweep"]["name"], version=run.path.name, started=now(),
                    device=str(plan.device), counts=Counts(planned=plan.total, skipped=plan.total),
-                   builders=[_builder_entry(b) for b in plan.builders.values()], versions=software_versions(),
+                   builders=builder_entries(plan), versions=software_versions(),
                    command=invocation(), optimization=dict(plan.doc["optimization"]))
 
 
@@ -234,6 +288,9 @@ class Execution:
     attempt: Attempt
     cache: PipelineCache
     writer: ItemWriter
+    offloaded: set[str] = field(default_factory=set)  # cache keys switched to model offload by an OOM
+    # per item index: the prompts its pipeline's text encoders cut (measured once, before its first call)
+    truncated: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done: Container[str],
@@ -295,8 +352,11 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
         attempt.status, attempt.finished = status, now()
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
+        if not interrupted:
+            _score(run, plan)  # before the viewer, which shows scores, and tracking, which logs their summaries
         if not unchanged:  # the records the reports are drawn from are as they were
             _write_reports(run.path)
+        tracking.track_run(run, plan.doc, info)
         counts = info.counts
         made = (f" ({attempt.counts.generated} generated, {attempt.counts.kept} kept from earlier attempts)"
                 if attempt.kind == "resume" else "")
@@ -309,10 +369,17 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
     return RunResult(run.path, status, info.counts.to_json())
 
 
-def _builder_entry(builder: BuilderPlan) -> dict[str, Any]:
-    return {"hash": builder.hash, "provider": builder.provider.name, "pipeline": builder.spec.name,
-            "model": builder.config["model"], "model_path": None, "revision": builder.identity.get("revision"),
-            "dtype": builder.identity["dtype"], "load_seconds": None}
+def builder_entries(plan: Plan) -> list[dict[str, Any]]:
+    """run.json's builders, each named by what differs from the others (`label`, `identity`)."""
+    labels = plan.builder_labels()
+    return [_builder_entry(b, labels[b.hash]) for b in plan.builders.values()]
+
+
+def _builder_entry(builder: BuilderPlan, label: BuilderLabel) -> dict[str, Any]:
+    return BuilderRecord(hash=builder.hash, provider=builder.provider.name, pipeline=builder.spec.name,
+                         model=builder.config["model"], revision=builder.identity.get("revision"),
+                         dtype=builder.identity["dtype"], label=label.label, identity=label.identity,
+                         full_identity=builder.identity).to_json()
 
 
 def _run_batch(batch: Batch, job: Execution) -> None:
@@ -322,14 +389,22 @@ def _run_batch(batch: Batch, job: Execution) -> None:
     except ModelUnavailableError as error:
         _fail(batch, job.writer, str(error), time.perf_counter() - started)
         return
-    _call(pipe, batch, job)
+    try:
+        _call(pipe, batch, job)
+    finally:
+        if batch.builder.cache_key in job.offloaded:
+            # the offload was for these items only: the cached pipeline is dropped, so later batches
+            # (and later runs in this process) load it again as configured and recorded
+            job.offloaded.discard(batch.builder.cache_key)
+            job.cache.evict(batch.builder.cache_key, job.plan.device)
 
 
-def _call(pipe: Any, batch: Batch, job: Execution, offloaded: bool = False) -> None:
+def _call(pipe: Any, batch: Batch, job: Execution) -> None:
     """Generate a batch and hand its outputs to the writer. Out of memory, it retries in halves down
     to one item, then once with model offload; any other failure fails just these items."""
     plan, device, writer = job.plan, job.plan.device, job.writer
     every = plan.doc["previews"]["every"]
+    _measure_prompts(pipe, batch, job)
     started = time.perf_counter()
     try:
         generated = generate(pipe, batch, every, _preview_writer(writer, batch) if every else None)
@@ -341,25 +416,49 @@ def _call(pipe: Any, batch: Batch, job: Execution, offloaded: bool = False) -> N
                 half = len(batch.items) // 2
                 _record_oom(job, indices, "split", f"retrying as {half} + {len(batch.items) - half}")
                 for part in (batch.items[:half], batch.items[half:]):
-                    _call(pipe, Batch(batch.builder, part), job, offloaded)
+                    _call(pipe, Batch(batch.builder, part, batch.keep), job)
                 return
-            if device.type != "cpu" and not offloaded:
+            if devices.can_offload(device) and batch.builder.cache_key not in job.offloaded:
                 _record_oom(job, indices, "offload", "retrying with model CPU offload")
-                pipe.enable_model_cpu_offload(device=device)
-                _call(pipe, batch, job, offloaded=True)
+                job.offloaded.add(batch.builder.cache_key)
+                offload_model(pipe, device)
+                _call(pipe, batch, job)
                 return
             _record_oom(job, indices, "failed", "out of memory even for one item")
         log.error("batch of %d item(s) failed: %s\n%s", len(batch.items), error, traceback.format_exc())
-        _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - started)
+        _fail(batch, writer, f"{type(error).__name__}: {error}", time.perf_counter() - started, job.truncated)
         return
     seconds = time.perf_counter() - started
+    builder_record = job.info.builder(batch.builder.hash)
+    if batch.builder.cache_key in job.offloaded and builder_record is not None:
+        # run.json says which items this builder made with model offload on (the rest ran as configured)
+        builder_record.setdefault("oom_offload_items", []).extend(item.index for item in batch.items)
     timings = job.attempt.timings
     if not timings.made_calls:
         log.info("first call (%d item(s)) took %.2fs", len(batch.items), seconds)
     timings.call(seconds, len(batch.items))
     scheduler = type(pipe.scheduler).__name__ if hasattr(pipe, "scheduler") else None
     for item, output in zip(batch.items, generated, strict=True):
-        writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler))
+        if batch.commits(item):
+            writer.submit(WriteJob(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler,
+                                   prompt_truncated=job.truncated.pop(item.index, None)))
+
+
+def offload_model(pipe: Any, device: torch.device) -> None:
+    """The out-of-memory fallback's last resort: whole models move to the device only while they run."""
+    pipe.enable_model_cpu_offload(device=device)
+
+
+def _measure_prompts(pipe: Any, batch: Batch, job: Execution) -> None:
+    """Say (run log) and keep (item record) what the text encoders will cut from each item's prompts."""
+    for item in batch.items:
+        if item.index in job.truncated or not batch.commits(item):
+            continue  # measured before an out-of-memory retry, or only sharing the call
+        cut = job.truncated[item.index] = prompt_truncation(pipe, item.params)
+        for key, by_tokenizer in cut.items():
+            for slot, what in by_tokenizer.items():
+                log.warning("item %d: %s is %d tokens, %s takes %d; dropped: %r", item.index, key, what["tokens"],
+                            slot, what["used_tokens"], what["dropped_text"])
 
 
 def _record_oom(job: Execution, indices: list[int], action: str, detail: str) -> None:
@@ -417,10 +516,9 @@ def generate(pipe: Any, batch: Batch, preview_every: int = 0,
     kwargs = builder.provider.call_kwargs(builder.spec, [item.params for item in batch.items], generators)
     builder.provider.prepare_call(pipe, builder.spec, shared)
     if preview_every and on_preview and "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
-        space = builder.spec.latent_space
-        unpack = (previews.unpacker(pipe, space, shared["height"], shared["width"])
-                  if "height" in shared and "width" in shared else None)
-        kwargs["callback_on_step_end"] = previews.make_callback(preview_every, space, on_preview, unpack)
+        unpack = builder.provider.preview_unpacker(pipe, builder.spec, shared)
+        kwargs["callback_on_step_end"] = previews.make_callback(
+            preview_every, builder.provider.preview_space(builder.spec), on_preview, unpack)
         kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
     with torch.inference_mode():
         result = pipe(**kwargs)
@@ -450,9 +548,12 @@ def _materialise(builder: BuilderPlan) -> Any:
     return pipe
 
 
-def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float) -> None:
+def _fail(batch: Batch, writer: ItemWriter, message: str, seconds: float,
+          truncated: dict[int, dict[str, Any]] | None = None) -> None:
     for item in batch.items:
-        writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message))
+        if batch.commits(item):
+            writer.submit(WriteJob(item, batch.builder, None, seconds / len(batch.items), message,
+                                   prompt_truncated=(truncated or {}).pop(item.index, None)))
 
 
 def _sigterm_as_interrupt() -> Any:
@@ -472,6 +573,24 @@ def _write_reports(run_dir: Path) -> None:
         report.write_reports(run_dir)
     except Exception as error:  # noqa: BLE001
         log.warning("could not write the contact sheet or gallery: %s", error)
+
+
+def _score(run: RunFolder, plan: Plan) -> None:
+    """score.metrics at the end of a run. Scores judge the outputs; failing to score does not change the
+    run's outcome, and `diffsweep-runs score` finishes what is missing."""
+    from diffsweep import score_stats, scoring
+
+    settings = ScoreSettings.from_config(plan.doc)
+    if not settings.metrics:
+        return
+    try:
+        outcome = scoring.score_folder(run, settings, plan.device)
+        score_stats.write_summary(run.path)
+    except Exception as error:  # noqa: BLE001
+        log.error("scoring failed: %s; finish it with: diffsweep-runs score %s", error, run.path)
+        return
+    log.info("scored %d (item, metric) pair(s), %d skipped: %s", outcome.scored, outcome.skipped,
+             run.path / scoring.SCORES)
 
 
 def _attach_run_log(path: Path) -> logging.Handler:

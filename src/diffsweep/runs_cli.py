@@ -1,15 +1,19 @@
-"""`diffsweep-runs`: list, show, resume, rerun and verify run folders."""
+"""`diffsweep-runs`: list, show, resume, rerun, verify, score and diff run folders, draw their sheets and
+rebuild their viewer."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
-from diffsweep.records import ItemRecord, RunInfo
+from diffsweep.records import Counts, ItemRecord, RunInfo
 from diffsweep.rundir import RunFolder, versions
+from diffsweep.tracking import describe_tracking
 
 log = logging.getLogger("diffsweep")
 
@@ -39,9 +43,20 @@ def _run_info(path: Path) -> RunInfo | None:
         info = run.read_info()
     except DiffsweepError:
         return None
+    if info.status == "running" and info.shards is not None:
+        _merge_workers_so_far(run, info)
     if info.status == "running" and not run.has_live_writer():
         info.status = "interrupted"  # the writer died without recording it (kill -9, power loss)
+        if info.attempts and info.attempts[-1].status == "running":
+            info.attempts[-1].status = "interrupted"
     return info
+
+
+def _merge_workers_so_far(run: RunFolder, info: RunInfo) -> None:
+    """A distributed run in progress: its counts from every shard's committed items, its last
+    attempt from the records its workers keep (run.json gets them when the run ends)."""
+    info.counts = Counts.of(info.counts.planned, run.items().values())
+    info.merge_workers(w for k in range(run.shard_count()) if (w := run.read_worker(k)) is not None)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -78,21 +93,42 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"started  {info.started}   finished {info.finished or '-'}")
     cache = info.cache
     print(f"cache    {cache.loads} load(s), {cache.hits} hit(s)")
-    for builder in info.builders:
-        print(f"builder  {builder['hash'][:12]}  {builder['provider']}/{builder['pipeline']}  {builder['model']}"
-              f"  dtype={builder.get('dtype')}  load={_seconds(builder.get('load_seconds'))}")
+    for builder in info.builder_records():
+        print(f"builder  {builder.hash[:12]}  {builder.label}  ({builder.provider}/{builder.pipeline}  {builder.model}"
+              f"  dtype={builder.dtype})  load={_seconds(builder.load_seconds)}")
+        if args.full:
+            identity = builder.full_identity or builder.identity
+            print(f"         identity {json.dumps(identity, ensure_ascii=False, sort_keys=True)}")
     timings = info.timings
     rate = timings.steady_items_per_second
     print(f"timings  load {_seconds(timings.load_seconds)}, first call {_seconds(timings.first_call_seconds)}, "
           f"steady {'-' if rate is None else f'{rate:.3f} items/s'}, peak memory "
           f"{'-' if timings.peak_memory_bytes is None else f'{timings.peak_memory_bytes / 2**20:.0f} MiB'}")
+    if info.tracking:
+        print(f"tracking {describe_tracking(info.tracking)}")
+    _show_shards(RunFolder(path), info)
     for number, attempt in enumerate(info.attempts, 1):
         made = attempt.counts
         print(f"attempt  {number} {attempt.kind:<6} {attempt.status:<11} {attempt.started}  {made.generated} generated, "
               f"{made.failed} failed, {made.kept} kept  ({' '.join(attempt.command)})")
     for record in latest_failures(RunFolder(path), info)[:20]:
         print(f"failed   #{record.index}  {(record.error or '')[:160]}")
+    _show_scores(path)
     return EXIT_OK
+
+
+def _show_scores(path: Path) -> None:
+    from diffsweep import score_stats, scoring
+
+    scores = scoring.read_scores(path)
+    if not scores:
+        return
+    skipped = sum(1 for s in scores if s.skipped)
+    metrics = sorted({s.metric for s in scores})
+    print(f"scores   {len(scores) - skipped} score(s), {skipped} skipped, metrics: {', '.join(metrics)}  "
+          f"(95% CI: {score_stats.CI_METHOD})")
+    for line in score_stats.summary_table(score_stats.summarise(path)):
+        print(f"         {line}")
 
 
 def latest_failures(run: RunFolder, info: RunInfo) -> list[ItemRecord]:
@@ -110,11 +146,69 @@ def latest_failures(run: RunFolder, info: RunInfo) -> list[ItemRecord]:
     return sorted(failed.values(), key=lambda r: r.index)
 
 
+def _show_shards(run: RunFolder, info: RunInfo) -> None:
+    """Per shard of a distributed run: its items, its state (a shard whose worker died is dead, not
+    running), its worker, what that worker loaded and how fast it went."""
+    layout = run.read_layout()
+    if layout is None:
+        return
+    done = failed = 0
+    for shard in range(layout.count):
+        worker = run.read_worker(shard)
+        shard_done, shard_failed = _shard_counts(run, shard, worker)
+        done, failed = done + shard_done, failed + shard_failed
+        state = run.shard_state(shard, worker)
+        line = (f"shard    {shard:<3} {state:<11} {shard_done:>5} done {shard_failed:>4} failed of "
+                f"{layout.planned[shard]:<5}")
+        if worker is not None:
+            rate = _items_per_second(worker)
+            loads = ",".join(h[:12] for h in worker.loaded) or "-"
+            line += (f"  {worker.host} pid {worker.pid}{'' if worker.rank is None else f' rank {worker.rank}'} "
+                     f"{worker.device}  loaded {loads}  {'-' if rate is None else f'{rate:.2f} items/s'}")
+        print(line)
+    print(f"shards   {layout.count} in all: {done} done, {failed} failed of {sum(layout.planned)} planned")
+
+
+def _shard_counts(run: RunFolder, shard: int, worker: Any) -> tuple[int, int]:
+    """(done, failed) of a shard: its worker's record (rewritten every few seconds), or the shard's own
+    manifest where that holds more (a worker killed since its last heartbeat)."""
+    from diffsweep.rundir import read_item_lines
+
+    latest = {r.item_id: r for r in read_item_lines(run.shard_manifest(shard))}
+    done, failed = sum(r.ok for r in latest.values()), sum(not r.ok for r in latest.values())
+    if worker is None:
+        return done, failed
+    return max(done, worker.counts.kept + worker.counts.generated), max(failed, worker.counts.failed)
+
+
+def _items_per_second(worker: Any) -> float | None:
+    """Items the worker made over the time it has run (load included): what the shard really moves at."""
+    from datetime import datetime
+
+    try:
+        start = datetime.fromisoformat(worker.started)
+        end = datetime.fromisoformat(worker.finished or worker.heartbeat)
+    except ValueError:
+        return None
+    seconds = (end - start).total_seconds()
+    made = worker.counts.generated + worker.counts.failed
+    return made / seconds if seconds > 0 and made else None
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from diffsweep.runner import resume_run
 
-    result = resume_run(find_run(args.run, args.root).absolute())
+    result = resume_run(find_run(args.run, args.root).absolute(), here=args.here)
     return result.exit_code
+
+
+def cmd_work(args: argparse.Namespace) -> int:
+    from diffsweep.distribute import finalize, work_on_shard
+
+    run = RunFolder(find_run(args.run, args.root).absolute())
+    worker = work_on_shard(run.path, args.shard)
+    finalize(run)
+    return EXIT_FAILED_ITEMS if worker.status == "failed" else EXIT_OK
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -124,9 +218,20 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     path = find_run(args.run, args.root)
     doc = load_run_config(path)
     doc["output"]["root"] = str(path.parent.parent.absolute())  # next version beside the original
-    result = run_sweep(doc, overrides=[f"rerun of {path}"],
-                       source_of=lambda _: str(path / "config.yaml"), base_dir=path)
+    only = [*args.item, *args.index]
+    what = f" item(s) {' '.join(map(str, only))}" if only else ""
+    result = run_sweep(doc, overrides=[f"rerun of {path}{what}"], source_of=lambda _: str(path / "config.yaml"),
+                       base_dir=path, only=only)
     return result.exit_code
+
+
+def cmd_viewer(args: argparse.Namespace) -> int:
+    from diffsweep.report import write_viewer
+
+    path = find_run(args.run, args.root).absolute()
+    write_viewer(path)
+    print(path / "index.html")
+    return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -136,6 +241,61 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED_ITEMS if mismatches else EXIT_OK
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from diffsweep import devices, score_stats, scoring
+    from diffsweep.metrics import ScoreSettings
+    from diffsweep.report import write_viewer
+    from diffsweep.savedconfig import load_run_config
+
+    path = find_run(args.run, args.root).absolute()
+    config = load_run_config(path)
+    settings = ScoreSettings.from_config(config)
+    metrics = tuple(args.metric or settings.metrics or scoring.MODEL_FREE)
+    settings = replace(settings, metrics=metrics, clip_model=args.clip_model or settings.clip_model,
+                       clip_revision=args.clip_revision or settings.clip_revision)
+    device = devices.resolve_device(args.device or config.get("device", "auto"))
+    outcome = scoring.score_run(path, settings, device, where="--metric" if args.metric else "score.metrics")
+    stats = score_stats.write_summary(path)
+    write_viewer(path)  # the viewer shows each item's scores
+    rate = outcome.items_per_second
+    print(f"scored {outcome.scored} (item, metric) pair(s), {outcome.skipped} skipped, {outcome.kept} already scored"
+          + (f"  ({outcome.items} items, {rate:.1f} items/s)" if rate else ""))
+    for line in score_stats.summary_table(stats):
+        print(line)
+    print(path / scoring.SCORES)
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from diffsweep.rundiff import diff_runs, print_diff
+
+    difference = diff_runs(find_run(args.run_a, args.root).absolute(), find_run(args.run_b, args.root).absolute())
+    print_diff(difference, sys.stdout)
+    return EXIT_FAILED_ITEMS if difference.items_differ else EXIT_OK
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    from diffsweep.sheets import write_sheets
+
+    path = find_run(args.run, args.root).absolute()
+    written = write_sheets(path, args.x, args.y, args.z, args.max_pixels)
+    log.info("%s: %d sheet(s)", written.choice.describe(), len(written.pages))
+    for note in dict.fromkeys(written.notes):
+        log.info("%s", note)
+    for written_path in written.paths:
+        print(written_path)
+    return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffsweep-runs", description=__doc__)
     parser.add_argument("--root", type=Path, default=Path("runs"), help="output root (default: ./runs)")
@@ -143,13 +303,51 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="every run under the root").set_defaults(func=cmd_list)
     for name, func, text in (("show", cmd_show, "status, counts, builders and failures of a run"),
                              ("resume", cmd_resume, "generate only what is missing or failed, in place"),
-                             ("rerun", cmd_rerun, "run the saved config again into a new version"),
-                             ("verify", cmd_verify, "regenerate saved items and compare them")):
+                             ("rerun", cmd_rerun, "run the saved config (or some of its items) again into a new "
+                                                  "version"),
+                             ("verify", cmd_verify, "regenerate saved items and compare them"),
+                             ("viewer", cmd_viewer, "(re)write the run's viewer, index.html and data.js"),
+                             ("sheet", cmd_sheet, "draw labelled X/Y/Z sheets: contact_sheet.png and sheets/")):
         command = sub.add_parser(name, help=text)
         command.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
         command.set_defaults(func=func)
+        if name == "show":
+            command.add_argument("--full", action="store_true",
+                                 help="print each builder's full identity (what its hash covers)")
+        if name == "sheet":
+            from diffsweep.sheets import MAX_PIXELS
+
+            for flag, where in (("--x", "across"), ("--y", "down"), ("--z", "as titled sub-grids side by side")):
+                command.add_argument(flag, metavar="AXIS", help=f"grid axis laid out {where}")
+            command.add_argument("--max-pixels", type=_positive, default=MAX_PIXELS, metavar="N",
+                                 help=f"pixel cap per sheet; thumbnails shrink to stay under it (default {MAX_PIXELS:,})")
         if name == "verify":
             command.add_argument("--items", type=int, default=None, help="verify only the first N items")
+        if name == "resume":
+            command.add_argument("--here", action="store_true",
+                                 help="a distributed run: run its unfinished shards in this process, not resubmitted")
+        if name == "rerun":
+            command.add_argument("--item", action="append", default=[], metavar="ITEM_ID",
+                                 help="rerun only this item (its id, or a unique beginning of it); repeatable")
+            command.add_argument("--index", action="append", type=int, default=[], metavar="N",
+                                 help="rerun only the item at this grid index; repeatable")
+    work = sub.add_parser("work", help="run one shard of a distributed run (what each worker of it does)")
+    work.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
+    work.add_argument("--shard", type=int, required=True, help="the shard to run (0-based)")
+    work.set_defaults(func=cmd_work)
+    score = sub.add_parser("score", help="score items into scores.jsonl, scores_summary.csv and scores/*.png")
+    score.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
+    score.add_argument("--metric", action="append", metavar="NAME",
+                       help="clip_score, sharpness, colourfulness or a dotted path (repeatable; default: the run's "
+                            "score.metrics, else the model-free metrics)")
+    score.add_argument("--clip-model", default=None, help="CLIP for clip_score (default: the run's score.clip.model)")
+    score.add_argument("--clip-revision", default=None, help="hub revision of --clip-model")
+    score.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: the run's device)")
+    score.set_defaults(func=cmd_score)
+    diff = sub.add_parser("diff", help="what changed between two runs; exit 1 when an item differs")
+    diff.add_argument("run_a", help="the first run")
+    diff.add_argument("run_b", help="the second run")
+    diff.set_defaults(func=cmd_diff)
     return parser
 
 

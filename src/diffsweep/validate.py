@@ -25,8 +25,19 @@ SourceOf = Callable[[str], "str | None"]
 
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
-    """A shipped JSON Schema by file stem (`config`, `item`, `run`)."""
-    return json.loads((schemas_dir() / f"{name}.schema.json").read_text(encoding="utf-8"))
+    """A shipped JSON Schema by file stem (`config`, `item`, `run`).
+
+    The config schema is completed from the providers found (diffsweep.providers): the provider
+    names, and each provider's own generation parameters next to the shared ones, so a family is
+    declared in its provider module alone."""
+    schema = json.loads((schemas_dir() / f"{name}.schema.json").read_text(encoding="utf-8"))
+    if name == "config":
+        from diffsweep import providers
+
+        schema["$defs"]["builder"]["properties"]["provider"]["enum"] = providers.names()
+        params = schema["$defs"]["params"]
+        params["properties"] = providers.parameter_schemas(params["properties"])
+    return schema
 
 
 @functools.cache
@@ -115,15 +126,60 @@ def _issues_for(error: ValidationError) -> list[tuple[str, str]]:
         return [(key_path([*error.absolute_path, error.instance]) if error.validator == "pattern" else path,
                  "not a valid axis name: use a generation parameter (e.g. seed), lora.<adapter> or builder.<key>")]
     if error.validator in ("oneOf", "anyOf") and error.context:
+        chosen = _chosen_alternative(error)
+        if chosen:
+            return [issue for inner in chosen for issue in _issues_for(inner)]
         deepest = best_match(error.context)
         if deepest is not None and deepest.validator != "type" and len(deepest.absolute_path) > len(error.absolute_path):
             return _issues_for(deepest)  # the value had the right shape; report what is wrong inside it
     if error.validator in ("type", "oneOf", "anyOf", "const", "enum"):
-        return [(path, f"expected {_describe(error.schema)}, got {_show(error.instance)}")]
+        return [(path, f"expected {_describe(error.schema)}, got {_show(error.instance)}"
+                       f"{_yaml_hint(error.schema, error.instance)}")]
     if error.validator == "pattern":
         expected = error.schema.get("x-expected", f"a string matching {error.schema['pattern']}")
         return [(path, f"expected {expected}, got {_show(error.instance)}")]
+    if error.validator == "not" and "const" in error.validator_value:
+        return [(path, f"must not be {_show(error.validator_value['const'])}")]
     return [(path, f"{error.message}")]
+
+
+def _chosen_alternative(error: ValidationError) -> list[ValidationError]:
+    """A mapping that plainly means one alternative of a oneOf (it has that alternative's required
+    keys, e.g. `start` for a range, `file` for a file axis): that alternative's own errors, so a typo
+    inside it is named rather than the whole value called wrong."""
+    if not isinstance(error.instance, Mapping):
+        return []
+    fitting = []
+    for position, alternative in enumerate(error.validator_value):
+        alternative = _resolve_ref(alternative["$ref"]) if "$ref" in alternative else alternative
+        if alternative.get("type") == "object" and set(alternative.get("required", ())) & error.instance.keys():
+            fitting.append(position)
+    if len(fitting) != 1:
+        return []
+    return [inner for inner in error.context if inner.relative_schema_path and inner.relative_schema_path[0] == fitting[0]]
+
+
+def _accepts_text(schema: Mapping[str, Any]) -> bool:
+    if "$ref" in schema:
+        return _accepts_text(_resolve_ref(schema["$ref"]))
+    kind = schema.get("type")
+    if kind == "string" or (isinstance(kind, list) and "string" in kind):
+        return True  # free text; a fixed word ("random", "auto") is no sign the value was meant as text
+    return any(_accepts_text(alt) for alt in schema.get("oneOf", ()) or schema.get("anyOf", ()))
+
+
+def _yaml_hint(schema: Mapping[str, Any], value: Any) -> str:
+    """YAML 1.1, which Hydra reads, turns some unquoted words and digits into booleans and numbers;
+    where text was expected, say so and how to keep the text."""
+    if not _accepts_text(schema):
+        return ""
+    if isinstance(value, bool):
+        return ("; YAML reads unquoted yes/no/on/off/true/false as true or false: quote the value to keep it as "
+                "text, e.g. 'no'")
+    if isinstance(value, (int, float)):
+        return ("; YAML reads unquoted digits as a number (017 as octal 15, 12:30 as 750, 0x1F as 31, 1_000 as "
+                "1000): quote the value to keep it as text, e.g. '017'")
+    return ""
 
 
 def schema_issues(doc: Any, schema_name: str = "config",
@@ -202,20 +258,25 @@ def normalise(doc: Mapping[str, Any]) -> dict[str, Any]:
     may write `"builder.model": [a, b]` instead. Both mean the axis `builder.model`.
     """
     doc = dict(doc)
+    doc.setdefault("distribute", {"backend": "none"})  # run folders from before distribution existed
     sweep = doc.get("sweep")
     if isinstance(sweep, Mapping):
-        sweep = doc["sweep"] = {**_sweep_defaults(), **sweep}
+        sweep = doc["sweep"] = {**_defaults("sweep"), **sweep}
         for key in ("grid", "params"):
             if isinstance(sweep.get(key), Mapping):
                 sweep[key] = _flatten(sweep[key], NESTED_PREFIXES if key == "grid" else ("lora",))
     if isinstance(doc.get("generation"), Mapping):
         doc["generation"] = _flatten(doc["generation"], ("lora",))
+    tracking = doc.get("tracking", {})  # run folders saved before tracking existed have none
+    if isinstance(tracking, Mapping):
+        doc["tracking"] = {**_defaults("tracking"), **tracking}
     return doc
 
 
-def _sweep_defaults() -> dict[str, Any]:
-    """What a sweep file may leave out (mode, params, batch_size), from the schema's `default`s."""
-    keys = load_schema("config")["properties"]["sweep"]["properties"]
+def _defaults(section: str) -> dict[str, Any]:
+    """What a file of a group may leave out (a sweep's mode, params, batch_size; tracking's uri, ...),
+    from the schema's `default`s."""
+    keys = load_schema("config")["properties"][section]["properties"]
     return {key: copy.deepcopy(rule["default"]) for key, rule in keys.items() if "default" in rule}
 
 

@@ -20,7 +20,8 @@
 
 from __future__ import annotations
 
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
+from diffsweep.tiny import amused as tiny
 
 MODULE = "diffusers.pipelines.deprecated.amused"
 _TEXT = frozenset({"negative_prompt", "num_inference_steps", "guidance_scale"})
@@ -37,7 +38,7 @@ class Amused(Provider):
         PipelineSpec("AmusedInpaintPipeline", "image", _TEXT | {"image", "mask_image", "strength"},
                        {**_DEFAULTS, "strength": 1.0}, batchable=False, size_multiple=32, lora=False, module=MODULE),
     )}
-    tiny_models = {"amused": "AmusedPipeline"}
+    tiny_models = {"amused": TinyModel("AmusedPipeline", tiny.amused, {"height": 32, "width": 32}, (32, 32, 3))}
 
 
 PROVIDER = Amused()

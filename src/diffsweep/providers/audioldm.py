@@ -19,7 +19,8 @@
 
 from __future__ import annotations
 
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
+from diffsweep.tiny import audioldm as tiny
 
 _PARAMS = frozenset({"negative_prompt", "num_inference_steps", "guidance_scale", "audio_length_in_s"})
 _WAVEFORMS = "num_waveforms_per_prompt"
@@ -33,7 +34,9 @@ class AudioLDM(Provider):
         PipelineSpec("AudioLDM2Pipeline", "audio", _PARAMS, {"num_inference_steps": 200, "guidance_scale": 3.5},
                      multiplier=_WAVEFORMS, lora=False),
     )}
-    tiny_models = {"audioldm": "AudioLDMPipeline", "audioldm2": "AudioLDM2Pipeline"}
+    parameters = {"audio_length_in_s": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 600}}
+    tiny_models = {"audioldm": TinyModel("AudioLDMPipeline", tiny.audioldm, {}, (256,)),
+                   "audioldm2": TinyModel("AudioLDM2Pipeline", tiny.audioldm2, {}, (256,))}
 
 
 PROVIDER = AudioLDM()

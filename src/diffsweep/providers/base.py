@@ -1,8 +1,11 @@
 """What every provider module declares, and the loading and calling logic they share.
 
-A provider module names its diffusers pipeline classes in one `PipelineSpec` table each, with
-their generation parameters, size rules, output kind and batching rules; everything else in
-diffsweep reads those specs and never names a pipeline class.
+A provider module is the whole of a model family: it names its diffusers pipeline classes in one
+`PipelineSpec` each (generation parameters, defaults, size rules, output kind, batching, LoRA,
+latent space), the JSON Schema of any generation parameter the shared vocabulary lacks
+(`Provider.parameters`), how its latents unpack for previews (`Provider.preview_unpacker`) and its
+tiny stand-ins (`TinyModel`). Everything else in diffsweep reads those declarations (found by
+`diffsweep.providers`) and never names a pipeline class.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -64,6 +67,29 @@ class PipelineSpec:
 
 
 @dataclass(frozen=True)
+class RGBFactors:
+    """A latent space's linear map to RGB (for previews): one (R, G, B) row per latent channel, plus an RGB bias."""
+
+    weights: tuple[tuple[float, float, float], ...]
+    bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    """A tiny random-weight stand-in of a pipeline, built offline from `factory`'s components.
+
+    `call` is a smoke call that must work on it (besides prompt, 2 steps and a generator) and `shape` the shape one
+    item's output then has: (H, W, 3) for an image, (F, H, W, 3) for a video, (samples,) for audio. The factory test
+    runs every tiny model this way, so a new one is tested the moment a provider declares it.
+    """
+
+    pipeline: str  # the pipeline class it builds, one of the provider's specs
+    factory: Callable[[], dict[str, Any]]  # the pipeline constructor's keyword arguments
+    call: Mapping[str, Any] = field(default_factory=dict)
+    shape: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Generated:
     """One item's raw output, before encoding: an image (H,W,3), frames (F,H,W,3) or audio samples."""
 
@@ -77,7 +103,17 @@ class Provider:
 
     name: str = ""
     pipelines: Mapping[str, PipelineSpec] = {}
-    tiny_models: Mapping[str, str] = {}  # tiny model name -> pipeline class it builds
+    tiny_models: Mapping[str, TinyModel] = {}  # tiny model name (`tiny:<name>`, unique across providers) -> stand-in
+    # JSON Schemas of generation parameters this family adds to the shared vocabulary (schemas/config.schema.json's
+    # $defs.params); each is merged into the config schema, so the key is validated and typed like any other.
+    parameters: Mapping[str, Mapping[str, Any]] = {}
+    # RGB factors of latent spaces this family brings (a spec's latent_space names one); the spaces diffsweep.previews
+    # publishes (sd, sdxl, sd3, flux, wan, qwen_image) need none here. Unknown spaces get a generic projection.
+    latent_factors: Mapping[str, RGBFactors] = {}
+
+    def declared_specs(self) -> Sequence[PipelineSpec]:
+        """Every spec this provider declares, for the checks made when providers are discovered."""
+        return list(self.pipelines.values())
 
     # ----- rules, checked before anything loads -----------------------------------------
     def spec(self, pipeline: str) -> PipelineSpec:
@@ -88,8 +124,11 @@ class Provider:
         """(key, message) for builder settings this provider refuses, checked while planning: here,
         component overrides naming a slot a local base model does not have (hub models are checked
         when they load, since reading their index needs the hub)."""
+        missing = missing_local_paths(builder)
+        if missing:
+            return missing
         overrides = builder.get("components") or {}
-        source = self.locate(builder) if overrides else None
+        source = self.locate(builder, build=False) if overrides else None
         if not isinstance(source, Path) or not (source / "model_index.json").is_file():
             return []
         index = json.loads((source / "model_index.json").read_text(encoding="utf-8"))
@@ -97,14 +136,22 @@ class Provider:
         return [(f"builder.components.{name}", f"the base model has no component '{name}' (it has: "
                                                f"{', '.join(slots)})") for name in overrides if name not in slots]
 
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """(key, message) for every parameter this pipeline cannot take as given."""
+    def size_multiple(self, spec: PipelineSpec, builder: Mapping[str, Any] | None) -> int:
+        """What height and width must be multiples of; a provider whose models differ overrides this."""
+        return spec.size_multiple
+
+    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
+                     builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+        """(key, message) for every parameter this pipeline cannot take as given (by the builder's model)."""
         problems = []
         accepted = spec.params | {"prompt", "seed", "fps"} | ({"lora"} if spec.lora else set())
         for key in params:
             root = key.split(".", 1)[0]
             if root == "lora" and not spec.lora:
                 problems.append((key, f"{spec.name} has no LoRA support in diffusers"))
+            elif root in ("height", "width") and root not in accepted and "image" in spec.params:
+                problems.append((key, f"not a parameter of {spec.name}: its output has the input image's size; "
+                                      f"leave {key} out (a preset's value: `~generation.{key}`)"))
             elif root not in accepted:
                 problems.append((key, f"not a parameter of {spec.name} (it takes: "
                                       f"{', '.join(sorted(accepted - {'lora'}))})"))
@@ -114,14 +161,31 @@ class Provider:
                                                     f"{spec.max_sequence_length}, the text encoder limit of {spec.name}"))
         if "fps" in params and spec.output != "video":
             problems.append(("fps", f"fps applies to video output; {spec.name} makes {spec.output}"))
+        multiple = self.size_multiple(spec, builder)
         for key in ("height", "width"):
             value = params.get(key)
-            if value is not None and value % spec.size_multiple:
-                low = value - value % spec.size_multiple
-                problems.append((key, f"{key} {value} must be a multiple of {spec.size_multiple} for "
-                                      f"{self.name}; nearest: {low} or {low + spec.size_multiple}"))
+            if value is not None and value % multiple:
+                low = value - value % multiple
+                problems.append((key, f"{key} {value} must be a multiple of {multiple} for "
+                                      f"{self.name}; nearest: {low} or {low + multiple}"))
         problems += self._input_problems(spec, params)
         return problems
+
+    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
+        """The rules check_params enforces beyond the config schema, per parameter, in words."""
+        rules: dict[str, list[str]] = {}
+        for key in ("height", "width"):
+            if key in spec.params:
+                rules[key] = [f"multiple of {spec.size_multiple}"]
+        if spec.max_sequence_length is not None and "max_sequence_length" in spec.params:
+            rules["max_sequence_length"] = [f"at most {spec.max_sequence_length} (the text encoder's limit)"]
+        if "fps" in spec.params:
+            rules["fps"] = ["frame rate of the written MP4; used by diffsweep, not passed to the pipeline"]
+        if "image" in spec.params:
+            rules["image"] = ["an input image file" + (" (required)" if spec.image_required else " (optional)")]
+        if "mask_image" in spec.params:
+            rules["mask_image"] = ["a mask image file the size of `image`, white = repaint (required)"]
+        return rules
 
     @staticmethod
     def _input_problems(spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -148,11 +212,15 @@ class Provider:
         """Where to load from, once the provider's policy allows it (see Custom)."""
         return self.locate(builder)
 
-    def locate(self, builder: Mapping[str, Any]) -> Path | str:
-        """A local folder for tiny and local models; the hub id (downloaded on load) otherwise."""
+    def locate(self, builder: Mapping[str, Any], build: bool = True) -> Path | str:
+        """A local folder for tiny and local models; the hub id (downloaded on load) otherwise.
+
+        With `build=False` (planning, dry runs) a tiny model is only located, never built: the folder
+        may not exist yet."""
         model = builder["model"]
         if model.startswith(TINY_PREFIX):
-            return ensure_tiny(self, model.removeprefix(TINY_PREFIX))
+            name = model.removeprefix(TINY_PREFIX)
+            return ensure_tiny(self, name) if build else tiny_folder(self, name)
         local = Path(model).expanduser()
         if local.exists():
             return local.resolve()
@@ -232,8 +300,48 @@ class Provider:
         rate = int(pipe.vocoder.config.sampling_rate)
         return [Generated("audio", audio, sample_rate=rate) for audio in result.audios]
 
+    # ----- previews --------------------------------------------------------------------
+    def preview_space(self, spec: PipelineSpec) -> RGBFactors | str | None:
+        """The factors of the spec's latent space where this family declares them, else the space's name."""
+        return self.latent_factors.get(spec.latent_space or "", spec.latent_space)
+
+    def preview_unpacker(self, pipe: Any, spec: PipelineSpec,
+                         params: Mapping[str, Any]) -> Callable[[Any], Any] | None:
+        """For pipelines that hold latents packed while denoising: a function that turns them into
+        (B, C, H, W) or (B, C, F, H, W) for diffsweep.previews; None where they already are.
+        `params` are the call's shared generation parameters."""
+        return None
+
+
+def pipeline_unpacker(pipe: Any, params: Mapping[str, Any]) -> Callable[[Any], Any] | None:
+    """The pipeline's own `_unpack_latents(latents, height, width, vae_scale_factor)` (Flux, Qwen-Image), so a
+    preview follows exactly the layout the pipeline decodes; None when the call's size is not known."""
+    if "height" not in params or "width" not in params:
+        return None
+    height, width, scale_factor = params["height"], params["width"], pipe.vae_scale_factor
+    return lambda latents: pipe._unpack_latents(latents, height, width, scale_factor)
+
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".sft", ".pt", ".bin", ".gguf")
+
+
+def looks_local(name: str) -> bool:
+    """A path rather than a hub id (`org/name`, which never starts with '.') or a URL: absolute, `~`,
+    `./` or `../`, deeper than `org/name`, or a checkpoint file name."""
+    if "://" in name or name.startswith(TINY_PREFIX):
+        return False
+    return name.startswith(("/", "~", ".")) or name.count("/") > 1 or name.endswith(SINGLE_FILE_SUFFIXES)
+
+
+def missing_local_paths(builder: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key, message) for each model, component or config path that names a local file or folder
+    that is not there: said before anything loads, instead of a hub error about a malformed id."""
+    named = [("builder.model", builder.get("model")), ("builder.single_file_config", builder.get("single_file_config"))]
+    named += [(f"builder.components.{name}.model", component.get("model"))
+              for name, component in (builder.get("components") or {}).items() if isinstance(component, Mapping)]
+    return [(key, f"{value} does not exist (a local path, from {Path.cwd()}; a hub model is named 'org/name')")
+            for key, value in named if isinstance(value, str) and looks_local(value)
+            and not Path(value).expanduser().exists()]
 
 
 def is_single_file(source: Path | str) -> bool:
@@ -356,21 +464,27 @@ def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error:
     return f"model '{model}' could not be loaded: {text}"
 
 
-def ensure_tiny(provider: Provider, tiny_name: str) -> Path:
-    """Build a tiny random-weight pipeline into the cache once; later calls reuse the folder."""
-    from diffsweep import tiny
+def tiny_folder(provider: Provider, tiny_name: str) -> Path:
+    """Where a tiny model is (or will be) built in the cache; unknown names are refused."""
+    from diffsweep.tiny import FACTORY_VERSION
 
     if tiny_name not in provider.tiny_models:
         known = ", ".join(TINY_PREFIX + n for n in sorted(provider.tiny_models))
         raise ModelUnavailableError(f"'{TINY_PREFIX}{tiny_name}' is not a tiny model of {provider.name} (known: {known})")
-    target = cache_dir() / "tiny" / f"{tiny_name}-v{tiny.FACTORY_VERSION}"
+    return cache_dir() / "tiny" / f"{tiny_name}-v{FACTORY_VERSION}"
+
+
+def ensure_tiny(provider: Provider, tiny_name: str) -> Path:
+    """Build a tiny random-weight pipeline into the cache once; later calls reuse the folder."""
+    target = tiny_folder(provider, tiny_name)
     if (target / "model_index.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    pipeline_class = provider.spec(provider.tiny_models[tiny_name]).load_class()
+    tiny = provider.tiny_models[tiny_name]
+    pipeline_class = provider.spec(tiny.pipeline).load_class()
     staging = Path(tempfile.mkdtemp(prefix=f".{tiny_name}-", dir=target.parent))
     try:
-        pipe = pipeline_class(**tiny.FACTORIES[tiny_name]())
+        pipe = pipeline_class(**tiny.factory())
         pipe.save_pretrained(staging, safe_serialization=True)
         try:
             os.replace(staging, target)  # atomic: a concurrent builder either wins or finds ours

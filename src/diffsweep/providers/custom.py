@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep.errors import ConfigError, ConfigIssue
-from diffsweep.providers.base import OUTPUT_PARAMS, PipelineSpec, Provider, hub_kwargs, load_components
-from diffsweep.validate import load_schema
+from diffsweep.providers.base import OUTPUT_PARAMS, PipelineSpec, Provider, TinyModel, hub_kwargs, load_components
+from diffsweep.tiny import stable_diffusion as tiny_sd
 
 EXAMPLE = "diffsweep.examples.custom_pipeline.TinyCustomPipeline"
 MULTIPLIERS = ("num_images_per_prompt", "num_videos_per_prompt", "num_waveforms_per_prompt")
@@ -53,6 +53,8 @@ class ClassSpec(PipelineSpec):
 @functools.cache
 def generation_params() -> frozenset[str]:
     """Generation parameters a signature may contribute; prompt and seed are always taken, fps is diffsweep's."""
+    from diffsweep.validate import load_schema  # the schema is completed from the providers, this one included
+
     known = load_schema("config")["$defs"]["params"]["properties"]
     return frozenset(known) - {"prompt", *OUTPUT_PARAMS}
 
@@ -114,14 +116,18 @@ def has_code(source: Path | str) -> bool:
 class Custom(Provider):
     name = "custom"
     pipelines = DiffusersPipelines()
-    tiny_models = {"custom": EXAMPLE}
+    tiny_models = {"custom": TinyModel(EXAMPLE, tiny_sd.sd, {"height": 32, "width": 32}, (32, 32, 3))}
 
     def spec(self, pipeline: str) -> PipelineSpec:
         return describe(pipeline)
 
+    def declared_specs(self) -> list[PipelineSpec]:
+        """None: specs are derived from the class signatures on demand."""
+        return []
+
     def check_builder(self, builder: Mapping[str, Any]) -> list[tuple[str, str]]:
         """A folder with its own pipeline code is loaded only when the config trusts it."""
-        source = self.locate(builder)
+        source = self.locate(builder, build=False)
         if has_code(source) and not builder.get("trust_remote_code"):
             return [("builder.trust_remote_code", f"model folder {source} contains custom code in {CODE_FILE}, "
                                                   f"which loading would run; set builder.trust_remote_code: true "

@@ -33,7 +33,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel, pipeline_unpacker
+from diffsweep.tiny import flux as tiny
 
 SIZE_MULTIPLE = 16
 MAX_SEQUENCE_LENGTH = 512
@@ -60,7 +61,9 @@ class Flux(Provider):
         _spec("FluxFillPipeline", _FILL, {**_DEFAULTS, "strength": 1.0}),
         _spec("FluxKontextPipeline", _TEXT | {"image"}, _TEXT_DEFAULTS, image_required=False),
     )}
-    tiny_models = {"flux": "FluxPipeline"}
+    tiny_models = {"flux": TinyModel("FluxPipeline", tiny.flux,
+                                     {"height": 32, "width": 32, "max_sequence_length": 32, "guidance_scale": 3.5},
+                                     (32, 32, 3))}
 
     def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
                     generators: list[Any]) -> dict[str, Any]:
@@ -68,6 +71,11 @@ class Flux(Provider):
         if spec.name == "FluxKontextPipeline":
             kwargs["max_area"] = kwargs["height"] * kwargs["width"]
         return kwargs
+
+
+    def preview_unpacker(self, pipe: Any, spec: PipelineSpec, params: Mapping[str, Any]) -> Any:
+        """Latents are held as (B, patches, 4C) sequences of 2x2 patches while denoising."""
+        return pipeline_unpacker(pipe, params)
 
 
 PROVIDER = Flux()

@@ -36,7 +36,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from diffsweep.errors import ModelUnavailableError
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel, pipeline_unpacker
+from diffsweep.tiny import qwen_image as tiny
 
 SIZE_MULTIPLE = 16
 MAX_SEQUENCE_LENGTH = 1024
@@ -58,7 +59,9 @@ class QwenImage(Provider):
         _spec("QwenImageImg2ImgPipeline", _TEXT | {"image", "strength"}, {**_DEFAULTS, "strength": 0.6}),
         _spec("QwenImageEditPipeline", _TEXT | {"image"}, {**_DEFAULTS, "true_cfg_scale": 4.0}),
     )}
-    tiny_models = {"qwen_image": "QwenImagePipeline"}
+    tiny_models = {"qwen_image": TinyModel("QwenImagePipeline", tiny.qwen_image,
+                                           {"height": 32, "width": 32, "max_sequence_length": 64,
+                                            "true_cfg_scale": 1.0}, (32, 32, 3))}
 
     def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
                     generators: list[Any]) -> dict[str, Any]:
@@ -74,6 +77,11 @@ class QwenImage(Provider):
         if spec.name == "QwenImageEditPipeline" and not is_torchvision_available():
             raise ModelUnavailableError(f"{spec.name} needs torchvision: transformers cannot build its Qwen2-VL "
                                         f"processor without it; install the torchvision build matching your torch")
+
+
+    def preview_unpacker(self, pipe: Any, spec: PipelineSpec, params: Mapping[str, Any]) -> Any:
+        """Latents are held as (B, patches, 4C) sequences of 2x2 patches while denoising."""
+        return pipeline_unpacker(pipe, params)
 
 
 PROVIDER = QwenImage()

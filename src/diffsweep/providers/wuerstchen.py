@@ -30,7 +30,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from diffsweep.providers.base import PipelineSpec, Provider
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
+from diffsweep.tiny import wuerstchen as tiny
 
 MODULE = "diffusers.pipelines.deprecated.wuerstchen"
 MODEL_CLASSES = ("WuerstchenPrior", "WuerstchenDiffNeXt", "PaellaVQModel")
@@ -64,12 +65,20 @@ class Wuerstchen(Provider):
                         "decoder_guidance_scale": 0.0},
                        size_multiple=SIZE_STEP, lora=False, module=MODULE),
     )}
-    tiny_models = {"wuerstchen": "WuerstchenCombinedPipeline"}
+    parameters = {
+        "prior_num_inference_steps": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000},
+        "prior_guidance_scale": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
+        "decoder_guidance_scale": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
+    }
+    tiny_models = {"wuerstchen": TinyModel("WuerstchenCombinedPipeline", tiny.wuerstchen,
+                                           {"height": 128, "width": 128, "prior_num_inference_steps": 2},
+                                           (128, 128, 3))}
 
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
+                     builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
         """The base's multiple-of rule, with the reason spelled out for each refused side."""
         off = [k for k in ("height", "width") if isinstance(params.get(k), int) and params[k] % SIZE_STEP]
-        problems = [p for p in super().check_params(spec, params) if p[0] not in off]
+        problems = [p for p in super().check_params(spec, params, builder) if p[0] not in off]
         return problems + [(key, size_problem(key, params[key])) for key in off]
 
     def before_load(self, spec: PipelineSpec) -> None:

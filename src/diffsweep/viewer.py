@@ -1,0 +1,210 @@
+"""The run viewer: `index.html` and its data, `data.js`, built from a run folder alone.
+
+The page is static and offline: templates/viewer.html (with viewer.css and viewer.js inlined)
+reads `window.DIFFSWEEP_RUN` from data.js beside it. data.js holds the grid axes with their values
+in grid order and one entry per planned item (made, failed or not yet made), so the page can lay
+any axes against any others. Reading never changes the run's records; both files are written
+atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+
+from diffsweep.labels import axis_value_labels
+from diffsweep.records import ItemRecord, RunInfo, Sidecar
+from diffsweep.rundir import RunFolder, write_atomic
+
+if TYPE_CHECKING:
+    from diffsweep.report import SweepGrid
+
+log = logging.getLogger("diffsweep")
+
+INDEX = "index.html"
+DATA = "data.js"
+SCORES = "scores.jsonl"
+DATA_SCHEMA = 1
+SHORT_HASH = 12
+KINDS = {".png": "image", ".mp4": "video", ".wav": "audio"}
+
+
+@dataclass(frozen=True)
+class Score:
+    """The latest line of scores.jsonl for one (item, metric)."""
+
+    metric: str
+    value: float | None
+    model: str | None
+    revision: str | None
+    skipped: str | None
+
+
+def write_viewer(run_dir: Path, title: str, run: RunInfo | None, records: Sequence[ItemRecord],
+                 grid: SweepGrid | None, sheet: bool) -> None:
+    """Write data.js, then index.html, into `run_dir`. `grid` is the saved sweep grid (report.SweepGrid)
+    or None when config.yaml is missing or does not match the manifest."""
+    run_dir = Path(run_dir)
+    payload = run_payload(run_dir, title, run, records, grid, sheet)
+    write_atomic(run_dir / DATA, data_js(payload))
+    write_atomic(run_dir / INDEX, index_html(title, run_dir.name))
+
+
+def data_js(payload: Mapping[str, Any]) -> str:
+    # `<` is escaped so no value can close a <script> element if the data is ever inlined
+    text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c")
+    return f"window.DIFFSWEEP_RUN = {text};\n"
+
+
+def index_html(title: str, version: str) -> str:
+    env = Environment(loader=PackageLoader("diffsweep", "templates"), autoescape=select_autoescape(["html"]))
+    # the script and style go in as text, not as templates: `{#` in them means nothing to Jinja
+    script, style = (Markup(env.loader.get_source(env, name)[0]) for name in ("viewer.js", "viewer.css"))
+    return env.get_template("viewer.html").render(title=title, version=version, data=DATA, script=script, style=style)
+
+
+# --- the payload ------------------------------------------------------------------------------
+
+
+def run_payload(run_dir: Path, title: str, run: RunInfo | None, records: Sequence[ItemRecord],
+                grid: SweepGrid | None, sheet: bool) -> dict[str, Any]:
+    builders = _builders(run, records)
+    sidecars = RunFolder(run_dir).sidecars()
+    scores = read_scores(run_dir)
+    by_index = {record.index: record for record in records}
+    planned = grid.size if grid else max([run.counts.planned if run else 0] + [r.index + 1 for r in records])
+    unmade = [index for index in range(planned) if index not in by_index]
+    planned_items = _planned_items(run_dir, unmade, builders) if unmade else {}
+    items = []
+    for index in range(planned):
+        record = by_index.get(index)
+        coords = [grid.position(index, axis) for axis in grid.axes] if grid else [index]
+        if record is None:
+            items.append(_unmade_item(index, coords, planned_items.get(index), grid))
+        else:
+            items.append(_made_item(record, coords, sidecars.get(record.item_id), scores.get(record.item_id, {})))
+    if grid:
+        axes = [{"name": axis.name, "values": axis_value_labels(axis.name, axis.values),  # as the sheets say them
+                 "full": [_full_text(v) for v in axis.values]} for axis in grid.axes]
+    else:  # without the saved grid the items are laid out by grid index alone
+        axes = [{"name": "index", "values": [str(i) for i in range(planned)], "full": [str(i) for i in range(planned)]}]
+    metrics = sorted({metric for per_item in scores.values() for metric in per_item})
+    return {
+        "schema": DATA_SCHEMA, "title": title, "version": run_dir.name, "run_dir": str(run_dir.absolute()),
+        "status": run.status if run else "unknown", "counts": run.counts.to_json() if run else None,
+        "mode": grid.mode if grid else "product", "sheet": sheet, "axes": axes, "metrics": metrics,
+        "builders": list(builders.values()), "fixed": _fixed_params(records, grid), "items": items,
+    }
+
+
+def _made_item(record: ItemRecord, coords: list[int], sidecar: Sidecar | None,
+               scores: Mapping[str, Score]) -> dict[str, Any]:
+    identity = dict(sidecar.builder_identity) if sidecar else None
+    return {
+        "index": record.index, "item_id": record.item_id, "coords": coords, "status": record.status,
+        "params": dict(record.params), "seed": record.seed, "builder": record.builder_hash,
+        "identity": identity, "scheduler": sidecar.scheduler if sidecar else None,
+        "outputs": [{"path": path, "kind": output_kind(path)} for path in record.outputs],
+        "error": record.error, "seconds": record.seconds, "created": sidecar.created if sidecar else None,
+        "scores": {metric: {"value": s.value, "model": s.model, "revision": s.revision, "skipped": s.skipped}
+                   for metric, s in scores.items()},
+    }
+
+
+def _unmade_item(index: int, coords: list[int], planned: Mapping[str, Any] | None,
+                 grid: SweepGrid | None) -> dict[str, Any]:
+    if planned is not None:
+        item_id, builder, params = planned["item_id"], planned["builder"], planned["params"]
+    else:  # the plan could not be rebuilt here: what the grid says of this item
+        item_id, builder = None, None
+        params = {axis.name: axis.values[c] for axis, c in zip(grid.axes, coords, strict=True)} if grid else {}
+    return {"index": index, "item_id": item_id, "coords": coords, "status": "missing", "params": params,
+            "seed": params.get("seed"), "builder": builder, "identity": None, "scheduler": None, "outputs": [],
+            "error": None, "seconds": None, "created": None, "scores": {}}
+
+
+def _planned_items(run_dir: Path, indices: Iterable[int], builders: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """Item id, builder and parameters of items not made yet, from the saved config's plan. Trusted only
+    when the plan's builders are the run's own (dtype `auto` resolves per machine, and with it the hashes)."""
+    try:
+        from diffsweep.runner import prepare
+        from diffsweep.savedconfig import load_run_config
+
+        _, plan = prepare(load_run_config(run_dir), source_of=lambda _: str(run_dir / "config.yaml"),
+                          base_dir=run_dir)
+        if builders and not set(plan.builders) <= set(builders):
+            return {}
+        items = (plan.item(index) for index in indices)
+        return {item.index: {"item_id": item.item_id, "builder": item.builder_hash, "params": item.params}
+                for item in items}
+    except Exception as error:  # noqa: BLE001 - ids are a convenience; the grid alone still places every cell
+        log.info("items not made yet are shown without their ids: %s", error)
+        return {}
+
+
+def _builders(run: RunInfo | None, records: Sequence[ItemRecord]) -> dict[str, dict[str, Any]]:
+    """Each builder by hash, with its short label (run.json's `label`, else the hash prefix)."""
+    found = {b["hash"]: _builder_entry(b) for b in (run.builders if run else []) if isinstance(b.get("hash"), str)}
+    for record in records:
+        found.setdefault(record.builder_hash, _builder_entry({"hash": record.builder_hash}))
+    return found
+
+
+def _builder_entry(raw: Mapping[str, Any]) -> dict[str, Any]:
+    label = raw.get("label")
+    return {"hash": raw["hash"], "label": label if isinstance(label, str) and label else raw["hash"][:SHORT_HASH],
+            "identity": raw.get("identity"), "full_identity": raw.get("full_identity"),
+            **{key: raw.get(key) for key in ("provider", "pipeline", "model", "revision", "dtype")}}
+
+
+def read_scores(run_dir: Path) -> dict[str, dict[str, Score]]:
+    """scores.jsonl by item id and metric; the last well-formed line of each (item, metric) wins."""
+    scores: dict[str, dict[str, Score]] = {}
+    try:
+        lines = (run_dir / SCORES).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return scores
+    for line in lines:
+        try:
+            raw = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("item_id"), str) or not isinstance(raw.get("metric"), str):
+            continue
+        value = raw.get("value")
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        scores.setdefault(raw["item_id"], {})[raw["metric"]] = Score(
+            raw["metric"], number, _optional_text(raw.get("model")), _optional_text(raw.get("revision")),
+            _optional_text(raw.get("skipped")))
+    return scores
+
+
+def _optional_text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _fixed_params(records: Sequence[ItemRecord], grid: SweepGrid | None) -> dict[str, str]:
+    """Parameters every item shares (one-value axes included): the legend of the whole grid."""
+    varying = {axis.name for axis in grid.axes if len(axis.values) > 1} if grid else set()
+    if not records:
+        return {}
+    fixed = {key: value for key, value in records[0].params.items() if key not in varying}
+    for record in records[1:]:
+        fixed = {key: value for key, value in fixed.items() if key in record.params and record.params[key] == value}
+    return {key: _full_text(value) for key, value in fixed.items()}
+
+
+def output_kind(path: str) -> str:
+    return KINDS.get(os.path.splitext(path)[1].lower(), "file")
+
+
+def _full_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)

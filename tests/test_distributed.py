@@ -1,0 +1,283 @@
+"""One sweep on several processes: shards, torchrun, submitit job arrays, faults and readers (real processes)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import compose_config, read_manifest, read_run_json, run_cli
+from diffsweep import distribute
+from diffsweep.distribute import WorkerRefused, create_run, cut_shards, work_on_shard
+from diffsweep.rundir import RunFolder
+from diffsweep.runner import prepare, run_sweep
+
+# 1 step at the smallest size: each item costs little, and 8 batches of 1 give each shard several
+SMALL = ["device=cpu", "sweep.params.num_inference_steps=1", "sweep.params.height=32", "sweep.params.width=32",
+         "sweep.grid.prompt=[a fox,a lighthouse]", "sweep.grid.seed=[0,1,2,3]"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, **ONE_THREAD}
+
+
+def _runs(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(list(args), cwd=cwd, module="diffsweep.runs_cli", env=ONE_THREAD)
+
+
+def _outputs(run_dir: Path) -> dict[str, tuple[dict[str, Any], bytes]]:
+    return {r["item_id"]: (r, (run_dir / r["outputs"][0]).read_bytes()) for r in read_manifest(run_dir)}
+
+
+# --- cutting the plan -----------------------------------------------------------------------------
+
+
+def test_shards_are_whole_batches_and_keep_a_builder_on_one_worker(tmp_path: Path) -> None:
+    doc = compose_config(["+experiment=sd1_vs_sd2", *SMALL, "sweep.batch_size=2"], tmp_path)
+    _, plan = prepare(doc)
+    layout = cut_shards(plan, 2)
+    assert layout == cut_shards(plan, 2)  # deterministic
+    assert sum(layout.planned) == plan.total == 16
+    assert [len(b) for b in layout.builders] == [1, 1] and set(layout.builders[0]) != set(layout.builders[1])
+    batches = list(plan.batches())
+    for shard, (first, stop) in enumerate(layout.batches):
+        made = [[item.item_id for item in batch.items] for batch in distribute.shard_batches(plan, layout, shard)]
+        assert made == [[item.item_id for item in batch.items] for batch in batches[first:stop]]
+    # more shards than batches: the extra shards are empty, no batch is split
+    many = cut_shards(plan, 12)
+    assert sum(many.planned) == 16 and all(p in (0, 2) for p in many.planned)
+
+
+# --- torchrun -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_and_two_processes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
+    """The same sweep by one process (in-process) and by two under torchrun."""
+    work = tmp_path_factory.mktemp("torchrun")
+    single = run_sweep(compose_config([*SMALL, "sweep.batch_size=1"], work / "single"), out=io.StringIO()).run_dir
+    torchrun = Path(sys.executable).parent / "torchrun"
+    launched = subprocess.run([str(torchrun), "--nproc-per-node", "2", "-m", "diffsweep", *SMALL,
+                               "sweep.batch_size=1", f"output.root={work / 'two'}"], cwd=work, capture_output=True,
+                              text=True, timeout=600, env=_env())
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    return single, Path(launched.stdout.strip().splitlines()[-1]), launched
+
+
+def test_two_processes_under_torchrun_make_exactly_the_items_of_one(one_and_two_processes: Any) -> None:
+    single, two, launched = one_and_two_processes
+    assert launched.stdout.strip().splitlines() == [str(two)]  # only rank 0 prints the run folder
+    one_items, two_items = _outputs(single), _outputs(two)
+    assert one_items.keys() == two_items.keys() and len(one_items) == 8
+    for item_id, (record, data) in one_items.items():
+        other, other_data = two_items[item_id]
+        assert {k: record[k] for k in ("index", "params", "seed", "outputs", "builder_hash", "status")} == \
+               {k: other[k] for k in ("index", "params", "seed", "outputs", "builder_hash", "status")}
+        assert data == other_data  # the same batch shapes: the same bytes
+    assert len(read_manifest(two)) == 8  # each item once, shards merged
+    assert not list((two / "shards").glob("*/manifest.jsonl"))
+
+
+def test_run_json_of_a_distributed_run_merges_every_worker(one_and_two_processes: Any) -> None:
+    _, two, _ = one_and_two_processes
+    info = read_run_json(two)
+    assert info["status"] == "complete" and info["counts"] == {"planned": 8, "done": 8, "failed": 0, "skipped": 0}
+    assert info["shards"] == 2 and len(info["workers"]) == 2
+    workers = sorted(info["workers"], key=lambda w: w["shard"])
+    assert [w["rank"] for w in workers] == [0, 1] and len({w["pid"] for w in workers}) == 2
+    assert all(w["host"] == socket.gethostname() and w["device"].startswith("cpu") for w in workers)
+    assert all(w["finished"] and w["status"] == "complete" for w in workers)
+    assert sum(w["counts"]["generated"] for w in workers) == 8 == info["attempts"][0]["counts"]["generated"]
+    assert info["cache"]["loads"] == sum(w["cache"]["loads"] for w in workers) == 2  # each process loads once
+    assert info["timings"]["load_seconds"] == pytest.approx(sum(w["timings"]["load_seconds"] for w in workers),
+                                                            abs=1e-3)
+    assert info["builders"][0]["model_path"] is not None
+    import jsonschema
+
+    from diffsweep.validate import load_schema
+
+    jsonschema.validate(info, load_schema("run"))
+
+
+def test_show_of_a_finished_distributed_run_lists_its_shards(one_and_two_processes: Any) -> None:
+    _, two, _ = one_and_two_processes
+    shown = _runs(two.parent, "show", str(two))
+    assert shown.returncode == 0, shown.stderr
+    lines = [line for line in shown.stdout.splitlines() if line.startswith("shard")]
+    assert len(lines) == 3 and all(" finished " in line and " rank " in line for line in lines[:2])
+    assert "items/s" in lines[0] and "4 done" in lines[0] and "4 done" in lines[1]
+    assert lines[2].startswith("shards   2 in all: 8 done, 0 failed of 8 planned")
+
+
+@pytest.mark.slow
+def test_accelerate_launch_makes_the_items_of_one_process_too(one_and_two_processes: Any, tmp_path: Path) -> None:
+    single, _, _ = one_and_two_processes
+    accelerate = Path(sys.executable).parent / "accelerate"
+    launched = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "-m", "diffsweep",
+                               *SMALL, "sweep.batch_size=1", f"output.root={tmp_path}"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600, env=_env())
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    two = Path(launched.stdout.strip().splitlines()[-1])
+    info = read_run_json(two)
+    assert info["status"] == "complete" and sorted(w["rank"] for w in info["workers"]) == [0, 1]
+    assert {k: v[1] for k, v in _outputs(single).items()} == {k: v[1] for k, v in _outputs(two).items()}
+
+
+# --- faults -------------------------------------------------------------------------------------------
+
+
+def _distributed_run(tmp_path: Path, shards: int, *extra: str) -> Path:
+    """A run folder as a launcher leaves it before its workers start."""
+    doc, plan = prepare(compose_config([*SMALL, "sweep.batch_size=1", *extra], tmp_path / "runs"))
+    return create_run(doc, plan, [], shards).path
+
+
+def _wait_for(condition: Any, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_killed_worker_is_finished_by_resume_and_readers_see_the_run_meanwhile(tmp_path: Path) -> None:
+    run_dir = _distributed_run(tmp_path, 2)
+    manifest = RunFolder(run_dir).shard_manifest(0)
+    first = subprocess.Popen([sys.executable, "-m", "diffsweep.runs_cli", "work", str(run_dir), "--shard", "0"],
+                             cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: manifest.exists() and manifest.read_bytes().count(b"\n") >= 1)
+        os.kill(first.pid, signal.SIGSTOP)  # alive, holding its shard, mid-shard
+        committed = {json.loads(line)["item_id"] for line in manifest.read_text().splitlines()}
+        assert 0 < len(committed) < 4
+
+        second = _runs(tmp_path, "work", str(run_dir), "--shard", "0")
+        assert second.returncode == 3
+        assert f"shard 0 of {run_dir} is locked by pid {first.pid} on {socket.gethostname()}" in second.stderr
+
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        first.kill()
+        first.wait()
+    created = {i: json.loads((run_dir / "items" / Path(o).with_suffix(".json").name).read_text())["created"]
+               for i, o in ((r.item_id, r.outputs[0]) for r in RunFolder(run_dir).items().values())}
+
+    # readers on the run in progress: show, list and verify see the dead worker's committed items
+    shown = _runs(tmp_path, "show", str(run_dir))
+    assert shown.returncode == 0, shown.stderr
+    assert f"shard    0   dead        {len(committed):>5} done" in shown.stdout
+    assert "shard    1   pending         0 done" in shown.stdout
+    listed = _runs(tmp_path, "--root", str(tmp_path / "runs"), "list")
+    assert "default/v0001" in listed.stdout and "interrupted" in listed.stdout
+    from diffsweep import report
+
+    report.write_reports(run_dir)
+    viewer_data = (run_dir / "data.js").read_text()
+    assert (run_dir / "contact_sheet.png").is_file()
+    assert all(r.outputs[0] in viewer_data for r in RunFolder(run_dir).items().values())
+    verified = _runs(tmp_path, "verify", str(run_dir))
+    assert verified.returncode == 0, verified.stderr
+    assert f"verified {len(committed)} item(s): {len(committed)} identical" in verified.stdout
+
+    resumed = _runs(tmp_path, "resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    info = read_run_json(run_dir)
+    assert info["status"] == "complete" and info["counts"]["done"] == 8
+    assert [(a["kind"], a["status"]) for a in info["attempts"]] == [("run", "interrupted"), ("resume", "complete")]
+    workers = {w["shard"]: w for w in info["workers"]}
+    # exactly the missing items: the killed worker's stay as they were, none is made twice
+    assert workers[0]["counts"]["kept"] == len(committed) and workers[0]["counts"]["generated"] == 4 - len(committed)
+    assert workers[1]["counts"]["generated"] == 4
+    assert info["attempts"][1]["counts"]["generated"] == 8 - len(committed)
+    records = read_manifest(run_dir)
+    assert len(records) == len({r["item_id"] for r in records}) == 8
+    for item_id, stamp in created.items():
+        sidecar = next(r for r in records if r["item_id"] == item_id)["outputs"][0]
+        assert json.loads((run_dir / Path(sidecar).with_suffix(".json")).read_text())["created"] == stamp
+
+
+def test_a_worker_of_another_version_or_config_is_refused_before_it_writes(tmp_path: Path) -> None:
+    run_dir = _distributed_run(tmp_path, 2)
+    run = RunFolder(run_dir)
+    info_text = run.run_json_path.read_text()
+    raw = json.loads(info_text)
+    raw["versions"]["diffsweep"] = "0.0.9"
+    run.run_json_path.write_text(json.dumps(raw))
+    with pytest.raises(WorkerRefused, match=r"started by diffsweep 0\.0\.9; this worker is diffsweep"):
+        work_on_shard(run_dir, 0)
+    assert not run.shard_dir(0).exists() and not (run_dir / "items").exists()
+
+    run.run_json_path.write_text(info_text)
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("a lighthouse", "a lighthouse at noon"))
+    refused = _runs(tmp_path, "work", str(run_dir), "--shard", "1")
+    assert refused.returncode == 2
+    assert "config.yaml is not the config the run started with" in refused.stderr
+    assert not run.shard_dir(1).exists() and not (run_dir / "items").exists()
+
+
+def test_a_shard_that_never_finished_leaves_the_others_and_a_failed_run_that_says_so(tmp_path: Path) -> None:
+    """What the submitting command records when every task of its array has ended but one shard's failed."""
+    run_dir = _distributed_run(tmp_path, 2)
+    run = RunFolder(run_dir)
+    assert work_on_shard(run_dir, 0).status == "complete"  # shard 1's task never ran it
+    assert distribute.finalize(run) is None  # the run is not finished while a shard is not
+    info = distribute.close_unfinished(run)
+    assert info.status == "failed" and info.counts.to_json() == {"planned": 8, "done": 4, "failed": 0, "skipped": 4}
+    assert distribute.exit_code(info) == 3
+    recorded = read_run_json(run_dir)
+    assert recorded["status"] == "failed" and [w["shard"] for w in recorded["workers"]] == [0]
+    assert recorded["attempts"][0]["counts"]["generated"] == 4
+
+
+# --- job arrays (submitit's local executor) ---------------------------------------------------------
+
+
+def test_a_local_job_array_survives_a_dead_task_and_resume_resubmits_only_its_shard(tmp_path: Path) -> None:
+    # output to files: the tasks live on after the submitting command and would hold its pipes open
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        code = subprocess.run([sys.executable, "-m", "diffsweep", *SMALL, "sweep.batch_size=1", "distribute=local",
+                               "distribute.tasks=2", "distribute.wait=false"], cwd=tmp_path, env=_env(), stdout=out,
+                              stderr=err, timeout=300).returncode
+    stdout, stderr = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+    assert code == 0, stderr
+    run_dir = Path(stdout.strip().splitlines()[-1])
+    assert run_dir == tmp_path / "runs" / "default" / "v0001"
+    assert "submitted local job array" in stderr and "for shard(s) 0-1" in stderr
+    # everything a task needs was written before anything was submitted
+    assert {"config.yaml", "run.json"} <= {p.name for p in run_dir.iterdir()}
+    run = RunFolder(run_dir)
+    _wait_for(lambda: run.read_worker(1) is not None)
+    os.kill(run.read_worker(1).pid, signal.SIGKILL)  # the task of shard 1 dies; shard 0's goes on
+    _wait_for(lambda: (w := run.read_worker(0)) is not None and w.finished is not None)
+    assert run.read_worker(0).status == "complete"
+
+    shown = _runs(tmp_path, "show", str(run_dir))
+    assert "status   interrupted" in shown.stdout
+    assert "shard    0   finished        4 done" in shown.stdout and "shard    1   dead" in shown.stdout
+
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        code = subprocess.run([sys.executable, "-m", "diffsweep.runs_cli", "resume", str(run_dir)], cwd=tmp_path,
+                              env=_env(), stdout=out, stderr=err, timeout=300).returncode
+    stderr = (tmp_path / "err").read_text()
+    assert code == 0, stderr
+    assert "submitted local job array" in stderr and "for shard(s) 1" in stderr
+    _wait_for(lambda: read_run_json(run_dir)["status"] != "running")
+    info = read_run_json(run_dir)
+    assert info["status"] == "complete" and info["counts"]["done"] == 8
+    workers = {w["shard"]: w for w in info["workers"]}
+    assert (workers[0]["attempt"], workers[0]["kind"]) == (0, "run")
+    assert (workers[1]["attempt"], workers[1]["kind"]) == (1, "resume")
+    assert workers[0]["counts"]["generated"] == 4 and info["attempts"][1]["counts"]["generated"] == 4 - \
+        workers[1]["counts"]["kept"]
+    records = read_manifest(run_dir)
+    assert len(records) == len({r["item_id"] for r in records}) == 8
