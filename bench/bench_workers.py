@@ -71,8 +71,8 @@ def main() -> None:
             results.append(result)
             speedup = result["items_per_second"] / results[0]["items_per_second"]
             print(f"  {workers} worker(s): {result['items']} items in {result['seconds']:.1f}s = "
-                  f"{result['items_per_second']:.2f} items/s  (speed-up {speedup:.2f}x over {results[0]['workers']})",
-                  flush=True)
+                  f"{result['items_per_second']:.2f} items/s  (speed-up {speedup:.2f}x over {results[0]['workers']}; "
+                  f"load average {os.getloadavg()[0]:.1f})", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "device": args.device, "results": results}, indent=2))
 

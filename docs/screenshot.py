@@ -10,6 +10,7 @@ set DIFFSWEEP_CHROMIUM to use another Chromium binary.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from PIL import Image
 from playwright.sync_api import sync_playwright
 
 HERE = Path(__file__).resolve().parent
@@ -46,8 +48,10 @@ def main() -> None:
             page.goto((run_dir / "index.html").as_uri() + VIEW)
             page.wait_for_selector("#grid .cell img")
             page.wait_for_function("[...document.images].every(i => i.complete)")
-            page.screenshot(path=str(args.out))
+            shot = page.screenshot()
             browser.close()
+    # 256 colours keep the file small in the repository; the text and cells read the same
+    Image.open(io.BytesIO(shot)).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(args.out, optimize=True)
     print(args.out)
 
 

@@ -217,3 +217,20 @@ def test_tiny_flux_pipeline_unpacks_and_previews_without_perturbing_the_result()
         num_images_per_prompt=2)
     assert previews == [(2, 2, (64, 64, 3)), (4, 2, (64, 64, 3))]  # unpacked 1x32x32 latents, enlarged to 64
     assert np.array_equal(with_previews, plain)
+
+
+def test_a_family_brings_the_factors_of_its_own_latent_space() -> None:
+    """A new latent space is declared by its provider, not added to diffsweep.previews."""
+    from diffsweep.providers.base import PipelineSpec, Provider, RGBFactors
+
+    red = RGBFactors(weights=((1.0, -1.0, -1.0), (0.0, 0.0, 0.0)))
+
+    class TwoChannel(Provider):
+        name = "two_channel"
+        latent_factors = {"two": red}
+
+    provider, spec = TwoChannel(), PipelineSpec("P", "image", frozenset(), latent_space="two")
+    assert provider.preview_space(spec) is red
+    assert providers.get("flux").preview_space(providers.get("flux").spec("FluxPipeline")) == "flux"
+    (image,) = latents_to_rgb(torch.ones(1, 2, 64, 64), provider.preview_space(spec))
+    assert image[0, 0].tolist() == [255, 0, 0]

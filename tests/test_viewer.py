@@ -50,7 +50,7 @@ def test_data_js_holds_every_item_of_the_manifest_with_its_grid_position(failing
     grid = config["sweep"]["grid"]
     assert [axis["name"] for axis in data["axes"]] == list(grid)
     assert data["axes"][0]["values"] == ["a fox", "a bird"] and data["axes"][1]["values"] == ["3", "4"]
-    assert data["axes"][2]["values"] == ["default", "DDIMScheduler (timestep_spacing=bogus)"]  # never a shared prefix
+    assert data["axes"][2]["values"] == ["model's scheduler", "DDIM timestep_spacing=bogus"]  # never a shared prefix
 
     builders = {b["hash"]: b for b in read_run_json(failing_run)["builders"]}
     assert {b["hash"] for b in data["builders"]} == set(builders)

@@ -215,6 +215,7 @@ def test_scores_show_per_item_and_colour_the_grid(image_run: Path, page: Any, tm
     assert page.locator(".cell .tint").count() == 0
     page.select_option("select[name=heatmap]", "sharpness")
     assert page.locator(".cell .tint").count() == len(records)
+    assert page.inner_text("#heatmap-legend") == "0.000 → 15.00"
     colours = {r["index"]: page.locator(f'[data-item-id="{r["item_id"]}"] .tint').evaluate(
         "t => getComputedStyle(t).backgroundColor") for r in records}
     assert colours[0] != colours[len(records) - 1]  # lowest and highest differ
@@ -263,7 +264,7 @@ def test_failed_items_are_marked_cells_with_their_error(failing_run: Path, page:
     assert page.input_value("select[name=x]") == "builder.scheduler"
     assert attribute_values(page, "data-col-label") == ["null", '{"name": "DDIMScheduler", "config": '
                                                                 '{"timestep_spacing": "bogus"}}']
-    assert page.locator("[data-col-label]").all_inner_texts() == ["default", "DDIMScheduler (timestep_spacing=bogus)"]
+    assert page.locator("[data-col-label]").all_inner_texts() == ["model's scheduler", "DDIM timestep_spacing=bogus"]
     assert set(page.eval_on_selector_all(".cell.failed", "c => c.map(e => e.dataset.itemId)")) == failed
     assert page.locator(".cell.failed").first.inner_text() == "failed"
     page.click(".cell.failed")
@@ -287,32 +288,54 @@ def test_items_not_made_yet_are_marked_cells(failing_run: Path, page: Any, tmp_p
     assert "--item " in page.inner_text("#detail-command")
 
 
-# --- 10,000 items ------------------------------------------------------------------------------------------------
+# --- synthetic run folders: a zip sweep, 10,000 items --------------------------------------------------------------
+
+
+def synthetic_run(run_dir: Path, grid: dict[str, Any], mode: str, points: list[dict[str, Any]]) -> Path:
+    """A run folder as a run writes it, without running: config, manifest, run.json and one small PNG that every
+    ok item shows; an item whose point has `fail` failed."""
+    (run_dir / "items").mkdir(parents=True)
+    Image.new("RGB", (16, 16), (40, 120, 200)).save(run_dir / "items" / "one.png")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"sweep": {"name": run_dir.parent.name, "mode": mode,
+                                                                   "grid": grid}}))
+    lines = []
+    for index, point in enumerate(points):
+        params = {k: v for k, v in point.items() if k != "fail"}
+        ok = not point.get("fail")
+        lines.append(json.dumps({
+            "index": index, "item_id": hashlib.sha256(str(index).encode()).hexdigest(), "builder_hash": "b" * 64,
+            "status": "ok" if ok else "failed", "params": params, "seed": params["seed"],
+            "outputs": ["items/one.png"] if ok else [], "seconds": 0.01,
+            **({} if ok else {"error": "RuntimeError: synthetic"})}))
+    (run_dir / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    failed = sum(1 for point in points if point.get("fail"))
+    counts = {"planned": len(points), "done": len(points) - failed, "failed": failed, "skipped": 0}
+    (run_dir / "run.json").write_text(json.dumps({"status": "failed" if failed else "complete", "counts": counts,
+                                                  "builders": [{"hash": "b" * 64, "label": "synthetic"}]}))
+    write_viewer(run_dir)
+    return run_dir
+
+
+def test_a_zip_sweep_shows_each_point_once(tmp_path: Path, page: Any) -> None:
+    grid = {"prompt": ["a fox", "a bowl of ramen", "an astronaut"], "seed": [7, 42, 7]}  # zip may repeat a value
+    run_dir = synthetic_run(tmp_path / "pairs" / "v0001", grid, "zip",
+                            [{"prompt": p, "seed": s} for p, s in zip(grid["prompt"], grid["seed"], strict=True)])
+    open_viewer(page, run_dir)
+    assert page.input_value("select[name=y]") == "prompt" and page.input_value("select[name=x]") == ""
+    assert page.locator("select[data-axis]").count() == 0  # nothing to pin: each point is one item
+    assert cell_ids(page) == [hashlib.sha256(str(i).encode()).hexdigest() for i in range(3)]
+    page.select_option("select[name=x]", "seed")
+    assert page.locator("[data-item-id]").count() == 3 and page.locator(".cell.none").count() == 6
 
 
 @pytest.fixture(scope="module")
 def big_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic run folder of 100 prompts x 100 seeds; every ok item shows one small PNG."""
-    run_dir = tmp_path_factory.mktemp("big") / "big" / "v0001"
-    (run_dir / "items").mkdir(parents=True)
-    Image.new("RGB", (16, 16), (40, 120, 200)).save(run_dir / "items" / "one.png")
-    prompts = [f"prompt number {i}" for i in range(100)]
-    config = {"sweep": {"name": "big", "mode": "product", "grid": {"prompt": prompts, "seed": {"start": 0, "stop": 100}}}}
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    lines = []
-    for index in range(10_000):
-        ok = index % 97 != 5
-        lines.append(json.dumps({
-            "index": index, "item_id": hashlib.sha256(str(index).encode()).hexdigest(), "builder_hash": "b" * 64,
-            "status": "ok" if ok else "failed", "params": {"prompt": prompts[index // 100], "seed": index % 100},
-            "seed": index % 100, "outputs": ["items/one.png"] if ok else [], "seconds": 0.01,
-            **({} if ok else {"error": "RuntimeError: synthetic"})}))
-    (run_dir / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    counts = {"planned": 10_000, "done": 10_000 - 103, "failed": 103, "skipped": 0}
-    (run_dir / "run.json").write_text(json.dumps({"status": "failed", "counts": counts,
-                                                  "builders": [{"hash": "b" * 64, "label": "synthetic"}]}))
-    write_viewer(run_dir)
-    return run_dir
+    """100 long prompts x 100 seeds, every 97th item failed."""
+    prompts = [f"a long prompt, the same in every value up to its very end, where it says which: number {i}"
+               for i in range(100)]
+    points = [{"prompt": prompts[i // 100], "seed": i % 100, "fail": i % 97 == 5} for i in range(10_000)]
+    grid = {"prompt": prompts, "seed": {"start": 0, "stop": 100}}
+    return synthetic_run(tmp_path_factory.mktemp("big") / "big" / "v0001", grid, "product", points)
 
 
 def test_ten_thousand_items_render_only_what_is_visible(big_run: Path, page: Any) -> None:
@@ -328,7 +351,12 @@ def test_ten_thousand_items_render_only_what_is_visible(big_run: Path, page: Any
     page.wait_for_selector(f'[data-item-id="{last}"]', state="visible", timeout=5000)
     assert page.locator(f'[data-item-id="{first}"]').count() == 0 and page.locator(".cell").count() < 400
     labels = page.locator("[data-col-label]")
-    assert labels.last.get_attribute("data-col-label") == "99" and labels.last.is_visible()  # sticky header
+    assert labels.last.get_attribute("data-col-label") == "99"
+    # the labels stay in view: the header at the top, the row labels at the left, however far it scrolled
+    scroller = box(page, "#scroller")
+    assert abs(labels.last.bounding_box()["y"] - scroller["y"]) < 40
+    last_row = page.locator("[data-row-label]").last
+    assert last_row.get_attribute("data-row-label").endswith("number 99") and last_row.bounding_box()["x"] < 20
 
     page.fill("input[name=size]", "48")  # the smallest cells: still a bounded number in the DOM
     page.dispatch_event("input[name=size]", "input")
@@ -337,6 +365,11 @@ def test_ten_thousand_items_render_only_what_is_visible(big_run: Path, page: Any
     page.click("#swap")
     page.wait_for_function("document.querySelector('select[name=x]').value === 'prompt'")
     assert time.monotonic() - started < 5
+    # 48 px columns hold about 20 characters: long prompts are shortened after what they share, never to it
+    labels = page.locator("[data-col-label]")
+    for value, shown in zip(labels.evaluate_all("ls => ls.map(l => l.dataset.colLabel)"), labels.all_inner_texts(),
+                            strict=True):
+        assert len(shown) <= 20 and shown.startswith("…") and shown.endswith(value.rsplit(" ", 1)[1]), (shown, value)
     page.eval_on_selector("#scroller", "s => { s.scrollTop = 0; s.scrollLeft = 0; }")
     page.click(f'[data-item-id="{hashlib.sha256(b"5").hexdigest()}"]')
     assert "RuntimeError: synthetic" in page.inner_text("#detail-record")

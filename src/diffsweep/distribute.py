@@ -121,6 +121,10 @@ def create_run(doc: Mapping[str, Any], plan: Plan, overrides: list[str], shards:
         run.write_info(info)
     log.info("run folder %s: %d planned in %d shard(s) (%s items)", run.path, plan.total, layout.count,
              ", ".join(map(str, layout.planned)))
+    idle = layout.planned.count(0)
+    if idle:  # a shard is whole batches: fewer batches than workers leaves some without work
+        log.warning("%d of %d shard(s) have no items: the plan has fewer batches than workers; a smaller "
+                    "sweep.batch_size gives each worker some", idle, layout.count)
     return run
 
 
@@ -145,7 +149,7 @@ def work_on_shard(run_dir: Path, shard: int, *, kind: str = "run", rank: int | N
 
     Refused, before anything is written, when the run's diffsweep version or config differs from
     this worker's, or when another live worker holds the shard."""
-    from diffsweep.runner import is_intact, prepare
+    from diffsweep.runner import prepare
     from diffsweep.savedconfig import load_run_config
 
     run = RunFolder(run_dir)
@@ -162,7 +166,7 @@ def work_on_shard(run_dir: Path, shard: int, *, kind: str = "run", rank: int | N
     lock.acquire()  # a second worker on this shard is refused, naming the holder
     try:
         run.repair_manifest(run.shard_manifest(shard))
-        done = {item_id for item_id, record in run.items().items() if is_intact(run, record)}
+        done = run.done_items().ids  # every shard's committed, intact items (one streaming pass)
         return _work(run, plan, layout, shard, done, info, kind, rank, cache or process_cache())
     finally:
         lock.release()
@@ -170,7 +174,7 @@ def work_on_shard(run_dir: Path, shard: int, *, kind: str = "run", rank: int | N
 
 def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set[str], info: RunInfo, kind: str,
           rank: int | None, cache: PipelineCache) -> Worker:
-    from diffsweep.runner import Execution, _attach_run_log, _builder_entry, _run_batch, invocation
+    from diffsweep.runner import Execution, _attach_run_log, _run_batch, builder_entries, invocation
 
     worker = Worker(kind=kind, command=invocation(), started=now(), host=socket.gethostname(), pid=os.getpid(),
                     shard=shard, attempt=len(info.attempts) - 1, rank=rank, device=str(plan.device), heartbeat=now())
@@ -180,12 +184,16 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
     # builder records of this worker alone (run.json's are merged from every worker at the end)
     private = RunInfo(status="running", name=info.name, version=info.version, started=worker.started,
                       device=worker.device, counts=Counts(), versions=info.versions, command=worker.command,
-                      builders=[_builder_entry(b) for b in plan.builders.values()])
+                      builders=builder_entries(plan))
     guard = threading.Lock()
+    loads_before, hits_before = cache.stats.loads, cache.stats.hits
 
     def save() -> None:
         with guard:
             worker.heartbeat = now()
+            worker.builders = [b for b in private.builders if b["model_path"] is not None]
+            worker.loaded = [b["hash"] for b in worker.builders if not b.get("reused_from_cache")]
+            worker.cache = CacheStats(cache.stats.loads - loads_before, cache.stats.hits - hits_before)
             run.write_worker(worker)
 
     save()
@@ -211,7 +219,6 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
     writer = ItemWriter(run, plan.index_width, {"name": info.name, "version": run.path.name}, on_done=committed,
                         manifest=run.shard_manifest(shard))
     job = Execution(run, plan, private, worker, cache, writer)
-    loads_before, hits_before = cache.stats.loads, cache.stats.hits
     devices.reset_peak_memory(plan.device)
     log.info("shard %d of %s: %d planned, %d already done, on %s", shard, run.path, len(mine), kept, plan.device)
     status = "failed"
@@ -228,10 +235,7 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
         stop_beating.set()
         heart.join()
         progress.close()
-        worker.cache = CacheStats(cache.stats.loads - loads_before, cache.stats.hits - hits_before)
         worker.timings.peak_memory_bytes = devices.peak_memory_bytes(plan.device)
-        worker.builders = [b for b in private.builders if b["model_path"] is not None]
-        worker.loaded = [b["hash"] for b in worker.builders if not b.get("reused_from_cache")]
         worker.status, worker.finished = status, now()
         save()  # the completion marker: written after the shard's last manifest line
         log.info("shard %d %s: %d generated, %d failed, %d kept", shard, status, worker.counts.generated,
@@ -272,6 +276,10 @@ def finalize(run: RunFolder) -> RunInfo | None:
                 loaded = next((b for w in finished for b in w.builders if b["hash"] == entry["hash"]), None)
                 if loaded is not None:
                     entry.update(loaded)
+            offloaded = sorted({i for w in this_attempt for b in w.builders if b["hash"] == entry["hash"]
+                                for i in b.get("oom_offload_items", [])} | set(entry.get("oom_offload_items", [])))
+            if offloaded:  # items any worker made with model offload switched on after running out of memory
+                entry["oom_offload_items"] = offloaded
         status = ("interrupted" if any(w.status == "interrupted" for w in finished)
                   else "failed" if info.counts.failed or info.counts.skipped else "complete")
         attempt.status, attempt.finished = status, now()
@@ -367,13 +375,15 @@ def run_launched(doc: Mapping[str, Any], state: Any, *, overrides: list[str], so
     finalize(run)
     if not state.is_main_process:
         # the launcher stops every process when one exits non-zero: the run's outcome is rank 0's to tell
-        return RunResult(None, worker.status, worker.counts.to_json())
+        return RunResult(None, worker.status, {}, code=EXIT_OK)
     info = wait_for_run(run)
     out.write(f"{run.path}\n")
     return RunResult(run.path, info.status, info.counts.to_json(), code=exit_code(info))
 
 
 class RankZeroFailed(DiffsweepError):
+    """Rank 0 could not start the run: every other rank stops with its message and exit code."""
+
     def __init__(self, message: str, code: int):
         super().__init__(f"rank 0 could not start the run: {message}")
         self.exit_code = code
@@ -397,7 +407,13 @@ def _submit_and_maybe_wait(run: RunFolder, settings: Mapping[str, Any], shards: 
                            kind: str = "run") -> RunInfo:
     from diffsweep.submit import submit_shards
 
-    jobs = submit_shards(run, settings, shards, kind)
+    try:
+        jobs = submit_shards(run, settings, shards, kind)
+    except Exception as error:  # noqa: BLE001 - sbatch missing or refusing: say so, keep the folder resumable
+        close_unfinished(run, say=False)
+        raise DiffsweepError(f"could not submit the {settings['backend']} job array: {error}; the run folder "
+                             f"{run.path} holds its plan: `diffsweep-runs resume {run.path}` submits it again "
+                             f"(`--here` runs it in this process)") from error
     log.info("submitted %s job array %s: %d task(s) for shard(s) %s", settings["backend"], jobs.job_id,
              len(shards), _ranges(shards))
     info = run.read_info()
@@ -412,7 +428,7 @@ def _submit_and_maybe_wait(run: RunFolder, settings: Mapping[str, Any], shards: 
     return info
 
 
-def close_unfinished(run: RunFolder) -> RunInfo:
+def close_unfinished(run: RunFolder, say: bool = True) -> RunInfo:
     """Every task has ended but some shard did not finish (its task failed or was refused): record
     the run as failed with the items made so far; `diffsweep-runs resume` runs those shards again."""
     from diffsweep.runner import is_intact
@@ -430,9 +446,10 @@ def close_unfinished(run: RunFolder) -> RunInfo:
         info.status = info.attempts[-1].status = "failed"
         info.finished = info.attempts[-1].finished = now()
         run.write_info(info)
-    log.error("shard(s) %s did not finish (their task logs: %s); %d done of %d; finish with: diffsweep-runs "
-              "resume %s", _ranges(unfinished), run.path / "shards" / "submitit", info.counts.done,
-              info.counts.planned, run.path)
+    if say:
+        log.error("shard(s) %s did not finish (their task logs: %s); %d done of %d; finish with: diffsweep-runs "
+                  "resume %s", _ranges(unfinished), run.path / "shards" / "submitit", info.counts.done,
+                  info.counts.planned, run.path)
     return info
 
 

@@ -24,6 +24,7 @@ from diffsweep.devices import resolve_dtype
 from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
 from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
 from diffsweep.inputs import FILE_PARAMS, identity_params
+from diffsweep.labels import BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
 from diffsweep.validate import did_you_mean, load_schema, range_checked_by_ends, subschema_checker
@@ -245,6 +246,12 @@ def builder_identity(config: Mapping[str, Any], dtype: str,
     return identity
 
 
+def param_layers(spec: PipelineSpec, doc: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Where an item's parameters come from, later layers winning (a grid axis wins over all of them);
+    a null value in a layer leaves the one below in force."""
+    return [("provider", spec.defaults), ("preset", doc["generation"]), ("sweep.params", doc["sweep"]["params"])]
+
+
 class Plan:
     """Builders, items and batches of one sweep; items are produced lazily."""
 
@@ -333,8 +340,8 @@ class Plan:
 
     def _params(self, builder: BuilderPlan, point: Mapping[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {"seed": DEFAULT_SEED, **lora.default_scales(builder.loras)}
-        for layer in (builder.spec.defaults, self.doc["generation"], self.doc["sweep"]["params"],
-                      {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
+        layers = [layer for _, layer in param_layers(builder.spec, self.doc)]
+        for layer in (*layers, {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
             params.update({k: v for k, v in layer.items() if v is not None})
         return {k: hashing.normalise_number(v, self._kinds.get(k, "number" if k.startswith("lora.") else "other"))
                 for k, v in params.items()}
@@ -402,7 +409,8 @@ class Plan:
         seen = hashlib.blake2b(key.encode(), digest_size=16).digest()  # a grid may have a million shapes
         if seen in self._checked_shapes:
             return
-        problems = builder.provider.check_params(builder.spec, params) + lora.problems(builder.loras, params)
+        problems = (builder.provider.check_params(builder.spec, params, builder.config)
+                    + lora.problems(builder.loras, params))
         if "prompt" not in params:
             problems.append(("prompt", "no prompt: set sweep.grid.prompt or sweep.params.prompt"))
         if problems:
@@ -551,6 +559,12 @@ class Plan:
                 yield open_batches.pop(key)
         yield from open_batches.values()
 
+    def builder_labels(self) -> dict[str, BuilderLabel]:
+        """Builder hash -> its label among this plan's builders (what differs between them)."""
+        builders = list(self.builders.values())
+        made = builder_labels([b.identity for b in builders], [b.hash for b in builders])
+        return {b.hash: label for b, label in zip(builders, made, strict=True)}
+
     def summary(self) -> dict[str, Any]:
         """Counts for a dry run: items, builders, batches, pipeline calls, from the call shapes'
         sizes (no item is made)."""
@@ -569,9 +583,11 @@ class Plan:
                     run_key, run_size, run_builder = shape.key, 0, shape.builder
                 run_size += self.shape_size
             batches += -(-run_size // self.batch_size(run_builder)) if run_builder else 0
+        labels = self.builder_labels()
         return {
             "items": self.total,
-            "builders": [{"hash": b.short, "provider": b.provider.name, "pipeline": b.spec.name,
+            "builders": [{"hash": b.short, "label": labels[b.hash].label, "provider": b.provider.name,
+                          "pipeline": b.spec.name,
                           "model": b.config["model"], "dtype": b.identity["dtype"], "items": items[b.hash],
                           "batch_size": self.batch_size(b)} for b in self.builders.values()],
             "batches": batches,

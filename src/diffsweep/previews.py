@@ -15,24 +15,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from diffsweep.providers.base import RGBFactors
+
 log = logging.getLogger(__name__)
 
 MIN_PREVIEW_SIDE = 64
 """Previews smaller than this on their long side are enlarged (nearest neighbour) to be worth looking at."""
-
-
-@dataclass(frozen=True)
-class RGBFactors:
-    """A latent space's linear map to RGB: one (R, G, B) row per latent channel, plus an RGB bias."""
-
-    weights: tuple[tuple[float, float, float], ...]
-    bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 # Tables: comfyanonymous/ComfyUI, comfy/latent_formats.py (commit 040a3243468ecefd1f2802592d90458f1ce4d65f).
@@ -158,7 +151,7 @@ def _stretch_channels(latents: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def latents_to_rgb(latents: torch.Tensor, space: str | None) -> list[np.ndarray]:
+def latents_to_rgb(latents: torch.Tensor, space: str | RGBFactors | None) -> list[np.ndarray]:
     """(B, C, H, W) or (B, C, F, H, W) unpacked latents -> one uint8 (h, w, 3) array per batch item.
 
     Video latents show their middle latent frame. Only that frame leaves the device, as float32; the input is never
@@ -169,7 +162,7 @@ def latents_to_rgb(latents: torch.Tensor, space: str | None) -> list[np.ndarray]
     if latents.ndim != 4:
         raise ValueError(f"expected (B, C, H, W) or (B, C, F, H, W) latents, got shape {tuple(latents.shape)}")
     frame = latents.to("cpu", torch.float32)
-    factors = FACTORS.get(space) if space is not None else None
+    factors = space if isinstance(space, RGBFactors) else FACTORS.get(space) if space is not None else None
     if factors is not None and len(factors.weights) == frame.shape[1]:
         rgb = _project(frame, factors)
     else:
@@ -183,7 +176,7 @@ def latents_to_rgb(latents: torch.Tensor, space: str | None) -> list[np.ndarray]
 
 def make_callback(
     every: int,
-    space: str | None,
+    space: str | RGBFactors | None,
     on_preview: Callable[[int, list[np.ndarray]], None],
     unpack: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:

@@ -21,12 +21,11 @@ from typing import Any
 from diffsweep import __version__, hashing, media
 from diffsweep.plan import BuilderPlan, Item
 from diffsweep.providers.base import Generated
-from diffsweep.records import ItemRecord, now
+from diffsweep.records import ItemRecord, Sidecar, now
 from diffsweep.rundir import RunFolder, write_atomic, write_json
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 VOLATILE_FIELDS = ("seconds", "created", "run")  # differ between reruns that make the same pixels
 
 
@@ -68,10 +67,7 @@ def measured(generated: Generated) -> dict[str, int]:
 def sidecar_record(record: ItemRecord, builder: BuilderPlan, run_ref: Mapping[str, Any],
                    scheduler: str | None = None) -> dict[str, Any]:
     """The item record plus everything needed to rebuild it: builder identity, scheduler and generator."""
-    return {"schema_version": SCHEMA_VERSION, **record.to_json(),
-            "builder": {"hash": builder.hash, "identity": builder.identity, "config": builder.config},
-            "scheduler": scheduler, "generator": {"device": "cpu", "seed": record.seed},
-            "run": dict(run_ref), "created": now()}
+    return Sidecar(record, builder.identity, builder.config, scheduler, run_ref, now()).to_json()
 
 
 def reproducible(sidecar: Mapping[str, Any]) -> dict[str, Any]:

@@ -131,6 +131,41 @@ class ItemRecord:
 _ITEM_FIELDS = frozenset(f.name for f in dataclasses.fields(ItemRecord))  # read once, not per manifest line
 
 
+SIDECAR_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """An item's sidecar (`items/<stem>.json`; its PNG `diffsweep` chunk holds the same less the volatile fields):
+    the item record plus what rebuilds the item, the builder that made it, its scheduler and generator."""
+
+    record: ItemRecord
+    builder_identity: Mapping[str, Any]
+    builder_config: Mapping[str, Any]
+    scheduler: str | None
+    run: Mapping[str, Any]
+    created: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Sidecar:
+        raw = _mapping(raw, "sidecar")
+        builder = _mapping(raw.get("builder"), "builder")
+        scheduler, created = raw.get("scheduler"), raw.get("created")
+        known = ("schema_version", "builder", "scheduler", "generator", "run", "created")
+        return cls(record=ItemRecord.from_json({k: v for k, v in raw.items() if k not in known}),
+                   builder_identity=dict(_mapping(builder.get("identity"), "builder.identity")),
+                   builder_config=dict(_mapping(builder.get("config", {}), "builder.config")),
+                   scheduler=scheduler if isinstance(scheduler, str) else None,
+                   run=dict(_mapping(raw.get("run", {}), "run")), created=created if isinstance(created, str) else None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SIDECAR_SCHEMA_VERSION, **self.record.to_json(),
+                "builder": {"hash": self.record.builder_hash, "identity": dict(self.builder_identity),
+                            "config": dict(self.builder_config)},
+                "scheduler": self.scheduler, "generator": {"device": "cpu", "seed": self.record.seed},
+                "run": dict(self.run), "created": self.created}
+
+
 # --- run.json --------------------------------------------------------------------------------
 
 
@@ -291,6 +326,47 @@ class Attempt:
 
 
 @dataclass
+class BuilderRecord:
+    """One entry of run.json's `builders`: what was loaded, and its name among the run's builders.
+
+    `label` is short and readable; `identity` holds the fields that tell this builder from the
+    others in the run (empty for a lone builder); `full_identity` is the builder hash input."""
+
+    hash: str
+    provider: str
+    pipeline: str
+    model: str
+    revision: str | None
+    dtype: str | None
+    label: str
+    identity: dict[str, Any] = field(default_factory=dict)
+    full_identity: dict[str, Any] = field(default_factory=dict)
+    model_path: str | None = None
+    load_seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> BuilderRecord:
+        raw = _mapping(raw, "builder")
+        model = _text(raw, "model", "")
+        label = raw.get("label")
+        revision, dtype, path = raw.get("revision"), raw.get("dtype"), raw.get("model_path")
+        return cls(hash=_text(raw, "hash"), provider=_text(raw, "provider", ""), pipeline=_text(raw, "pipeline", ""),
+                   model=model, revision=None if revision is None else str(revision),
+                   dtype=None if dtype is None else str(dtype),
+                   label=label if isinstance(label, str) and label else model,  # runs written before labels
+                   identity=dict(raw.get("identity") or {}), full_identity=dict(raw.get("full_identity") or {}),
+                   model_path=None if path is None else str(path), load_seconds=_number(raw, "load_seconds"),
+                   extra=_extra(raw, (f.name for f in dataclasses.fields(cls))))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hash": self.hash, "label": self.label, "identity": self.identity, "provider": self.provider,
+                "pipeline": self.pipeline, "model": self.model, "model_path": self.model_path,
+                "revision": self.revision, "dtype": self.dtype, "load_seconds": self.load_seconds,
+                "full_identity": self.full_identity, **self.extra}
+
+
+@dataclass
 class Worker(Attempt):
     """One worker of a distributed run: the attempt it makes at its shard (shards/shard-NNNN/worker.json).
 
@@ -400,6 +476,16 @@ class RunInfo:
 
     def builder(self, builder_hash: str) -> dict[str, Any] | None:
         return next((b for b in self.builders if b.get("hash") == builder_hash), None)
+
+    def builder_records(self) -> list[BuilderRecord]:
+        """The builders as typed records; an entry too damaged to read is left out."""
+        records = []
+        for raw in self.builders:
+            try:
+                records.append(BuilderRecord.from_json(raw))
+            except RecordError:
+                continue
+        return records
 
     def merge_workers(self, workers: Iterable[Worker]) -> None:
         """A distributed run: the last attempt takes the counts, cache loads/hits, timings and OOM events

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from diffsweep.errors import DiffsweepError, RunLockedError
-from diffsweep.records import ItemRecord, RecordError, RunInfo, ShardLayout, Worker
+from diffsweep.records import ItemRecord, RecordError, RunInfo, ShardLayout, Sidecar, Worker
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 TEMP_SUFFIX = ".tmp"
@@ -273,6 +273,17 @@ class RunFolder:
     def items(self) -> dict[str, ItemRecord]:
         """The latest committed record of every item, across the run's manifest and its shards'."""
         return {record.item_id: record for record in self.records()}
+
+    def sidecars(self) -> dict[str, Sidecar]:
+        """Every readable sidecar under items/, by item id (one unreadable or malformed is skipped)."""
+        found: dict[str, Sidecar] = {}
+        for path in sorted((self.path / "items").glob("*.json")):
+            try:
+                sidecar = Sidecar.from_json(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, RecordError):
+                continue
+            found[sidecar.record.item_id] = sidecar
+        return found
 
     def repair_manifest(self, path: Path | None = None) -> None:
         """Cut a torn last line (a crash mid-append) so later appends start on a clean line. Only the

@@ -1,8 +1,10 @@
-"""`diffsweep-runs`: list, show, resume, rerun and verify run folders, and rebuild their viewer."""
+"""`diffsweep-runs`: list, show, resume, rerun, verify, score and diff run folders, draw their sheets and
+rebuild their viewer."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -91,9 +93,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"started  {info.started}   finished {info.finished or '-'}")
     cache = info.cache
     print(f"cache    {cache.loads} load(s), {cache.hits} hit(s)")
-    for builder in info.builders:
-        print(f"builder  {builder['hash'][:12]}  {builder['provider']}/{builder['pipeline']}  {builder['model']}"
-              f"  dtype={builder.get('dtype')}  load={_seconds(builder.get('load_seconds'))}")
+    for builder in info.builder_records():
+        print(f"builder  {builder.hash[:12]}  {builder.label}  ({builder.provider}/{builder.pipeline}  {builder.model}"
+              f"  dtype={builder.dtype})  load={_seconds(builder.load_seconds)}")
+        if args.full:
+            identity = builder.full_identity or builder.identity
+            print(f"         identity {json.dumps(identity, ensure_ascii=False, sort_keys=True)}")
     timings = info.timings
     rate = timings.steady_items_per_second
     print(f"timings  load {_seconds(timings.load_seconds)}, first call {_seconds(timings.first_call_seconds)}, "
@@ -108,7 +113,22 @@ def cmd_show(args: argparse.Namespace) -> int:
               f"{made.failed} failed, {made.kept} kept  ({' '.join(attempt.command)})")
     for record in latest_failures(RunFolder(path), info)[:20]:
         print(f"failed   #{record.index}  {(record.error or '')[:160]}")
+    _show_scores(path)
     return EXIT_OK
+
+
+def _show_scores(path: Path) -> None:
+    from diffsweep import score_stats, scoring
+
+    scores = scoring.read_scores(path)
+    if not scores:
+        return
+    skipped = sum(1 for s in scores if s.skipped)
+    metrics = sorted({s.metric for s in scores})
+    print(f"scores   {len(scores) - skipped} score(s), {skipped} skipped, metrics: {', '.join(metrics)}  "
+          f"(95% CI: {score_stats.CI_METHOD})")
+    for line in score_stats.summary_table(score_stats.summarise(path)):
+        print(f"         {line}")
 
 
 def latest_failures(run: RunFolder, info: RunInfo) -> list[ItemRecord]:
@@ -221,6 +241,61 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED_ITEMS if mismatches else EXIT_OK
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from diffsweep import devices, score_stats, scoring
+    from diffsweep.metrics import ScoreSettings
+    from diffsweep.report import write_viewer
+    from diffsweep.savedconfig import load_run_config
+
+    path = find_run(args.run, args.root).absolute()
+    config = load_run_config(path)
+    settings = ScoreSettings.from_config(config)
+    metrics = tuple(args.metric or settings.metrics or scoring.MODEL_FREE)
+    settings = replace(settings, metrics=metrics, clip_model=args.clip_model or settings.clip_model,
+                       clip_revision=args.clip_revision or settings.clip_revision)
+    device = devices.resolve_device(args.device or config.get("device", "auto"))
+    outcome = scoring.score_run(path, settings, device, where="--metric" if args.metric else "score.metrics")
+    stats = score_stats.write_summary(path)
+    write_viewer(path)  # the viewer shows each item's scores
+    rate = outcome.items_per_second
+    print(f"scored {outcome.scored} (item, metric) pair(s), {outcome.skipped} skipped, {outcome.kept} already scored"
+          + (f"  ({outcome.items} items, {rate:.1f} items/s)" if rate else ""))
+    for line in score_stats.summary_table(stats):
+        print(line)
+    print(path / scoring.SCORES)
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from diffsweep.rundiff import diff_runs, print_diff
+
+    difference = diff_runs(find_run(args.run_a, args.root).absolute(), find_run(args.run_b, args.root).absolute())
+    print_diff(difference, sys.stdout)
+    return EXIT_FAILED_ITEMS if difference.items_differ else EXIT_OK
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    from diffsweep.sheets import write_sheets
+
+    path = find_run(args.run, args.root).absolute()
+    written = write_sheets(path, args.x, args.y, args.z, args.max_pixels)
+    log.info("%s: %d sheet(s)", written.choice.describe(), len(written.pages))
+    for note in dict.fromkeys(written.notes):
+        log.info("%s", note)
+    for written_path in written.paths:
+        print(written_path)
+    return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffsweep-runs", description=__doc__)
     parser.add_argument("--root", type=Path, default=Path("runs"), help="output root (default: ./runs)")
@@ -231,10 +306,21 @@ def build_parser() -> argparse.ArgumentParser:
                              ("rerun", cmd_rerun, "run the saved config (or some of its items) again into a new "
                                                   "version"),
                              ("verify", cmd_verify, "regenerate saved items and compare them"),
-                             ("viewer", cmd_viewer, "(re)write the run's viewer, index.html and data.js")):
+                             ("viewer", cmd_viewer, "(re)write the run's viewer, index.html and data.js"),
+                             ("sheet", cmd_sheet, "draw labelled X/Y/Z sheets: contact_sheet.png and sheets/")):
         command = sub.add_parser(name, help=text)
         command.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
         command.set_defaults(func=func)
+        if name == "show":
+            command.add_argument("--full", action="store_true",
+                                 help="print each builder's full identity (what its hash covers)")
+        if name == "sheet":
+            from diffsweep.sheets import MAX_PIXELS
+
+            for flag, where in (("--x", "across"), ("--y", "down"), ("--z", "as titled sub-grids side by side")):
+                command.add_argument(flag, metavar="AXIS", help=f"grid axis laid out {where}")
+            command.add_argument("--max-pixels", type=_positive, default=MAX_PIXELS, metavar="N",
+                                 help=f"pixel cap per sheet; thumbnails shrink to stay under it (default {MAX_PIXELS:,})")
         if name == "verify":
             command.add_argument("--items", type=int, default=None, help="verify only the first N items")
         if name == "resume":
@@ -249,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
     work.add_argument("--shard", type=int, required=True, help="the shard to run (0-based)")
     work.set_defaults(func=cmd_work)
+    score = sub.add_parser("score", help="score items into scores.jsonl, scores_summary.csv and scores/*.png")
+    score.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
+    score.add_argument("--metric", action="append", metavar="NAME",
+                       help="clip_score, sharpness, colourfulness or a dotted path (repeatable; default: the run's "
+                            "score.metrics, else the model-free metrics)")
+    score.add_argument("--clip-model", default=None, help="CLIP for clip_score (default: the run's score.clip.model)")
+    score.add_argument("--clip-revision", default=None, help="hub revision of --clip-model")
+    score.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: the run's device)")
+    score.set_defaults(func=cmd_score)
+    diff = sub.add_parser("diff", help="what changed between two runs; exit 1 when an item differs")
+    diff.add_argument("run_a", help="the first run")
+    diff.add_argument("run_b", help="the second run")
+    diff.set_defaults(func=cmd_diff)
     return parser
 
 

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from diffsweep.records import ItemRecord, RunInfo
-from diffsweep.rundir import write_atomic
+from diffsweep.labels import axis_value_labels
+from diffsweep.records import ItemRecord, RunInfo, Sidecar
+from diffsweep.rundir import RunFolder, write_atomic
 
 if TYPE_CHECKING:
     from diffsweep.report import SweepGrid
@@ -76,7 +77,7 @@ def index_html(title: str, version: str) -> str:
 def run_payload(run_dir: Path, title: str, run: RunInfo | None, records: Sequence[ItemRecord],
                 grid: SweepGrid | None, sheet: bool) -> dict[str, Any]:
     builders = _builders(run, records)
-    sidecars = _sidecars(run_dir)
+    sidecars = RunFolder(run_dir).sidecars()
     scores = read_scores(run_dir)
     by_index = {record.index: record for record in records}
     planned = grid.size if grid else max([run.counts.planned if run else 0] + [r.index + 1 for r in records])
@@ -87,12 +88,11 @@ def run_payload(run_dir: Path, title: str, run: RunInfo | None, records: Sequenc
         record = by_index.get(index)
         coords = [grid.position(index, axis) for axis in grid.axes] if grid else [index]
         if record is None:
-            items.append(_unmade_item(index, coords, planned_items.get(index), grid, builders))
+            items.append(_unmade_item(index, coords, planned_items.get(index), grid))
         else:
-            items.append(_made_item(record, coords, builders, sidecars.get(record.item_id, {}),
-                                    scores.get(record.item_id, {})))
+            items.append(_made_item(record, coords, sidecars.get(record.item_id), scores.get(record.item_id, {})))
     if grid:
-        axes = [{"name": axis.name, "values": [_label(v) for v in axis.values],
+        axes = [{"name": axis.name, "values": axis_value_labels(axis.name, axis.values),  # as the sheets say them
                  "full": [_full_text(v) for v in axis.values]} for axis in grid.axes]
     else:  # without the saved grid the items are laid out by grid index alone
         axes = [{"name": "index", "values": [str(i) for i in range(planned)], "full": [str(i) for i in range(planned)]}]
@@ -105,23 +105,22 @@ def run_payload(run_dir: Path, title: str, run: RunInfo | None, records: Sequenc
     }
 
 
-def _made_item(record: ItemRecord, coords: list[int], builders: Mapping[str, dict[str, Any]],
-               sidecar: Mapping[str, Any], scores: Mapping[str, Score]) -> dict[str, Any]:
-    builder = builders.get(record.builder_hash) or _builder_entry({"hash": record.builder_hash})
-    identity = (sidecar.get("builder") or {}).get("identity") if isinstance(sidecar.get("builder"), Mapping) else None
+def _made_item(record: ItemRecord, coords: list[int], sidecar: Sidecar | None,
+               scores: Mapping[str, Score]) -> dict[str, Any]:
+    identity = dict(sidecar.builder_identity) if sidecar else None
     return {
         "index": record.index, "item_id": record.item_id, "coords": coords, "status": record.status,
-        "params": dict(record.params), "seed": record.seed, "builder": builder["hash"],
-        "identity": identity, "scheduler": sidecar.get("scheduler"),
+        "params": dict(record.params), "seed": record.seed, "builder": record.builder_hash,
+        "identity": identity, "scheduler": sidecar.scheduler if sidecar else None,
         "outputs": [{"path": path, "kind": output_kind(path)} for path in record.outputs],
-        "error": record.error, "seconds": record.seconds, "created": sidecar.get("created"),
+        "error": record.error, "seconds": record.seconds, "created": sidecar.created if sidecar else None,
         "scores": {metric: {"value": s.value, "model": s.model, "revision": s.revision, "skipped": s.skipped}
                    for metric, s in scores.items()},
     }
 
 
-def _unmade_item(index: int, coords: list[int], planned: Mapping[str, Any] | None, grid: SweepGrid | None,
-                 builders: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+def _unmade_item(index: int, coords: list[int], planned: Mapping[str, Any] | None,
+                 grid: SweepGrid | None) -> dict[str, Any]:
     if planned is not None:
         item_id, builder, params = planned["item_id"], planned["builder"], planned["params"]
     else:  # the plan could not be rebuilt here: what the grid says of this item
@@ -135,7 +134,6 @@ def _unmade_item(index: int, coords: list[int], planned: Mapping[str, Any] | Non
 def _planned_items(run_dir: Path, indices: Iterable[int], builders: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
     """Item id, builder and parameters of items not made yet, from the saved config's plan. Trusted only
     when the plan's builders are the run's own (dtype `auto` resolves per machine, and with it the hashes)."""
-    wanted = set(indices)
     try:
         from diffsweep.runner import prepare
         from diffsweep.savedconfig import load_run_config
@@ -144,8 +142,9 @@ def _planned_items(run_dir: Path, indices: Iterable[int], builders: Mapping[str,
                           base_dir=run_dir)
         if builders and not set(plan.builders) <= set(builders):
             return {}
+        items = (plan.item(index) for index in indices)
         return {item.index: {"item_id": item.item_id, "builder": item.builder_hash, "params": item.params}
-                for item in plan.items() if item.index in wanted}
+                for item in items}
     except Exception as error:  # noqa: BLE001 - ids are a convenience; the grid alone still places every cell
         log.info("items not made yet are shown without their ids: %s", error)
         return {}
@@ -162,21 +161,8 @@ def _builders(run: RunInfo | None, records: Sequence[ItemRecord]) -> dict[str, d
 def _builder_entry(raw: Mapping[str, Any]) -> dict[str, Any]:
     label = raw.get("label")
     return {"hash": raw["hash"], "label": label if isinstance(label, str) and label else raw["hash"][:SHORT_HASH],
-            "identity": raw.get("identity"),
+            "identity": raw.get("identity"), "full_identity": raw.get("full_identity"),
             **{key: raw.get(key) for key in ("provider", "pipeline", "model", "revision", "dtype")}}
-
-
-def _sidecars(run_dir: Path) -> dict[str, Mapping[str, Any]]:
-    """Sidecars by item id: the builder identity, scheduler class and creation time of each item."""
-    found: dict[str, Mapping[str, Any]] = {}
-    for path in sorted((run_dir / "items").glob("*.json")):
-        try:
-            sidecar = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(sidecar, Mapping) and isinstance(sidecar.get("item_id"), str):
-            found[sidecar["item_id"]] = sidecar
-    return found
 
 
 def read_scores(run_dir: Path) -> dict[str, dict[str, Score]]:
@@ -222,16 +208,3 @@ def output_kind(path: str) -> str:
 
 def _full_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _label(value: Any) -> str:
-    """A short form of an axis value: a scheduler `{name: X, config: {...}}` reads as `X (k=v, ...)`."""
-    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
-        rest = {k: v for k, v in value.items() if k not in ("name", "config")}
-        if isinstance(value.get("config"), Mapping):
-            rest = {**value["config"], **rest}
-        options = ", ".join(f"{k}={_label(v)}" for k, v in rest.items())
-        return f"{value['name']} ({options})" if options else value["name"]
-    if value is None:
-        return "default"
-    return " ".join(_full_text(value).split())

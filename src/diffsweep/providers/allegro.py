@@ -66,9 +66,10 @@ class Allegro(Provider):
     tiny_models = {"allegro": TinyModel("AllegroPipeline", tiny.allegro, {"height": 32, "width": 32, "num_frames": 24},
                                         (24, 32, 32, 3))}
 
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
+                     builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
         """The base rules, plus: a dimension longer than its tile must be covered by whole tile steps."""
-        problems = super().check_params(spec, params)
+        problems = super().check_params(spec, params, builder)
         for key, tile, step in TILES:
             value = params.get(key)
             if isinstance(value, int) and value > tile and (value - tile) % step:
@@ -77,6 +78,12 @@ class Allegro(Provider):
                                       f"rest would decode as flat gray; nearest: {low} or {low + step}, or below "
                                       f"{tile} (decoded as one tile)"))
         return problems
+
+    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
+        rules = super().param_rules(spec)
+        for key, tile, step in TILES:
+            rules.setdefault(key, []).append(f"at most {tile} (one VAE tile) or {tile} + {step}k (whole tiles)")
+        return rules
 
     def after_load(self, pipe: Any, builder: Mapping[str, Any]) -> Any:
         """The VAE cannot decode untiled, and the tiling flag is not saved with the model."""

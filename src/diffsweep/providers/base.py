@@ -67,6 +67,14 @@ class PipelineSpec:
 
 
 @dataclass(frozen=True)
+class RGBFactors:
+    """A latent space's linear map to RGB (for previews): one (R, G, B) row per latent channel, plus an RGB bias."""
+
+    weights: tuple[tuple[float, float, float], ...]
+    bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
 class TinyModel:
     """A tiny random-weight stand-in of a pipeline, built offline from `factory`'s components.
 
@@ -99,6 +107,9 @@ class Provider:
     # JSON Schemas of generation parameters this family adds to the shared vocabulary (schemas/config.schema.json's
     # $defs.params); each is merged into the config schema, so the key is validated and typed like any other.
     parameters: Mapping[str, Mapping[str, Any]] = {}
+    # RGB factors of latent spaces this family brings (a spec's latent_space names one); the spaces diffsweep.previews
+    # publishes (sd, sdxl, sd3, flux, wan, qwen_image) need none here. Unknown spaces get a generic projection.
+    latent_factors: Mapping[str, RGBFactors] = {}
 
     def declared_specs(self) -> Sequence[PipelineSpec]:
         """Every spec this provider declares, for the checks made when providers are discovered."""
@@ -125,8 +136,13 @@ class Provider:
         return [(f"builder.components.{name}", f"the base model has no component '{name}' (it has: "
                                                f"{', '.join(slots)})") for name in overrides if name not in slots]
 
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """(key, message) for every parameter this pipeline cannot take as given."""
+    def size_multiple(self, spec: PipelineSpec, builder: Mapping[str, Any] | None) -> int:
+        """What height and width must be multiples of; a provider whose models differ overrides this."""
+        return spec.size_multiple
+
+    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
+                     builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+        """(key, message) for every parameter this pipeline cannot take as given (by the builder's model)."""
         problems = []
         accepted = spec.params | {"prompt", "seed", "fps"} | ({"lora"} if spec.lora else set())
         for key in params:
@@ -145,14 +161,31 @@ class Provider:
                                                     f"{spec.max_sequence_length}, the text encoder limit of {spec.name}"))
         if "fps" in params and spec.output != "video":
             problems.append(("fps", f"fps applies to video output; {spec.name} makes {spec.output}"))
+        multiple = self.size_multiple(spec, builder)
         for key in ("height", "width"):
             value = params.get(key)
-            if value is not None and value % spec.size_multiple:
-                low = value - value % spec.size_multiple
-                problems.append((key, f"{key} {value} must be a multiple of {spec.size_multiple} for "
-                                      f"{self.name}; nearest: {low} or {low + spec.size_multiple}"))
+            if value is not None and value % multiple:
+                low = value - value % multiple
+                problems.append((key, f"{key} {value} must be a multiple of {multiple} for "
+                                      f"{self.name}; nearest: {low} or {low + multiple}"))
         problems += self._input_problems(spec, params)
         return problems
+
+    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
+        """The rules check_params enforces beyond the config schema, per parameter, in words."""
+        rules: dict[str, list[str]] = {}
+        for key in ("height", "width"):
+            if key in spec.params:
+                rules[key] = [f"multiple of {spec.size_multiple}"]
+        if spec.max_sequence_length is not None and "max_sequence_length" in spec.params:
+            rules["max_sequence_length"] = [f"at most {spec.max_sequence_length} (the text encoder's limit)"]
+        if "fps" in spec.params:
+            rules["fps"] = ["frame rate of the written MP4; used by diffsweep, not passed to the pipeline"]
+        if "image" in spec.params:
+            rules["image"] = ["an input image file" + (" (required)" if spec.image_required else " (optional)")]
+        if "mask_image" in spec.params:
+            rules["mask_image"] = ["a mask image file the size of `image`, white = repaint (required)"]
+        return rules
 
     @staticmethod
     def _input_problems(spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -268,6 +301,10 @@ class Provider:
         return [Generated("audio", audio, sample_rate=rate) for audio in result.audios]
 
     # ----- previews --------------------------------------------------------------------
+    def preview_space(self, spec: PipelineSpec) -> RGBFactors | str | None:
+        """The factors of the spec's latent space where this family declares them, else the space's name."""
+        return self.latent_factors.get(spec.latent_space or "", spec.latent_space)
+
     def preview_unpacker(self, pipe: Any, spec: PipelineSpec,
                          params: Mapping[str, Any]) -> Callable[[Any], Any] | None:
         """For pipelines that hold latents packed while denoising: a function that turns them into

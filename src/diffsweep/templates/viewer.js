@@ -15,8 +15,17 @@
   const varying = axes.filter((axis) => axis.values.length > 1).map((axis) => axis.name);
   const builders = new Map(RUN.builders.map((b) => [b.hash, b]));
   const byCoords = new Map(RUN.items.map((item) => [item.coords.join(","), item]));
+  const byIndex = new Map(RUN.items.map((item) => [item.index, item]));
   const byId = new Map(RUN.items.filter((item) => item.item_id).map((item) => [item.item_id, item]));
   for (const axis of axes) axis.short = shortLabels(axis.values);
+  const fitted = new Map(); // "<axis>|<characters>" -> labels shortened to fit a label box
+
+  // A label box holds about `characters`; longer values are shortened so what differs stays in it.
+  function fittedLabels(name, characters) {
+    const key = name + "|" + characters;
+    if (!fitted.has(key)) fitted.set(key, shortLabels(axes[axisIndex.get(name)].values, characters));
+    return fitted.get(key);
+  }
 
   function esc(text) {
     return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
@@ -51,7 +60,15 @@
   // --- the view, kept in the URL fragment ---------------------------------------------------------
   const state = { x: "", y: "", x2: "", y2: "", pins: {}, hide: {}, size: 160, heatmap: "", item: "" };
 
+  // In a zip sweep the axes advance together: each point is one item, so no axis is pinned and a
+  // cell exists where the placed axes sit at the same point (one axis alone lists every point).
+  const zip = RUN.mode === "zip";
+
   function defaults() {
+    if (zip) {
+      state.y = varying[0] || "";
+      return;
+    }
     state.y = varying.length > 1 ? varying[0] : "";
     state.x = varying.length > 1 ? varying[1] : varying[0] || "";
   }
@@ -105,7 +122,7 @@
   }
 
   const placed = () => ["x", "y", "x2", "y2"].map((key) => state[key]).filter(Boolean);
-  const pinned = () => varying.filter((name) => !placed().includes(name));
+  const pinned = () => zip ? [] : varying.filter((name) => !placed().includes(name));
   const pin = (name) => state.pins[name] || 0;
 
   // --- controls -----------------------------------------------------------------------------------
@@ -200,8 +217,12 @@
 
   function itemAt(row, col) {
     const coords = layout.base.slice();
-    const set = (name, position) => { if (name && position !== null) coords[axisIndex.get(name)] = position; };
+    const chosen = [];
+    const set = (name, position) => {
+      if (name && position !== null) { coords[axisIndex.get(name)] = position; chosen.push(position); }
+    };
     set(state.x, col[0]); set(state.x2, col[1]); set(state.y, row[0]); set(state.y2, row[1]);
+    if (zip) return chosen.length && chosen.every((p) => p === chosen[0]) ? byIndex.get(chosen[0]) : undefined;
     return byCoords.get(coords.join(","));
   }
 
@@ -217,9 +238,9 @@
     return `hsla(${Math.round(t * 120)},85%,50%,0.45)`; // red (lowest) to green (highest)
   }
 
-  function label(name, position, cls, attr) {
+  function label(name, position, cls, attr, characters) {
     const axis = axes[axisIndex.get(name)];
-    const text = axis.short[position];
+    const text = fittedLabels(name, characters)[position];
     return `<span class="${cls}" data-${attr}="${esc(axis.full[position])}" data-axis-name="${esc(name)}" ` +
       `title="${esc(name + " = " + axis.full[position])}">${esc(text)}</span>`;
   }
@@ -268,7 +289,7 @@
         let end = c;
         while (end + 1 <= c1 && layout.cols[end + 1][0] === layout.cols[c][0]) end++;
         html += `<div class="collabel outer" style="width:${(end - c + 1) * size}px">` +
-          label(state.x, layout.cols[c][0], "", "col-label") + "</div>";
+          label(state.x, layout.cols[c][0], "", "col-label", columnCharacters((end - c + 1) * size)) + "</div>";
         c = end + 1;
       }
       outer = `<div class="row">${corner}${pads(html)}</div>`;
@@ -278,17 +299,22 @@
       let html = "";
       for (let c = c0; c <= c1; c++) {
         const position = state.x2 ? layout.cols[c][1] : layout.cols[c][0];
-        html += `<div class="collabel" style="width:${size}px">${label(innerAxis, position, "", "col-label")}</div>`;
+        html += `<div class="collabel" style="width:${size}px">` +
+          `${label(innerAxis, position, "", "col-label", columnCharacters(size))}</div>`;
       }
       inner = `<div class="row">${outer ? '<div class="corner"></div>' : corner}${pads(html)}</div>`;
     }
     return `<div class="head">${outer}${inner || `<div class="row">${corner}</div>`}</div>`;
   }
 
+  const columnCharacters = (width) => Math.max(8, Math.floor(width / 7) * 4 - 4);
+
   function rowLabelHtml(row) {
+    const lines = Math.max(1, Math.floor((layout.size - 8) / 15 / (state.y && state.y2 ? 2 : 1)));
+    const characters = Math.max(8, Math.floor(LABEL_WIDTH / 7) * lines - 4);
     let html = "";
-    if (state.y) html += label(state.y, row[0], "outer", "row-label");
-    if (state.y2) html += label(state.y2, row[1], "inner", "row-label");
+    if (state.y) html += label(state.y, row[0], "outer", "row-label", characters);
+    if (state.y2) html += label(state.y2, row[1], "inner", "row-label", characters);
     return `<div class="rowlabel" style="height:${layout.size}px">${html}</div>`;
   }
 
@@ -360,7 +386,10 @@
     if (!("seed" in item.params)) rows.push(["seed", item.seed]);
     if (builder) {
       rows.push(["builder", builder.label + "  (" + builder.hash + ")"]);
-      const identity = item.identity || builder.identity ||
+      if (builder.identity && Object.keys(builder.identity).length) {
+        rows.push(["builder differs by", JSON.stringify(builder.identity, null, 1)]); // from the run's other builders
+      }
+      const identity = item.identity || builder.full_identity ||
         Object.fromEntries(["provider", "pipeline", "model", "revision", "dtype"].filter((k) => builder[k] != null).map((k) => [k, builder[k]]));
       rows.push(["builder identity", JSON.stringify(identity, null, 1)]);
     }
@@ -442,8 +471,15 @@
     $("#fixed").textContent = fixed.length ? "fixed: " + fixed.join(" · ") : "";
   }
 
+  function legend() {
+    const range = layout.range;
+    $("#heatmap-legend").innerHTML = range ? `<span class="low">${esc(range[0].toPrecision(4))}</span> → ` +
+      `<span class="high">${esc(range[1].toPrecision(4))}</span>` : state.heatmap ? "no values" : "";
+  }
+
   function update() {
     layout = makeLayout();
+    legend();
     syncControls();
     writeFragment();
     render(true);

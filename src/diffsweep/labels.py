@@ -1,0 +1,207 @@
+"""Readable names for builders and axis values: what differs, said briefly.
+
+A run that compares builders (models, schedulers, LoRA sets, dtypes, ...) names each by the
+fields in which it differs from the others, e.g. `DPMSolverMultistep karras` or `sd-2-1`, and
+keeps those fields as its `identity`. The same words label builder axes on sheets. Text that is
+too long is shortened from the middle around the part that differs between values, never to a
+prefix every value shares.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+BUILDER_AXIS = "builder."
+ELLIPSIS = "…"
+# Identity fields in the order a label names them; others follow alphabetically.
+FIELD_ORDER = ("model", "pipeline", "provider", "scheduler", "loras", "dtype")
+# Fields whose value reads on its own; the others are printed as `key=value`.
+SELF_EVIDENT = frozenset(FIELD_ORDER)
+DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
+# Words of model names said shorter, as people say them ("sd-2-1").
+MODEL_WORDS = (("stable-diffusion", "sd"),)
+
+
+@dataclass(frozen=True)
+class BuilderLabel:
+    """A builder's short name among the builders of its run, and the fields that make it differ."""
+
+    label: str
+    identity: dict[str, Any]
+
+
+def compact(value: Any) -> str:
+    """One-line text of any value: strings as they are, the rest as compact JSON."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str,
+                                                            separators=(", ", ": "))
+    return " ".join(text.split())
+
+
+def model_label(model: str) -> str:
+    """`stabilityai/stable-diffusion-2-1` -> `sd-2-1`; local paths and checkpoints by their last part."""
+    name = model.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in (".safetensors", ".ckpt", ".sft", ".gguf"):
+        name = name.removesuffix(suffix)
+    for long, short in MODEL_WORDS:
+        name = name.replace(long, short)
+    return name or model
+
+
+def scheduler_label(scheduler: Mapping[str, Any] | None) -> str:
+    """`{name: DPMSolverMultistepScheduler, config: {use_karras_sigmas: true}}` -> `DPMSolverMultistep karras`."""
+    if not scheduler:
+        return "model's scheduler"
+    words = [str(scheduler.get("name", "?")).removesuffix("Scheduler")]
+    for key, value in sorted((scheduler.get("config") or {}).items()):
+        option = key.removeprefix("use_").removesuffix("_sigmas")
+        if value is True:
+            words.append(option)
+        elif value is False:
+            words.append(f"no {option}")
+        else:
+            words.append(f"{option}={compact(value)}")
+    return " ".join(words)
+
+
+def loras_label(loras: Sequence[Mapping[str, Any]] | None) -> str:
+    """The adapters loaded: `style + detail fused@0.8`, or `no LoRA`."""
+    if not loras:
+        return "no LoRA"
+    parts = []
+    for adapter in loras:
+        part = str(adapter.get("name", "?"))
+        if adapter.get("fuse"):
+            part += f" fused@{adapter['scale']:g}" if isinstance(adapter.get("scale"), (int, float)) else " fused"
+        parts.append(part)
+    return " + ".join(parts)
+
+
+def field_label(key: str, value: Any) -> str:
+    """One builder field's value, as a label reads it."""
+    if key == "model" and isinstance(value, str):
+        return model_label(value)
+    if key == "scheduler":
+        return scheduler_label(value)
+    if key == "loras":
+        return loras_label(value)
+    if key == "dtype" and isinstance(value, str):
+        return DTYPES.get(value, value)
+    if key == "pipeline" and isinstance(value, str):
+        return value.rsplit(".", 1)[-1].removesuffix("Pipeline") or value
+    text = "none" if value is None else compact(value)
+    return text if key in SELF_EVIDENT else f"{key}={text}"
+
+
+def _distinct_field_labels(key: str, values: Sequence[Any]) -> list[str]:
+    """Labels of one field's values; where the short forms collide but the values differ, the full text."""
+    short = [field_label(key, value) for value in values]
+    raw = [compact(value) for value in values]
+    if len(set(short)) < len(set(raw)):
+        return [text if key in SELF_EVIDENT else f"{key}={text}" for text in raw]
+    return short
+
+
+def builder_labels(identities: Sequence[Mapping[str, Any]], hashes: Sequence[str] | None = None) -> list[BuilderLabel]:
+    """Label each builder by the identity fields that differ between them (in FIELD_ORDER).
+
+    A lone builder (or builders equal in every field shown) is named by its model; labels are made
+    distinct with the builder hash where nothing else tells them apart."""
+    keys = {key for identity in identities for key in identity}
+    ordered = [k for k in FIELD_ORDER if k in keys] + sorted(keys - set(FIELD_ORDER))
+    differing = [k for k in ordered if len({compact(identity.get(k)) for identity in identities}) > 1]
+    columns = {key: _distinct_field_labels(key, [identity.get(key) for identity in identities]) for key in differing}
+    labels = []
+    for position, identity in enumerate(identities):
+        words = [columns[key][position] for key in differing]
+        if not words:
+            words = [model_label(str(identity.get("model", "?")))]
+        labels.append(BuilderLabel(" · ".join(words), {key: identity.get(key) for key in differing}))
+    texts = [b.label for b in labels]
+    if hashes is not None and len(set(texts)) < len(texts):
+        labels = [BuilderLabel(f"{b.label} #{h[:8]}" if texts.count(b.label) > 1 else b.label, b.identity)
+                  for b, h in zip(labels, hashes, strict=True)]
+    return labels
+
+
+def axis_title(name: str) -> str:
+    """An axis as a reader says it: `builder.scheduler` -> `scheduler`, `lora.style` -> `LoRA style`."""
+    if name.startswith(BUILDER_AXIS):
+        return name.removeprefix(BUILDER_AXIS)
+    if name.startswith("lora."):
+        return f"LoRA {name.removeprefix('lora.')}"
+    return name
+
+
+def axis_value_labels(name: str, values: Sequence[Any]) -> list[str]:
+    """Labels of an axis's values; builder axes read like builder labels. Always distinct."""
+    if name.startswith(BUILDER_AXIS):
+        labels = _distinct_field_labels(name.removeprefix(BUILDER_AXIS), values)
+    else:
+        labels = [compact(value) for value in values]
+    if len(set(labels)) < len(labels):  # e.g. 1 and 1.0 on a float axis
+        labels = [json.dumps(value, ensure_ascii=False, default=str) for value in values]
+    return labels
+
+
+def shorten_middle(text: str, keep: int, core: tuple[int, int] | None = None) -> str:
+    """`text` in about `keep` characters, cut with ellipses.
+
+    `core` (start, end) marks the part that tells this text from its neighbours: the cut keeps it
+    and falls on the head and tail they share; a core too long itself is cut in its own middle."""
+    if len(text) <= keep:
+        return text
+    start, end = core if core is not None else (0, len(text))
+    lead = ELLIPSIS if start > 0 else ""
+    trail = ELLIPSIS if end < len(text) else ""
+    room = keep - len(lead) - len(trail)
+    if end - start <= room:  # the core fits: widen it evenly into the shared head and tail
+        spare = room - (end - start)
+        before = min(start, spare // 2)
+        after = min(len(text) - end, spare - before)
+        before = min(start, spare - after)
+        a, b = start - before, end + after
+        return (ELLIPSIS if a > 0 else "") + text[a:b] + (ELLIPSIS if b < len(text) else "")
+    core_text = text[start:end]
+    room = max(2, room - 1)
+    head = (room + 1) // 2
+    return lead + core_text[:head] + ELLIPSIS + core_text[len(core_text) - (room - head):] + trail
+
+
+def differing_spans(texts: Sequence[str]) -> list[tuple[int, int]]:
+    """For each text, (start, end) of what lies between the head and tail all texts share."""
+    if len(texts) < 2:
+        return [(0, len(t)) for t in texts]
+    head = 0
+    shortest = min(len(t) for t in texts)
+    while head < shortest and len({t[head] for t in texts}) == 1:
+        head += 1
+    tail = 0
+    while tail < shortest - head and len({t[len(t) - 1 - tail] for t in texts}) == 1:
+        tail += 1
+    # widen to whole words, so what differs is never shown as a piece of a word or number
+    while head > 0 and _in_word(texts[0][head - 1]) and any(len(t) > head and _in_word(t[head]) for t in texts):
+        head -= 1
+    while tail > 0 and _in_word(texts[0][-tail]) and any(len(t) > tail and _in_word(t[-tail - 1]) for t in texts):
+        tail -= 1
+    return [(head, len(t) - tail) for t in texts]
+
+
+def _in_word(char: str) -> bool:
+    return char.isalnum() or char in "._-"
+
+
+def fit_all(texts: Sequence[str], fits: Callable[[str], bool]) -> list[str]:
+    """Each text as given when it fits, else shortened from the middle around what differs until it does."""
+    spans = differing_spans(texts)
+    result = []
+    for text, span in zip(texts, spans, strict=True):
+        keep = len(text)
+        shown = text
+        while keep > 1 and not fits(shown):
+            keep = max(1, min(keep - 1, int(keep * 0.9)))
+            shown = shorten_middle(text, keep, span)
+        result.append(shown)
+    return result

@@ -1,0 +1,250 @@
+"""Metrics that score a run's outputs, and the registry that names them.
+
+A metric scores a batch of `Sample`s (an image or one sampled video frame with its prompt, or an audio
+clip) and returns one number per sample. Shipped:
+
+| name            | what it measures                                                         | model             |
+| --------------- | ------------------------------------------------------------------------ | ----------------- |
+| `clip_score`    | text–image alignment: torchmetrics' CLIPScore, 100 · max(cos(image, text), 0) | `score.clip.model` |
+| `sharpness`     | variance of the Laplacian of the luminance (higher is sharper)           | none              |
+| `colourfulness` | Hasler & Süsstrunk (2003): σ_rgyb + 0.3 · μ_rgyb over opponent channels  | none              |
+
+A user metric is a `Metric` subclass named by its dotted path (`mypkg.metrics.Brightness`), imported only
+from the `allowed_modules` prefixes, the same rule as custom pipeline classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from diffsweep.errors import ConfigError, ConfigIssue, ModelUnavailableError
+from diffsweep.providers.base import TINY_PREFIX
+
+DEFAULT_CLIP = "openai/clip-vit-base-patch16"
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """The `score:` block of a config."""
+
+    metrics: tuple[str, ...] = ()
+    clip_model: str = DEFAULT_CLIP
+    clip_revision: str | None = None
+    batch_size: int = 64
+    video_frames: int = 4
+    allowed_modules: tuple[str, ...] = ("diffusers", "diffsweep")
+
+    @classmethod
+    def from_config(cls, doc: Mapping[str, Any]) -> ScoreSettings:
+        """From a resolved config; a config saved before scoring existed gets the defaults."""
+        block = doc.get("score") or {}
+        clip = block.get("clip") or {}
+        return cls(metrics=tuple(block.get("metrics") or ()), clip_model=clip.get("model", DEFAULT_CLIP),
+                   clip_revision=clip.get("revision"), batch_size=int(block.get("batch_size", 64)),
+                   video_frames=int(block.get("video_frames", 4)),
+                   allowed_modules=tuple(doc.get("allowed_modules") or cls.allowed_modules))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What a metric sees of one output: an image or one video frame with its prompt, or an audio clip."""
+
+    item_id: str
+    prompt: str
+    pixels: np.ndarray | None = None  # (H, W, 3) uint8
+    audio: np.ndarray | None = None  # (samples,) or (samples, channels), float in [-1, 1]
+    sample_rate: int | None = None
+
+
+class Metric:
+    """Base class of every metric. Subclasses set the class attributes and implement `score`.
+
+    `takes_images`/`takes_audio` say which outputs it scores (video counts as images: its sampled frames
+    are scored one by one and averaged); other outputs get a line with the reason they were skipped.
+    `model` and `revision` name the weights it scores with (recorded with every score)."""
+
+    takes_images: ClassVar[bool] = True
+    takes_audio: ClassVar[bool] = False
+
+    def __init__(self, settings: ScoreSettings, device: Any) -> None:
+        self.settings = settings
+        self.device = device
+        self.model: str | None = None
+        self.revision: str | None = None
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        raise NotImplementedError
+
+
+def luminance(pixels: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma of uint8 RGB, as float64 in [0, 255]."""
+    rgb = pixels.astype(np.float64)
+    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+
+
+def laplacian_variance(pixels: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian over interior pixels (OpenCV's `Laplacian(ksize=1)`)."""
+    y = luminance(pixels)
+    laplacian = y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4 * y[1:-1, 1:-1]
+    return float(laplacian.var())
+
+
+def colourfulness(pixels: np.ndarray) -> float:
+    """Hasler & Süsstrunk (2003), 'Measuring colourfulness in natural images', eq. (3)."""
+    rgb = pixels.astype(np.float64)
+    rg = rgb[..., 0] - rgb[..., 1]
+    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+class Sharpness(Metric):
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        return [laplacian_variance(s.pixels) for s in samples]
+
+
+class Colourfulness(Metric):
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        return [colourfulness(s.pixels) for s in samples]
+
+
+class ClipScore(Metric):
+    """torchmetrics' CLIPScore per sample, batched, on the run's device.
+
+    The model is `score.clip.model`: a hub id (with `score.clip.revision`), a local folder holding
+    CLIPModel weights and a CLIPProcessor (PickScore-style fine-tunes included), or `tiny:clip`."""
+
+    def __init__(self, settings: ScoreSettings, device: Any) -> None:
+        super().__init__(settings, device)
+        from torchmetrics.multimodal.clip_score import CLIPScore
+
+        model, processor, revision = load_clip(settings.clip_model, settings.clip_revision)
+        self.metric = CLIPScore(model_name_or_path=lambda: (FeatureTensors(model), processor))
+        self.model, self.revision = settings.clip_model, revision
+
+    def score(self, samples: Sequence[Sample]) -> list[float]:
+        import torch
+        from torchmetrics.functional.multimodal.clip_score import _clip_score_update
+
+        # CLIPScore.update only keeps a running sum; its per-sample step gives one score per pair
+        images = [torch.from_numpy(np.array(s.pixels)).permute(2, 0, 1).to(self.device) for s in samples]
+        with torch.inference_mode():
+            scores, _ = _clip_score_update(images, [s.prompt for s in samples], self.metric.model,
+                                           self.metric.processor)
+        return scores.clamp(min=0).tolist()  # CLIPScore.compute clamps at 0
+
+
+class FeatureTensors:
+    """A CLIPModel whose feature methods return tensors. transformers 5 returns output objects, which
+    torchmetrics 1.9 does not unwrap (Lightning-AI/torchmetrics#3407)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.config = model.config
+
+    def to(self, device: Any) -> FeatureTensors:
+        self.model.to(device)
+        return self
+
+    def get_image_features(self, *args: Any, **kwargs: Any) -> Any:
+        return _tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args: Any, **kwargs: Any) -> Any:
+        return _tensor(self.model.get_text_features(*args, **kwargs))
+
+
+def _tensor(output: Any) -> Any:
+    return getattr(output, "pooler_output", output)
+
+
+def load_clip(source: str, revision: str | None) -> tuple[Any, Any, str | None]:
+    """(CLIPModel, CLIPProcessor, revision actually loaded) from a hub id, a local folder or `tiny:clip`."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    where: str | Path = source
+    if source == TINY_PREFIX + "clip":
+        where, revision = ensure_tiny_clip(), f"diffsweep-tiny-v{TINY_CLIP_VERSION}"
+    elif Path(source).expanduser().is_dir():
+        where = Path(source).expanduser()
+    try:
+        model = CLIPModel.from_pretrained(str(where), revision=revision).eval()
+        processor = CLIPProcessor.from_pretrained(str(where), revision=revision)
+    except OSError as error:
+        raise ModelUnavailableError(f"CLIP model '{source}' could not be loaded for clip_score: {error}; set "
+                                    f"score.clip.model to a local folder or a cached hub id") from error
+    return model, processor, revision or getattr(model.config, "_commit_hash", None)
+
+
+TINY_CLIP_VERSION = 1
+
+
+def ensure_tiny_clip() -> Path:
+    """Build the tiny CLIP into diffsweep's cache once; later calls reuse the folder."""
+    import os
+    import shutil
+    import tempfile
+
+    from diffsweep.paths import cache_dir
+    from diffsweep.tiny.clip import clip_model, clip_processor
+
+    target = cache_dir() / "tiny" / f"clip-v{TINY_CLIP_VERSION}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".clip-", dir=target.parent))
+    try:
+        processor = clip_processor()
+        clip_model(len(processor.tokenizer)).save_pretrained(staging)
+        processor.save_pretrained(staging)
+        try:
+            os.replace(staging, target)  # atomic: a concurrent builder either wins or finds ours
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+BUILTIN: dict[str, type[Metric]] = {"clip_score": ClipScore, "sharpness": Sharpness, "colourfulness": Colourfulness}
+
+
+def metric_class(name: str, allowed_modules: Sequence[str], where: str) -> type[Metric]:
+    """The Metric class a name stands for; ConfigError (naming `where`) when there is none or it is not trusted."""
+    if name in BUILTIN:
+        return BUILTIN[name]
+    module, _, attr = name.rpartition(".")
+    if not module:
+        from diffsweep.validate import did_you_mean
+
+        raise ConfigError(ConfigIssue(where, f"unknown metric '{name}'{did_you_mean(name, BUILTIN)}; shipped: "
+                                             f"{', '.join(BUILTIN)}, or a dotted path to a Metric subclass"))
+    if not any(module == prefix or module.startswith(prefix + ".") for prefix in allowed_modules):
+        raise ConfigError(ConfigIssue(where, f"module '{module}' is not in allowed_modules "
+                                             f"({', '.join(allowed_modules)}); add its prefix there to trust it"))
+    try:
+        found = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(ConfigIssue(where, f"cannot import metric '{name}': {error}")) from None
+    if not (isinstance(found, type) and issubclass(found, Metric)):
+        raise ConfigError(ConfigIssue(where, f"'{name}' is not a subclass of diffsweep.metrics.Metric"))
+    return found
+
+
+def check_metrics(names: Sequence[str], allowed_modules: Sequence[str], where: str = "score.metrics") -> None:
+    """Every name resolves; all problems at once, each with its position."""
+    issues = []
+    for position, name in enumerate(names):
+        try:
+            metric_class(name, allowed_modules, f"{where}[{position}]")
+        except ConfigError as error:
+            issues += error.issues
+    if len(set(names)) < len(names):
+        issues.append(ConfigIssue(where, f"a metric is named twice: {list(names)}"))
+    if issues:
+        raise ConfigError(issues)

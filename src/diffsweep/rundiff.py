@@ -1,0 +1,230 @@
+"""`diffsweep-runs diff RUN_A RUN_B`: what changed between two runs.
+
+- config: every key of the two config.yaml files, flattened to dotted paths (lists compared whole);
+- builders: the identity fields of each builder (from the item sidecars), paired in order of appearance;
+- items with the same item id in both: `identical` bytes, `equivalent` (decoded pixels or samples at most
+  one level apart on at most 1% of values: the rounding of batched kernels, as `verify` allows), or
+  `different`, with the mean absolute difference in levels (0-255 for pixels, 16-bit for audio);
+- items in only one of the runs (a changed seed, prompt or guidance makes new item ids);
+- score deltas (B − A) of each metric's mean per axis value, when both runs are scored.
+
+The runs "differ" (exit 1) when an item is different or in only one run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import yaml
+
+from diffsweep import media
+from diffsweep.records import ItemRecord, RecordError, Sidecar
+from diffsweep.rundir import RunFolder
+from diffsweep.score_stats import summarise
+
+ABSENT = "<absent>"
+HYDRA_KEYS = ("defaults", "hydra")
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    a: Any
+    b: Any
+
+
+@dataclass(frozen=True)
+class ItemComparison:
+    item_id: str
+    index_a: int
+    index_b: int
+    verdict: str  # identical | equivalent | different
+    mean_abs_diff: float  # in levels; 0 when identical
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ScoreDelta:
+    metric: str
+    axis: str
+    value: str
+    mean_a: float
+    mean_b: float
+
+    @property
+    def delta(self) -> float:
+        return self.mean_b - self.mean_a
+
+
+@dataclass
+class RunDiff:
+    run_a: Path
+    run_b: Path
+    config: list[Change] = field(default_factory=list)
+    builders: list[Change] = field(default_factory=list)
+    items: list[ItemComparison] = field(default_factory=list)
+    only_a: list[ItemRecord] = field(default_factory=list)
+    only_b: list[ItemRecord] = field(default_factory=list)
+    scores: list[ScoreDelta] = field(default_factory=list)
+
+    @property
+    def items_differ(self) -> bool:
+        return bool(self.only_a or self.only_b or any(c.verdict == "different" for c in self.items))
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as {"a.b.c": leaf}; lists and scalars are leaves."""
+    if isinstance(value, Mapping) and value:
+        flat: dict[str, Any] = {}
+        for key, sub in value.items():
+            flat.update(flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def changes(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[Change]:
+    flat_a, flat_b = flatten(a), flatten(b)
+    keys = sorted(flat_a.keys() | flat_b.keys())
+    return [Change(f"{prefix}{key}", flat_a.get(key, ABSENT), flat_b.get(key, ABSENT)) for key in keys
+            if flat_a.get(key, ABSENT) != flat_b.get(key, ABSENT)]
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return {k: v for k, v in config.items() if k not in HYDRA_KEYS} if isinstance(config, dict) else {}
+
+
+def builder_identities(run_dir: Path, records: list[ItemRecord]) -> dict[str, dict[str, Any]]:
+    """Builder hash -> identity, from the first sidecar of each builder, in grid order."""
+    identities: dict[str, dict[str, Any]] = {}
+    for record in sorted(records, key=lambda r: r.index):
+        if record.builder_hash in identities or not record.outputs:
+            continue
+        try:
+            sidecar = Sidecar.from_json(json.loads((run_dir / record.outputs[0]).with_suffix(".json").read_text(
+                encoding="utf-8")))
+        except (OSError, ValueError, RecordError):
+            continue
+        identities[record.builder_hash] = dict(sidecar.builder_identity)
+    return identities
+
+
+def builder_changes(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> list[Change]:
+    """Identity fields that differ between builders paired in order of appearance (those the runs share drop out)."""
+    only_a = [h for h in a if h not in b]
+    only_b = [h for h in b if h not in a]
+    found = []
+    for hash_a, hash_b in zip(only_a, only_b, strict=False):
+        found += changes(a[hash_a], b[hash_b], prefix=f"{hash_a[:12]} → {hash_b[:12]}: ")
+    found += [Change(f"{h[:12]}", json.dumps(a[h], sort_keys=True), ABSENT) for h in only_a[len(only_b):]]
+    found += [Change(f"{h[:12]}", ABSENT, json.dumps(b[h], sort_keys=True)) for h in only_b[len(only_a):]]
+    return found
+
+
+def decoded(path: Path) -> np.ndarray:
+    """Pixels (or 16-bit samples) of an output file, as integers."""
+    suffix = path.suffix.lower()
+    if suffix == ".mp4":
+        return media.decode_mp4(path.read_bytes()).astype(np.int32)
+    if suffix == ".wav":
+        import soundfile
+
+        return soundfile.read(io.BytesIO(path.read_bytes()), dtype="int16")[0].astype(np.int32)
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB")).astype(np.int32)
+
+
+def compare_item(run_a: Path, a: ItemRecord, run_b: Path, b: ItemRecord) -> ItemComparison:
+    def verdict(name: str, diff: float = 0.0, note: str = "") -> ItemComparison:
+        return ItemComparison(a.item_id, a.index, b.index, name, diff, note)
+
+    if not (a.ok and b.ok and a.outputs and b.outputs):
+        same = a.ok == b.ok
+        return verdict("identical" if same else "different",
+                       note=f"status {a.status} in A, {b.status} in B" if not same else f"{a.status} in both")
+    path_a, path_b = run_a / a.outputs[0], run_b / b.outputs[0]
+    try:
+        bytes_a, bytes_b = path_a.read_bytes(), path_b.read_bytes()
+    except OSError as error:
+        return verdict("different", note=f"unreadable output: {error}")
+    if bytes_a == bytes_b:
+        return verdict("identical")
+    pixels_a, pixels_b = decoded(path_a), decoded(path_b)
+    if pixels_a.shape != pixels_b.shape:
+        return verdict("different", note=f"shape {pixels_a.shape} in A, {pixels_b.shape} in B")
+    diff = np.abs(pixels_a - pixels_b)
+    mean = float(diff.mean())
+    if not diff.any():
+        return verdict("identical", note="same decoded content, different file bytes (metadata)")
+    rounding = diff.max() <= 1 and (diff > 0).mean() <= 0.01
+    return verdict("equivalent" if rounding else "different", mean)
+
+
+def score_deltas(run_a: Path, run_b: Path) -> list[ScoreDelta]:
+    stats_a = {(s.metric, s.axis, s.label): s for s in summarise(run_a)}
+    return [ScoreDelta(s.metric, s.axis, s.label, stats_a[key].mean, s.mean) for s in summarise(run_b)
+            if (key := (s.metric, s.axis, s.label)) in stats_a]
+
+
+def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
+    items_a, items_b = RunFolder(run_a).items(), RunFolder(run_b).items()
+    result = RunDiff(run_a, run_b, config=changes(read_config(run_a), read_config(run_b)),
+                     builders=builder_changes(builder_identities(run_a, list(items_a.values())),
+                                              builder_identities(run_b, list(items_b.values()))))
+    by_index = sorted(items_a.values(), key=lambda r: r.index)
+    result.items = [compare_item(run_a, r, run_b, items_b[r.item_id]) for r in by_index if r.item_id in items_b]
+    result.only_a = [r for r in by_index if r.item_id not in items_b]
+    result.only_b = sorted((r for r in items_b.values() if r.item_id not in items_a), key=lambda r: r.index)
+    result.scores = score_deltas(run_a, run_b)
+    return result
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def print_diff(diff: RunDiff, out: TextIO) -> None:
+    out.write(f"A  {diff.run_a}\nB  {diff.run_b}\n")
+    out.write(f"config: {len(diff.config) or 'no'} key(s) changed\n")
+    for change in diff.config:
+        out.write(f"  {change.key}: {_show(change.a)} → {_show(change.b)}\n")
+    out.write(f"builders: {len(diff.builders) or 'no'} identity field(s) changed\n")
+    for change in diff.builders:
+        out.write(f"  {change.key}: {_show(change.a)} → {_show(change.b)}\n")
+    counts = {v: sum(1 for c in diff.items if c.verdict == v) for v in ("identical", "equivalent", "different")}
+    out.write(f"items in both: {len(diff.items)} ({counts['identical']} identical, {counts['equivalent']} equal up "
+              f"to batch rounding, {counts['different']} different); only in A: {len(diff.only_a)}; "
+              f"only in B: {len(diff.only_b)}\n")
+    for comparison in diff.items:
+        if comparison.verdict != "identical":
+            note = f"  ({comparison.note})" if comparison.note else ""
+            out.write(f"  {comparison.verdict:<10} #{comparison.index_a} {comparison.item_id[:12]}  mean |A−B| "
+                      f"{comparison.mean_abs_diff:.4f} levels{note}\n")
+    for side, records in (("A", diff.only_a), ("B", diff.only_b)):
+        for record in records[:20]:
+            out.write(f"  only in {side} #{record.index} {record.item_id[:12]}  {_params(record)}\n")
+        if len(records) > 20:
+            out.write(f"  only in {side}: {len(records) - 20} more\n")
+    if diff.scores:
+        out.write("score means per axis value (B − A):\n")
+        for delta in diff.scores:
+            out.write(f"  {delta.metric}  {delta.axis}={delta.value[:40]}  {delta.mean_a:.4g} → {delta.mean_b:.4g}  "
+                      f"({delta.delta:+.4g})\n")
+    out.write("runs differ\n" if diff.items_differ else "no item differs\n")
+
+
+def _params(record: ItemRecord) -> str:
+    shown = {k: record.params[k] for k in ("prompt", "seed", "guidance_scale", "num_inference_steps")
+             if k in record.params}
+    return "  ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in shown.items())

@@ -1,0 +1,240 @@
+"""Per-axis statistics of a scored run: `scores_summary.csv` and plots under `scores/`.
+
+For each metric and each varying grid axis, every value of the axis gets the items that have it
+(all other axes pooled): n, mean, sample standard deviation and a 95% confidence interval of the mean,
+a Student t-interval over those items (mean ± t(0.975, n−1)·sd/√n; none when n < 2). Skipped scores
+(null values) are left out.
+
+Plots (matplotlib, one PNG per metric and axis, `scores/<metric>_by_<axis>.png`): a numeric axis (seeds
+excepted) is
+drawn as lines of the mean against its values with one line per value of a second varying axis
+(the one with fewest values) and the interval as error bars; a categorical axis as bars.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from diffsweep.grid import Axis
+from diffsweep.sheets import SweepGrid, sweep_grid
+from diffsweep.rundir import RunFolder, write_atomic
+from diffsweep.scoring import read_scores
+
+SUMMARY = "scores_summary.csv"
+PLOTS = "scores"
+CI_METHOD = "t-interval over items, 95%"
+COLUMNS = ("metric", "axis", "value", "n", "mean", "std", "ci_low", "ci_high")
+MAX_LINES = 8  # a second axis with more values than this is pooled instead of drawn as lines
+
+
+@dataclass(frozen=True)
+class AxisStat:
+    """The scores of one metric over the items that share one value of one axis."""
+
+    metric: str
+    axis: str
+    value: Any  # the axis value as configured (number, string, null, mapping)
+    n: int
+    mean: float
+    std: float | None  # sample standard deviation; None when n < 2
+    ci_low: float | None
+    ci_high: float | None
+
+    @property
+    def label(self) -> str:
+        return value_label(self.value)
+
+    def row(self) -> dict[str, Any]:
+        return {"metric": self.metric, "axis": self.axis, "value": self.label, "n": self.n, "mean": self.mean,
+                "std": self.std, "ci_low": self.ci_low, "ci_high": self.ci_high}
+
+
+def value_label(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float | None, float | None, float | None]:
+    """(mean, sample sd, CI low, CI high) of values; sd and CI are None below two values."""
+    from scipy import stats
+
+    n = len(values)
+    mean = math.fsum(values) / n
+    if n < 2:
+        return mean, None, None, None
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half
+
+
+def run_grid(run_dir: Path) -> SweepGrid | None:
+    try:
+        config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    items = list(RunFolder(run_dir).items().values())
+    return sweep_grid(config if isinstance(config, dict) else {}, items)
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    metric: str
+    value: float
+    point: Mapping[str, int]  # axis name -> position of this item's value on the axis
+
+
+def scored_items(run_dir: Path) -> tuple[list[ScoredItem], list[Axis]]:
+    """Every non-skipped score with the item's value on each varying axis, and those axes."""
+    grid = run_grid(run_dir)
+    if grid is None:
+        return [], []
+    index_of = {r.item_id: r.index for r in RunFolder(run_dir).items().values()}
+    varying = [axis for axis in grid.axes if len(axis.values) > 1]
+    found = []
+    for score in read_scores(run_dir):
+        if score.value is None or score.item_id not in index_of:
+            continue
+        positions = grid.positions.point(index_of[score.item_id])
+        found.append(ScoredItem(score.metric, score.value,
+                                {axis.name: positions[axis.name] for axis in varying}))
+    return found, varying
+
+
+def summarise(run_dir: Path) -> list[AxisStat]:
+    """Per metric, per varying axis, per axis value (in the axis's order): n, mean, sd, 95% t-interval."""
+    scores, axes = scored_items(run_dir)
+    stats = []
+    for metric in sorted({s.metric for s in scores}):
+        mine = [s for s in scores if s.metric == metric]
+        for axis in axes:
+            for position, value in enumerate(axis.values):
+                values = [s.value for s in mine if s.point[axis.name] == position]
+                if values:
+                    stats.append(AxisStat(metric, axis.name, value, len(values), *t_interval(values)))
+    return stats
+
+
+def summary_csv(stats: Sequence[AxisStat]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for stat in stats:
+        writer.writerow({k: "" if v is None else (repr(v) if isinstance(v, float) else v)
+                         for k, v in stat.row().items()})
+    return buffer.getvalue()
+
+
+def summary_table(stats: Sequence[AxisStat]) -> list[str]:
+    """Aligned text lines of the summary, for `diffsweep-runs show` and `score`."""
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4g}"
+
+    rows = [(s.metric, s.axis, s.label[:40], str(s.n), number(s.mean), number(s.std),
+             "-" if s.ci_low is None else f"[{number(s.ci_low)}, {number(s.ci_high)}]") for s in stats]
+    header = ("metric", "axis", "value", "n", "mean", "std", "95% CI (t)")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in [header, *rows]]
+
+
+CATEGORICAL = ("seed",)  # numbers that name things: nothing lies between two seeds
+
+
+def is_numeric(axis: Axis) -> bool:
+    return axis.name not in CATEGORICAL and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in axis.values)
+
+
+def plot_name(metric: str, axis: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{metric}_by_{axis}")
+    return f"{safe}.png"
+
+
+def figures(run_dir: Path) -> dict[str, Any]:
+    """File name -> matplotlib Figure of every plot of a scored run (nothing saved)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    scores, axes = scored_items(run_dir)
+    drawn = {}
+    for metric in sorted({s.metric for s in scores}):
+        mine = [s for s in scores if s.metric == metric]
+        for axis in axes:
+            others = sorted((a for a in axes if a is not axis and len(a.values) <= MAX_LINES),
+                            key=lambda a: len(a.values))
+            drawn[plot_name(metric, axis.name)] = (_line_figure(metric, axis, others[0] if others else None, mine)
+                                                   if is_numeric(axis) else _bar_figure(metric, axis, mine))
+    return drawn
+
+
+def _stat(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, CI half-width, 0 when undefined)."""
+    mean, _, low, _ = t_interval(values)
+    return mean, 0.0 if low is None else mean - low
+
+
+def _line_figure(metric: str, axis: Axis, by: Axis | None, scores: Sequence[ScoredItem]) -> Any:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    ax = figure.add_subplot()
+    groups = [(None, list(scores))] if by is None else [(v, [s for s in scores if s.point[by.name] == p])
+                                                         for p, v in enumerate(by.values)]
+    for value, members in groups:
+        xs, means, halves = [], [], []
+        for position, x in enumerate(axis.values):
+            values = [s.value for s in members if s.point[axis.name] == position]
+            if values:
+                mean, half = _stat(values)
+                xs.append(x)
+                means.append(mean)
+                halves.append(half)
+        label = None if by is None else f"{by.name}={value_label(value)[:30]}"
+        ax.errorbar(xs, means, yerr=halves, marker="o", capsize=3, label=label)
+    ax.set_xlabel(axis.name)
+    ax.set_ylabel(f"{metric} (mean, 95% CI)")
+    ax.set_title(f"{metric} by {axis.name}")
+    if by is not None:
+        ax.legend(fontsize="small")
+    return figure
+
+
+def _bar_figure(metric: str, axis: Axis, scores: Sequence[ScoredItem]) -> Any:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(max(4, 1 + 1.2 * len(axis.values)), 4), dpi=100, layout="constrained")
+    ax = figure.add_subplot()
+    labels, means, halves = [], [], []
+    for position, value in enumerate(axis.values):
+        values = [s.value for s in scores if s.point[axis.name] == position]
+        if values:
+            mean, half = _stat(values)
+            labels.append(value_label(value)[:30])
+            means.append(mean)
+            halves.append(half)
+    ax.bar(range(len(labels)), means, yerr=halves, capsize=4)
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize="small")
+    ax.set_xlabel(axis.name)
+    ax.set_ylabel(f"{metric} (mean, 95% CI)")
+    ax.set_title(f"{metric} by {axis.name}")
+    return figure
+
+
+def write_summary(run_dir: Path) -> list[AxisStat]:
+    """Write scores_summary.csv and the plots into the run folder; returns the statistics."""
+    run_dir = Path(run_dir)
+    stats = summarise(run_dir)
+    write_atomic(run_dir / SUMMARY, summary_csv(stats))
+    for name, figure in figures(run_dir).items():
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        write_atomic(run_dir / PLOTS / name, buffer.getvalue())
+    return stats

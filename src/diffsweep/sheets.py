@@ -1,0 +1,648 @@
+"""Labelled grids of a run (X/Y/Z sheets), built from the run folder alone.
+
+Any varying axis of the grid can run across (X), down (Y) or between titled sub-grids set side
+by side (Z); one sheet is drawn per combination of the other varying axes, into `sheets/`, and
+`contact_sheet.png` is the first of them. Labels are wrapped, and shortened from the middle only
+around what tells values apart. Images show as thumbnails, videos as strips of frames, audio as
+waveforms; failed and missing items as marked cells. A pixel cap shrinks thumbnails (then the
+whole sheet) and says so on the sheet and in the log.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image, ImageDraw
+
+from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
+from diffsweep.fonts import Typeface
+from diffsweep.grid import Axis, Grid, expand_range
+from diffsweep.labels import axis_title, axis_value_labels, compact, fit_all
+from diffsweep.records import ItemRecord, RunInfo
+from diffsweep.rundir import RunFolder, write_atomic
+
+log = logging.getLogger(__name__)
+
+SHEET = "contact_sheet.png"
+SHEETS_DIR = "sheets"
+CONFIG = "config.yaml"
+
+THUMB = 256  # longest side of an image thumbnail, px
+MIN_CELL = 96  # cells never shrink below this for layout, so labels and marks stay legible
+MIN_THUMB = 32  # the pixel cap shrinks thumbnails no further; past that it scales the whole sheet
+MAX_PIXELS = 40_000_000
+MAX_COLUMNS = 16  # a lone axis with more values runs down instead of across
+VIDEO_FRAMES = 4  # frames in a video's strip
+FONT_SIZE = 16  # px: reads at 100%
+LABEL_WORD_W = 200  # px a column may widen to so that no word of its label is broken
+LABEL_LINES = 3  # column labels, titles: wrapped to at most this many lines
+LEGEND_LINES = 8
+ROW_LABEL_W = 240  # row labels wrap within this width
+MIN_ROW_LABEL_W = 48
+PAD = 10
+GAP = 4
+ZGAP = 28
+
+BACKGROUND = (255, 255, 255)
+INK = (0, 0, 0)
+TITLE_INK = (20, 40, 90)
+MUTED = (90, 90, 90)
+MISSING = (200, 200, 200)  # not made yet (or its file is gone)
+FAILED = (190, 60, 60)
+SLATE = (50, 60, 80)  # background of waveforms and unknown outputs
+WAVE = (140, 210, 255)
+MARK_INK = {MISSING: INK, FAILED: BACKGROUND, SLATE: BACKGROUND}
+
+KINDS = {".png": "image", ".jpg": "image", ".webp": "image", ".mp4": "video", ".wav": "audio"}
+
+
+def media_kind(path: str) -> str:
+    return KINDS.get(Path(path).suffix.lower(), "file")
+
+
+# --- the run's grid as sheets see it ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SheetAxis:
+    """An axis a sheet can lay out: one varying grid axis, or the zipped ones as one."""
+
+    name: str  # as `--x` takes it
+    title: str
+    labels: tuple[str, ...]
+    names: tuple[str, ...]  # the grid axes it stands for
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class RunGrid:
+    """Varying axes and the position of every grid index on each."""
+
+    axes: list[SheetAxis]
+    coords: list[dict[str, int]]  # grid index -> axis name -> position
+    mode: str
+
+    @property
+    def total(self) -> int:
+        return len(self.coords)
+
+    def axis(self, name: str) -> SheetAxis | None:
+        return next((a for a in self.axes if a.name == name or name in a.names), None)
+
+
+def _sweep(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    sweep = config.get("sweep")
+    return sweep if isinstance(sweep, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """The grid axes saved in config.yaml; maps a grid index back to each axis position."""
+
+    axes: list[Axis]
+    positions: Grid  # the same grid over position numbers, so repeated values stay distinct
+
+    @property
+    def size(self) -> int:
+        return len(self.positions)
+
+    @property
+    def mode(self) -> str:
+        return self.positions.mode
+
+    def position(self, index: int, axis: Axis) -> int:
+        return self.positions.point(index)[axis.name]
+
+
+def sweep_grid(config: Mapping[str, Any], records: Sequence[ItemRecord]) -> SweepGrid | None:
+    """The saved grid, or None when it is absent, malformed or does not match the manifest."""
+    sweep = _sweep(config)
+    spec = sweep.get("grid")
+    if not isinstance(spec, Mapping):
+        return None
+    try:
+        axes = [Axis(str(name), tuple(_axis_values(values))) for name, values in spec.items()]
+        mode = "zip" if sweep.get("mode") == "zip" else "product"
+        grid = SweepGrid(axes, Grid([Axis(a.name, tuple(range(len(a.values)))) for a in axes], mode))
+    except (ConfigError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    if any(record.index >= grid.size for record in records):
+        return None
+    return grid
+
+
+def _axis_values(spec: Any) -> list[Any]:
+    if isinstance(spec, Mapping):
+        return expand_range(spec)
+    if isinstance(spec, list):
+        # savedconfig escapes "${" so Hydra reads values literally; show them as the user wrote them
+        return [v.replace("\\${", "${") if isinstance(v, str) else v for v in spec]
+    raise TypeError(f"not an axis: {spec!r}")
+
+
+def run_grid(config: Mapping[str, Any], records: Sequence[ItemRecord], planned: int) -> RunGrid:
+    """The sheet axes of a run. Without a usable saved grid, items go in grid-index order, in rows."""
+    saved = sweep_grid(config, records)
+    if saved is None:
+        total = max([planned] + [r.index + 1 for r in records] + [1])
+        cols = max(1, math.ceil(math.sqrt(total)))
+        rows = math.ceil(total / cols)
+        across = SheetAxis("column", "item", tuple(f"+{c}" for c in range(cols)), ("column",))
+        down = SheetAxis("row", "item", tuple(f"#{r * cols}" for r in range(rows)), ("row",))
+        coords = [{"row": i // cols, "column": i % cols} for i in range(total)]
+        return RunGrid([a for a in (down, across) if len(a) > 1] or [across], coords, "product")
+    mode, positions = saved.mode, saved.positions
+    varying = [a for a in saved.axes if len(a.values) > 1]
+    sheet_axes = [SheetAxis(a.name, axis_title(a.name), tuple(axis_value_labels(a.name, a.values)), (a.name,))
+                  for a in varying]
+    points = [positions.point(i) for i in range(len(positions))]
+    if mode == "zip" and len(sheet_axes) > 1:  # zipped axes move together: one axis of points
+        labels = tuple(" · ".join(f"{a.title}={a.labels[point[a.name]]}" for a in sheet_axes) for point in points)
+        name = ",".join(a.name for a in sheet_axes)
+        zipped = SheetAxis(name, " · ".join(a.title for a in sheet_axes), labels, tuple(a.name for a in sheet_axes))
+        return RunGrid([zipped], [{name: i} for i in range(len(points))], mode)
+    return RunGrid(sheet_axes, [{a.name: point[a.name] for a in sheet_axes} for point in points], mode)
+
+
+# --- which axis goes where ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    x: SheetAxis | None
+    y: SheetAxis | None
+    z: SheetAxis | None
+    rest: list[SheetAxis]  # one sheet per combination of their values
+
+    def describe(self) -> str:
+        parts = [f"{k}={a.name}" for k, a in (("x", self.x), ("y", self.y), ("z", self.z)) if a is not None]
+        if self.rest:
+            parts.append(f"one sheet per {' × '.join(a.name for a in self.rest)}")
+        return ", ".join(parts) or "one item"
+
+
+def default_choice(grid: RunGrid) -> Choice:
+    """The last varying axis of the grid runs across, the one before it down, the one before that
+    as Z sub-grids; earlier ones get a sheet per value. An axis too long to run across runs down."""
+    axes = list(grid.axes)
+    x = axes.pop() if axes else None
+    y = axes.pop() if axes else None
+    z = axes.pop() if axes else None
+    if x is not None and len(x) > MAX_COLUMNS and (y is None or len(y) < len(x)):
+        x, y = y, x
+    return Choice(x, y, z, axes)
+
+
+def choose(grid: RunGrid, x: str | None, y: str | None, z: str | None) -> Choice:
+    """The axes a user named (`--x/--y/--z`); the other varying axes get a sheet per value."""
+    if x is None and y is None and z is None:
+        return default_choice(grid)
+    issues, picked = [], {}
+    for flag, name in (("--x", x), ("--y", y), ("--z", z)):
+        if name is None:
+            continue
+        axis = grid.axis(name)
+        names = ", ".join(a.name for a in grid.axes) or "none (every item has the same parameters)"
+        if axis is None:
+            issues.append(ConfigIssue(flag, f"'{name}' is not a varying axis of this run; varying axes: {names}"))
+        elif axis in picked.values():
+            issues.append(ConfigIssue(flag, f"'{name}' is already used as another axis"))
+        else:
+            picked[flag] = axis
+    if issues:
+        raise ConfigError(issues)
+    used = list(picked.values())
+    return Choice(picked.get("--x"), picked.get("--y"), picked.get("--z"), [a for a in grid.axes if a not in used])
+
+
+# --- pages: one sheet per combination of the rest axes -----------------------------------------
+
+
+@dataclass
+class Page:
+    rest: tuple[int, ...]  # positions on the rest axes
+    cells: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (z, y, x) -> grid index
+
+
+def pages(grid: RunGrid, choice: Choice) -> list[Page]:
+    """Sheets in order of their rest-axis positions, each with the grid indices of its cells."""
+    found: dict[tuple[int, ...], Page] = {}
+    for index, coords in enumerate(grid.coords):
+        rest = tuple(coords[a.name] for a in choice.rest)
+        page = found.setdefault(rest, Page(rest))
+        key = tuple(coords[a.name] if a is not None else 0 for a in (choice.z, choice.y, choice.x))
+        page.cells.setdefault(key, index)  # type: ignore[arg-type]
+    return [found[key] for key in sorted(found)]
+
+
+def page_values(choice: Choice, page: Page) -> list[tuple[str, str]]:
+    return [(axis.title, axis.labels[position]) for axis, position in zip(choice.rest, page.rest, strict=True)]
+
+
+def page_file_name(number: int, choice: Choice, page: Page) -> str:
+    """`03_seed=1_prompt=a_red_fox.png`: numbered in order, named by its values, safe on any file system."""
+    parts = [f"{_safe(axis.name, 24)}={_safe(axis.labels[p], 40)}" for axis, p in zip(choice.rest, page.rest,
+                                                                                       strict=True)]
+    return "_".join([f"{number:03d}", *parts])[:200] + ".png"
+
+
+def _safe(text: str, limit: int) -> str:
+    cleaned = re.sub(r"[^\w.+-]+", "_", text).strip("._") or "x"
+    return cleaned[:limit].rstrip("._") or "x"
+
+
+# --- cells -------------------------------------------------------------------------------------
+
+Tile = Image.Image | str  # a thumbnail, or the word printed on a marked cell
+
+
+def tile(run_dir: Path, record: ItemRecord | None) -> Tile:
+    """The thumbnail of an item: image, strip of video frames, or audio waveform; else a mark."""
+    if record is None:
+        return "missing"
+    if not record.ok:
+        return "failed"
+    if not record.outputs:
+        return "missing"
+    path = run_dir / record.outputs[0]
+    kind = media_kind(record.outputs[0])
+    try:
+        if kind == "image":
+            with Image.open(path) as image:
+                image.thumbnail((THUMB, THUMB))
+                return image.convert("RGB")
+        if kind == "video":
+            return video_strip(path)
+        if kind == "audio":
+            return waveform(path)
+    except (OSError, ValueError, RuntimeError, Image.DecompressionBombError) as error:
+        log.debug("no thumbnail for %s: %s", path, error)
+        return "missing" if not path.is_file() else "unreadable"
+    return kind
+
+
+def video_strip(path: Path, frames: int = VIDEO_FRAMES) -> Image.Image:
+    """Evenly spaced frames side by side, the strip fitted to 2 thumbnails wide by 1 high."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    width, height = meta["size"]
+    raw = [np.frombuffer(frame, np.uint8).reshape(height, width, 3) for frame in reader]
+    if not raw:
+        raise ValueError(f"{path} has no frames")
+    picks = sorted({round(i * (len(raw) - 1) / max(1, frames - 1)) for i in range(min(frames, len(raw)))})
+    strip = Image.new("RGB", (len(picks) * width + (len(picks) - 1) * 2, height), BACKGROUND)
+    for slot, pick in enumerate(picks):
+        strip.paste(Image.fromarray(raw[pick]), (slot * (width + 2), 0))
+    strip.thumbnail((2 * THUMB, THUMB))
+    return strip
+
+
+def waveform(path: Path, size: tuple[int, int] = (THUMB, THUMB // 2)) -> Image.Image:
+    """The samples' envelope (min and max per pixel column) on a dark ground."""
+    import soundfile
+
+    samples, _ = soundfile.read(str(path), dtype="float32", always_2d=True)
+    mono = samples.mean(axis=1)
+    width, height = size
+    image = Image.new("RGB", size, SLATE)
+    draw = ImageDraw.Draw(image)
+    middle = height / 2
+    draw.line((0, middle, width, middle), fill=MUTED)
+    if mono.size:
+        peak = max(float(np.abs(mono).max()), 1e-6)
+        for x, chunk in enumerate(np.array_split(mono, width)):
+            if chunk.size:
+                top, bottom = middle - chunk.max() / peak * (middle - 2), middle - chunk.min() / peak * (middle - 2)
+                draw.line((x, top, x, bottom), fill=WAVE)
+    return image
+
+
+# --- layout ------------------------------------------------------------------------------------
+
+Box = tuple[int, int, int, int]  # x, y, width, height
+
+
+@dataclass
+class SheetLayout:
+    """Where everything on one sheet goes; tests read the label boxes and sizes from here."""
+
+    width: int
+    height: int
+    cell: tuple[int, int]
+    title: Box | None
+    title_lines: list[str]
+    z_titles: list[tuple[Box, list[str]]]
+    x_titles: list[tuple[Box, list[str]]]
+    y_titles: list[tuple[Box, list[str]]]
+    col_labels: list[tuple[Box, list[str]]]
+    row_labels: list[tuple[Box, list[str]]]
+    cells: dict[tuple[int, int, int], Box]
+    legend: Box | None
+    legend_lines: list[str]
+    note: Box | None = None
+    note_lines: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Texts:
+    """Everything a sheet says besides its cells."""
+
+    title: str
+    legend: str
+
+
+class Fonts:
+    def __init__(self, size: int = FONT_SIZE):
+        self.text = Typeface(size)
+        self.bold = Typeface(size, bold=True)
+        self.line = self.text.line_height
+
+
+def _wrap_all(face: Typeface, texts: Sequence[str], width: int, lines: int) -> list[list[str]]:
+    """Each text wrapped to `width`; one that needs more than `lines` lines is shortened from the
+    middle, around what tells it from the others, until it fits."""
+    width = max(width, 8)
+    fitted = fit_all(texts, lambda text: len(face.wrap(text, width)) <= lines)
+    return [face.wrap(text, width) for text in fitted]
+
+
+def layout_sheet(choice: Choice, page: Page, cell: tuple[int, int], texts: Texts, fonts: Fonts,
+                 note: str = "") -> SheetLayout:
+    """Geometry of one sheet for cells of `cell` (w, h) px."""
+    line = fonts.line
+    cw, ch = cell
+    if choice.x:  # columns widen (up to LABEL_WORD_W) so a label's longest word is not broken
+        words = [word for label in choice.x.labels for word in label.split()]
+        cw = max(cw, min(LABEL_WORD_W, math.ceil(max(fonts.text.width(w) for w in words)) + 2 * GAP))
+    nx = len(choice.x) if choice.x else 1
+    ny = len(choice.y) if choice.y else 1
+    nz = len(choice.z) if choice.z else 1
+    row_w = 0
+    if choice.y:  # as wide as the longest row label or title needs, up to ROW_LABEL_W
+        widest = max(fonts.bold.width(choice.y.title), *(fonts.text.width(label) for label in choice.y.labels))
+        row_w = min(ROW_LABEL_W, max(MIN_ROW_LABEL_W, math.ceil(widest) + 3 * GAP))
+    sub_w = row_w + nx * (cw + GAP)
+    width = max(2 * PAD + nz * sub_w + (nz - 1) * ZGAP, 2 * PAD + 320)
+    inner = width - 2 * PAD
+
+    title_lines = _wrap_all(fonts.bold, [texts.title], inner, LABEL_LINES)[0] if texts.title else []
+    y = PAD
+    title = (PAD, y, inner, len(title_lines) * line) if title_lines else None
+    y += len(title_lines) * line + (GAP * 2 if title_lines else 0)
+
+    z_lines = (_wrap_all(fonts.bold, [f"{choice.z.title}: {label}" for label in choice.z.labels], sub_w, 2)
+               if choice.z else [[] for _ in range(nz)])
+    z_h = max(len(lines) for lines in z_lines) * line + (GAP if choice.z else 0)
+    x_title = _wrap_all(fonts.bold, [choice.x.title], nx * (cw + GAP), 2)[0] if choice.x else []
+    x_h = len(x_title) * line
+    col_lines = _wrap_all(fonts.text, list(choice.x.labels), cw - 2, LABEL_LINES) if choice.x else []
+    col_h = max([len(lines) for lines in col_lines] + [0]) * line + (GAP if choice.x else 0)
+    row_lines = (_wrap_all(fonts.text, list(choice.y.labels), row_w - 2 * GAP, max(1, ch // line))
+                 if choice.y else [])
+    y_title = _wrap_all(fonts.bold, [choice.y.title], row_w - 2 * GAP, max(1, (x_h + col_h) // line))[0] \
+        if choice.y else []
+
+    grid_top = y + z_h + x_h + col_h
+    layout = SheetLayout(width, 0, (cw, ch), title, title_lines, [], [], [], [], [], {}, None, [])
+    for zi in range(nz):
+        left = PAD + zi * (sub_w + ZGAP)
+        cells_left = left + row_w
+        if choice.z:
+            layout.z_titles.append(((left, y, sub_w, z_h - GAP), z_lines[zi]))
+        if choice.x:
+            layout.x_titles.append(((cells_left, y + z_h, nx * (cw + GAP) - GAP, x_h), x_title))
+            for xi, lines in enumerate(col_lines):
+                layout.col_labels.append(((cells_left + xi * (cw + GAP), y + z_h + x_h, cw, col_h - GAP), lines))
+        if choice.y:
+            layout.y_titles.append(((left, y + z_h, row_w - GAP, x_h + col_h - GAP), y_title))
+            for yi, lines in enumerate(row_lines):
+                layout.row_labels.append(((left, grid_top + yi * (ch + GAP), row_w - GAP, ch), lines))
+        for yi in range(ny):
+            for xi in range(nx):
+                layout.cells[(zi, yi, xi)] = (cells_left + xi * (cw + GAP), grid_top + yi * (ch + GAP), cw, ch)
+    y = grid_top + ny * (ch + GAP) + GAP
+    legend_lines = fonts.text.wrap(texts.legend, inner) if texts.legend else []
+    if len(legend_lines) > LEGEND_LINES:
+        legend_lines = legend_lines[:LEGEND_LINES - 1] + ["… (the rest in config.yaml)"]
+    if legend_lines:
+        layout.legend, layout.legend_lines = (PAD, y, inner, len(legend_lines) * line), legend_lines
+        y += len(legend_lines) * line + GAP
+    if note:
+        layout.note_lines = fonts.text.wrap(note, inner)
+        layout.note = (PAD, y, inner, len(layout.note_lines) * line)
+        y += len(layout.note_lines) * line + GAP
+    layout.height = y + PAD - GAP
+    return layout
+
+
+# --- drawing -----------------------------------------------------------------------------------
+
+
+def _scaled(item: Tile, factor: float) -> Tile:
+    if not isinstance(item, Image.Image) or factor >= 1:
+        return item
+    return item.resize((max(1, round(item.width * factor)), max(1, round(item.height * factor))), Image.LANCZOS)
+
+
+def _cell_size(tiles: Sequence[Tile], factor: float) -> tuple[int, int]:
+    images = [t for t in tiles if isinstance(t, Image.Image)]
+    floor = max(MIN_THUMB, round(MIN_CELL * min(1.0, factor)))
+    return (max([floor] + [max(1, round(t.width * min(1.0, factor))) for t in images]),
+            max([floor] + [max(1, round(t.height * min(1.0, factor))) for t in images]))
+
+
+@dataclass
+class DrawnSheet:
+    image: Image.Image
+    layout: SheetLayout  # the geometry drawn, before a final scaling of the whole sheet (see note)
+    note: str  # why it was scaled down ("" when it was not)
+
+
+def draw_sheet(choice: Choice, page: Page, tiles: Mapping[int, Tile], texts: Texts, fonts: Fonts,
+               max_pixels: int = MAX_PIXELS) -> DrawnSheet:
+    """Lay out and draw one sheet within `max_pixels`: thumbnails shrink first (down to MIN_THUMB),
+    then the whole sheet is scaled; either way the reason is printed on it."""
+    full = cell = _cell_size(list(tiles.values()), 1.0)
+    factor, note = 1.0, ""
+    layout = layout_sheet(choice, page, full, texts, fonts)
+    full_size = f"{layout.width}x{layout.height} px"
+    while layout.width * layout.height > max_pixels and max(cell) > MIN_THUMB:
+        # labels keep their size, so shrink the cells by the area they must give up, then check again
+        factor *= max(0.5, min(0.95, math.sqrt(max_pixels / (layout.width * layout.height))))
+        cell = _cell_size(list(tiles.values()), factor)
+        note = (f"Cells shrunk to {max(cell)} px (from {max(full)} px): at full size this sheet would be "
+                f"{full_size}, over the cap of {max_pixels:,} pixels "
+                f"(--max-pixels).")
+        layout = layout_sheet(choice, page, cell, texts, fonts, note)
+    image = render(layout, page, {i: _scaled(t, factor) for i, t in tiles.items()}, fonts)
+    if image.width * image.height > max_pixels:
+        reason = (f"The whole sheet is scaled down: at {image.width}x{image.height} px it is over the cap of "
+                  f"{max_pixels:,} pixels (--max-pixels) even with {max(cell)} px cells.")
+        note = f"{note} {reason}".strip()
+        layout = layout_sheet(choice, page, layout.cell, texts, fonts, note)
+        image = render(layout, page, {i: _scaled(t, factor) for i, t in tiles.items()}, fonts)
+        scale = math.sqrt(max_pixels / (image.width * image.height))
+        image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.LANCZOS)
+    return DrawnSheet(image, layout, note)
+
+
+def render(layout: SheetLayout, page: Page, tiles: Mapping[int, Tile], fonts: Fonts) -> Image.Image:
+    image = Image.new("RGB", (layout.width, layout.height), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for key, box in layout.cells.items():
+        index = page.cells.get(key)
+        _draw_tile(image, draw, box, "missing" if index is None else tiles.get(index, "missing"), fonts)
+    if layout.title:
+        _text(image, layout.title, layout.title_lines, fonts.bold, TITLE_INK, centre=False)
+    for box, lines in layout.z_titles:
+        _text(image, box, lines, fonts.bold, TITLE_INK)
+        draw.line((box[0], box[1] + box[3] + GAP // 2, box[0] + box[2], box[1] + box[3] + GAP // 2), fill=MUTED)
+    for box, lines in layout.x_titles + layout.y_titles:
+        _text(image, box, lines, fonts.bold, INK)
+    for box, lines in layout.col_labels + layout.row_labels:
+        _text(image, box, lines, fonts.text, INK)
+    if layout.legend:
+        _text(image, layout.legend, layout.legend_lines, fonts.text, MUTED, centre=False)
+    if layout.note:
+        _text(image, layout.note, layout.note_lines, fonts.text, FAILED, centre=False)
+    return image
+
+
+def _draw_tile(image: Image.Image, draw: ImageDraw.ImageDraw, box: Box, item: Tile, fonts: Fonts) -> None:
+    x, y, w, h = box
+    if isinstance(item, Image.Image):
+        image.paste(item, (x + (w - item.width) // 2, y + (h - item.height) // 2))
+        return
+    fill = {"missing": MISSING, "failed": FAILED}.get(item, SLATE)
+    draw.rectangle((x, y, x + w - 1, y + h - 1), fill=fill)
+    _text(image, box, [item], fonts.bold, MARK_INK[fill])
+
+
+def _text(image: Image.Image, box: Box, lines: Sequence[str], face: Typeface, fill: tuple[int, int, int],
+          centre: bool = True) -> None:
+    """Lines in a box: centred both ways (labels) or from its top-left (title, legend)."""
+    x, y, w, h = box
+    top = y + (h - len(lines) * face.line_height) / 2 if centre else y
+    for number, line in enumerate(lines):
+        left = x + (w - face.width(line)) / 2 if centre else x
+        face.draw(image, (left, top + number * face.line_height + (face.line_height - face.size) / 2 - 2), line,
+                  fill)
+
+
+# --- from a run folder -------------------------------------------------------------------------
+
+
+@dataclass
+class Written:
+    """What write_sheets drew: the files, and each sheet's page and drawing (in sheet order)."""
+
+    paths: list[Path]
+    choice: Choice
+    pages: list[Page]
+    drawn: list[DrawnSheet]
+
+    @property
+    def notes(self) -> list[str]:
+        return [d.note for d in self.drawn if d.note]
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    try:
+        value = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def read_records(run_dir: Path) -> list[ItemRecord]:
+    """Committed, well-formed records, the latest of each item, in grid order."""
+    try:
+        latest = RunFolder(run_dir).items()
+    except OSError:
+        return []
+    return sorted(latest.values(), key=lambda record: record.index)
+
+
+def read_info(run_dir: Path) -> RunInfo | None:
+    try:
+        return RunFolder(run_dir).read_info()
+    except DiffsweepError:
+        return None
+
+
+def legend_text(records: Sequence[ItemRecord], choice: Choice, info: RunInfo | None) -> str:
+    """The parameters every item shares (what the axes leave fixed), and the builder when there is one."""
+    shown = {name for axis in (choice.x, choice.y, choice.z, *choice.rest) if axis for name in axis.names}
+    parts = []
+    builders = info.builder_records() if info else []
+    if len(builders) == 1:
+        b = builders[0]
+        parts.append(f"builder={b.label} ({b.provider}/{b.pipeline}, {b.dtype})")
+    if records:
+        first = records[0].params
+        for key, value in first.items():
+            if key not in shown and all(compact(r.params.get(key)) == compact(value) for r in records[1:]):
+                parts.append(f"{key}={compact(value)}")
+    return ("fixed: " + " · ".join(parts)) if parts else ""
+
+
+def write_sheets(run_dir: Path, x: str | None = None, y: str | None = None, z: str | None = None,
+                 max_pixels: int = MAX_PIXELS) -> Written:
+    """Draw the run's sheets: `contact_sheet.png` and, when the rest axes make several, `sheets/`.
+
+    Raises ConfigError (nothing written) when a named axis is not a varying axis of the run."""
+    run_dir = Path(run_dir)
+    records = read_records(run_dir)
+    info = read_info(run_dir)
+    grid = run_grid(read_config(run_dir), records, info.counts.planned if info else 0)
+    choice = choose(grid, x, y, z)
+    by_index = {record.index: record for record in records}
+    fonts = Fonts()
+    legend = legend_text(records, choice, info)
+    name = f"{info.name or run_dir.parent.name} {info.version or run_dir.name}" if info else \
+        f"{run_dir.parent.name} {run_dir.name}"
+    found = pages(grid, choice)
+    folder = run_dir / SHEETS_DIR
+    written, drawings, names = [], [], []
+    for number, page in enumerate(found, 1):
+        values = page_values(choice, page)
+        where = f" · sheet {number} of {len(found)}: " + " · ".join(f"{t} = {v}" for t, v in values) if values else ""
+        tiles = {index: tile(run_dir, by_index.get(index)) for index in page.cells.values()}
+        drawn = draw_sheet(choice, page, tiles, Texts(name + where, legend), fonts, max_pixels)
+        data = _png(drawn.image)
+        drawings.append(drawn)
+        if drawn.note:
+            log.info("sheet %d: %s", number, drawn.note)
+        if number == 1:
+            write_atomic(run_dir / SHEET, data)
+            written.append(run_dir / SHEET)
+        if len(found) > 1:
+            file_name = page_file_name(number, choice, page)
+            write_atomic(folder / file_name, data)
+            written.append(folder / file_name)
+            names.append(file_name)
+    if folder.is_dir():  # sheets of an earlier layout would be mistaken for this one's
+        for stale in folder.glob("*.png"):
+            if stale.name not in names:
+                stale.unlink()
+    return Written(written, choice, found, drawings)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
