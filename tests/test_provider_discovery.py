@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from jsonschema import Draft202012Validator
 
 from conftest import read_manifest, run_cli
@@ -51,6 +52,18 @@ def test_an_entry_point_provider_from_an_installed_package_runs_a_sweep(tmp_path
     run = json.loads((run_dir / "run.json").read_text())
     assert [(b["provider"], b["model"]) for b in run["builders"]] == [("lab_sd", "tiny:lab_sd")]
     assert (run_dir / record["outputs"][0]).stat().st_size > 0
+
+    # A third-party reader validates the run's config.yaml with the schema diffsweep-runs exports.
+    exported = run_cli(["schema", "config"], tmp_path, module="diffsweep.runs_cli", env=_with_plugin())
+    assert exported.returncode == 0, exported.stderr
+    schema = json.loads(exported.stdout)
+    assert schema["$defs"]["builder"]["properties"]["provider"]["enum"] == sorted([*providers.names(), "lab_sd"])
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    for hydra_part in ("defaults", "hydra"):  # kept so the folder reruns; the schema is of the resolved config
+        saved.pop(hydra_part)
+    Draft202012Validator(schema).validate(saved)
+    plain = json.loads(run_cli(["schema", "config"], tmp_path, module="diffsweep.runs_cli").stdout)
+    assert "lab_sd" not in plain["$defs"]["builder"]["properties"]["provider"]["enum"]
 
     without = run_cli([*LAB_SWEEP, f"output.root={tmp_path / 'plain'}"], tmp_path)
     assert without.returncode == EXIT_CONFIG

@@ -292,6 +292,17 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """The shipped schemas are the contract; the config's is completed from the installed providers
+    when loaded, so this prints what a reader validating a run's config.yaml needs."""
+    import json
+
+    from diffsweep.validate import load_schema
+
+    print(json.dumps(load_schema(args.name), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -347,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--clip-revision", default=None, help="hub revision of --clip-model")
     score.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: the run's device)")
     score.set_defaults(func=cmd_score)
+    schema = sub.add_parser("schema", help="print a JSON Schema as diffsweep validates with it (the config's with "
+                                           "the installed providers' names and parameters)")
+    schema.add_argument("name", choices=("config", "item", "run"), help="which record it describes")
+    schema.set_defaults(func=cmd_schema)
     diff = sub.add_parser("diff", help="what changed between two runs; exit 1 when an item differs")
     diff.add_argument("run_a", help="the first run")
     diff.add_argument("run_b", help="the second run")
