@@ -181,8 +181,9 @@ def test_a_killed_worker_is_finished_by_resume_and_readers_see_the_run_meanwhile
     from diffsweep import report
 
     report.write_reports(run_dir)
-    gallery = (run_dir / "index.html").read_text()
-    assert all(r.outputs[0] in gallery for r in RunFolder(run_dir).items().values())
+    viewer_data = (run_dir / "data.js").read_text()
+    assert (run_dir / "contact_sheet.png").is_file()
+    assert all(r.outputs[0] in viewer_data for r in RunFolder(run_dir).items().values())
     verified = _runs(tmp_path, "verify", str(run_dir))
     assert verified.returncode == 0, verified.stderr
     assert f"verified {len(committed)} item(s): {len(committed)} identical" in verified.stdout
@@ -222,6 +223,20 @@ def test_a_worker_of_another_version_or_config_is_refused_before_it_writes(tmp_p
     assert refused.returncode == 2
     assert "config.yaml is not the config the run started with" in refused.stderr
     assert not run.shard_dir(1).exists() and not (run_dir / "items").exists()
+
+
+def test_a_shard_that_never_finished_leaves_the_others_and_a_failed_run_that_says_so(tmp_path: Path) -> None:
+    """What the submitting command records when every task of its array has ended but one shard's failed."""
+    run_dir = _distributed_run(tmp_path, 2)
+    run = RunFolder(run_dir)
+    assert work_on_shard(run_dir, 0).status == "complete"  # shard 1's task never ran it
+    assert distribute.finalize(run) is None  # the run is not finished while a shard is not
+    info = distribute.close_unfinished(run)
+    assert info.status == "failed" and info.counts.to_json() == {"planned": 8, "done": 4, "failed": 0, "skipped": 4}
+    assert distribute.exit_code(info) == 3
+    recorded = read_run_json(run_dir)
+    assert recorded["status"] == "failed" and [w["shard"] for w in recorded["workers"]] == [0]
+    assert recorded["attempts"][0]["counts"]["generated"] == 4
 
 
 # --- job arrays (submitit's local executor) ---------------------------------------------------------

@@ -84,9 +84,9 @@ def test_each_call_shape_is_checked_once_not_once_per_item(tmp_path: Path, monke
     checked: list[float] = []
     original = Provider.check_params
 
-    def counting(self: Provider, spec: object, params: dict) -> list:
+    def counting(self: Provider, spec: object, params: dict, *rest: object) -> list:
         checked.append(params["guidance_scale"])
-        return original(self, spec, params)
+        return original(self, spec, params, *rest)
 
     monkeypatch.setattr(Provider, "check_params", counting)
     plan = _plan(tmp_path, *_seeds(5000), "+sweep.grid.guidance_scale=[1,2,3]",

@@ -107,3 +107,13 @@ def test_score_deltas_per_axis_value_when_both_runs_are_scored(runs: dict[str, P
     delta = next(d for d in diff.scores if (d.axis, d.value) == ("prompt", "a fox"))
     assert delta.mean_a == pytest.approx(np.mean(fox_a)) and delta.delta == pytest.approx(np.mean(fox_b) - np.mean(fox_a))
     assert "colourfulness  prompt=a fox" in _text(runs["a"], runs["more"])
+
+
+def test_a_builder_change_is_reported_by_identity_field(runs: dict[str, Path], tmp_path: Path) -> None:
+    other = _run(tmp_path / "runs", "sweep.batch_size=4", "builder.scheduler={name:EulerDiscreteScheduler}")
+    diff = diff_runs(runs["a"], other)
+    fields = {c.key.split(": ", 1)[1]: (c.a, c.b) for c in diff.builders}
+    assert fields["scheduler.name"] == ("<absent>", "EulerDiscreteScheduler")
+    assert all(key.startswith("scheduler") for key in fields)  # model, dtype, ... unchanged
+    assert diff.items_differ and len(diff.only_b) == 4  # the builder hash is part of every item id
+    assert "scheduler.name: <absent> → EulerDiscreteScheduler" in _text(runs["a"], other)

@@ -39,7 +39,7 @@ def test_factory_roundtrip_and_call(name: str, tmp_path: Path) -> None:
     assert type(pipe) is cls
     provider.prepare_call(pipe, spec, tiny.call)
     pipe.set_progress_bar_config(disable=True)
-    result = pipe("a red cube", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+    result = pipe(prompt="a red cube", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
                   output_type="np", **tiny.call)
     (generated,) = provider.outputs(spec, result, pipe)
     assert generated.kind == spec.output

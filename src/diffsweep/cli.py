@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from diffsweep.console import configure_logging, report_failure
-from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError, FailedItemsError
+from diffsweep.errors import EXIT_OK, ConfigError, ConfigIssue, DiffsweepError, FailedItemsError, RunUnfinishedError
 from diffsweep.paths import conf_dir
 from diffsweep.validate import normalise, validate_config
 
@@ -97,6 +97,9 @@ def _run(cfg: DictConfig) -> None:
         # an exception, not a flag: it also reaches the parent from process-per-job launchers
         raise FailedItemsError(f"{result.counts['failed']} of {result.counts['planned']} item(s) failed; "
                                f"see {result.run_dir / 'manifest.jsonl'}, then `diffsweep-runs resume {result.run_dir}`")
+    if result.exit_code != EXIT_OK:  # a distributed run with a shard that did not finish
+        raise RunUnfinishedError(f"the run is {result.status}: some shard did not finish; see `diffsweep-runs show "
+                                 f"{result.run_dir}`, then `diffsweep-runs resume {result.run_dir}`", result.exit_code)
 
 
 CONFIG_PATH_FLAGS = ("--config-path", "-cp")

@@ -276,6 +276,10 @@ def finalize(run: RunFolder) -> RunInfo | None:
                 loaded = next((b for w in finished for b in w.builders if b["hash"] == entry["hash"]), None)
                 if loaded is not None:
                     entry.update(loaded)
+            offloaded = sorted({i for w in this_attempt for b in w.builders if b["hash"] == entry["hash"]
+                                for i in b.get("oom_offload_items", [])} | set(entry.get("oom_offload_items", [])))
+            if offloaded:  # items any worker made with model offload switched on after running out of memory
+                entry["oom_offload_items"] = offloaded
         status = ("interrupted" if any(w.status == "interrupted" for w in finished)
                   else "failed" if info.counts.failed or info.counts.skipped else "complete")
         attempt.status, attempt.finished = status, now()
@@ -371,13 +375,15 @@ def run_launched(doc: Mapping[str, Any], state: Any, *, overrides: list[str], so
     finalize(run)
     if not state.is_main_process:
         # the launcher stops every process when one exits non-zero: the run's outcome is rank 0's to tell
-        return RunResult(None, worker.status, worker.counts.to_json())
+        return RunResult(None, worker.status, {}, code=EXIT_OK)
     info = wait_for_run(run)
     out.write(f"{run.path}\n")
     return RunResult(run.path, info.status, info.counts.to_json(), code=exit_code(info))
 
 
 class RankZeroFailed(DiffsweepError):
+    """Rank 0 could not start the run: every other rank stops with its message and exit code."""
+
     def __init__(self, message: str, code: int):
         super().__init__(f"rank 0 could not start the run: {message}")
         self.exit_code = code

@@ -64,3 +64,11 @@ class FailedItemsError(DiffsweepError):
 
 class RunLockedError(DiffsweepError):
     """Another live diffsweep process is writing the same run folder."""
+
+
+class RunUnfinishedError(DiffsweepError):
+    """A distributed run ended with shards not finished (a worker died or its task failed)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

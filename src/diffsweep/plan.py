@@ -409,7 +409,8 @@ class Plan:
         seen = hashlib.blake2b(key.encode(), digest_size=16).digest()  # a grid may have a million shapes
         if seen in self._checked_shapes:
             return
-        problems = builder.provider.check_params(builder.spec, params) + lora.problems(builder.loras, params)
+        problems = (builder.provider.check_params(builder.spec, params, builder.config)
+                    + lora.problems(builder.loras, params))
         if "prompt" not in params:
             problems.append(("prompt", "no prompt: set sweep.grid.prompt or sweep.params.prompt"))
         if problems:

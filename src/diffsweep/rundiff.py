@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from diffsweep import media
-from diffsweep.records import ItemRecord
+from diffsweep.records import ItemRecord, RecordError, Sidecar
 from diffsweep.rundir import RunFolder
 from diffsweep.score_stats import summarise
 
@@ -110,10 +110,11 @@ def builder_identities(run_dir: Path, records: list[ItemRecord]) -> dict[str, di
         if record.builder_hash in identities or not record.outputs:
             continue
         try:
-            sidecar = json.loads((run_dir / record.outputs[0]).with_suffix(".json").read_text(encoding="utf-8"))
-            identities[record.builder_hash] = dict(sidecar["builder"]["identity"])
-        except (OSError, ValueError, KeyError, TypeError):
+            sidecar = Sidecar.from_json(json.loads((run_dir / record.outputs[0]).with_suffix(".json").read_text(
+                encoding="utf-8")))
+        except (OSError, ValueError, RecordError):
             continue
+        identities[record.builder_hash] = dict(sidecar.builder_identity)
     return identities
 
 

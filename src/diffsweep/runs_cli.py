@@ -13,7 +13,6 @@ from typing import Any
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
 from diffsweep.records import Counts, ItemRecord, RunInfo
 from diffsweep.rundir import RunFolder, versions
-from diffsweep.tracking import describe_tracking
 
 log = logging.getLogger("diffsweep")
 
@@ -105,6 +104,8 @@ def cmd_show(args: argparse.Namespace) -> int:
           f"steady {'-' if rate is None else f'{rate:.3f} items/s'}, peak memory "
           f"{'-' if timings.peak_memory_bytes is None else f'{timings.peak_memory_bytes / 2**20:.0f} MiB'}")
     if info.tracking:
+        from diffsweep.tracking import describe_tracking  # here: tracking's imports (numpy, PIL) cost show time
+
         print(f"tracking {describe_tracking(info.tracking)}")
     _show_shards(RunFolder(path), info)
     for number, attempt in enumerate(info.attempts, 1):
@@ -118,6 +119,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _show_scores(path: Path) -> None:
+    if not (path / "scores.jsonl").is_file():  # never scored: show stays clear of the scoring code's imports
+        return
     from diffsweep import score_stats, scoring
 
     scores = scoring.read_scores(path)

@@ -159,10 +159,7 @@ def plot_name(metric: str, axis: str) -> str:
 
 
 def figures(run_dir: Path) -> dict[str, Any]:
-    """File name -> matplotlib Figure of every plot of a scored run (nothing saved)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """File name -> matplotlib Figure of every plot of a scored run (nothing saved; no pyplot, so no GUI backend)."""
     scores, axes = scored_items(run_dir)
     drawn = {}
     for metric in sorted({s.metric for s in scores}):

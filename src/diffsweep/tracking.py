@@ -6,7 +6,7 @@ fails the run: it is logged as a warning and recorded in run.json's `tracking` e
 
 MLflow: one MLflow run per diffsweep run (a resume logs into the same one), params = the flattened
 resolved config, metrics = counts, timings, peak memory and `scores_summary.csv`, artifacts = the
-run-level files. A Hydra multirun opens a parent run first (`diffsweep.multirun.TrackJobs`) and
+run-level files and the score plots. A Hydra multirun opens a parent run first (`diffsweep.multirun.TrackJobs`) and
 passes it to its jobs through the environment, which process-per-job launchers inherit.
 
 TensorBoard: one event folder per run, `<log folder>/<sweep.name>/<version>`, with the config as
@@ -43,6 +43,7 @@ SourceOf = Callable[[str], "str | None"]
 REQUIRED_MODULES = {"mlflow": ("mlflow", "sqlalchemy", "alembic"), "tensorboard": ("tensorboard",)}
 PARENT_ENV = "DIFFSWEEP_MLFLOW_PARENT"  # {"uri", "experiment_id", "run_id"} of a multirun's parent run
 SCORES_SUMMARY = "scores_summary.csv"
+SCORE_PLOTS = "scores"  # the folder of score plots (diffsweep.score_stats)
 # run-level files logged as MLflow artifacts when present; run.json goes last, once it records the tracking
 RUN_FILES = ("config.yaml", "overrides.yaml", MANIFEST, "index.html", "data.js", "run.log", "scores.jsonl",
              SCORES_SUMMARY)
@@ -296,6 +297,8 @@ class MlflowTracker:
         for path in [*(self.run_dir / name for name in RUN_FILES), *sorted(self.run_dir.glob("*.png"))]:
             if path.is_file():
                 self.client.log_artifact(self.run_id, str(path))
+        if (self.run_dir / SCORE_PLOTS).is_dir():
+            self.client.log_artifacts(self.run_id, str(self.run_dir / SCORE_PLOTS), SCORE_PLOTS)
         if self.settings.get("log_items") and (self.run_dir / "items").is_dir():
             self.client.log_artifacts(self.run_id, str(self.run_dir / "items"), "items")
         return dict(self.record)

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from markupsafe import Markup
 from diffsweep.labels import axis_value_labels
 from diffsweep.records import ItemRecord, RunInfo, Sidecar
 from diffsweep.rundir import RunFolder, write_atomic
+from diffsweep.scoring import ScoreRecord, read_scores
 
 if TYPE_CHECKING:
     from diffsweep.report import SweepGrid
@@ -31,21 +31,9 @@ log = logging.getLogger("diffsweep")
 
 INDEX = "index.html"
 DATA = "data.js"
-SCORES = "scores.jsonl"
 DATA_SCHEMA = 1
 SHORT_HASH = 12
 KINDS = {".png": "image", ".mp4": "video", ".wav": "audio"}
-
-
-@dataclass(frozen=True)
-class Score:
-    """The latest line of scores.jsonl for one (item, metric)."""
-
-    metric: str
-    value: float | None
-    model: str | None
-    revision: str | None
-    skipped: str | None
 
 
 def write_viewer(run_dir: Path, title: str, run: RunInfo | None, records: Sequence[ItemRecord],
@@ -78,7 +66,9 @@ def run_payload(run_dir: Path, title: str, run: RunInfo | None, records: Sequenc
                 grid: SweepGrid | None, sheet: bool) -> dict[str, Any]:
     builders = _builders(run, records)
     sidecars = RunFolder(run_dir).sidecars()
-    scores = read_scores(run_dir)
+    scores: dict[str, dict[str, ScoreRecord]] = {}
+    for score in read_scores(run_dir):  # the latest line of each (item, metric)
+        scores.setdefault(score.item_id, {})[score.metric] = score
     by_index = {record.index: record for record in records}
     planned = grid.size if grid else max([run.counts.planned if run else 0] + [r.index + 1 for r in records])
     unmade = [index for index in range(planned) if index not in by_index]
@@ -106,7 +96,7 @@ def run_payload(run_dir: Path, title: str, run: RunInfo | None, records: Sequenc
 
 
 def _made_item(record: ItemRecord, coords: list[int], sidecar: Sidecar | None,
-               scores: Mapping[str, Score]) -> dict[str, Any]:
+               scores: Mapping[str, ScoreRecord]) -> dict[str, Any]:
     identity = dict(sidecar.builder_identity) if sidecar else None
     return {
         "index": record.index, "item_id": record.item_id, "coords": coords, "status": record.status,
@@ -163,32 +153,6 @@ def _builder_entry(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {"hash": raw["hash"], "label": label if isinstance(label, str) and label else raw["hash"][:SHORT_HASH],
             "identity": raw.get("identity"), "full_identity": raw.get("full_identity"),
             **{key: raw.get(key) for key in ("provider", "pipeline", "model", "revision", "dtype")}}
-
-
-def read_scores(run_dir: Path) -> dict[str, dict[str, Score]]:
-    """scores.jsonl by item id and metric; the last well-formed line of each (item, metric) wins."""
-    scores: dict[str, dict[str, Score]] = {}
-    try:
-        lines = (run_dir / SCORES).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return scores
-    for line in lines:
-        try:
-            raw = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("item_id"), str) or not isinstance(raw.get("metric"), str):
-            continue
-        value = raw.get("value")
-        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        scores.setdefault(raw["item_id"], {})[raw["metric"]] = Score(
-            raw["metric"], number, _optional_text(raw.get("model")), _optional_text(raw.get("revision")),
-            _optional_text(raw.get("skipped")))
-    return scores
-
-
-def _optional_text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _fixed_params(records: Sequence[ItemRecord], grid: SweepGrid | None) -> dict[str, str]:

@@ -66,9 +66,10 @@ class Allegro(Provider):
     tiny_models = {"allegro": TinyModel("AllegroPipeline", tiny.allegro, {"height": 32, "width": 32, "num_frames": 24},
                                         (24, 32, 32, 3))}
 
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
+                     builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
         """The base rules, plus: a dimension longer than its tile must be covered by whole tile steps."""
-        problems = super().check_params(spec, params)
+        problems = super().check_params(spec, params, builder)
         for key, tile, step in TILES:
             value = params.get(key)
             if isinstance(value, int) and value > tile and (value - tile) % step:

@@ -136,8 +136,13 @@ class Provider:
         return [(f"builder.components.{name}", f"the base model has no component '{name}' (it has: "
                                                f"{', '.join(slots)})") for name in overrides if name not in slots]
 
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """(key, message) for every parameter this pipeline cannot take as given."""
+    def size_multiple(self, spec: PipelineSpec, builder: Mapping[str, Any] | None) -> int:
+        """What height and width must be multiples of; a provider whose models differ overrides this."""
+        return spec.size_multiple
+
+    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
+                     builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+        """(key, message) for every parameter this pipeline cannot take as given (by the builder's model)."""
         problems = []
         accepted = spec.params | {"prompt", "seed", "fps"} | ({"lora"} if spec.lora else set())
         for key in params:
@@ -156,12 +161,13 @@ class Provider:
                                                     f"{spec.max_sequence_length}, the text encoder limit of {spec.name}"))
         if "fps" in params and spec.output != "video":
             problems.append(("fps", f"fps applies to video output; {spec.name} makes {spec.output}"))
+        multiple = self.size_multiple(spec, builder)
         for key in ("height", "width"):
             value = params.get(key)
-            if value is not None and value % spec.size_multiple:
-                low = value - value % spec.size_multiple
-                problems.append((key, f"{key} {value} must be a multiple of {spec.size_multiple} for "
-                                      f"{self.name}; nearest: {low} or {low + spec.size_multiple}"))
+            if value is not None and value % multiple:
+                low = value - value % multiple
+                problems.append((key, f"{key} {value} must be a multiple of {multiple} for "
+                                      f"{self.name}; nearest: {low} or {low + multiple}"))
         problems += self._input_problems(spec, params)
         return problems
 

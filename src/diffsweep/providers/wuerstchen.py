@@ -74,10 +74,11 @@ class Wuerstchen(Provider):
                                            {"height": 128, "width": 128, "prior_num_inference_steps": 2},
                                            (128, 128, 3))}
 
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
+                     builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
         """The base's multiple-of rule, with the reason spelled out for each refused side."""
         off = [k for k in ("height", "width") if isinstance(params.get(k), int) and params[k] % SIZE_STEP]
-        problems = [p for p in super().check_params(spec, params) if p[0] not in off]
+        problems = [p for p in super().check_params(spec, params, builder) if p[0] not in off]
         return problems + [(key, size_problem(key, params[key])) for key in off]
 
     def before_load(self, spec: PipelineSpec) -> None:
