@@ -157,7 +157,8 @@ def diffsweep_run(folder: Path, preset: str, args: argparse.Namespace, device: t
     cache.clear(device)
     release(device)
     if result.status != "complete" or result.run_dir is None:
-        raise SystemExit(f"diffsweep optimization={preset} ended {result.status}: see {result.run_dir}/run.log")
+        errors = [line for line in (result.run_dir / "run.log").read_text().splitlines() if "ERROR" in line]
+        raise SystemExit(f"diffsweep optimization={preset} ended {result.status}:\n" + "\n".join(errors[:5]))
     run = json.loads((result.run_dir / "run.json").read_text())
     timings = run["timings"]
     return {"items_per_second": timings["steady_items_per_second"],
