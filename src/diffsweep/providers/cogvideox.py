@@ -59,6 +59,11 @@ class CogVideoX(Provider):
                                           {"height": 32, "width": 32, "num_frames": 9, "max_sequence_length": 16},
                                           (9, 32, 32, 3))}
 
+    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
+        rules = super().param_rules(spec)
+        rules.setdefault("num_frames", []).append(f"{FRAME_STEP}k+1 (e.g. {FRAME_STEP + 1}, {6 * FRAME_STEP + 1})")
+        return rules
+
     def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
                      builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
         problems = super().check_params(spec, params, builder)

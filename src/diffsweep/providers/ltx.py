@@ -63,6 +63,11 @@ class LTX(Provider):
                       ("decode_timestep", "LTX-Video: the timestep the timestep-aware VAE decodes at"),
                       ("decode_noise_scale", "LTX-Video: noise mixed into the latents before a timestep-aware decode"))}
 
+    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
+        rules = super().param_rules(spec)
+        rules.setdefault("num_frames", []).append(f"{FRAME_STEP}k+1 (e.g. {FRAME_STEP + 1}, {6 * FRAME_STEP + 1})")
+        return rules
+
     def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
                      builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
         problems = super().check_params(spec, params, builder)
