@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from conftest import compose_config, run_cli
 from diffsweep import fonts
+from diffsweep.runner import run_sweep
 from diffsweep.sheets import (
     FAILED,
     MISSING,
@@ -23,7 +24,6 @@ from diffsweep.sheets import (
     video_strip,
     write_sheets,
 )
-from diffsweep.runner import run_sweep
 
 CJK = "夕暮れの崖の上の灯台"
 PROMPTS = f"sweep.grid.prompt=['a lighthouse on a cliff at dusk, oil painting','{CJK}']"

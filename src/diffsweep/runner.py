@@ -38,13 +38,13 @@ from diffsweep.errors import (
     ModelUnavailableError,
 )
 from diffsweep.hashing import canonical_json
+from diffsweep.labels import BuilderLabel
 from diffsweep.metrics import ScoreSettings, check_metrics
 from diffsweep.optimize import is_oom, place_and_optimize
 from diffsweep.paths import conf_dir
 from diffsweep.plan import Batch, BuilderPlan, Plan, absolutise_inputs, draw_random_seeds, load_grid
 from diffsweep.providers.base import Generated, hub_offline, hub_token, is_single_file
 from diffsweep.record import ItemWriter, WriteJob, item_stem, software_versions
-from diffsweep.labels import BuilderLabel
 from diffsweep.records import (
     Attempt,
     AttemptCounts,

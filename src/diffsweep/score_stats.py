@@ -26,9 +26,9 @@ from typing import Any
 import yaml
 
 from diffsweep.grid import Axis
-from diffsweep.sheets import SweepGrid, sweep_grid
 from diffsweep.rundir import RunFolder, write_atomic
 from diffsweep.scoring import read_scores
+from diffsweep.sheets import SweepGrid, sweep_grid
 
 SUMMARY = "scores_summary.csv"
 PLOTS = "scores"
