@@ -65,10 +65,10 @@ def test_describe_states_the_provider_spec_and_the_preset(preset: str, tmp_path:
         if side in params:
             assert f"multiple of {spec.size_multiple}" in params[side]["rules"]
             assert params[side]["range"] == {"minimum": 8, "maximum": 16384}
-    if builder["provider"] == "wan":
+    if builder["provider"] in ("wan", "hunyuan_video"):
         assert "4k+1 (e.g. 5, 17, 81)" in params["num_frames"]["rules"]
     if builder["provider"] in ("cogvideox", "ltx"):
-        assert "8k+1 (e.g. 9, 49)" in params["num_frames"]["rules"]
+        assert "8k+1 (e.g. 9, 33, 161)" in params["num_frames"]["rules"]
     if builder["provider"] == "allegro":
         assert "at most 24 (one VAE tile) or 24 + 16k (whole tiles)" in params["num_frames"]["rules"]
     assert "builder.scheduler" in described["builder_axes"] and "builder.model" in described["builder_axes"]

@@ -110,6 +110,8 @@ class Provider:
     # RGB factors of latent spaces this family brings (a spec's latent_space names one); the spaces diffsweep.previews
     # publishes (sd, sdxl, sd3, flux, wan, qwen_image) need none here. Unknown spaces get a generic projection.
     latent_factors: Mapping[str, RGBFactors] = {}
+    # Video families whose VAE packs frames in groups take num_frames = frame_step * k + 1.
+    frame_step: int | None = None
 
     def declared_specs(self) -> Sequence[PipelineSpec]:
         """Every spec this provider declares, for the checks made when providers are discovered."""
@@ -168,6 +170,11 @@ class Provider:
                 low = value - value % multiple
                 problems.append((key, f"{key} {value} must be a multiple of {multiple} for "
                                       f"{self.name}; nearest: {low} or {low + multiple}"))
+        frames = params.get("num_frames")
+        if self.frame_step and frames is not None and (frames - 1) % self.frame_step:
+            low = frames - (frames - 1) % self.frame_step
+            problems.append(("num_frames", f"num_frames {frames} must be {self.frame_step}k+1 for {self.name}; "
+                                           f"nearest: {low} or {low + self.frame_step}"))
         problems += self._input_problems(spec, params)
         return problems
 
@@ -185,6 +192,9 @@ class Provider:
             rules["image"] = ["an input image file" + (" (required)" if spec.image_required else " (optional)")]
         if "mask_image" in spec.params:
             rules["mask_image"] = ["a mask image file the size of `image`, white = repaint (required)"]
+        if self.frame_step and "num_frames" in spec.params:
+            step = self.frame_step
+            rules["num_frames"] = [f"{step}k+1 (e.g. {step + 1}, {4 * step + 1}, {20 * step + 1})"]
         return rules
 
     @staticmethod

@@ -34,7 +34,6 @@ from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
 from diffsweep.tiny import cogvideox as tiny
 
 SIZE_MULTIPLE = 16
-FRAME_STEP = 8  # num_frames = FRAME_STEP * k + 1
 MAX_SEQUENCE_LENGTH = 226
 
 _PARAMS = frozenset({"negative_prompt", "guidance_scale", "num_inference_steps", "height", "width", "num_frames",
@@ -51,6 +50,7 @@ def _spec(name: str, params: frozenset[str]) -> PipelineSpec:
 
 class CogVideoX(Provider):
     name = "cogvideox"
+    frame_step = 8
     pipelines = {spec.name: spec for spec in (
         _spec("CogVideoXPipeline", _PARAMS),
         _spec("CogVideoXImageToVideoPipeline", _PARAMS | {"image"}),
@@ -58,21 +58,6 @@ class CogVideoX(Provider):
     tiny_models = {"cogvideox": TinyModel("CogVideoXPipeline", tiny.cogvideox,
                                           {"height": 32, "width": 32, "num_frames": 9, "max_sequence_length": 16},
                                           (9, 32, 32, 3))}
-
-    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
-        rules = super().param_rules(spec)
-        rules.setdefault("num_frames", []).append(f"{FRAME_STEP}k+1 (e.g. {FRAME_STEP + 1}, {6 * FRAME_STEP + 1})")
-        return rules
-
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
-                     builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
-        problems = super().check_params(spec, params, builder)
-        frames = params.get("num_frames")
-        if frames is not None and (frames - 1) % FRAME_STEP:
-            low = frames - (frames - 1) % FRAME_STEP
-            problems.append(("num_frames", f"num_frames {frames} must be {FRAME_STEP}k+1 for {self.name}; "
-                                           f"nearest: {low} or {low + FRAME_STEP}"))
-        return problems
 
     def preview_unpacker(self, pipe: Any, spec: PipelineSpec, params: Mapping[str, Any]) -> Any:
         """Latents are held frames-first, (B, F, C, h, w): reorder to (B, C, F, h, w)."""

@@ -25,14 +25,10 @@ frame of the (B,C,F,h,w) latents (generic projection). Batching: a list of promp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
 from diffsweep.tiny import hunyuan_video as tiny
 
 SIZE_MULTIPLE = 16
-FRAME_STEP = 4  # num_frames = FRAME_STEP * k + 1
 
 _PARAMS = frozenset({"prompt_2", "negative_prompt", "negative_prompt_2", "true_cfg_scale", "guidance_scale",
                      "num_inference_steps", "height", "width", "num_frames", "max_sequence_length", "fps"})
@@ -42,22 +38,13 @@ _DEFAULTS = {"height": 720, "width": 1280, "num_frames": 129, "num_inference_ste
 
 class HunyuanVideo(Provider):
     name = "hunyuan_video"
+    frame_step = 4
     pipelines = {"HunyuanVideoPipeline": PipelineSpec(
         "HunyuanVideoPipeline", "video", _PARAMS, _DEFAULTS, multiplier="num_videos_per_prompt",
         size_multiple=SIZE_MULTIPLE, max_batch=2)}
     tiny_models = {"hunyuan_video": TinyModel("HunyuanVideoPipeline", tiny.hunyuan_video,
                                               {"height": 32, "width": 32, "num_frames": 5, "max_sequence_length": 16},
                                               (5, 32, 32, 3))}
-
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
-                     builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
-        problems = super().check_params(spec, params, builder)
-        frames = params.get("num_frames")
-        if frames is not None and (frames - 1) % FRAME_STEP:
-            low = frames - (frames - 1) % FRAME_STEP
-            problems.append(("num_frames", f"num_frames {frames} must be {FRAME_STEP}k+1 for {self.name}; "
-                                           f"nearest: {low} or {low + FRAME_STEP}"))
-        return problems
 
 
 PROVIDER = HunyuanVideo()

@@ -35,7 +35,6 @@ from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
 from diffsweep.tiny import ltx as tiny
 
 SIZE_MULTIPLE = 32
-FRAME_STEP = 8  # num_frames = FRAME_STEP * k + 1
 MAX_SEQUENCE_LENGTH = 128
 
 _PARAMS = frozenset({"negative_prompt", "guidance_scale", "num_inference_steps", "height", "width", "num_frames",
@@ -51,6 +50,7 @@ def _spec(name: str, params: frozenset[str]) -> PipelineSpec:
 
 class LTX(Provider):
     name = "ltx"
+    frame_step = 8
     pipelines = {spec.name: spec for spec in (
         _spec("LTXPipeline", _PARAMS),
         _spec("LTXImageToVideoPipeline", _PARAMS | {"image"}),
@@ -62,21 +62,6 @@ class LTX(Provider):
                   for name, description in (
                       ("decode_timestep", "LTX-Video: the timestep the timestep-aware VAE decodes at"),
                       ("decode_noise_scale", "LTX-Video: noise mixed into the latents before a timestep-aware decode"))}
-
-    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
-        rules = super().param_rules(spec)
-        rules.setdefault("num_frames", []).append(f"{FRAME_STEP}k+1 (e.g. {FRAME_STEP + 1}, {6 * FRAME_STEP + 1})")
-        return rules
-
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
-                     builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
-        problems = super().check_params(spec, params, builder)
-        frames = params.get("num_frames")
-        if frames is not None and (frames - 1) % FRAME_STEP:
-            low = frames - (frames - 1) % FRAME_STEP
-            problems.append(("num_frames", f"num_frames {frames} must be {FRAME_STEP}k+1 for {self.name}; "
-                                           f"nearest: {low} or {low + FRAME_STEP}"))
-        return problems
 
     def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
                     generators: list[Any]) -> dict[str, Any]:

@@ -48,7 +48,6 @@ SIZE_MULTIPLE = 16
 TI2V_SIZE_MULTIPLE = 32  # the TI2V-5B VAE compresses 16x, then 2x2 patches
 TI2V_MODELS = frozenset({"Wan-AI/Wan2.2-TI2V-5B-Diffusers"})
 TI2V_TINY_MODELS = frozenset({"wan22_ti2v"})
-FRAME_STEP = 4  # num_frames = FRAME_STEP * k + 1
 
 _PARAMS = frozenset({"negative_prompt", "guidance_scale", "num_inference_steps", "height", "width", "num_frames",
                      "max_sequence_length", "fps"})
@@ -63,6 +62,7 @@ def _spec(name: str, params: frozenset[str]) -> PipelineSpec:
 
 class Wan(Provider):
     name = "wan"
+    frame_step = 4
     pipelines = {spec.name: spec for spec in (
         _spec("WanPipeline", _PARAMS),
         _spec("WanImageToVideoPipeline", _PARAMS | {"image"}),
@@ -73,22 +73,6 @@ class Wan(Provider):
 
     def size_multiple(self, spec: PipelineSpec, builder: Mapping[str, Any] | None) -> int:
         return TI2V_SIZE_MULTIPLE if builder is not None and expands_timesteps(builder) else SIZE_MULTIPLE
-
-    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
-                     builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
-        problems = super().check_params(spec, params, builder)
-        frames = params.get("num_frames")
-        if frames is not None and (frames - 1) % FRAME_STEP:
-            low = frames - (frames - 1) % FRAME_STEP
-            problems.append(("num_frames", f"num_frames {frames} must be {FRAME_STEP}k+1 for {self.name}; "
-                                           f"nearest: {low} or {low + FRAME_STEP}"))
-        return problems
-
-    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
-        rules = super().param_rules(spec)
-        rules.setdefault("num_frames", []).append(f"{FRAME_STEP}k+1 (e.g. {FRAME_STEP + 1}, {4 * FRAME_STEP + 1}, "
-                                                  f"{20 * FRAME_STEP + 1})")
-        return rules
 
     def before_load(self, spec: PipelineSpec) -> None:
         if spec.name != "WanImageToVideoPipeline":
