@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
     parser.add_argument("--provider", default="tiny_sd")
-    parser.add_argument("--items", type=int, default=256)
+    parser.add_argument("--items", type=int, default=512)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=4)
