@@ -185,29 +185,16 @@ TINY_CLIP_VERSION = 1
 
 def ensure_tiny_clip() -> Path:
     """Build the tiny CLIP into diffsweep's cache once; later calls reuse the folder."""
-    import os
-    import shutil
-    import tempfile
-
-    from diffsweep.paths import cache_dir
+    from diffsweep.paths import build_folder_once, cache_dir
     from diffsweep.tiny.clip import clip_model, clip_processor
 
-    target = cache_dir() / "tiny" / f"clip-v{TINY_CLIP_VERSION}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".clip-", dir=target.parent))
-    try:
+    def save(folder: Path) -> None:
         processor = clip_processor()
-        clip_model(len(processor.tokenizer)).save_pretrained(staging)
-        processor.save_pretrained(staging)
-        try:
-            os.replace(staging, target)  # atomic: a concurrent builder either wins or finds ours
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        clip_model(len(processor.tokenizer)).save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    target = cache_dir() / "tiny" / f"clip-v{TINY_CLIP_VERSION}"
+    build_folder_once(target, "config.json", save)
     return target
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -34,3 +37,22 @@ def cache_dir() -> Path:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(xdg).expanduser() / "diffsweep"
+
+
+def build_folder_once(target: Path, marker: str, save: Callable[[Path], None]) -> bool:
+    """Make `target` by `save(staging)` and an atomic rename, unless `target/marker` exists already;
+    True if this call built it. A concurrent builder either wins the rename or finds ours."""
+    if (target / marker).is_file():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        save(staging)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / marker).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return True

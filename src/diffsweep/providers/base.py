@@ -14,8 +14,6 @@ import importlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -24,7 +22,7 @@ from typing import Any
 
 from diffsweep.errors import ModelUnavailableError
 from diffsweep.inputs import FILE_PARAMS, image_problem, image_size, load_image
-from diffsweep.paths import cache_dir
+from diffsweep.paths import build_folder_once, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -487,21 +485,12 @@ def tiny_folder(provider: Provider, tiny_name: str) -> Path:
 def ensure_tiny(provider: Provider, tiny_name: str) -> Path:
     """Build a tiny random-weight pipeline into the cache once; later calls reuse the folder."""
     target = tiny_folder(provider, tiny_name)
-    if (target / "model_index.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     tiny = provider.tiny_models[tiny_name]
-    pipeline_class = provider.spec(tiny.pipeline).load_class()
-    staging = Path(tempfile.mkdtemp(prefix=f".{tiny_name}-", dir=target.parent))
-    try:
-        pipe = pipeline_class(**tiny.factory())
-        pipe.save_pretrained(staging, safe_serialization=True)
-        try:
-            os.replace(staging, target)  # atomic: a concurrent builder either wins or finds ours
-        except OSError:
-            if not (target / "model_index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("built tiny model %s into %s", tiny_name, target)
+
+    def save(folder: Path) -> None:
+        pipeline_class = provider.spec(tiny.pipeline).load_class()
+        pipeline_class(**tiny.factory()).save_pretrained(folder, safe_serialization=True)
+
+    if build_folder_once(target, "model_index.json", save):
+        log.info("built tiny model %s into %s", tiny_name, target)
     return target
