@@ -1,4 +1,5 @@
-"""Encoding outputs to bytes: PNG with embedded provenance, MP4 video, WAV audio.
+"""Encoding outputs to bytes: PNG with embedded provenance, MP4 video (with an AAC track for video with sound), WAV
+audio; and the output kinds they are written as.
 
 Encoders return bytes so the record step can write them atomically (temp file, fsync, rename).
 """
@@ -10,6 +11,8 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -17,9 +20,34 @@ from PIL import Image, PngImagePlugin
 
 from diffsweep.providers.base import Generated
 
-EXTENSIONS = {"image": ".png", "video": ".mp4", "audio": ".wav"}
+
+@dataclass(frozen=True)
+class OutputKind:
+    """One kind of output a pipeline spec declares (`PipelineSpec.output`), and what its file holds."""
+
+    extension: str
+    moving: bool  # a sequence of frames: sheets show a strip, scores sample frames, the viewer plays it
+    sound: bool  # carries audio: its records state samples and sample_rate
+
+
+KINDS = {
+    "image": OutputKind(".png", moving=False, sound=False),
+    "video": OutputKind(".mp4", moving=True, sound=False),
+    "audio": OutputKind(".wav", moving=False, sound=True),
+    "video_audio": OutputKind(".mp4", moving=True, sound=True),  # H.264 plus an AAC track
+}
+EXTENSIONS = {name: kind.extension for name, kind in KINDS.items()}
 PNG_RECORD_KEY = "diffsweep"
 DEFAULT_SAMPLE_RATE = 16000  # where a pipeline does not say its own
+
+
+def kind_of(path: str, made: Mapping[str, Any] | None) -> str:
+    """The kind of an item's output file: its extension, and for an MP4 whether its record says it holds sound
+    (`made.sample_rate`); "file" for anything diffsweep does not write."""
+    suffix = PurePath(path).suffix.lower()
+    sound = made is not None and "sample_rate" in made
+    fitting = [name for name, kind in KINDS.items() if kind.extension == suffix]
+    return next((name for name in fitting if len(fitting) == 1 or KINDS[name].sound == sound), "file")
 
 
 def to_uint8(array: Any) -> np.ndarray:
@@ -104,6 +132,29 @@ def encode_mp4(frames: Any, fps: int) -> bytes:
         os.unlink(path)
 
 
+def encode_mp4_with_audio(frames: Any, fps: int, samples: Any, sample_rate: int) -> bytes:
+    """encode_mp4's H.264 video with an AAC track of `samples` ((channels, samples) or mono, in [-1, 1]) at
+    `sample_rate`, muxed by PyAV: the video packets are copied, not re-encoded."""
+    import av
+
+    audio = np.ascontiguousarray(np.clip(np.atleast_2d(np.asarray(samples, dtype=np.float32)), -1.0, 1.0))
+    layout = {1: "mono", 2: "stereo"}[audio.shape[0]]
+    buffer = io.BytesIO()
+    with av.open(io.BytesIO(encode_mp4(frames, fps))) as source, av.open(buffer, "w", format="mp4") as target:
+        video_in = source.streams.video[0]
+        video_out = target.add_stream_from_template(video_in)
+        sound = target.add_stream("aac", rate=sample_rate, layout=layout)
+        for packet in source.demux(video_in):
+            if packet.dts is not None:  # the demuxer ends with an empty flush packet
+                packet.stream = video_out
+                target.mux(packet)
+        frame = av.AudioFrame.from_ndarray(audio, format="fltp", layout=layout)
+        frame.sample_rate, frame.pts = sample_rate, 0
+        target.mux(sound.encode(frame))  # PyAV splits it into the encoder's 1024-sample frames
+        target.mux(sound.encode(None))
+    return buffer.getvalue()
+
+
 def encode_wav(samples: Any, sample_rate: int) -> bytes:
     """16-bit PCM WAV at the pipeline's sample rate (mono, or channels last)."""
     import soundfile
@@ -114,6 +165,17 @@ def encode_wav(samples: Any, sample_rate: int) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, np.clip(audio, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
+
+
+def decode_mp4_audio(data: bytes) -> np.ndarray:
+    """(channels, samples) float32 of an MP4's audio track, as PyAV decodes it (empty when it has none)."""
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        if not container.streams.audio:
+            return np.zeros((0, 0), np.float32)
+        chunks = [frame.to_ndarray() for frame in container.decode(audio=0)]
+    return np.concatenate(chunks, axis=-1) if chunks else np.zeros((0, 0), np.float32)
 
 
 def decode_mp4(data: bytes) -> np.ndarray:

@@ -47,7 +47,7 @@ def item_stem(item: Item, width: int) -> str:
 
 
 def item_record(item: Item, status: str, outputs: list[str], seconds: float, error: str | None = None,
-                made: Mapping[str, int] | None = None, prompt_truncated: Mapping[str, Any] | None = None) -> ItemRecord:
+                made: Mapping[str, int | float] | None = None, prompt_truncated: Mapping[str, Any] | None = None) -> ItemRecord:
     return ItemRecord(index=item.index, item_id=item.item_id, builder_hash=item.builder_hash, status=status,
                       params=item.params, seed=item.seed, outputs=tuple(outputs), seconds=seconds, error=error,
                       made=made, prompt_truncated=prompt_truncated or None)
@@ -61,7 +61,15 @@ def measured(generated: Generated) -> dict[str, int]:
         return {"width": int(shape[1]), "height": int(shape[0])}
     if generated.kind == "video":
         return {"width": int(shape[2]), "height": int(shape[1]), "frames": int(shape[0])}
-    return {"samples": int(shape[-1]), "sample_rate": int(generated.sample_rate or media.DEFAULT_SAMPLE_RATE)}
+    if generated.kind == "video_audio":
+        return {**measured(Generated("video", generated.array)), **_sound(generated.audio, generated.sample_rate)}
+    return _sound(generated.array, generated.sample_rate)
+
+
+def _sound(samples: Any, sample_rate: int | None) -> dict[str, Any]:
+    """Samples per channel, the rate and the length in seconds (to the millisecond) of an audio output."""
+    count, rate = int(samples.shape[-1]), int(sample_rate or media.DEFAULT_SAMPLE_RATE)
+    return {"samples": count, "sample_rate": rate, "duration": round(count / rate, 3)}
 
 
 def sidecar_record(record: ItemRecord, builder: BuilderPlan, run_ref: Mapping[str, Any],
@@ -143,4 +151,7 @@ def encode(generated: Generated, item: Item, builder: BuilderPlan, sidecar: Mapp
         return media.encode_png(generated, parameters, reproducible(sidecar))
     if generated.kind == "video":
         return media.encode_mp4(generated.array, fps=int(item.params.get("fps", 16)))
+    if generated.kind == "video_audio":
+        return media.encode_mp4_with_audio(generated.array, int(item.params.get("fps", 16)), generated.audio,
+                                           generated.sample_rate or media.DEFAULT_SAMPLE_RATE)
     return media.encode_wav(generated.array, generated.sample_rate or media.DEFAULT_SAMPLE_RATE)

@@ -79,7 +79,8 @@ class ItemRecord:
     outputs: tuple[str, ...]
     seconds: float
     error: str | None = None
-    made: Mapping[str, int] | None = None  # what the output holds: width/height (frames), or samples/sample_rate
+    # what the output holds: width/height (frames) for pictures, samples/sample_rate/duration (seconds) for sound
+    made: Mapping[str, int | float] | None = None
     # prompts a text encoder cut: {parameter: {tokenizer: {tokens, used_tokens, dropped_text}}}
     prompt_truncated: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -104,8 +105,8 @@ class ItemRecord:
         error = raw.get("error")
         made = raw.get("made")
         if made is not None and not (isinstance(made, Mapping) and all(
-                isinstance(v, int) and not isinstance(v, bool) for v in made.values())):
-            raise RecordError(f"made: expected a mapping of integers, got {made!r}")
+                isinstance(v, int | float) and not isinstance(v, bool) for v in made.values())):
+            raise RecordError(f"made: expected a mapping of numbers, got {made!r}")
         return cls(index=_int(raw, "index"), item_id=_text(raw, "item_id"), builder_hash=_text(raw, "builder_hash"),
                    status=status, params=dict(_mapping(raw.get("params"), "params")), seed=_int(raw, "seed"),
                    outputs=tuple(outputs), seconds=float(_number(raw, "seconds", 0.0) or 0.0),

@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw
 
+from diffsweep import media
 from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
 from diffsweep.fonts import Typeface
 from diffsweep.grid import Axis, Grid, expand_range
@@ -62,11 +63,6 @@ SLATE = (50, 60, 80)  # background of waveforms and unknown outputs
 WAVE = (140, 210, 255)
 MARK_INK = {MISSING: INK, FAILED: BACKGROUND, SLATE: BACKGROUND}
 
-KINDS = {".png": "image", ".jpg": "image", ".webp": "image", ".mp4": "video", ".wav": "audio"}
-
-
-def media_kind(path: str) -> str:
-    return KINDS.get(Path(path).suffix.lower(), "file")
 
 
 # --- the run's grid as sheets see it ----------------------------------------------------------
@@ -276,13 +272,13 @@ def tile(run_dir: Path, record: ItemRecord | None) -> Tile:
     if not record.outputs:
         return "missing"
     path = run_dir / record.outputs[0]
-    kind = media_kind(record.outputs[0])
+    kind = media.kind_of(record.outputs[0], record.made)
     try:
         if kind == "image":
             with Image.open(path) as image:
                 image.thumbnail((THUMB, THUMB))
                 return image.convert("RGB")
-        if kind == "video":
+        if kind in media.KINDS and media.KINDS[kind].moving:  # video, with or without sound: its frames
             return video_strip(path)
         if kind == "audio":
             return waveform(path)

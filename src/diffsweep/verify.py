@@ -26,15 +26,26 @@ from diffsweep.savedconfig import load_run_config
 log = logging.getLogger("diffsweep")
 
 
-def _decoded(kind: str, data: bytes) -> np.ndarray:
+def _decoded(kind: str, data: bytes) -> list[np.ndarray]:
+    """What a file holds, as integers: pixels, frames, 16-bit samples; video with sound gives frames and samples."""
     if kind == "image":
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
+            return [np.asarray(image.convert("RGB"))]
     if kind == "video":
-        return media.decode_mp4(data)
+        return [media.decode_mp4(data)]
+    if kind == "video_audio":
+        return [media.decode_mp4(data), np.round(media.decode_mp4_audio(data) * 32767).astype(np.int16)]
     import soundfile
 
-    return soundfile.read(io.BytesIO(data), dtype="int16")[0]
+    return [soundfile.read(io.BytesIO(data), dtype="int16")[0]]
+
+
+VERDICTS = ("identical", "equivalent", "different")  # from best to worst
+
+
+def compare_all(fresh: list[np.ndarray], saved: list[np.ndarray]) -> str:
+    """The worst verdict over an output's streams (video and its sound)."""
+    return max((compare(a, b) for a, b in zip(fresh, saved, strict=True)), key=VERDICTS.index)
 
 
 def compare(fresh: np.ndarray, saved: np.ndarray) -> str:
@@ -65,7 +76,7 @@ def verify_run(run_dir: Path, limit: int | None = None) -> list[int]:
         for item, generated in zip(batch.items, outputs, strict=True):
             path = run.path / saved[item.item_id].outputs[0]
             fresh = _decoded(generated.kind, encode(generated, item, batch.builder, {}))
-            verdict = compare(fresh, _decoded(generated.kind, path.read_bytes())) if path.is_file() else "different"
+            verdict = compare_all(fresh, _decoded(generated.kind, path.read_bytes())) if path.is_file() else "different"
             verdicts[verdict] += 1
             if verdict == "different":
                 mismatches.append(item.index)

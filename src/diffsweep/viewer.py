@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from diffsweep import media
 from diffsweep.labels import axis_value_labels
 from diffsweep.records import ItemRecord, RunInfo, Sidecar
 from diffsweep.rundir import RunFolder, write_atomic
@@ -33,7 +33,6 @@ INDEX = "index.html"
 DATA = "data.js"
 DATA_SCHEMA = 1
 SHORT_HASH = 12
-KINDS = {".png": "image", ".mp4": "video", ".wav": "audio"}
 
 
 def write_viewer(run_dir: Path, title: str, run: RunInfo | None, records: Sequence[ItemRecord],
@@ -102,7 +101,7 @@ def _made_item(record: ItemRecord, coords: list[int], sidecar: Sidecar | None,
         "index": record.index, "item_id": record.item_id, "coords": coords, "status": record.status,
         "params": dict(record.params), "seed": record.seed, "builder": record.builder_hash,
         "identity": identity, "scheduler": sidecar.scheduler if sidecar else None,
-        "outputs": [{"path": path, "kind": output_kind(path)} for path in record.outputs],
+        "outputs": [{"path": path, "kind": media.kind_of(path, record.made)} for path in record.outputs],
         "error": record.error, "seconds": record.seconds, "created": sidecar.created if sidecar else None,
         "scores": {metric: {"value": s.value, "model": s.model, "revision": s.revision, "skipped": s.skipped}
                    for metric, s in scores.items()},
@@ -164,10 +163,6 @@ def _fixed_params(records: Sequence[ItemRecord], grid: SweepGrid | None) -> dict
     for record in records[1:]:
         fixed = {key: value for key, value in fixed.items() if key in record.params and record.params[key] == value}
     return {key: _full_text(value) for key, value in fixed.items()}
-
-
-def output_kind(path: str) -> str:
-    return KINDS.get(os.path.splitext(path)[1].lower(), "file")
 
 
 def _full_text(value: Any) -> str:

@@ -20,6 +20,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from diffsweep.errors import ModelUnavailableError
 from diffsweep.inputs import FILE_PARAMS, image_problem, image_size, load_image
 from diffsweep.paths import build_folder_once, cache_dir
@@ -39,7 +41,7 @@ class PipelineSpec:
     """One diffusers pipeline class as diffsweep drives it."""
 
     name: str
-    output: str  # "image" | "video" | "audio"
+    output: str  # a kind of diffsweep.media.KINDS: "image" | "video" | "audio" | "video_audio" (video with sound)
     params: frozenset[str]  # generation parameters the pipeline takes (besides prompt and seed)
     defaults: Mapping[str, Any] = field(default_factory=dict)
     multiplier: str | None = "num_images_per_prompt"
@@ -89,11 +91,13 @@ class TinyModel:
 
 @dataclass(frozen=True)
 class Generated:
-    """One item's raw output, before encoding: an image (H,W,3), frames (F,H,W,3) or audio samples."""
+    """One item's raw output, before encoding: an image (H,W,3), frames (F,H,W,3) or audio samples; video with
+    sound has its frames in `array` and its (channels, samples) in `audio`."""
 
     kind: str
     array: Any  # numpy float32 in [0, 1] for image/video, [-1, 1] for audio
     sample_rate: int | None = None
+    audio: Any = None  # numpy float32 in [-1, 1], for video with sound
 
 
 class Provider:
@@ -159,7 +163,7 @@ class Provider:
         if spec.max_sequence_length is not None and length is not None and length > spec.max_sequence_length:
             problems.append(("max_sequence_length", f"max_sequence_length {length} exceeds "
                                                     f"{spec.max_sequence_length}, the text encoder limit of {spec.name}"))
-        if "fps" in params and spec.output != "video":
+        if "fps" in params and spec.output not in ("video", "video_audio"):
             problems.append(("fps", f"fps applies to video output; {spec.name} makes {spec.output}"))
         multiple = self.size_multiple(spec, builder)
         for key in ("height", "width"):
@@ -305,8 +309,15 @@ class Provider:
             return [Generated("image", image) for image in result.images]
         if spec.output == "video":
             return [Generated("video", frames) for frames in result.frames]
-        rate = int(pipe.vocoder.config.sampling_rate)
-        return [Generated("audio", audio, sample_rate=rate) for audio in result.audios]
+        if spec.output == "video_audio":
+            rate = self.sample_rate(pipe)
+            return [Generated("video_audio", frames, sample_rate=rate, audio=np.asarray(audio, dtype=np.float32))
+                    for frames, audio in zip(result.frames, _numpy(result.audio), strict=True)]
+        return [Generated("audio", audio, sample_rate=self.sample_rate(pipe)) for audio in result.audios]
+
+    def sample_rate(self, pipe: Any) -> int:
+        """The sample rate of the audio a pipeline makes: its vocoder's."""
+        return int(pipe.vocoder.config.sampling_rate)
 
     # ----- previews --------------------------------------------------------------------
     def preview_space(self, spec: PipelineSpec) -> RGBFactors | str | None:
@@ -328,6 +339,11 @@ def pipeline_unpacker(pipe: Any, params: Mapping[str, Any]) -> Callable[[Any], A
         return None
     height, width, scale_factor = params["height"], params["width"], pipe.vae_scale_factor
     return lambda latents: pipe._unpack_latents(latents, height, width, scale_factor)
+
+
+def _numpy(batch: Any) -> Any:
+    """A pipeline's batched tensor output (diffusers returns audio as a torch tensor whatever output_type says)."""
+    return batch.detach().float().cpu().numpy() if hasattr(batch, "detach") else batch
 
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".sft", ".pt", ".bin", ".gguf")

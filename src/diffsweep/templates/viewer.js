@@ -255,7 +255,10 @@
     else if (item.status === "missing") inner = '<span class="mark">not made</span>';
     else if (!first) inner = '<span class="mark">no output</span>';
     else if (first.kind === "image") inner = `<img src="${esc(encodeURI(first.path))}" alt="" decoding="async">`;
-    else if (first.kind === "video") inner = `<video src="${esc(encodeURI(first.path))}#t=0.01" preload="metadata" muted loop playsinline></video>`;
+    else if (first.kind === "video" || first.kind === "video_audio") {
+      inner = `<video src="${esc(encodeURI(first.path))}#t=0.01" preload="metadata" muted loop playsinline></video>`;
+      if (first.kind === "video_audio") { cls += " sound"; inner += '<span class="mark sound">♪</span>'; }
+    }
     else { cls += " audio"; inner = '<span class="mark">♪ audio</span>'; }
     let extra = "";
     if (layout.metric) {
@@ -370,6 +373,8 @@
     const src = esc(encodeURI(output.path));
     if (output.kind === "image") return `<a href="${src}"><img src="${src}" alt="${esc(output.path)}"></a>`;
     if (output.kind === "video") return `<video src="${src}" controls autoplay muted loop playsinline></video>`;
+    // with sound: not muted, so it waits for play (browsers refuse to autoplay sound)
+    if (output.kind === "video_audio") return `<video src="${src}" controls loop playsinline></video>`;
     if (output.kind === "audio") return `<audio src="${src}" controls preload="auto"></audio>`;
     return `<a href="${src}">${esc(output.path)}</a>`;
   }
