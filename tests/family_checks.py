@@ -76,6 +76,8 @@ def check_item(run_dir: Path, record: dict[str, Any], size: tuple[int, int] | No
     made = {"width": size[0], "height": size[1]}  # the size (and length) each record says was made
     if decoded.pixels.ndim == 4:
         made["frames"] = shape[0]
+    if decoded.audio is not None:
+        made |= check_sound(decoded, record["made"])
     assert record["made"] == sidecar["made"] == made, (record["made"], sidecar["made"])
     if decoded.pixels.ndim == 4:
         assert shape[0] == params["num_frames"], (shape, params)
@@ -83,6 +85,16 @@ def check_item(run_dir: Path, record: dict[str, Any], size: tuple[int, int] | No
         with Image.open(run_dir / output) as image:
             assert json.loads(image.text["diffsweep"])["params"] == params
     return decoded
+
+
+def check_sound(decoded: Decoded, made: dict[str, Any]) -> dict[str, Any]:
+    """An MP4's AAC track holds the sound its record states: the rate, and the samples up to AAC's framing (the
+    encoder pads the last of its 1024-sample frames); the stated duration is samples / rate. Returns those fields."""
+    sound = {key: made[key] for key in ("samples", "sample_rate", "duration")}
+    assert decoded.audio_codec == "aac" and decoded.sample_rate == sound["sample_rate"], (decoded.audio_codec, made)
+    assert sound["duration"] == round(sound["samples"] / sound["sample_rate"], 3), made
+    assert sound["samples"] <= decoded.audio.shape[-1] <= sound["samples"] + 2048, (decoded.audio.shape, made)
+    return sound
 
 
 def previews_of(run_dir: Path, record: dict[str, Any]) -> list[Path]:

@@ -29,8 +29,9 @@ Output: video with sound (`.frames`, np (B,F,H,W,3) in [0,1], and `.audio`, (B, 
 at its `output_sampling_rate`), written as one MP4: H.264 at `fps` with an AAC track (diffsweep.media). Records state
 frames and size, and the sound's samples, sample rate and duration. Step previews unpack the pipeline's video token
 sequence with its own `_unpack_latents` and show the middle latent frame (generic projection; the audio latents are
-not previewed). Batching: a list of prompts with one CPU generator per item (`num_videos_per_prompt`=1); I2V takes
-one input image for every prompt of a call (diffusers re-compresses a single PIL image).
+not previewed). Batching: T2V takes a list of prompts with one CPU generator per item (`num_videos_per_prompt`=1);
+I2V runs one item per call: diffusers re-compresses a single PIL input image but then encodes image i for
+generator i, so a batch of several items cannot be given its image.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ _DEFAULTS = {"height": 512, "width": 768, "num_frames": 121, "num_inference_step
              "fps": 24}
 
 
-def _spec(name: str, params: frozenset[str]) -> PipelineSpec:
+def _spec(name: str, params: frozenset[str], batchable: bool = True) -> PipelineSpec:
     return PipelineSpec(name, "video_audio", params, _DEFAULTS, multiplier="num_videos_per_prompt",
-                        size_multiple=SIZE_MULTIPLE, max_batch=2, max_sequence_length=MAX_SEQUENCE_LENGTH)
+                        batchable=batchable, size_multiple=SIZE_MULTIPLE, max_batch=2,
+                        max_sequence_length=MAX_SEQUENCE_LENGTH)
 
 
 def _scale(description: str, minimum: float = 0) -> dict[str, Any]:
@@ -67,7 +69,7 @@ class LTX2(Provider):
     frame_step = 8
     pipelines = {spec.name: spec for spec in (
         _spec("LTX2Pipeline", _PARAMS),
-        _spec("LTX2ImageToVideoPipeline", _PARAMS | {"image"}),
+        _spec("LTX2ImageToVideoPipeline", _PARAMS | {"image"}, batchable=False),
     )}
     tiny_models = {"ltx2": TinyModel("LTX2Pipeline", tiny.ltx2,
                                      {"height": 32, "width": 32, "num_frames": 9, "max_sequence_length": 16},
