@@ -47,7 +47,8 @@ def test_describe_states_the_provider_spec_and_the_preset(preset: str, tmp_path:
     assert (described["output"], described["lora"], described["batchable"], described["multiplier"]) == (
         spec.output, spec.lora, spec.batchable, spec.multiplier)
     assert described["auto_batch_size"] == provider.batch_limit(spec)
-    assert described["file_extension"] == {"image": ".png", "video": ".mp4", "audio": ".wav"}[spec.output]
+    assert described["file_extension"] == {"image": ".png", "video": ".mp4", "audio": ".wav",
+                                              "video_audio": ".mp4"}[spec.output]
     if described["pipelines"]:
         assert described["pipelines"] == list(provider.pipelines) and spec.name in described["pipelines"]
     params: dict[str, dict[str, Any]] = {p["name"]: p for p in described["parameters"]}

@@ -98,8 +98,8 @@ def test_a_bad_frame_count_is_refused_by_the_cli_with_its_key(tmp_path: Path) ->
 @pytest.mark.parametrize(("overrides", "message"), [
     (["sweep.params.height=48"], "sweep.params.height: height 48 must be a multiple of 32 for ltx2; nearest: 32 or 64"),
     (["+sweep.params.max_sequence_length=2048"], "max_sequence_length 2048 exceeds 1024"),
-    (["+sweep.params.guidance_rescale=2"], "sweep.params.guidance_rescale"),
     (["+sweep.params.stg_scale=-1"], "sweep.params.stg_scale"),
+    (["+sweep.params.audio_guidance_scale=loud"], "sweep.params.audio_guidance_scale"),
     (["+sweep.params.strength=0.5"], "sweep.params.strength: not a parameter of LTX2Pipeline"),
 ])
 def test_rules_at_plan_time(overrides: list[str], message: str, tmp_path: Path) -> None:

@@ -2,11 +2,12 @@
 
 | pipeline | inputs | generation params (besides prompt, seed) | defaults |
 | --- | --- | --- | --- |
-| LTX2Pipeline | - | negative_prompt, guidance_scale, audio_guidance_scale, stg_scale, modality_scale, guidance_rescale, num_inference_steps, height, width, num_frames, max_sequence_length, decode_timestep, decode_noise_scale, fps | 768x512, 121 frames, 30 steps, guidance 3.0, 24 fps |
+| LTX2Pipeline | - | negative_prompt, guidance_scale, audio_guidance_scale, stg_scale, modality_scale, num_inference_steps, height, width, num_frames, max_sequence_length, decode_timestep, decode_noise_scale, fps | 768x512, 121 frames, 30 steps, guidance 3.0, 24 fps |
 | LTX2ImageToVideoPipeline | image (the first frame) | as LTX2Pipeline | as LTX2Pipeline |
 
 Defaults are diffusers' (its `__call__` follows the LTX-2.5 reference: audio guidance 7.0, STG 1.0 on block 28,
-modality guidance 3.0, guidance rescale 0.7); the documented LTX-2 settings live in the conf/provider presets.
+modality guidance 3.0, guidance rescale 0.7, which diffsweep leaves as they are); the documented LTX-2 settings live
+in the conf/provider presets.
 `num_frames` is always given (121 by default): diffusers' duration head, which picks a length from the prompt, is an
 optional component these presets do not load, so the record's frame count is the one asked for. `fps` is both the
 MP4's frame rate and the pipeline's `frame_rate`, which sets the audio's length (num_frames / fps seconds) and scales
@@ -47,8 +48,8 @@ SIZE_MULTIPLE = 32
 MAX_SEQUENCE_LENGTH = 1024
 
 _PARAMS = frozenset({"negative_prompt", "guidance_scale", "audio_guidance_scale", "stg_scale", "modality_scale",
-                     "guidance_rescale", "num_inference_steps", "height", "width", "num_frames", "max_sequence_length",
-                     "decode_timestep", "decode_noise_scale", "fps"})
+                     "num_inference_steps", "height", "width", "num_frames", "max_sequence_length", "decode_timestep",
+                     "decode_noise_scale", "fps"})
 # num_frames and fps are diffsweep's to fix: the pipeline would otherwise default to 121 frames at 24 fps anyway
 _DEFAULTS = {"height": 512, "width": 768, "num_frames": 121, "num_inference_steps": 30, "guidance_scale": 3.0,
              "fps": 24}
@@ -80,8 +81,6 @@ class LTX2(Provider):
         "audio_guidance_scale": _scale("LTX-2: classifier-free guidance of the sound (null: guidance_scale)"),
         "stg_scale": _scale("LTX-2: spatio-temporal guidance (0 switches it off)"),
         "modality_scale": _scale("LTX-2: modality isolation guidance between picture and sound (1 switches it off)"),
-        "guidance_rescale": {"description": "guidance rescale against over-exposure (0 switches it off)",
-                             "type": ["number", "null"], "minimum": 0, "maximum": 1},
     }
 
     def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
