@@ -190,15 +190,18 @@ def test_flux_kontext_keeps_the_requested_size_with_and_without_an_image(flux_fo
         assert [_pixels(run_dir / r["outputs"][0]).shape for r in records] == [(32, 32, 3)] * 2
 
 
-def test_qwen_image_edit_without_torchvision_fails_with_a_clear_message(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("pipeline", "image"), [("QwenImageEditPipeline", "inputs/example.png"),
+                                             ("QwenImageEditPlusPipeline", "[inputs/example.png,inputs/example_wide.png]")])
+def test_qwen_image_edit_without_torchvision_fails_with_a_clear_message(pipeline: str, image: str,
+                                                                        tmp_path: Path) -> None:
     from transformers.utils import is_torchvision_available
 
     if is_torchvision_available():
         pytest.skip("torchvision is installed: the Edit processor can be built")
-    result, records = _run(["provider=tiny_qwen_image", "builder.pipeline=QwenImageEditPipeline",
-                            "+sweep.params.image=inputs/example.png"], tmp_path)
+    result, records = _run(["provider=tiny_qwen_image", f"builder.pipeline={pipeline}",
+                            f"+sweep.params.image={image}"], tmp_path)
     assert result.exit_code == 1
-    assert all(r["status"] == "failed" and "needs torchvision" in r["error"] for r in records)
+    assert records and all(r["status"] == "failed" and "needs torchvision" in r["error"] for r in records)
 
 
 # ----- Wan image-to-video --------------------------------------------------------------------------------------
@@ -265,3 +268,16 @@ def test_qwen_image_edit_gets_its_input_image_once_per_prompt() -> None:
     kwargs = provider.call_kwargs(spec, items, [object(), object()])
     assert kwargs["prompt"] == ["make it red", "make it blue"]
     assert [image.size for image in kwargs["image"]] == [(64, 64), (64, 64)]
+
+
+def test_qwen_image_edit_plus_numbers_its_input_images_in_one_prompt_per_call(tmp_path: Path) -> None:
+    """Edit Plus writes "Picture 1..n" into each prompt and hands the processor the n images once per call, so a batch
+    of prompts would pair images and prompts wrongly: it takes one prompt per call, with every image, in order."""
+    provider = get("qwen_image")
+    spec = provider.spec("QwenImageEditPlusPipeline")
+    assert provider.batch_limit(spec) == 1
+    images = [_picture(tmp_path / "a.png", (48, 32), (200, 0, 0)), _picture(tmp_path / "b.png", (32, 64), (0, 0, 200))]
+    item = {**spec.defaults, "prompt": "the cat of picture 1 on the sofa of picture 2", "seed": 0, "image": images}
+    kwargs = provider.call_kwargs(spec, [item], [object()])
+    assert kwargs["prompt"] == [item["prompt"]]
+    assert [(picture.mode, picture.size) for picture in kwargs["image"]] == [("RGB", (48, 32)), ("RGB", (32, 64))]

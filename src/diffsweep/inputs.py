@@ -1,14 +1,16 @@
 """Input files of generation parameters (`image`, `mask_image`): lookup, checks, identity.
 
-Paths may be absolute or relative to the working directory (then the config tree). An item's
-identity uses the file's content digest, not its path, so moving an input changes nothing and
-editing it in place makes new items.
+Paths may be absolute or relative to the working directory (then the config tree). `image` may
+also be a list of paths, for pipelines that take several input images (Qwen-Image-Edit-Plus,
+Flux.2's reference images). An item's identity uses each file's content digest, not its path, so
+moving an input changes nothing and editing it in place makes new items.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +35,32 @@ def file_digest(path: str | Path) -> str:
     return _digest(str(path), stat.st_size, stat.st_mtime_ns)
 
 
+def named_paths(key: str, value: Any) -> list[tuple[str, str]]:
+    """(key path, file) for each file an input parameter names: `image` for one, `image[i]` in a list."""
+    if isinstance(value, str):
+        return [(key, value)]
+    if isinstance(value, (list, tuple)):
+        return [(f"{key}[{i}]", path) for i, path in enumerate(value) if isinstance(path, str)]
+    return []
+
+
+def map_paths(value: Any, change: Callable[[str], Any]) -> Any:
+    """An input parameter's value with `change` applied to its path, or to each path of a list."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, (list, tuple)):
+        return [change(path) if isinstance(path, str) else path for path in value]
+    return value
+
+
+def _content(path: str) -> str:
+    # a path that is no file stays a path here: planning refuses it (image_problem) before any item is made
+    return DIGEST_PREFIX + file_digest(path) if Path(path).is_file() else path
+
+
 def identity_params(params: dict[str, Any]) -> dict[str, Any]:
     """Params as hashed: input files stand for their content, not their location."""
-    # a path that is no file stays a path here: planning refuses it (image_problem) before any item is made
-    return {k: (DIGEST_PREFIX + file_digest(v) if k in FILE_PARAMS and isinstance(v, str) and Path(v).is_file() else v)
-            for k, v in params.items()}
+    return {k: map_paths(v, _content) if k in FILE_PARAMS else v for k, v in params.items()}
 
 
 def image_problem(path: str | Path) -> str | None:

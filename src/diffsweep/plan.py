@@ -23,7 +23,7 @@ from diffsweep import hashing, lora, providers, schedulers
 from diffsweep.devices import resolve_dtype
 from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
 from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
-from diffsweep.inputs import FILE_PARAMS, identity_params
+from diffsweep.inputs import FILE_PARAMS, identity_params, map_paths
 from diffsweep.labels import BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
@@ -121,15 +121,18 @@ def draw_random_seeds(doc: dict[str, Any]) -> dict[str, Any]:
 def absolutise_inputs(doc: dict[str, Any], base_dirs: list[Path]) -> dict[str, Any]:
     """A copy of `doc` whose input-file parameters are absolute paths, so config.yaml reruns anywhere."""
     doc = copy.deepcopy(doc)
+
+    def absolute(path: str) -> str:
+        return str(find_file(path, base_dirs).absolute())
+
     for params in (doc["generation"], doc["sweep"]["params"]):
         for key in FILE_PARAMS:
-            if isinstance(params.get(key), str):
-                params[key] = str(find_file(params[key], base_dirs).absolute())
+            if key in params:
+                params[key] = map_paths(params[key], absolute)
     for key in FILE_PARAMS:
         values = doc["sweep"]["grid"].get(key)
-        if isinstance(values, list):
-            doc["sweep"]["grid"][key] = [str(find_file(v, base_dirs).absolute()) if isinstance(v, str) else v
-                                         for v in values]
+        if isinstance(values, list):  # each grid value is a path, or a list of paths
+            doc["sweep"]["grid"][key] = [map_paths(value, absolute) for value in values]
     return doc
 
 
@@ -418,9 +421,12 @@ class Plan:
         self._checked_shapes.add(seen)
 
     def _where(self, key: str) -> str:
-        if key in self.doc["sweep"]["grid"]:
-            return f"sweep.grid.{key}"
-        if key in self.doc["sweep"]["params"]:
+        """The config key path of a parameter problem's key (`image[1]`: the second file of a list of images; on a
+        grid axis, the axis, whose value in question the message names)."""
+        root = key.split("[", 1)[0]
+        if root in self.doc["sweep"]["grid"]:
+            return f"sweep.grid.{root}"
+        if root in self.doc["sweep"]["params"]:
             return f"sweep.params.{key}"
         return f"generation.{key}"
 

@@ -10,6 +10,7 @@ tiny stand-ins (`TinyModel`). Everything else in diffsweep reads those declarati
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from diffsweep.errors import ModelUnavailableError
-from diffsweep.inputs import FILE_PARAMS, image_problem, image_size, load_image
+from diffsweep.inputs import FILE_PARAMS, image_problem, image_size, load_image, map_paths, named_paths
 from diffsweep.paths import build_folder_once, cache_dir
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class PipelineSpec:
     module: str = "diffusers"  # where the class is importable from
     max_batch: int = 8  # auto batch size cap on an accelerator
     image_required: bool = True  # when `image` is a parameter, whether it must be given
+    max_images: int | None = 1  # how many files `image` may name (a list for more than one); None: any number
     latent_space: str | None = None  # for cheap previews (diffsweep.previews); None: generic projection
     max_sequence_length: int | None = None  # the text encoder's token limit, where the pipeline takes the param
 
@@ -191,7 +193,10 @@ class Provider:
         if "fps" in spec.params:
             rules["fps"] = ["frame rate of the written MP4; used by diffsweep, not passed to the pipeline"]
         if "image" in spec.params:
-            rules["image"] = ["an input image file" + (" (required)" if spec.image_required else " (optional)")]
+            files = ("an input image file" if spec.max_images == 1 else
+                     f"an input image file, or a list of up to {spec.max_images}" if spec.max_images else
+                     "an input image file, or a list of them")
+            rules["image"] = [files + (" (required)" if spec.image_required else " (optional)")]
         if "mask_image" in spec.params:
             rules["mask_image"] = ["a mask image file the size of `image`, white = repaint (required)"]
         if self.frame_step and "num_frames" in spec.params:
@@ -201,8 +206,12 @@ class Provider:
 
     @staticmethod
     def _input_problems(spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
-        problems = [(key, problem) for key in FILE_PARAMS if isinstance(params.get(key), str)
-                    and (problem := image_problem(params[key]))]
+        image = params.get("image")
+        if isinstance(image, list) and spec.max_images is not None and len(image) > spec.max_images:
+            most = "one input image" if spec.max_images == 1 else f"at most {spec.max_images} input images"
+            return [("image", f"{spec.name} takes {most}; {len(image)} were given")]
+        problems = [(where, problem) for key in FILE_PARAMS for where, path in named_paths(key, params.get(key))
+                    if (problem := image_problem(path))]
         if problems:
             return problems
         if "mask_image" in spec.params and "mask_image" not in params:
@@ -297,8 +306,9 @@ class Provider:
         if spec.multiplier:
             kwargs[spec.multiplier] = 1
         for key in FILE_PARAMS:
-            if isinstance(kwargs.get(key), str):
-                kwargs[key] = load_image(kwargs[key], "L" if key == "mask_image" else "RGB")
+            if key in kwargs:
+                mode = "L" if key == "mask_image" else "RGB"
+                kwargs[key] = map_paths(kwargs[key], functools.partial(load_image, mode=mode))
         kwargs["generator"] = generators if spec.batchable else generators[0]
         kwargs["output_type"] = "np"
         return kwargs

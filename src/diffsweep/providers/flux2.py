@@ -1,9 +1,9 @@
-"""Flux.2 (black-forest-labs): [dev] and [klein] text-to-image, with an optional reference image.
+"""Flux.2 (black-forest-labs): [dev] and [klein] text-to-image, optionally conditioned on reference images.
 
 | pipeline | inputs | generation params (besides prompt, seed) | defaults |
 | --- | --- | --- | --- |
-| Flux2Pipeline | image (optional reference) | guidance_scale, num_inference_steps, height, width, max_sequence_length | 1024x1024, 50 steps, guidance 4.0 |
-| Flux2KleinPipeline | image (optional reference) | as Flux2Pipeline | as Flux2Pipeline |
+| Flux2Pipeline | image (optional: a reference image, or a list of them) | guidance_scale, num_inference_steps, height, width, max_sequence_length | 1024x1024, 50 steps, guidance 4.0 |
+| Flux2KleinPipeline | image (as Flux2Pipeline) | as Flux2Pipeline | as Flux2Pipeline |
 
 Defaults are diffusers'; the model-card values (klein distilled: 4 steps, guidance 1.0) live in the conf/provider
 presets. Both share the Flux.2 transformer, the 32-channel Flux.2 VAE and `Flux2LoraLoaderMixin`; they differ in the
@@ -22,13 +22,14 @@ does not install.
 Rules (checked at plan time, before anything loads):
 - height and width are multiples of 16 (VAE factor 8 x 2x2 latent patches); diffusers would silently round down.
 - max_sequence_length <= 512.
-- A reference image is at least 64 px on each side with an aspect ratio of at most 8 (diffusers refuses others); it is
-  cropped to multiples of 16 and scaled to at most 1 MP as conditioning, while the output stays height x width.
+- Each reference image is at least 64 px on each side with an aspect ratio of at most 8 (diffusers refuses others);
+  it is cropped to multiples of 16 and scaled to at most 1 MP as conditioning, while the output stays height x width.
+  Several references (`image: [a.png, b.png]`) condition one output together, in the order given.
 
 Output: image (`.images`, np (B,H,W,3) in [0,1]); step previews unpack the pipeline's token sequence (raster order of
 2x2 latent patches) and unpatchify it to the VAE's channels; the 32 Flux.2 channels use the generic projection.
 Batching: a list of prompts with one CPU generator per item (`num_images_per_prompt`=1); items of one call share the
-reference image.
+reference images.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from diffsweep.errors import ModelUnavailableError
-from diffsweep.inputs import image_size
+from diffsweep.inputs import image_size, named_paths
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
 from diffsweep.tiny import flux2 as tiny
 
@@ -52,7 +53,7 @@ _DEFAULTS = {"height": 1024, "width": 1024, "num_inference_steps": 50, "guidance
 
 def _spec(name: str) -> PipelineSpec:
     return PipelineSpec(name, "image", _PARAMS, _DEFAULTS, size_multiple=SIZE_MULTIPLE, max_batch=4,
-                        image_required=False, latent_space="flux2", max_sequence_length=MAX_SEQUENCE_LENGTH)
+                        image_required=False, max_images=None, latent_space="flux2", max_sequence_length=MAX_SEQUENCE_LENGTH)
 
 
 class Flux2(Provider):
@@ -64,15 +65,15 @@ class Flux2(Provider):
     def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
                      builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
         problems = super().check_params(spec, params, builder)
-        image = params.get("image")
-        if not isinstance(image, str) or any(key == "image" for key, _ in problems):
+        if any(key.startswith("image") for key, _ in problems):
             return problems
-        width, height = image_size(image)
-        if min(width, height) < MIN_REFERENCE_SIDE:
-            problems.append(("image", f"reference image {image} is {width}x{height}; {spec.name} needs at least "
+        for key, path in named_paths("image", params.get("image")):
+            width, height = image_size(path)
+            if min(width, height) < MIN_REFERENCE_SIDE:
+                problems.append((key, f"reference image {path} is {width}x{height}; {spec.name} needs at least "
                                       f"{MIN_REFERENCE_SIDE} px on each side"))
-        elif max(width, height) / min(width, height) > MAX_REFERENCE_ASPECT:
-            problems.append(("image", f"reference image {image} is {width}x{height}; {spec.name} takes aspect "
+            elif max(width, height) / min(width, height) > MAX_REFERENCE_ASPECT:
+                problems.append((key, f"reference image {path} is {width}x{height}; {spec.name} takes aspect "
                                       f"ratios up to {MAX_REFERENCE_ASPECT}:1"))
         return problems
 
