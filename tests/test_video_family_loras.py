@@ -18,6 +18,7 @@ ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
     ("tiny_wan22_ti2v", "WanPipeline", "wan22_ti2v"),
     ("tiny_cogvideox", "CogVideoXPipeline", "cogvideox"),
     ("tiny_ltx", "LTXPipeline", "ltx"),
+    ("tiny_ltx2", "LTX2Pipeline", "ltx2"),
     ("tiny_hunyuan_video", "HunyuanVideoPipeline", "hunyuan_video"),
 ])
 def test_lora_scale_zero_is_the_base_model_and_a_large_scale_shows(preset: str, pipeline: str, factory: str,
