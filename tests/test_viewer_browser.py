@@ -247,6 +247,17 @@ def test_audio_items_have_a_player(root: Path, page: Any) -> None:
     assert page.evaluate("document.querySelector('#detail audio').duration") == pytest.approx(0.1, abs=0.02)
 
 
+def test_video_with_sound_plays_with_its_sound(root: Path, page: Any) -> None:
+    run_dir = sweep(root, "provider=tiny_ltx2", *SMALL, "sweep.grid.seed=[1]", "sweep.name=sound")
+    open_viewer(page, run_dir)
+    assert page.locator(".cell.sound[data-item-id] video").count() == 1  # marked ♪, previewed muted
+    page.locator("[data-item-id]").first.click()
+    page.evaluate("document.querySelector('#detail video').play()")
+    page.wait_for_function("document.querySelector('#detail video').currentTime > 0", timeout=10000)
+    assert page.evaluate("document.querySelector('#detail video').muted") is False
+    page.wait_for_function("document.querySelector('#detail video').webkitAudioDecodedByteCount > 0", timeout=10000)
+
+
 # --- failed items, items not made yet --------------------------------------------------------------------------
 
 

@@ -110,7 +110,7 @@ class ScoreOutcome:
 class Output:
     """An item's output decoded for scoring: image frames (one for an image, sampled ones for a video) or audio."""
 
-    kind: str  # image | video | audio
+    kind: str  # image | video | audio (a video with sound is scored on its frames, as video)
     frames: np.ndarray | None = None  # (F, H, W, 3) uint8
     audio: np.ndarray | None = None
     sample_rate: int | None = None
