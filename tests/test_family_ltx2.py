@@ -4,6 +4,7 @@ image-to-video, previews, the viewer, sheets and scores, and its rules."""
 from __future__ import annotations
 
 import json
+import shutil
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,14 @@ import numpy as np
 import pytest
 
 from conftest import compose_config, read_manifest, run_cli
+from diffsweep import media
 from diffsweep.errors import EXIT_CONFIG, ConfigError
 from diffsweep.records import ItemRecord
+from diffsweep.rundiff import diff_runs
 from diffsweep.runner import prepare
 from diffsweep.scoring import decode as decode_for_scores
 from diffsweep.sheets import tile
-from family_checks import check_item, picture, previews_of, run_ok
+from family_checks import check_item, decode, picture, previews_of, run_ok
 
 CLI_RUN = ["provider=tiny_ltx2", "sweep.grid.prompt=[a fox barking,a boat horn]", "sweep.grid.seed=[0]",
            "sweep.params.width=64", "previews.every=2"]
@@ -66,6 +69,23 @@ def test_viewer_sheets_and_scores_treat_it_as_video_with_sound(cli_run: tuple[Pa
     assert not isinstance(strip, str) and strip.width > strip.height  # a strip of frames, not a mark
     scored = decode_for_scores(run_dir / record.outputs[0], video_frames=3)
     assert scored.kind == "video" and scored.frames.shape == (3, 32, 64, 3)
+
+
+def test_a_run_diff_hears_a_changed_sound_under_the_same_pictures(cli_run: tuple[Path, list[dict]],
+                                                                  tmp_path: Path) -> None:
+    run_dir, records = cli_run
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(run_dir, a)
+    shutil.copytree(run_dir, b)
+    output = records[0]["outputs"][0]
+    decoded = decode(run_dir / output)
+    frames, fps, sound = decoded.pixels / 255.0, records[0]["params"]["fps"], decoded.audio
+    # the same frames through the same encoder give the same H.264 stream; only the AAC track differs
+    (a / output).write_bytes(media.encode_mp4_with_audio(frames, fps, sound, decoded.sample_rate))
+    (b / output).write_bytes(media.encode_mp4_with_audio(frames, fps, -sound, decoded.sample_rate))
+    by_index = {item.index_a: item for item in diff_runs(a, b).items}
+    assert by_index[0].verdict == "different" and by_index[0].note == "the same pictures; the sound differs"
+    assert by_index[1].verdict == "identical"
 
 
 def test_image_to_video_one_item_per_call(tmp_path: Path) -> None:

@@ -167,6 +167,21 @@ def encode_wav(samples: Any, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
+def decode_streams(kind: str, data: bytes) -> list[np.ndarray]:
+    """What an output file of `kind` holds, as integer arrays, one per stream: pixels, frames or 16-bit samples; a
+    video with sound gives its frames and its samples. Reruns and runs are compared on these (verify, rundiff)."""
+    if kind == "image":
+        with Image.open(io.BytesIO(data)) as image:
+            return [np.asarray(image.convert("RGB"))]
+    if kind == "video":
+        return [decode_mp4(data)]
+    if kind == "video_audio":
+        return [decode_mp4(data), np.round(decode_mp4_audio(data) * 32767).astype(np.int16)]
+    import soundfile
+
+    return [soundfile.read(io.BytesIO(data), dtype="int16")[0]]
+
+
 def decode_mp4_audio(data: bytes) -> np.ndarray:
     """(channels, samples) float32 of an MP4's audio track, as PyAV decodes it (empty when it has none)."""
     import av

@@ -4,7 +4,8 @@
 - builders: the identity fields of each builder (from the item sidecars), paired in order of appearance;
 - items with the same item id in both: `identical` bytes, `equivalent` (decoded pixels or samples at most
   one level apart on at most 1% of values: the rounding of batched kernels, as `verify` allows), or
-  `different`, with the mean absolute difference in levels (0-255 for pixels, 16-bit for audio);
+  `different`, with the mean absolute difference in levels (0-255 for pixels, 16-bit for audio; a video with
+  sound is compared on its frames and its samples, and the mean is its frames');
 - items in only one of the runs (a changed seed, prompt or guidance makes new item ids);
 - score deltas (B − A) of each metric's mean per axis value, when both runs are scored.
 
@@ -13,7 +14,6 @@ The runs "differ" (exit 1) when an item is different or in only one run.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -130,21 +130,6 @@ def builder_changes(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) 
     return found
 
 
-def decoded(path: Path) -> np.ndarray:
-    """Pixels (or 16-bit samples) of an output file, as integers."""
-    suffix = path.suffix.lower()
-    if suffix == ".mp4":
-        return media.decode_mp4(path.read_bytes()).astype(np.int32)
-    if suffix == ".wav":
-        import soundfile
-
-        return soundfile.read(io.BytesIO(path.read_bytes()), dtype="int16")[0].astype(np.int32)
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB")).astype(np.int32)
-
-
 def compare_item(run_a: Path, a: ItemRecord, run_b: Path, b: ItemRecord) -> ItemComparison:
     def verdict(name: str, diff: float = 0.0, note: str = "") -> ItemComparison:
         return ItemComparison(a.item_id, a.index, b.index, name, diff, note)
@@ -160,15 +145,17 @@ def compare_item(run_a: Path, a: ItemRecord, run_b: Path, b: ItemRecord) -> Item
         return verdict("different", note=f"unreadable output: {error}")
     if bytes_a == bytes_b:
         return verdict("identical")
-    pixels_a, pixels_b = decoded(path_a), decoded(path_b)
-    if pixels_a.shape != pixels_b.shape:
-        return verdict("different", note=f"shape {pixels_a.shape} in A, {pixels_b.shape} in B")
-    diff = np.abs(pixels_a - pixels_b)
-    mean = float(diff.mean())
-    if not diff.any():
+    kind = media.kind_of(a.outputs[0], a.made)  # a video with sound is compared on its frames and its samples
+    streams_a, streams_b = media.decode_streams(kind, bytes_a), media.decode_streams(kind, bytes_b)
+    for stream_a, stream_b in zip(streams_a, streams_b, strict=True):
+        if stream_a.shape != stream_b.shape:
+            return verdict("different", note=f"shape {stream_a.shape} in A, {stream_b.shape} in B")
+    diffs = [np.abs(x.astype(np.int32) - y.astype(np.int32)) for x, y in zip(streams_a, streams_b, strict=True)]
+    if not any(diff.any() for diff in diffs):
         return verdict("identical", note="same decoded content, different file bytes (metadata)")
-    rounding = diff.max() <= 1 and (diff > 0).mean() <= 0.01
-    return verdict("equivalent" if rounding else "different", mean)
+    rounding = all(diff.max() <= 1 and (diff > 0).mean() <= 0.01 for diff in diffs)
+    note = "" if diffs[0].any() else "the same pictures; the sound differs"
+    return verdict("equivalent" if rounding else "different", float(diffs[0].mean()), note)
 
 
 def score_deltas(run_a: Path, run_b: Path) -> list[ScoreDelta]:

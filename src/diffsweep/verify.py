@@ -1,19 +1,17 @@
 """`diffsweep-runs verify`: regenerate saved items and compare them with what is on disk.
 
 Images and video compare decoded pixels (MP4 on both sides, since the codec is lossy), audio its
-samples. An item regenerated in a differently composed batch has the same noise and weights but
+samples, a video with sound both (its AAC track decoded on both sides too). An item regenerated in a differently composed batch has the same noise and weights but
 batched kernels round differently, so "equivalent" allows a few values one step apart;
 anything beyond that is a difference.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from diffsweep import media
 from diffsweep.cache import process_cache
@@ -24,20 +22,6 @@ from diffsweep.runner import generate, pipeline_for, prepare
 from diffsweep.savedconfig import load_run_config
 
 log = logging.getLogger("diffsweep")
-
-
-def _decoded(kind: str, data: bytes) -> list[np.ndarray]:
-    """What a file holds, as integers: pixels, frames, 16-bit samples; video with sound gives frames and samples."""
-    if kind == "image":
-        with Image.open(io.BytesIO(data)) as image:
-            return [np.asarray(image.convert("RGB"))]
-    if kind == "video":
-        return [media.decode_mp4(data)]
-    if kind == "video_audio":
-        return [media.decode_mp4(data), np.round(media.decode_mp4_audio(data) * 32767).astype(np.int16)]
-    import soundfile
-
-    return [soundfile.read(io.BytesIO(data), dtype="int16")[0]]
 
 
 VERDICTS = ("identical", "equivalent", "different")  # from best to worst
@@ -75,8 +59,8 @@ def verify_run(run_dir: Path, limit: int | None = None) -> list[int]:
         outputs = generate(pipeline_for(batch.builder, cache, plan.device, doc["optimization"]), batch)
         for item, generated in zip(batch.items, outputs, strict=True):
             path = run.path / saved[item.item_id].outputs[0]
-            fresh = _decoded(generated.kind, encode(generated, item, batch.builder, {}))
-            verdict = compare_all(fresh, _decoded(generated.kind, path.read_bytes())) if path.is_file() else "different"
+            fresh = media.decode_streams(generated.kind, encode(generated, item, batch.builder, {}))
+            verdict = compare_all(fresh, media.decode_streams(generated.kind, path.read_bytes())) if path.is_file() else "different"
             verdicts[verdict] += 1
             if verdict == "different":
                 mismatches.append(item.index)

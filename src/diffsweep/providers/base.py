@@ -165,7 +165,9 @@ class Provider:
         if spec.max_sequence_length is not None and length is not None and length > spec.max_sequence_length:
             problems.append(("max_sequence_length", f"max_sequence_length {length} exceeds "
                                                     f"{spec.max_sequence_length}, the text encoder limit of {spec.name}"))
-        if "fps" in params and spec.output not in ("video", "video_audio"):
+        from diffsweep.media import KINDS  # media encodes what providers generate: imported here, not at the top
+
+        if "fps" in params and not KINDS[spec.output].moving:
             problems.append(("fps", f"fps applies to video output; {spec.name} makes {spec.output}"))
         multiple = self.size_multiple(spec, builder)
         for key in ("height", "width"):
