@@ -12,6 +12,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+from jsonschema import Draft202012Validator
 
 from conftest import compose_config, read_manifest, run_cli
 from diffsweep import media
@@ -21,6 +22,7 @@ from diffsweep.rundiff import diff_runs
 from diffsweep.runner import prepare
 from diffsweep.scoring import decode as decode_for_scores
 from diffsweep.sheets import tile
+from diffsweep.validate import load_schema
 from family_checks import check_item, decode, picture, previews_of, run_ok
 
 CLI_RUN = ["provider=tiny_ltx2", "sweep.grid.prompt=[a fox barking,a boat horn]", "sweep.grid.seed=[0]",
@@ -41,7 +43,10 @@ def test_the_mp4_has_an_h264_video_and_an_aac_sound_track_as_recorded(cli_run: t
     run_dir, records = cli_run
     assert len(records) == 2
     sounds = []
+    item_schema = Draft202012Validator(load_schema("item"))  # the published contract states the sound too
     for record in records:
+        item_schema.validate(record)
+        item_schema.validate(json.loads((run_dir / record["outputs"][0]).with_suffix(".json").read_text()))
         decoded = check_item(run_dir, record)  # frames, size, sample rate and sample count against the records
         assert decoded.pixels.shape == (9, 32, 64, 3)
         made, params = record["made"], record["params"]

@@ -89,6 +89,12 @@ class LTX2(Provider):
         kwargs["frame_rate"] = float(items[0]["fps"])
         return kwargs
 
+    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
+        rules = super().param_rules(spec)
+        rules["fps"] = ["frame rate of the written MP4, also passed as the pipeline's frame_rate: the sound lasts "
+                        "num_frames / fps seconds"]
+        return rules
+
     def sample_rate(self, pipe: Any) -> int:
         """The vocoder's output rate (it upsamples the audio VAE's mel frames to it)."""
         return int(pipe.vocoder.config.output_sampling_rate)
