@@ -264,6 +264,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     write_viewer(path)  # the viewer shows each item's scores
     rate = outcome.items_per_second
     print(f"scored {outcome.scored} (item, metric) pair(s), {outcome.skipped} skipped, {outcome.kept} already scored"
+          + (f" ({outcome.outdated} scored again: made with other weights)" if outcome.outdated else "")
           + (f"  ({outcome.items} items, {rate:.1f} items/s)" if rate else ""))
     for line in score_stats.summary_table(stats):
         print(line)
