@@ -77,6 +77,15 @@ CASES = [
      ["sweep.grid.seed[0]: expected an integer seed (0 to 2**64-1)", "got 18446744073709551616"]),
     ("strength-above-one", [*IMG2IMG, f"+sweep.params.image='{EXAMPLE}'", "+sweep.params.strength=1.5"],
      ["sweep.params.strength: 1.5 is greater than the maximum of 1"]),
+    ("strength-times-steps-below-one", [*IMG2IMG, f"+sweep.params.image='{EXAMPLE}'", "+sweep.params.strength=0.3",
+                                        "sweep.params.num_inference_steps=2"],
+     ["sweep.params.strength: strength 0.3 x num_inference_steps 2 leaves no denoising step: "
+      "StableDiffusionImg2ImgPipeline runs int(2 x 0.3) = 0 steps; raise strength to at least 0.5 or "
+      "num_inference_steps to at least 4"]),
+    ("strength-zero-sdxl-inpaint", ["provider=tiny_sdxl", "builder.pipeline=StableDiffusionXLInpaintPipeline",
+                                    f"+sweep.params.image='{EXAMPLE}'", f"+sweep.params.mask_image='{EXAMPLE}'",
+                                    "+sweep.params.strength=0"],
+     ["sweep.params.strength: strength 0 leaves no denoising step in StableDiffusionXLInpaintPipeline"]),
     # unknown keys, anywhere
     ("unknown-top-level", ["+colour=red"], ["colour: unknown key; allowed keys: allowed_modules, builder"]),
     ("unknown-builder-key", ["+builder.modle=x"], ["builder.modle: unknown key (did you mean 'model'?)"]),

@@ -14,6 +14,7 @@ import functools
 import importlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class PipelineSpec:
     max_batch: int = 8  # auto batch size cap on an accelerator
     image_required: bool = True  # when `image` is a parameter, whether it must be given
     max_images: int | None = 1  # how many files `image` may name (a list for more than one); None: any number
+    # the pipeline denoises for int(num_inference_steps * strength) steps, and fails after loading when that is 0
+    truncates_strength_steps: bool = False
     latent_space: str | None = None  # for cheap previews (diffsweep.previews); None: generic projection
     max_sequence_length: int | None = None  # the text encoder's token limit, where the pipeline takes the param
 
@@ -176,6 +179,7 @@ class Provider:
                 low = value - value % multiple
                 problems.append((key, f"{key} {value} must be a multiple of {multiple} for "
                                       f"{self.name}; nearest: {low} or {low + multiple}"))
+        problems += _strength_step_problems(spec, params)
         frames = params.get("num_frames")
         if self.frame_step and frames is not None and (frames - 1) % self.frame_step:
             low = frames - (frames - 1) % self.frame_step
@@ -199,6 +203,8 @@ class Provider:
                      f"an input image file, or a list of up to {spec.max_images}" if spec.max_images else
                      "an input image file, or a list of them")
             rules["image"] = [files + (" (required)" if spec.image_required else " (optional)")]
+        if spec.truncates_strength_steps:
+            rules["strength"] = ["strength x num_inference_steps is at least 1 (the steps it denoises: the integer part)"]
         if "mask_image" in spec.params:
             rules["mask_image"] = ["a mask image file the size of `image`, white = repaint (required)"]
         if self.frame_step and "num_frames" in spec.params:
@@ -342,6 +348,17 @@ class Provider:
         (B, C, H, W) or (B, C, F, H, W) for diffsweep.previews; None where they already are.
         `params` are the call's shared generation parameters."""
         return None
+
+
+def _strength_step_problems(spec: PipelineSpec, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    steps, strength = params.get("num_inference_steps"), params.get("strength")
+    if not spec.truncates_strength_steps or steps is None or strength is None or int(steps * strength) >= 1:
+        return []
+    return [("strength", f"strength {strength} x num_inference_steps {steps} leaves no denoising step: "
+                         f"{spec.name} runs int({steps} x {strength}) = 0 steps; raise strength to at least "
+                         f"{math.ceil(100 / steps) / 100:g} or num_inference_steps to at least {math.ceil(1 / strength)}"
+                         if strength > 0 else
+                         f"strength 0 leaves no denoising step in {spec.name}; use a strength above 0")]
 
 
 def pipeline_unpacker(pipe: Any, params: Mapping[str, Any]) -> Callable[[Any], Any] | None:
