@@ -15,8 +15,9 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from conftest import compose_config, read_manifest, run_cli
-from diffsweep import media
+from diffsweep import media, providers
 from diffsweep.errors import EXIT_CONFIG, ConfigError
+from diffsweep.providers.base import ensure_tiny
 from diffsweep.records import ItemRecord
 from diffsweep.rundiff import diff_runs
 from diffsweep.runner import prepare
@@ -103,6 +104,15 @@ def test_image_to_video_one_item_per_call(tmp_path: Path) -> None:
     for record in records:
         assert record["params"]["image"] == image
         assert check_item(run_dir, record).pixels.shape == (9, 32, 32, 3)  # resized to height x width
+
+
+def test_the_custom_provider_keeps_the_sound_of_a_pipeline_it_describes_by_signature(tmp_path: Path) -> None:
+    folder = ensure_tiny(providers.get("ltx2"), "ltx2")
+    run_dir, (record,) = run_ok(["builder.provider=custom", "builder.pipeline=LTX2Pipeline", f"builder.model={folder}",
+                                 "sweep.params.num_inference_steps=2", "+sweep.params.height=32",
+                                 "+sweep.params.width=32", "+sweep.params.num_frames=9",
+                                 "+sweep.params.max_sequence_length=16"], tmp_path)
+    assert check_item(run_dir, record).audio is not None  # an AAC track, as the records say
 
 
 def test_a_dry_run_writes_and_builds_nothing(tmp_path: Path) -> None:

@@ -334,8 +334,10 @@ class Provider:
         return [Generated("audio", audio, sample_rate=self.sample_rate(pipe)) for audio in result.audios]
 
     def sample_rate(self, pipe: Any) -> int:
-        """The sample rate of the audio a pipeline makes: its vocoder's."""
-        return int(pipe.vocoder.config.sampling_rate)
+        """The sample rate of the audio a pipeline makes: its vocoder's output rate (`output_sampling_rate` where the
+        vocoder upsamples to it from another, as LTX-2's does; else `sampling_rate`)."""
+        config = pipe.vocoder.config
+        return int(getattr(config, "output_sampling_rate", None) or config.sampling_rate)
 
     # ----- previews --------------------------------------------------------------------
     def preview_space(self, spec: PipelineSpec) -> RGBFactors | str | None:

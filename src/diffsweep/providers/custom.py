@@ -9,7 +9,8 @@
 | spec field | derived from the class                                                                     |
 | ---------- | ------------------------------------------------------------------------------------------ |
 | params     | `__call__` keyword names that are diffsweep generation parameters (numeric defaults kept)  |
-| output     | video if it takes `num_frames`, audio if it takes `audio_length_in_s`, else image          |
+| output     | video if it takes `num_frames` (with sound if it also takes `audio_latents`, as LTX-2     |
+|            | does), audio if it takes `audio_length_in_s`, else image                                   |
 | multiplier | `num_images_per_prompt`, `num_videos_per_prompt` or `num_waveforms_per_prompt`, if taken   |
 | batchable  | takes a `generator` and a multiplier                                                       |
 | lora       | the class has `load_lora_weights`                                                          |
@@ -84,7 +85,8 @@ def describe(name: str) -> PipelineSpec:
     defaults = {k: signature.parameters[k].default for k in params
                 if type(signature.parameters[k].default) in (int, float)}
     multiplier = next((m for m in MULTIPLIERS if m in keywords), None)
-    output = "video" if "num_frames" in keywords else "audio" if "audio_length_in_s" in keywords else "image"
+    output = ("video_audio" if {"num_frames", "audio_latents"} <= keywords else "video" if "num_frames" in keywords
+              else "audio" if "audio_length_in_s" in keywords else "image")
     return ClassSpec(name, output, params, defaults, multiplier=multiplier,
                      batchable="generator" in keywords and multiplier is not None,
                      lora=hasattr(cls, "load_lora_weights"), module=name.rpartition(".")[0] or "diffusers")

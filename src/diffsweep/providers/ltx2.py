@@ -95,10 +95,6 @@ class LTX2(Provider):
                         "num_frames / fps seconds"]
         return rules
 
-    def sample_rate(self, pipe: Any) -> int:
-        """The vocoder's output rate (it upsamples the audio VAE's mel frames to it)."""
-        return int(pipe.vocoder.config.output_sampling_rate)
-
     # the video latents are packed as LTX-Video's are (the step callback never sees the audio ones)
     preview_unpacker = LTX.preview_unpacker
 
