@@ -1,0 +1,142 @@
+"""HiDream-I1 (HiDream.ai): text-to-image with a sparse mixture-of-experts DiT and four text encoders.
+
+| pipeline | inputs | generation params (besides prompt, seed) | defaults |
+| --- | --- | --- | --- |
+| HiDreamImagePipeline | - | negative_prompt, guidance_scale, num_inference_steps, height, width | 1024x1024, 50 steps, guidance 5.0 |
+
+Defaults are diffusers'; the model cards' values (Full: 50 steps, guidance 5.0; Dev: 28 steps, no CFG; Fast: 16 steps,
+no CFG) live in the conf/provider presets. The prompt goes to all four encoders (CLIP-L, CLIP-G, T5-XXL, Llama 3.1);
+`prompt_2`..`prompt_4` and their negatives are not exposed, and `max_sequence_length` keeps diffusers' 128.
+
+Size: HiDreamImagePipeline does not make the asked size. It rescales height x width to a fixed area, the square of
+128 latent pixels x the VAE factor (1024x1024 px on the published models), keeping the aspect ratio and rounding each
+side down to a multiple of 2 x the VAE factor: height and width set the aspect ratio and only approximately the size.
+So that no record claims a size that was not made, diffsweep takes only sizes the pipeline keeps as they are (e.g.
+1024x1024, 1168x880, 880x1168, 1360x768) and refuses others at plan time, naming what diffusers would make and the
+nearest sizes it keeps; the item records also carry the size read off each output (`made`).
+
+Load notes: plain `from_pretrained` for the diffusers-format repos of HiDream-I1 Full, Dev and Fast, whose scheduler
+config carries the card's shift. The fourth encoder is Llama-3.1-8B-Instruct (`meta-llama/Llama-3.1-8B-Instruct`,
+gated: accept its licence on the hub and set HF_TOKEN), which diffusers' example loads separately and passes as
+`text_encoder_4`/`tokenizer_4`; a repo that ships no `text_encoder_4`/`tokenizer_4` needs that, which diffsweep does not
+do for it.
+
+Rules (checked at plan time, before anything loads):
+- height x width is a size the pipeline keeps (above). The area is 1024x1024 px unless the model is a local folder whose
+  VAE says otherwise, or the tiny stand-in (VAE factor 1: 128x128 px); the loaded model is checked again before each
+  call, so a size it would change fails the item, never a record.
+
+LoRA: `HiDreamImageLoraLoaderMixin` (transformer only).
+
+Output: image (`.images`, np (B,H,W,3) in [0,1]); step previews use the "flux" latent space (the Flux.1 VAE; the
+latents are held unpacked, (B,16,h,w), and patchified inside the transformer). Batching: a list of prompts with one
+CPU generator per item (`num_images_per_prompt`=1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from diffsweep.providers.base import TINY_PREFIX, PipelineSpec, Provider, TinyModel
+from diffsweep.tiny import hidream as tiny
+
+LATENT_SIDE = 128  # HiDreamImagePipeline.default_sample_size, hard-coded: the latent area is its square
+VAE_FACTOR = 8  # the Flux.1 VAE every published HiDream-I1 checkpoint uses
+TINY_VAE_FACTORS = {"hidream": 1}
+SUGGESTIONS = 3
+
+_PARAMS = frozenset({"negative_prompt", "guidance_scale", "num_inference_steps", "height", "width"})
+_DEFAULTS = {"height": 1024, "width": 1024, "num_inference_steps": 50, "guidance_scale": 5.0}
+
+
+def made_size(width: int, height: int, vae_factor: int) -> tuple[int, int]:
+    """(width, height) of the image HiDreamImagePipeline makes when asked for width x height: its own arithmetic."""
+    division = vae_factor * 2
+    scale = math.sqrt((LATENT_SIDE * vae_factor) ** 2 / (width * height))
+    return int(width * scale // division * division), int(height * scale // division * division)
+
+
+def kept_sizes_near(width: int, height: int, vae_factor: int) -> list[tuple[int, int]]:
+    """The sizes the pipeline keeps as asked whose aspect ratio is closest to width:height, closest first."""
+    division, side = vae_factor * 2, LATENT_SIDE * vae_factor
+    kept = set()
+    for w in range(division, 4 * side + 1, division):
+        low = side * side // w // division * division
+        kept.update((w, h) for h in (low - division, low, low + division)
+                    if h > 0 and made_size(w, h, vae_factor) == (w, h))
+    target = math.log(width / height)
+    return sorted(kept, key=lambda size: (abs(math.log(size[0] / size[1]) - target), -size[0] * size[1]))[:SUGGESTIONS]
+
+
+def size_problem(width: int, height: int, vae_factor: int, spec: str) -> str | None:
+    """Why the pipeline would not make width x height, or None when it makes exactly that."""
+    made = made_size(width, height, vae_factor)
+    if made == (width, height):
+        return None
+    side = LATENT_SIDE * vae_factor
+    near = ", ".join(f"{w}x{h}" for w, h in kept_sizes_near(width, height, vae_factor))
+    return (f"width x height {width}x{height} is not a size {spec} makes: it rescales every size to the area of "
+            f"{side}x{side} px at the asked aspect ratio, each side a multiple of {2 * vae_factor}, and would make "
+            f"{made[0]}x{made[1]}; sizes it keeps near this aspect ratio (width x height): {near}")
+
+
+def vae_factor(builder: Mapping[str, Any] | None) -> int:
+    """The builder's VAE factor, from what is known without the hub: the tiny stand-in's, a local folder's VAE config,
+    else the published models' 8."""
+    model = (builder or {}).get("model") or ""
+    if model.startswith(TINY_PREFIX):
+        return TINY_VAE_FACTORS.get(model.removeprefix(TINY_PREFIX), VAE_FACTOR)
+    config = Path(model).expanduser() / "vae" / "config.json"
+    try:
+        return 2 ** (len(json.loads(config.read_text(encoding="utf-8"))["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return VAE_FACTOR
+
+
+class HiDream(Provider):
+    name = "hidream"
+    pipelines = {"HiDreamImagePipeline": PipelineSpec("HiDreamImagePipeline", "image", _PARAMS, _DEFAULTS,
+                                                      size_multiple=2 * VAE_FACTOR, max_batch=4, latent_space="flux")}
+    tiny_models = {"hidream": TinyModel("HiDreamImagePipeline", tiny.hidream, {"height": 112, "width": 144},
+                                        (112, 144, 3))}
+
+    def size_multiple(self, spec: PipelineSpec, builder: Mapping[str, Any] | None) -> int:
+        return 2 * vae_factor(builder)
+
+    def check_params(self, spec: PipelineSpec, params: Mapping[str, Any],
+                     builder: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+        """The base rules, the multiple-of rule folded into one: the size must be one the pipeline keeps."""
+        problems = [p for p in super().check_params(spec, params, builder) if p[0] not in ("height", "width")]
+        factor = vae_factor(builder)
+        width, height = params.get("width") or LATENT_SIDE * factor, params.get("height") or LATENT_SIDE * factor
+        problem = size_problem(width, height, factor, spec.name)
+        if problem:
+            problems.append(("width" if made_size(width, height, factor)[0] != width else "height", problem))
+        return problems
+
+    def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
+        rules = super().param_rules(spec)
+        for key in ("height", "width"):
+            rules[key] = [f"width x height is a size the pipeline keeps: about {LATENT_SIDE * VAE_FACTOR}x"
+                          f"{LATENT_SIDE * VAE_FACTOR} px in area (e.g. 1024x1024, 1168x880, 1360x768), sides "
+                          f"multiples of {2 * VAE_FACTOR}; diffusers rescales other sizes"]
+        return rules
+
+    def prepare_call(self, pipe: Any, spec: PipelineSpec, params: Mapping[str, Any]) -> None:
+        """Refuse a size the loaded model would change (a VAE the plan could not know of)."""
+        factor = pipe.vae_scale_factor
+        side = pipe.default_sample_size * factor
+        width, height = params.get("width") or side, params.get("height") or side
+        if pipe.default_sample_size != LATENT_SIDE:
+            raise ValueError(f"{spec.name} has default_sample_size {pipe.default_sample_size}, not {LATENT_SIDE}: "
+                             f"this diffusers sizes images differently from what diffsweep checks")
+        problem = size_problem(width, height, factor, spec.name)
+        if problem:
+            raise ValueError(problem)
+
+
+PROVIDER = HiDream()

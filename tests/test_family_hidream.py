@@ -1,0 +1,91 @@
+"""HiDream-I1 on its tiny stand-in: a size the pipeline keeps is the size made and recorded, sizes it would change are
+refused before anything loads, CFG with a negative prompt, LoRA, previews, batching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import assert_batch_equivalent, compose_config, run_cli
+from diffsweep.cache import PipelineCache
+from diffsweep.errors import EXIT_CONFIG, ConfigError
+from diffsweep.providers.hidream import made_size
+from diffsweep.runner import prepare
+from family_checks import check_item, make_lora, previews_of, run_ok
+
+WIDE = ["sweep.params.width=144", "sweep.params.height=112"]  # kept: the area of 128x128 at about 9:7
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    return run_ok(["provider=tiny_hidream", *WIDE, "+sweep.grid.negative_prompt=['','blurry']", "previews.every=2"],
+                  tmp_path_factory.mktemp("hidream_text"))
+
+
+def test_a_kept_size_is_made_and_recorded(text_run: tuple[Path, list[dict[str, Any]]]) -> None:
+    run_dir, records = text_run
+    by_negative = {r["params"]["negative_prompt"]: check_item(run_dir, r).pixels for r in records}
+    assert by_negative[""].shape == (112, 144, 3)  # PIL reads the size the manifest, sidecar and `made` state
+    assert not np.array_equal(by_negative[""], by_negative["blurry"])  # CFG 5.0 uses the negative prompt
+    assert all([p.name for p in previews_of(run_dir, r)] == ["step_0002.png"] for r in records)
+
+
+def test_diffusers_rescales_sizes_as_the_rule_predicts() -> None:
+    """The rule's arithmetic is the pipeline's: a refused size really is made at another size."""
+    import torch
+    from diffusers import HiDreamImagePipeline
+
+    from diffsweep.providers.base import ensure_tiny
+    from diffsweep.providers.hidream import PROVIDER
+
+    pipe = HiDreamImagePipeline.from_pretrained(ensure_tiny(PROVIDER, "hidream"))
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a fox", width=64, height=48, num_inference_steps=1, guidance_scale=0.0, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert (image.shape[1], image.shape[0]) == made_size(64, 48, 1) == (146, 110)
+
+
+def test_lora_scale_zero_is_the_base_model(text_run: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> None:
+    base_dir, records = text_run
+    base = next(r for r in records if r["params"]["negative_prompt"] == "")
+    lora = make_lora("HiDreamImagePipeline", "hidream", tmp_path / "lora", ["to_q", "to_k", "to_v", "to_out"])
+    run_dir, lora_records = run_ok(["provider=tiny_hidream", *WIDE, "+sweep.params.negative_prompt=''", lora,
+                                    "+sweep.grid.lora.style=[0.0,10.0]"], tmp_path / "runs", PipelineCache())
+    by_scale = {r["params"]["lora.style"]: check_item(run_dir, r).pixels for r in lora_records}
+    assert_batch_equivalent(by_scale[0.0], check_item(base_dir, base).pixels)
+    assert np.abs(by_scale[10.0].astype(int) - by_scale[0.0].astype(int)).max() > 8
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["sweep.params.width=64", "sweep.params.height=64"],
+     "sweep.params.width: width x height 64x64 is not a size HiDreamImagePipeline makes: it rescales every size to "
+     "the area of 128x128 px at the asked aspect ratio, each side a multiple of 2, and would make 128x128; sizes it "
+     "keeps near this aspect ratio (width x height): 128x128"),
+    (["sweep.params.width=129"], "129x128 is not a size HiDreamImagePipeline makes: it rescales every size to the area of 128x128 px at the asked aspect ratio, each side a multiple of 2, and would make 128x126"),
+    (["sweep.params.height=96"], "sweep.params.width: width x height 128x96 is not a size"),
+    (["+sweep.params.max_sequence_length=64"], "sweep.params.max_sequence_length: not a parameter of "
+                                               "HiDreamImagePipeline"),
+])
+def test_rules_at_plan_time(overrides: list[str], message: str, tmp_path: Path) -> None:
+    from diffsweep.validate import validate_config
+
+    with pytest.raises(ConfigError) as caught:
+        doc = compose_config(["provider=tiny_hidream", "sweep.grid.prompt=[a fox]", *overrides], tmp_path / "runs")
+        validate_config(doc)
+        prepare(doc)
+    assert message in str(caught.value)
+    assert caught.value.exit_code == EXIT_CONFIG
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_published_size_rule_from_the_command_line(tmp_path: Path) -> None:
+    """The real presets' area (VAE factor 8): 16:9 at 1920x1080 is refused with exit 2, naming what would be made."""
+    result = run_cli(["provider=hidream_i1_dev", "sweep.grid.prompt=[a fox]", "sweep.params.width=1920",
+                      "sweep.params.height=1080", "dry_run=true"], cwd=tmp_path)
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert "sweep.params.width: width x height 1920x1080" in result.stderr
+    assert "would make 1360x768" in result.stderr
+    assert not any(tmp_path.iterdir())
