@@ -59,6 +59,29 @@ def test_lora_scale_zero_is_the_base_model(text_run: tuple[Path, list[dict[str, 
     assert np.abs(by_scale[10.0].astype(int) - by_scale[0.0].astype(int)).max() > 8
 
 
+def test_llama_loads_separately_into_a_base_without_it(text_run: tuple[Path, list[dict[str, Any]]],
+                                                        tmp_path: Path) -> None:
+    """As the published repos: the base model has no text_encoder_4/tokenizer_4, builder.components supplies them."""
+    import json
+    import shutil
+
+    from diffsweep.providers.base import ensure_tiny
+    from diffsweep.providers.hidream import PROVIDER
+
+    built = ensure_tiny(PROVIDER, "hidream")
+    base = tmp_path / "no-llama"
+    shutil.copytree(built, base, ignore=shutil.ignore_patterns("text_encoder_4", "tokenizer_4"))
+    index = json.loads((base / "model_index.json").read_text())
+    del index["text_encoder_4"], index["tokenizer_4"]
+    (base / "model_index.json").write_text(json.dumps(index))
+    llama = ", ".join(f"{slot}: {{model: '{built}', subfolder: {slot}}}" for slot in ("text_encoder_4", "tokenizer_4"))
+    run_dir, records = run_ok(["provider=tiny_hidream", f"builder.model={base}", f"+builder.components={{{llama}}}",
+                               *WIDE, "+sweep.params.negative_prompt=''"], tmp_path / "runs")
+    base_dir, base_records = text_run
+    expected = next(r for r in base_records if r["params"]["negative_prompt"] == "")
+    assert_batch_equivalent(check_item(run_dir, records[0]).pixels, check_item(base_dir, expected).pixels)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["sweep.params.width=64", "sweep.params.height=64"],
      "sweep.params.width: width x height 64x64 is not a size HiDreamImagePipeline makes: it rescales every size to "

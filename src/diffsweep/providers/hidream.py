@@ -15,11 +15,11 @@ So that no record claims a size that was not made, diffsweep takes only sizes th
 1024x1024, 1168x880, 880x1168, 1360x768) and refuses others at plan time, naming what diffusers would make and the
 nearest sizes it keeps; the item records also carry the size read off each output (`made`).
 
-Load notes: plain `from_pretrained` for the diffusers-format repos of HiDream-I1 Full, Dev and Fast, whose scheduler
-config carries the card's shift. The fourth encoder is Llama-3.1-8B-Instruct (`meta-llama/Llama-3.1-8B-Instruct`,
-gated: accept its licence on the hub and set HF_TOKEN), which diffusers' example loads separately and passes as
-`text_encoder_4`/`tokenizer_4`; a repo that ships no `text_encoder_4`/`tokenizer_4` needs that, which diffsweep does not
-do for it.
+Load notes: the diffusers-format repos of HiDream-I1 Full, Dev and Fast ship no fourth encoder; as diffusers' example
+does, the presets load Llama-3.1-8B-Instruct (`meta-llama/Llama-3.1-8B-Instruct`, gated: accept its licence on the hub
+and set HF_TOKEN) through `builder.components.text_encoder_4` / `tokenizer_4`, which this provider loads with
+`LlamaForCausalLM` / `AutoTokenizer` (whatever the base model's index says) and passes to `from_pretrained`. The
+repos' scheduler configs carry the cards' shift (Full 3.0, Dev 6.0, Fast 3.0).
 
 Rules (checked at plan time, before anything loads):
 - height x width is a size the pipeline keeps (above). The area is 1024x1024 px unless the model is a local folder whose
@@ -41,13 +41,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from diffsweep.providers.base import TINY_PREFIX, PipelineSpec, Provider, TinyModel
+from diffsweep.errors import ModelUnavailableError
+from diffsweep.providers.base import (
+    TINY_PREFIX,
+    PipelineSpec,
+    Provider,
+    TinyModel,
+    describe_load_failure,
+    hub_kwargs,
+    hub_token,
+    is_single_file,
+    load_components,
+)
 from diffsweep.tiny import hidream as tiny
 
 LATENT_SIDE = 128  # HiDreamImagePipeline.default_sample_size, hard-coded: the latent area is its square
 VAE_FACTOR = 8  # the Flux.1 VAE every published HiDream-I1 checkpoint uses
 TINY_VAE_FACTORS = {"hidream": 1}
 SUGGESTIONS = 3
+# The Llama encoder and tokenizer, loaded as diffusers' example loads them, whatever the base model's index says
+SEPARATE_LLAMA = {"text_encoder_4": "LlamaForCausalLM", "tokenizer_4": "AutoTokenizer"}
 
 _PARAMS = frozenset({"negative_prompt", "guidance_scale", "num_inference_steps", "height", "width"})
 _DEFAULTS = {"height": 1024, "width": 1024, "num_inference_steps": 50, "guidance_scale": 5.0}
@@ -104,6 +117,23 @@ class HiDream(Provider):
     tiny_models = {"hidream": TinyModel("HiDreamImagePipeline", tiny.hidream, {"height": 112, "width": 144},
                                         (112, 144, 3))}
 
+    def check_builder(self, builder: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The base checks, except that the base model need not have the Llama slots given in builder.components."""
+        return [(key, message) for key, message in super().check_builder(builder)
+                if key.removeprefix("builder.components.") not in SEPARATE_LLAMA]
+
+    def from_source(self, spec: PipelineSpec, source: Path | str, builder: Mapping[str, Any], torch_dtype: Any) -> Any:
+        """`builder.components.text_encoder_4`/`tokenizer_4` load with LlamaForCausalLM/AutoTokenizer and are passed to
+        `from_pretrained`, as in diffusers' example: the published repos ship no Llama."""
+        components = builder.get("components") or {}
+        separate = {slot: component for slot, component in components.items() if slot in SEPARATE_LLAMA}
+        if not separate or is_single_file(source):
+            return super().from_source(spec, source, builder, torch_dtype)
+        rest = {**builder, "components": {k: v for k, v in components.items() if k not in separate}}
+        kwargs = {**hub_kwargs(builder, source), "dtype": torch_dtype, **load_components(rest, source, torch_dtype)}
+        kwargs.update({slot: _load_llama_part(slot, component, torch_dtype) for slot, component in separate.items()})
+        return spec.load_class().from_pretrained(str(source), **kwargs)
+
     def size_multiple(self, spec: PipelineSpec, builder: Mapping[str, Any] | None) -> int:
         return 2 * vae_factor(builder)
 
@@ -120,10 +150,10 @@ class HiDream(Provider):
 
     def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
         rules = super().param_rules(spec)
+        side = LATENT_SIDE * VAE_FACTOR
         for key in ("height", "width"):
-            rules[key] = [f"width x height is a size the pipeline keeps: about {LATENT_SIDE * VAE_FACTOR}x"
-                          f"{LATENT_SIDE * VAE_FACTOR} px in area (e.g. 1024x1024, 1168x880, 1360x768), sides "
-                          f"multiples of {2 * VAE_FACTOR}; diffusers rescales other sizes"]
+            rules[key].append(f"width x height is a size the pipeline keeps: the area of {side}x{side} px on the "
+                              f"published models (e.g. 1024x1024, 1168x880, 1360x768); diffusers rescales other sizes")
         return rules
 
     def prepare_call(self, pipe: Any, spec: PipelineSpec, params: Mapping[str, Any]) -> None:
@@ -137,6 +167,26 @@ class HiDream(Provider):
         problem = size_problem(width, height, factor, spec.name)
         if problem:
             raise ValueError(problem)
+
+
+def _load_llama_part(slot: str, component: Mapping[str, Any], torch_dtype: Any) -> Any:
+    import transformers
+
+    target = component["model"]
+    local = Path(target).expanduser()
+    kwargs: dict[str, Any] = {"subfolder": component.get("subfolder")}
+    if slot == "text_encoder_4":
+        kwargs["dtype"] = torch_dtype
+    if not local.exists():
+        kwargs.update(revision=component.get("revision") or "main", token=hub_token())
+    where = str(local) if local.exists() else target
+    try:
+        return getattr(transformers, SEPARATE_LLAMA[slot]).from_pretrained(
+            where, **{k: v for k, v in kwargs.items() if v is not None})
+    except Exception as error:  # noqa: BLE001 - translated into one clear message
+        raise ModelUnavailableError(f"builder.components.{slot}: "
+                                    + describe_load_failure(component, local if local.exists() else target,
+                                                            error)) from error
 
 
 PROVIDER = HiDream()
