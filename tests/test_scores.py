@@ -166,6 +166,25 @@ def test_scoring_is_resumable_and_leaves_the_run_records_alone(image_run: Path, 
     assert {p: p.read_bytes() for p in records} == records
 
 
+def test_scores_made_with_other_weights_are_made_again(trained_clip: Path, tmp_path: Path) -> None:
+    """Changing score.clip.model makes clip_score lines out of date: they are scored again with the new model, and
+    the model-free lines stay as they were."""
+    run_dir = _run(["sweep.params.num_inference_steps=2", "sweep.grid.seed=[1,2]"], tmp_path / "runs")
+    first = _score(run_dir, "sharpness", "clip_score", clip_model=str(trained_clip))
+    assert (first.scored, first.outdated) == (8, 0)  # 4 items, 2 metrics
+    before = {(x["item_id"], x["metric"]): x for x in _lines(run_dir)}
+    again = _score(run_dir, "sharpness", "clip_score", clip_model="tiny:clip")
+    assert (again.scored, again.kept, again.outdated) == (4, 4, 4)
+    after = {(x["item_id"], x["metric"]): x for x in _lines(run_dir)}
+    assert after.keys() == before.keys()
+    for key, line in after.items():
+        if key[1] == "sharpness":
+            assert line == before[key]
+        else:
+            assert line["model"] == "tiny:clip" and line["value"] != before[key]["value"]
+    assert _score(run_dir, "clip_score", clip_model="tiny:clip").kept == 4  # now current: nothing to do
+
+
 def test_summary_matches_a_hand_computation(image_run: Path) -> None:
     score_stats.write_summary(image_run)
     rows = list(csv.DictReader((image_run / score_stats.SUMMARY).open()))

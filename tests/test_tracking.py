@@ -33,6 +33,14 @@ def _store(root: Path) -> MlflowClient:
     return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
 
 
+def _summary_rows(run_dir: Path) -> list[tuple[str, dict[str, str]]]:
+    """(the MLflow metric key prefix, the row) for each row of a run's scores_summary.csv."""
+    with (run_dir / "scores_summary.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [("/".join(part for part in ("scores", row["metric"], row["axis"], row["value"]) if part), row)
+            for row in rows]
+
+
 @pytest.fixture(scope="module")
 def mlflow_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A tracked run, then (after a scores summary appears in its folder) its resume."""
@@ -79,17 +87,33 @@ def test_score_summaries_are_metrics_and_a_resume_logs_a_new_step(mlflow_run: di
     assert mlflow_run["resumed"].status == "complete"
     assert read_run_json(mlflow_run["run_dir"])["tracking"]["run_id"] == run_id
     metrics = client.get_run(run_id).data.metrics
-    with (mlflow_run["run_dir"] / "scores_summary.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert {row["metric"] for row in rows} == {"sharpness"} and any(row["axis"] == "seed" for row in rows)
-    for row in rows:
-        key = "/".join(part for part in ("scores", row["metric"], row["axis"], row["value"]) if part)
+    rows = _summary_rows(mlflow_run["run_dir"])
+    assert {row["metric"] for _, row in rows} == {"sharpness"} and any(row["axis"] == "seed" for _, row in rows)
+    for key, row in rows:
         assert metrics[f"{key}/mean"] == pytest.approx(float(row["mean"]))
         assert metrics[f"{key}/n"] == float(row["n"])
     assert [m.step for m in client.get_metric_history(run_id, "items/done")] == [0, 1]
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert "scores_summary.csv" in artifacts and "scores" in artifacts
     assert any(a.path.endswith(".png") for a in client.list_artifacts(run_id, "scores"))  # the score plots
+
+
+def test_scoring_an_ended_run_logs_its_scores_into_its_tracked_run(tmp_path: Path) -> None:
+    result = _run(tmp_path / "runs", "tracking=mlflow")
+    run_id = read_run_json(result.run_dir)["tracking"]["run_id"]
+    client = _store(tmp_path / "runs")
+    assert not any(key.startswith("scores/") for key in client.get_run(run_id).data.metrics)
+    scored = run_cli(["score", str(result.run_dir), "--metric", "sharpness"], tmp_path, module="diffsweep.runs_cli")
+    assert scored.returncode == 0, scored.stderr
+    assert f"tracking mlflow (logged) sqlite:///{tmp_path / 'runs' / 'mlflow.db'}" in scored.stdout
+    run = client.get_run(run_id)
+    rows = _summary_rows(result.run_dir)
+    assert rows
+    for key, row in rows:
+        assert run.data.metrics[f"{key}/mean"] == pytest.approx(float(row["mean"]))
+    assert run.info.status == "FINISHED"
+    assert {"scores.jsonl", "scores_summary.csv", "scores"} <= {a.path for a in client.list_artifacts(run_id)}
+    assert read_run_json(result.run_dir)["tracking"]["run_id"] == run_id  # the same run, not a new one
 
 
 def test_items_are_artifacts_when_asked_in_the_experiment_named(tmp_path: Path) -> None:

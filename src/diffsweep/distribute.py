@@ -202,10 +202,7 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
                     dynamic_ncols=True, disable=None)
 
     def committed(record: ItemRecord) -> None:
-        if record.ok:
-            worker.counts.generated += 1
-        else:
-            worker.counts.failed += 1
+        worker.counts.count(record)
         progress.update(1)
 
     stop_beating = threading.Event()

@@ -78,6 +78,12 @@ class Metric:
         self.model: str | None = None
         self.revision: str | None = None
 
+    @classmethod
+    def weights(cls, settings: ScoreSettings) -> tuple[str | None, str | None]:
+        """The (model, revision) it would score with under `settings`, known before it loads; a revision of None
+        means whichever the model resolves to. Scores made with other weights are out of date and made again."""
+        return None, None
+
     def score(self, samples: Sequence[Sample]) -> list[float]:
         raise NotImplementedError
 
@@ -126,6 +132,10 @@ class ClipScore(Metric):
         model, processor, revision = load_clip(settings.clip_model, settings.clip_revision)
         self.metric = CLIPScore(model_name_or_path=lambda: (FeatureTensors(model), processor))
         self.model, self.revision = settings.clip_model, revision
+
+    @classmethod
+    def weights(cls, settings: ScoreSettings) -> tuple[str | None, str | None]:
+        return settings.clip_model, settings.clip_revision
 
     def score(self, samples: Sequence[Sample]) -> list[float]:
         import torch

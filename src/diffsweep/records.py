@@ -209,6 +209,13 @@ class AttemptCounts:
         raw = _mapping(raw, "attempt counts")
         return cls(*(_int(raw, key, 0) for key in ("planned", "generated", "failed", "kept")))
 
+    def count(self, record: ItemRecord) -> None:
+        """One item this attempt committed."""
+        if record.ok:
+            self.generated += 1
+        else:
+            self.failed += 1
+
     def to_json(self) -> dict[str, int]:
         return dataclasses.asdict(self)
 

@@ -312,10 +312,7 @@ def execute(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, *, done
     loads_before, hits_before = cache.stats.loads, cache.stats.hits
 
     def committed(record: ItemRecord) -> None:
-        if record.ok:
-            attempt.counts.generated += 1
-        else:
-            attempt.counts.failed += 1
+        attempt.counts.count(record)
         progress.update(1)
 
     progress = tqdm(total=plan.total - kept, unit="item", desc=plan.doc["sweep"]["name"], file=sys.stderr,

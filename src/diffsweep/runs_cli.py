@@ -264,11 +264,30 @@ def cmd_score(args: argparse.Namespace) -> int:
     write_viewer(path)  # the viewer shows each item's scores
     rate = outcome.items_per_second
     print(f"scored {outcome.scored} (item, metric) pair(s), {outcome.skipped} skipped, {outcome.kept} already scored"
+          + (f" ({outcome.outdated} scored again: made with other weights)" if outcome.outdated else "")
           + (f"  ({outcome.items} items, {rate:.1f} items/s)" if rate else ""))
     for line in score_stats.summary_table(stats):
         print(line)
+    _track_scores(path, config)
     print(path / scoring.SCORES)
     return EXIT_OK
+
+
+def _track_scores(path: Path, config: dict[str, Any]) -> None:
+    """A tracked run that has ended gets its new scores in its tracked run, as a resume would log them; a run still
+    going logs them itself when it ends."""
+    from diffsweep import tracking
+    from diffsweep.validate import normalise
+
+    if (config.get("tracking") or {}).get("backend", "none") == "none":
+        return
+    run = RunFolder(path)
+    info = run.read_info()
+    if info.status == "running":
+        return
+    tracking.track_run(run, normalise(config), info)
+    if info.tracking:
+        print(f"tracking {tracking.describe_tracking(info.tracking)}")
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

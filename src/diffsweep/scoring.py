@@ -2,7 +2,8 @@
 
 Each line is `{"item_id", "metric", "value", "model", "revision", "time", "skipped"}`: `value` is null
 and `skipped` says why when a metric does not take an item's kind of output. Scoring is resumable:
-only (item, metric) pairs without a line are scored, and the file is rewritten atomically after every
+only (item, metric) pairs without a line, or whose line was scored with other weights than the metric
+now uses (another `score.clip.model`), are scored, and the file is rewritten atomically after every
 batch, so an interrupted scoring keeps what it finished. The run's own records (manifest, run.json,
 items) are only read. Video is scored on `score.video_frames` frames sampled evenly (the item's value
 is their mean); audio is scored only by metrics that take audio.
@@ -98,6 +99,7 @@ class ScoreOutcome:
     scored: int = 0
     skipped: int = 0
     kept: int = 0
+    outdated: int = 0  # lines scored again because the metric's weights changed
     items: int = 0
     seconds: float = 0.0
 
@@ -171,10 +173,13 @@ def score_folder(run: RunFolder, settings: ScoreSettings, device: Any,
     classes = classes if classes is not None else resolve_metrics(settings.metrics, settings, "score.metrics")
     started = time.perf_counter()
     lines = {record.key: record for record in read_scores(run.path)}
+    weights = {name: cls.weights(settings) for name, cls in classes.items()}
+    current = {key for key, line in lines.items() if key[1] in weights and _made_with(line, *weights[key[1]])}
     items = sorted((r for r in run.items().values() if r.ok and r.outputs), key=lambda r: r.index)
-    todo = [(record, [name for name in classes if (record.item_id, name) not in lines]) for record in items]
+    todo = [(record, [name for name in classes if (record.item_id, name) not in current]) for record in items]
     todo = [(record, names) for record, names in todo if names]
-    outcome = ScoreOutcome(kept=sum(1 for r in items for name in classes if (r.item_id, name) in lines))
+    outcome = ScoreOutcome(kept=sum(1 for r in items for name in classes if (r.item_id, name) in current),
+                           outdated=sum(1 for r, names in todo for name in names if (r.item_id, name) in lines))
     loaded: dict[str, Metric] = {}
     for chunk in _chunks(todo, settings.batch_size):
         outputs = {record.item_id: decode(run.path / record.outputs[0], settings.video_frames) for record, _ in chunk}
@@ -192,6 +197,11 @@ def score_folder(run: RunFolder, settings: ScoreSettings, device: Any,
                                                 for r in lines.values()))
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def _made_with(line: ScoreRecord, model: str | None, revision: str | None) -> bool:
+    """Whether a line holds what the metric would give now: skipped lines do, scores made with other weights not."""
+    return line.skipped is not None or (line.model == model and (revision is None or line.revision == revision))
 
 
 def _score_one_metric(name: str, cls: type[Metric], records: Sequence[ItemRecord], outputs: Mapping[str, Output],
