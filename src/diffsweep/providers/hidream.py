@@ -152,8 +152,9 @@ class HiDream(Provider):
         rules = super().param_rules(spec)
         side = LATENT_SIDE * VAE_FACTOR
         for key in ("height", "width"):
-            rules[key].append(f"width x height is a size the pipeline keeps: the area of {side}x{side} px on the "
-                              f"published models (e.g. 1024x1024, 1168x880, 1360x768); diffusers rescales other sizes")
+            rules[key].append(f"width x height is a size the pipeline makes as asked: the area of {side}x{side} px "
+                              f"on the published models (e.g. 1024x1024, 1168x880, 1360x768); other sizes would set "
+                              f"only the aspect ratio (diffusers rescales them to that area), so they are refused")
         return rules
 
     def prepare_call(self, pipe: Any, spec: PipelineSpec, params: Mapping[str, Any]) -> None:

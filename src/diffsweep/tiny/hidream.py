@@ -15,8 +15,9 @@ def hidream() -> Components:
     (pooled), T5 and two hidden layers of a Llama (hidden 8), over 4-channel latents.
 
     The pipeline hard-codes a 128x128-latent area (`default_sample_size`), so the VAE has one level (factor 1: images
-    have the area of 128x128) and no mid-block attention: with it, decoding 16384 latent pixels dominated a call
-    (about 4 s of 5 on two CPU cores); without it a 2-step call with CFG takes about 2 s.
+    have the area of 128x128 px) and no mid-block attention: with it, attention over the 16384 latent pixels took most
+    of a call (a 2-step call without CFG about 4 s on two CPU cores); without it such a call takes about 2 s, 3 s with
+    CFG (the rest is mostly the MoE feed-forwards over 4096 image tokens, whose hidden width diffusers rounds up to 256).
     """
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, HiDreamImageTransformer2DModel
     from transformers import CLIPTextModelWithProjection, LlamaConfig, LlamaForCausalLM, T5Config, T5EncoderModel
