@@ -48,6 +48,19 @@ def test_diffusers_rescales_sizes_as_the_rule_predicts() -> None:
     assert (image.shape[1], image.shape[0]) == made_size(64, 48, 1) == (146, 110)
 
 
+def test_the_prompt_cut_recorded_is_the_one_diffusers_makes(tmp_path: Path) -> None:
+    """All four encoders take 128 tokens, the CLIP ones past their tokenizers' 77: a 107-token prompt is not cut, a
+    182-token one is cut at 128 by each CLIP and by T5."""
+    middle, long = "fox " * 35, "fox " * 60
+    run_dir, records = run_ok(["provider=tiny_hidream", "sweep.params.guidance_scale=0.0",
+                               f"sweep.grid.prompt=['{middle.strip()}','{long.strip()}']"], tmp_path)
+    by_prompt = {r["params"]["prompt"]: r for r in records}
+    assert "prompt_truncated" not in by_prompt[middle.strip()]
+    cut = by_prompt[long.strip()]["prompt_truncated"]["prompt"]
+    assert {slot: (c["used_tokens"], c["tokens"]) for slot, c in cut.items()} == {
+        "tokenizer": (128, 182), "tokenizer_2": (128, 182), "tokenizer_3": (128, 181)}
+
+
 def test_lora_scale_zero_is_the_base_model(text_run: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> None:
     base_dir, records = text_run
     base = next(r for r in records if r["params"]["negative_prompt"] == "")

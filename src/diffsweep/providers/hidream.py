@@ -6,7 +6,9 @@
 
 Defaults are diffusers'; the model cards' values (Full: 50 steps, guidance 5.0; Dev: 28 steps, no CFG; Fast: 16 steps,
 no CFG) live in the conf/provider presets. The prompt goes to all four encoders (CLIP-L, CLIP-G, T5-XXL, Llama 3.1);
-`prompt_2`..`prompt_4` and their negatives are not exposed, and `max_sequence_length` keeps diffusers' 128.
+`prompt_2`..`prompt_4` and their negatives are not exposed, and `max_sequence_length` keeps diffusers' 128: all four
+cut a prompt at 128 tokens, the CLIP ones too (past their tokenizers' own model_max_length, which diffsweep sets to that
+cut after loading so that an item records what the CLIP and T5 tokenizers cut; the Llama's cut is not measured).
 
 Size: HiDreamImagePipeline does not make the asked size. It rescales height x width to a fixed area, the square of
 128 latent pixels x the VAE factor (1024x1024 px on the published models), keeping the aspect ratio and rounding each
@@ -59,6 +61,7 @@ LATENT_SIDE = 128  # HiDreamImagePipeline.default_sample_size, hard-coded: the l
 VAE_FACTOR = 8  # the Flux.1 VAE every published HiDream-I1 checkpoint uses
 TINY_VAE_FACTORS = {"hidream": 1}
 SUGGESTIONS = 3
+CLIP_TOKENS = 128  # where diffusers cuts the CLIP prompts: min(max_sequence_length, 218), max_sequence_length being 128
 # The Llama encoder and tokenizer, loaded as diffusers' example loads them, whatever the base model's index says
 SEPARATE_LLAMA = {"text_encoder_4": "LlamaForCausalLM", "tokenizer_4": "AutoTokenizer"}
 
@@ -133,6 +136,16 @@ class HiDream(Provider):
         kwargs = {**hub_kwargs(builder, source), "dtype": torch_dtype, **load_components(rest, source, torch_dtype)}
         kwargs.update({slot: _load_llama_part(slot, component, torch_dtype) for slot, component in separate.items()})
         return spec.load_class().from_pretrained(str(source), **kwargs)
+
+    def after_load(self, pipe: Any, builder: Mapping[str, Any]) -> Any:
+        """diffusers cuts the CLIP prompts at 128 tokens whatever the CLIP tokenizers' own model_max_length; the
+        prompt-truncation record reads model_max_length, so it is set to the cut diffusers makes (the pipeline never
+        reads it)."""
+        for slot in ("tokenizer", "tokenizer_2"):
+            tokenizer = getattr(pipe, slot, None)
+            if tokenizer is not None:
+                tokenizer.model_max_length = CLIP_TOKENS
+        return pipe
 
     def size_multiple(self, spec: PipelineSpec, builder: Mapping[str, Any] | None) -> int:
         return 2 * vae_factor(builder)

@@ -6,7 +6,8 @@ from diffsweep.tiny.common import Components, clip_text_config, isolated_rng, re
 from diffsweep.tiny.tokenizers import clip_tokenizer, llama_tokenizer, t5_tokenizer
 
 PROMPT_TOKENS = 128
-"""HiDreamImagePipeline pads every prompt to max_sequence_length (128 by default), the CLIP ones included."""
+"""HiDreamImagePipeline pads every prompt to max_sequence_length (128 by default), the CLIP ones included: past the
+CLIP tokenizers' own model_max_length (77)."""
 
 
 @isolated_rng
@@ -22,7 +23,7 @@ def hidream() -> Components:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, HiDreamImageTransformer2DModel
     from transformers import CLIPTextModelWithProjection, LlamaConfig, LlamaForCausalLM, T5Config, T5EncoderModel
 
-    clip, t5, llama = clip_tokenizer(PROMPT_TOKENS), t5_tokenizer(), llama_tokenizer(PROMPT_TOKENS)
+    clip, t5, llama = clip_tokenizer(), t5_tokenizer(), llama_tokenizer(PROMPT_TOKENS)
     reseed()
     transformer = HiDreamImageTransformer2DModel(
         patch_size=2, in_channels=4, out_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=8,
@@ -33,10 +34,12 @@ def hidream() -> Components:
     vae = AutoencoderKL(block_out_channels=(4,), latent_channels=4, norm_num_groups=1, use_quant_conv=False,
                         use_post_quant_conv=False, mid_block_add_attention=False, shift_factor=0.1159,
                         scaling_factor=0.3611).eval()
+    clip_config = clip_text_config(clip, 8)
+    clip_config.max_position_embeddings = PROMPT_TOKENS  # longer than the tokenizer's 77, as HiDream's Long-CLIPs
     encoders = {}
     for slot in ("text_encoder", "text_encoder_2"):
         reseed()
-        encoders[slot] = CLIPTextModelWithProjection(clip_text_config(clip, 8))
+        encoders[slot] = CLIPTextModelWithProjection(clip_config)
     reseed()
     encoders["text_encoder_3"] = T5EncoderModel(T5Config(**t5_kwargs(t5, 8))).eval()
     reseed()
