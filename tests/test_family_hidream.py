@@ -95,6 +95,51 @@ def test_llama_loads_separately_into_a_base_without_it(text_run: tuple[Path, lis
     assert_batch_equivalent(check_item(run_dir, records[0]).pixels, check_item(base_dir, expected).pixels)
 
 
+@pytest.fixture(scope="module")
+def two_level_vae(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A VAE of factor 2 for the tiny model: the pipeline's fixed area becomes 256x256 px."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    folder = tmp_path_factory.mktemp("vae2")
+    torch.manual_seed(0)
+    AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                  block_out_channels=(4, 4), latent_channels=4, norm_num_groups=1, mid_block_add_attention=False,
+                  shift_factor=0.1159, scaling_factor=0.3611).save_pretrained(folder)
+    return f"+builder.components={{vae: {{model: '{folder}'}}}}"
+
+
+def test_a_vae_override_sets_the_area(two_level_vae: str, tmp_path: Path) -> None:
+    """The plan reads a local VAE override's factor; the run makes and records the size at its area."""
+    from diffsweep.validate import validate_config
+
+    with pytest.raises(ConfigError) as caught:
+        doc = compose_config(["provider=tiny_hidream", "sweep.grid.prompt=[a fox]", two_level_vae], tmp_path / "bad")
+        validate_config(doc)
+        prepare(doc)
+    assert "128x128 is not a size HiDreamImagePipeline makes: it rescales every size to the area of 256x256 px" in str(
+        caught.value)
+    run_dir, records = run_ok(["provider=tiny_hidream", two_level_vae, "sweep.params.width=288",
+                               "sweep.params.height=224", "sweep.params.guidance_scale=0.0"], tmp_path / "runs")
+    assert made_size(288, 224, 2) == (288, 224)
+    assert check_item(run_dir, records[0]).pixels.shape == (224, 288, 3)
+
+
+def test_the_loaded_model_is_checked_before_each_call(two_level_vae: str) -> None:
+    """What the plan cannot know (a hub VAE of another factor) is caught on the loaded pipeline, before the call."""
+    import torch
+
+    from diffsweep.providers.hidream import PROVIDER
+
+    folder = two_level_vae.split("'")[1]
+    builder = {"model": "tiny:hidream", "pipeline": "HiDreamImagePipeline", "components": {"vae": {"model": folder}}}
+    pipe = PROVIDER.load(builder, torch.float32)
+    spec = PROVIDER.spec("HiDreamImagePipeline")
+    PROVIDER.prepare_call(pipe, spec, {"width": 288, "height": 224})
+    with pytest.raises(ValueError, match="144x112 is not a size .* area of 256x256 px .* would make 288x224"):
+        PROVIDER.prepare_call(pipe, spec, {"width": 144, "height": 112})
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["sweep.params.width=64", "sweep.params.height=64"],
      "sweep.params.width: width x height 64x64 is not a size HiDreamImagePipeline makes: it rescales every size to "

@@ -20,13 +20,15 @@ nearest sizes it keeps; the item records also carry the size read off each outpu
 Load notes: the diffusers-format repos of HiDream-I1 Full, Dev and Fast ship no fourth encoder; as diffusers' example
 does, the presets load Llama-3.1-8B-Instruct (`meta-llama/Llama-3.1-8B-Instruct`, gated: accept its licence on the hub
 and set HF_TOKEN) through `builder.components.text_encoder_4` / `tokenizer_4`, which this provider loads with
-`LlamaForCausalLM` / `AutoTokenizer` (whatever the base model's index says) and passes to `from_pretrained`. The
-repos' scheduler configs carry the cards' shift (Full 3.0, Dev 6.0, Fast 3.0).
+`LlamaForCausalLM` / `AutoTokenizer` (whatever the base model's index says) and passes to `from_pretrained`. The presets
+keep each repo's own scheduler config (`scheduler: null`), which is where the shift of HiDream's inference script
+belongs (Full 3.0, Dev 6.0, Fast 3.0); that the configs carry it was not checked without hub access.
 
 Rules (checked at plan time, before anything loads):
-- height x width is a size the pipeline keeps (above). The area is 1024x1024 px unless the model is a local folder whose
-  VAE says otherwise, or the tiny stand-in (VAE factor 1: 128x128 px); the loaded model is checked again before each
-  call, so a size it would change fails the item, never a record.
+- height x width is a size the pipeline keeps (above). The area is 1024x1024 px unless a local model folder's or a
+  local `builder.components.vae`'s config says otherwise, or the model is the tiny stand-in (VAE factor 1: 128x128 px);
+  the loaded model is checked again before each call, so a size it would change (a hub VAE override of another
+  factor) fails the item, never a record.
 
 LoRA: `HiDreamImageLoraLoaderMixin` (transformer only).
 
@@ -101,16 +103,24 @@ def size_problem(width: int, height: int, vae_factor: int, spec: str) -> str | N
 
 
 def vae_factor(builder: Mapping[str, Any] | None) -> int:
-    """The builder's VAE factor, from what is known without the hub: the tiny stand-in's, a local folder's VAE config,
-    else the published models' 8."""
-    model = (builder or {}).get("model") or ""
+    """The builder's VAE factor, from what is known without the hub: a local VAE override's config, the tiny
+    stand-in's, a local model folder's VAE config, else the published models' 8."""
+    builder = builder or {}
+    model = builder.get("model") or ""
+    vae = (builder.get("components") or {}).get("vae")
+    if isinstance(vae, Mapping) and isinstance(vae.get("model"), str):
+        local = Path(vae["model"]).expanduser() / (vae.get("subfolder") or "")
+        return _local_vae_factor(local / "config.json") or VAE_FACTOR
     if model.startswith(TINY_PREFIX):
         return TINY_VAE_FACTORS.get(model.removeprefix(TINY_PREFIX), VAE_FACTOR)
-    config = Path(model).expanduser() / "vae" / "config.json"
+    return _local_vae_factor(Path(model).expanduser() / "vae" / "config.json") or VAE_FACTOR
+
+
+def _local_vae_factor(config: Path) -> int | None:
     try:
         return 2 ** (len(json.loads(config.read_text(encoding="utf-8"))["block_out_channels"]) - 1)
     except (OSError, ValueError, KeyError, TypeError):
-        return VAE_FACTOR
+        return None
 
 
 class HiDream(Provider):
