@@ -1,5 +1,6 @@
 """HiDream-I1 on its tiny stand-in: a size the pipeline keeps is the size made and recorded, sizes it would change are
-refused before anything loads, CFG with a negative prompt, LoRA, previews, batching."""
+refused before anything loads (and before each call), CFG with a negative prompt in one batched call, previews, the
+prompt cut diffusers really makes, Llama loaded separately into a base without it, a VAE override's area, LoRA."""
 
 from __future__ import annotations
 
