@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from transformers import CLIPTokenizer, Qwen2Tokenizer, RobertaTokenizer, T5Tokenizer
+    from transformers import CLIPTokenizer, LlamaTokenizer, Qwen2Tokenizer, RobertaTokenizer, T5Tokenizer
 
 QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
@@ -72,6 +72,15 @@ def roberta_tokenizer(model_max_length: int = 77) -> RobertaTokenizer:
     from transformers import RobertaTokenizer
 
     return _byte_level(RobertaTokenizer, ROBERTA_SPECIAL_TOKENS, model_max_length)
+
+
+def llama_tokenizer(model_max_length: int = 128) -> LlamaTokenizer:
+    """Llama BPE with no merges over "▁" and the 256 byte-fallback pieces (`<0x00>`..`<0xFF>`): every character other
+    than a space is encoded as its UTF-8 bytes, so any text is encodable. The pipeline pads with the end token."""
+    from transformers import LlamaTokenizer
+
+    pieces = ["<unk>", "<s>", "</s>", "▁", *(f"<0x{byte:02X}>" for byte in range(256))]
+    return LlamaTokenizer(vocab={p: i for i, p in enumerate(pieces)}, merges=[], model_max_length=model_max_length)
 
 
 def _byte_level(cls: type[_Tok], specials: tuple[str, ...], model_max_length: int) -> _Tok:
