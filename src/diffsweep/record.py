@@ -53,7 +53,7 @@ def item_record(item: Item, status: str, outputs: list[str], seconds: float, err
                       made=made, prompt_truncated=prompt_truncated or None)
 
 
-def measured(generated: Generated) -> dict[str, int]:
+def measured(generated: Generated) -> dict[str, int | float]:
     """What an output holds, read off the generated array: the truth where a pipeline sized it from an input
     (img2img, edit) or from its own defaults rather than from a recorded parameter."""
     shape = generated.array.shape
@@ -66,7 +66,7 @@ def measured(generated: Generated) -> dict[str, int]:
     return _sound(generated.array, generated.sample_rate)
 
 
-def _sound(samples: Any, sample_rate: int | None) -> dict[str, Any]:
+def _sound(samples: Any, sample_rate: int | None) -> dict[str, int | float]:
     """Samples per channel, the rate and the length in seconds (to the millisecond) of an audio output."""
     count, rate = int(samples.shape[-1]), int(sample_rate or media.DEFAULT_SAMPLE_RATE)
     return {"samples": count, "sample_rate": rate, "duration": round(count / rate, 3)}

@@ -63,8 +63,6 @@ SLATE = (50, 60, 80)  # background of waveforms and unknown outputs
 WAVE = (140, 210, 255)
 MARK_INK = {MISSING: INK, FAILED: BACKGROUND, SLATE: BACKGROUND}
 
-
-
 # --- the run's grid as sheets see it ----------------------------------------------------------
 
 
