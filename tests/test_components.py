@@ -52,3 +52,13 @@ def test_an_unknown_component_slot_is_a_config_error_naming_the_slots(other_vae:
                                           r"\(it has: .*vae.*\)"):
         run_sweep(compose_config([*ARGS, f"+builder.components={{vea: {{model: '{other_vae}'}}}}"], tmp_path / "r"))
     assert not (tmp_path / "r").exists()
+
+
+def test_an_override_of_a_slot_the_model_leaves_empty_fails_with_what_is_unknown(other_vae: Path,
+                                                                                  tmp_path: Path) -> None:
+    """The tiny SD model's index has `image_encoder: [null, null]`: no class to load an override with."""
+    result = run_sweep(compose_config([*ARGS, f"+builder.components={{image_encoder: {{model: '{other_vae}'}}}}"],
+                                      tmp_path / "r"), out=io.StringIO())
+    assert result.status == "failed"
+    (record,) = read_manifest(result.run_dir)
+    assert "builder.components.image_encoder: the base model leaves its 'image_encoder' slot empty" in record["error"]

@@ -437,6 +437,9 @@ def load_components(builder: Mapping[str, Any], source: Path | str, torch_dtype:
             raise ModelUnavailableError(f"builder.components.{name}: the base model has no component '{name}' "
                                         f"(it has: {slots})")
         library, class_name = index[name]
+        if library is None or class_name is None:  # an optional slot the model leaves empty: [null, null]
+            raise ModelUnavailableError(f"builder.components.{name}: the base model leaves its '{name}' slot empty "
+                                        f"(null in model_index.json), so the class to load it with is unknown")
         component_class = getattr(importlib.import_module(library), class_name)
         target = component["model"]
         local = Path(target).expanduser()
