@@ -111,8 +111,23 @@ def test_the_custom_provider_keeps_the_sound_of_a_pipeline_it_describes_by_signa
     run_dir, (record,) = run_ok(["builder.provider=custom", "builder.pipeline=LTX2Pipeline", f"builder.model={folder}",
                                  "sweep.params.num_inference_steps=2", "+sweep.params.height=32",
                                  "+sweep.params.width=32", "+sweep.params.num_frames=9",
-                                 "+sweep.params.max_sequence_length=16"], tmp_path)
+                                 "+sweep.params.max_sequence_length=16"], tmp_path / "default")
     assert check_item(run_dir, record).audio is not None  # an AAC track, as the records say
+    # the MP4 plays at the frame rate the pipeline made it for: its `frame_rate` default, and fps is passed to it
+    assert record["params"]["fps"] == 24 and _video_rate(run_dir / record["outputs"][0]) == 24
+    slow_dir, (slow,) = run_ok(["builder.provider=custom", "builder.pipeline=LTX2Pipeline", f"builder.model={folder}",
+                                "sweep.params.num_inference_steps=2", "+sweep.params.height=32",
+                                "+sweep.params.width=32", "+sweep.params.num_frames=9",
+                                "+sweep.params.max_sequence_length=16", "+sweep.params.fps=12"], tmp_path / "slow")
+    assert _video_rate(slow_dir / slow["outputs"][0]) == 12
+    assert slow["made"]["samples"] > record["made"]["samples"]  # 9 frames at 12 fps last longer: so does the sound
+
+
+def _video_rate(path: Path) -> float:
+    import av
+
+    with av.open(str(path)) as container:
+        return float(container.streams.video[0].average_rate)
 
 
 def test_a_dry_run_writes_and_builds_nothing(tmp_path: Path) -> None:

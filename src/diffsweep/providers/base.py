@@ -56,6 +56,9 @@ class PipelineSpec:
     max_images: int | None = 1  # how many files `image` may name (a list for more than one); None: any number
     # the pipeline denoises for int(num_inference_steps * strength) steps, and fails after loading when that is 0
     truncates_strength_steps: bool = False
+    # the pipeline's own frame-rate parameter (LTX: `frame_rate`), which gets `fps` too, so what the pipeline
+    # conditions on (and, with sound, how long the sound lasts) is the rate the MP4 is written at
+    frame_rate_param: str | None = None
     latent_space: str | None = None  # for cheap previews (diffsweep.previews); None: generic projection
     max_sequence_length: int | None = None  # the text encoder's token limit, where the pipeline takes the param
 
@@ -197,7 +200,9 @@ class Provider:
         if spec.max_sequence_length is not None and "max_sequence_length" in spec.params:
             rules["max_sequence_length"] = [f"at most {spec.max_sequence_length} (the text encoder's limit)"]
         if "fps" in spec.params:
-            rules["fps"] = ["frame rate of the written MP4; used by diffsweep, not passed to the pipeline"]
+            rules["fps"] = ([f"frame rate of the written MP4, also passed as the pipeline's {spec.frame_rate_param}"]
+                            if spec.frame_rate_param else
+                            ["frame rate of the written MP4; used by diffsweep, not passed to the pipeline"])
         if "image" in spec.params:
             files = ("an input image file" if spec.max_images == 1 else
                      f"an input image file, or a list of up to {spec.max_images}" if spec.max_images else
@@ -313,6 +318,8 @@ class Provider:
                 kwargs[key] = [item[key] for item in items]
         if spec.multiplier:
             kwargs[spec.multiplier] = 1
+        if spec.frame_rate_param and first.get("fps") is not None:
+            kwargs[spec.frame_rate_param] = first["fps"]
         for key in FILE_PARAMS:
             if key in kwargs:
                 mode = "L" if key == "mask_image" else "RGB"

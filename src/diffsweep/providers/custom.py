@@ -11,6 +11,8 @@
 | params     | `__call__` keyword names that are diffsweep generation parameters (numeric defaults kept)  |
 | output     | video if it takes `num_frames` (with sound if it also takes `audio_latents`, as LTX-2     |
 |            | does), audio if it takes `audio_length_in_s`, else image                                   |
+| fps        | for a video pipeline taking `frame_rate` (LTX): fps, defaulting to that parameter's default, |
+|            | is passed as `frame_rate` too, so the MP4 plays at the rate the pipeline made it for         |
 | multiplier | `num_images_per_prompt`, `num_videos_per_prompt` or `num_waveforms_per_prompt`, if taken   |
 | batchable  | takes a `generator` and a multiplier                                                       |
 | lora       | the class has `load_lora_weights`                                                          |
@@ -87,9 +89,16 @@ def describe(name: str) -> PipelineSpec:
     multiplier = next((m for m in MULTIPLIERS if m in keywords), None)
     output = ("video_audio" if {"num_frames", "audio_latents"} <= keywords else "video" if "num_frames" in keywords
               else "audio" if "audio_length_in_s" in keywords else "image")
+    frame_rate = "frame_rate" if output.startswith("video") and "frame_rate" in keywords else None
+    if frame_rate:  # fps is then the pipeline's frame rate too, from the same default (LTX: 25, LTX-2: 24)
+        params |= {"fps"}
+        default = signature.parameters[frame_rate].default
+        if type(default) in (int, float) and float(default).is_integer():
+            defaults["fps"] = int(default)
     return ClassSpec(name, output, params, defaults, multiplier=multiplier,
                      batchable="generator" in keywords and multiplier is not None,
-                     lora=hasattr(cls, "load_lora_weights"), module=name.rpartition(".")[0] or "diffusers")
+                     lora=hasattr(cls, "load_lora_weights"), module=name.rpartition(".")[0] or "diffusers",
+                     frame_rate_param=frame_rate)
 
 
 class DiffusersPipelines(Mapping[str, PipelineSpec]):

@@ -45,7 +45,8 @@ _DEFAULTS = {"height": 512, "width": 704, "num_frames": 161, "num_inference_step
 
 def _spec(name: str, params: frozenset[str]) -> PipelineSpec:
     return PipelineSpec(name, "video", params, _DEFAULTS, multiplier="num_videos_per_prompt",
-                        size_multiple=SIZE_MULTIPLE, max_batch=2, max_sequence_length=MAX_SEQUENCE_LENGTH)
+                        size_multiple=SIZE_MULTIPLE, max_batch=2, max_sequence_length=MAX_SEQUENCE_LENGTH,
+                        frame_rate_param="frame_rate")
 
 
 class LTX(Provider):
@@ -66,7 +67,6 @@ class LTX(Provider):
     def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
                     generators: list[Any]) -> dict[str, Any]:
         kwargs = super().call_kwargs(spec, items, generators)
-        kwargs["frame_rate"] = items[0]["fps"]
         if spec.name == "LTXImageToVideoPipeline":  # diffusers encodes image i for prompt i
             kwargs["image"] = [kwargs["image"]] * len(items)
         return kwargs

@@ -37,7 +37,6 @@ generator i, so a batch of several items cannot be given its image.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
@@ -58,7 +57,7 @@ _DEFAULTS = {"height": 512, "width": 768, "num_frames": 121, "num_inference_step
 def _spec(name: str, params: frozenset[str], batchable: bool = True) -> PipelineSpec:
     return PipelineSpec(name, "video_audio", params, _DEFAULTS, multiplier="num_videos_per_prompt",
                         batchable=batchable, size_multiple=SIZE_MULTIPLE, max_batch=2,
-                        max_sequence_length=MAX_SEQUENCE_LENGTH)
+                        max_sequence_length=MAX_SEQUENCE_LENGTH, frame_rate_param="frame_rate")
 
 
 def _scale(description: str, minimum: float = 0) -> dict[str, Any]:
@@ -83,12 +82,6 @@ class LTX2(Provider):
         "modality_scale": _scale("LTX-2: modality isolation guidance between picture and sound (1 switches it off)"),
     }
 
-    def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
-                    generators: list[Any]) -> dict[str, Any]:
-        kwargs = super().call_kwargs(spec, items, generators)
-        kwargs["frame_rate"] = float(items[0]["fps"])
-        return kwargs
-
     def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
         rules = super().param_rules(spec)
         rules["fps"] = ["frame rate of the written MP4, also passed as the pipeline's frame_rate: the sound lasts "
@@ -97,5 +90,6 @@ class LTX2(Provider):
 
     # the video latents are packed as LTX-Video's are (the step callback never sees the audio ones)
     preview_unpacker = LTX.preview_unpacker
+
 
 PROVIDER = LTX2()
