@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # pip does not pull a multi-GB CUDA build. On a GPU machine: make setup TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 
+# Test files run in parallel, one file per worker at a time (module fixtures stay shared); up to 4 workers.
+PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+
 .PHONY: setup demo test test-fast bench clean
 
 $(BIN)/.installed: pyproject.toml
@@ -21,10 +24,10 @@ demo: setup
 	$(BIN)/diffsweep
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis
