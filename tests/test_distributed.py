@@ -281,3 +281,26 @@ def test_a_local_job_array_survives_a_dead_task_and_resume_resubmits_only_its_sh
         workers[1]["counts"]["kept"]
     records = read_manifest(run_dir)
     assert len(records) == len({r["item_id"] for r in records}) == 8
+
+
+# --- single items ---------------------------------------------------------------------------------
+
+
+def test_a_rerun_of_single_items_of_a_job_array_config_runs_here_in_one_process(tmp_path: Path) -> None:
+    doc = compose_config([*SMALL, "distribute=local", "distribute.tasks=2"], tmp_path / "runs")
+    result = run_sweep(doc, out=io.StringIO(), only=[3])
+    assert result.status == "complete"
+    (record,) = read_manifest(result.run_dir)
+    assert record["index"] == 3
+    assert not (result.run_dir / "shards").exists() and "workers" not in read_run_json(result.run_dir)
+    saved = (result.run_dir / "config.yaml").read_text(encoding="utf-8")
+    assert "backend: none" in saved  # the record says how it was made
+
+
+def test_a_rerun_of_single_items_is_refused_under_a_launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffsweep.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it for each of two processes
+    with pytest.raises(ConfigError, match="a rerun of single items runs in one process"):
+        run_sweep(compose_config(SMALL, tmp_path / "runs"), out=io.StringIO(), only=[0])
+    assert not (tmp_path / "runs").exists()

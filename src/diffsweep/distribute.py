@@ -319,6 +319,11 @@ def exit_code(info: RunInfo) -> int:
 # --- torchrun / accelerate launch --------------------------------------------------------------------
 
 
+def started_as_one_of_many() -> bool:
+    """Whether a launcher (torchrun, accelerate launch) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def launched_state(device_name: str) -> Any:
     """accelerate's PartialState when this process is one of several started by torchrun or
     `accelerate launch`, else None (a plain one-process run)."""

@@ -198,6 +198,9 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
         return RunResult(None, "describe")
     from diffsweep import distribute
 
+    if only and distribute.started_as_one_of_many():
+        raise ConfigError(ConfigIssue("--item/--index", "a rerun of single items runs in one process; start it "
+                                                        "without torchrun or accelerate launch"))
     state = distribute.launched_state(doc["device"])
     if state is not None:
         return distribute.run_launched(normalise(doc), state, overrides=overrides or [], source_of=source_of,
@@ -210,6 +213,11 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
         print_plan(plan, out)
         return RunResult(None, "dry_run", {"planned": plan.total})
     check_models_available(plan)
+    if only and doc["distribute"]["backend"] != "none":
+        # a few items are not worth a job array: they are made here, and config.yaml says so
+        log.info("a rerun of single items runs here, in one process, not as a %s job array",
+                 doc["distribute"]["backend"])
+        doc = {**doc, "distribute": {**doc["distribute"], "backend": "none"}}
     if doc["distribute"]["backend"] != "none":
         return distribute.submit_run(doc, plan, overrides=overrides or [], out=out)
     run = RunFolder(allocate(Path(doc["output"]["root"]), doc["sweep"]["name"]))
