@@ -304,3 +304,27 @@ def test_a_rerun_of_single_items_is_refused_under_a_launcher(tmp_path: Path, mon
     with pytest.raises(ConfigError, match="a rerun of single items runs in one process"):
         run_sweep(compose_config(SMALL, tmp_path / "runs"), out=io.StringIO(), only=[0])
     assert not (tmp_path / "runs").exists()
+
+
+# --- GPUs of local job arrays ---------------------------------------------------------------------
+
+
+def test_local_tasks_get_their_own_gpus_in_turn() -> None:
+    from diffsweep.submit import local_gpus
+
+    assert local_gpus([0, 1, 2, 3], 1, 4) == {0: (0,), 1: (1,), 2: (2,), 3: (3,)}
+    assert local_gpus([0, 1, 2], 2, 4) == {0: (0, 1), 1: (2, 3), 2: (0, 1)}  # a third task shares the first pair
+    assert local_gpus([5], 1, 4) == {5: (1,)}  # a resubmitted shard gets the GPUs it had
+    assert local_gpus([0, 1], 0, 8) == {0: (), 1: ()}  # on the CPU
+
+
+def test_local_tasks_asking_for_gpus_the_machine_lacks_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from diffsweep.errors import ConfigError
+    from diffsweep.submit import cuda_gpus
+
+    wanted = cuda_gpus() + 1
+    doc = compose_config([*SMALL, "distribute=local", f"distribute.gpus_per_task={wanted}"], tmp_path / "runs")
+    with pytest.raises(ConfigError, match=rf"distribute.gpus_per_task: {wanted} GPU\(s\) per task, but this machine "
+                                          rf"has {wanted - 1} CUDA GPU\(s\)"):
+        run_sweep(doc, out=io.StringIO())
+    assert not (tmp_path / "runs").exists()

@@ -399,6 +399,10 @@ def submit_run(doc: Mapping[str, Any], plan: Plan, *, overrides: list[str], out:
     from diffsweep.runner import RunResult
 
     settings = doc["distribute"]
+    if settings["backend"] == "local":  # GPUs the tasks cannot have are refused before the run folder is made
+        from diffsweep.submit import cuda_gpus, local_gpus
+
+        local_gpus(list(range(settings["tasks"])), int(settings.get("gpus_per_task", 0)), cuda_gpus())
     run = create_run(doc, plan, overrides, settings["tasks"])
     info = _submit_and_maybe_wait(run, settings, list(range(settings["tasks"])))
     out.write(f"{run.path}\n")

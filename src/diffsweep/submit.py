@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep.distribute import finalize, work_on_shard
-from diffsweep.errors import DiffsweepError
+from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
 from diffsweep.rundir import SHARDS, RunFolder
 
 try:
@@ -65,16 +65,43 @@ class SubmittedArray:
 
 def submit_shards(run: RunFolder, settings: Mapping[str, Any], shards: list[int], kind: str = "run") -> SubmittedArray:
     """Submit one task per shard in `shards` (all of them, or those a resume must finish)."""
-    cluster = "local" if settings["backend"] == "local" else "slurm"
-    executor = submitit.AutoExecutor(folder=run.path / SHARDS / "submitit" / "%j", cluster=cluster)
+    folder = run.path / SHARDS / "submitit" / "%j"
+    task = RequeuedShardTask() if settings.get("requeue_on_timeout") else run_shard_task
+    timeout_min, gpus_per_task = int(settings.get("time_min", 240)), int(settings.get("gpus_per_task", 0))
+    if settings["backend"] == "local":
+        # one submission per task, each seeing its own GPUs: submitit would show every local task the same first ones
+        gpus = local_gpus(shards, gpus_per_task, cuda_gpus())
+        local = submitit.LocalExecutor(folder=folder)
+        local.update_parameters(timeout_min=timeout_min, tasks_per_node=1, nodes=1, gpus_per_node=gpus_per_task)
+        jobs = []
+        for shard in shards:
+            local.update_parameters(visible_gpus=gpus[shard])
+            jobs.append(local.submit(task, str(run.path), shard, kind))
+        return SubmittedArray(jobs)
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     executor.update_parameters(
-        name=f"diffsweep-{run.path.parent.name}-{run.path.name}", timeout_min=int(settings.get("time_min", 240)),
-        tasks_per_node=1, nodes=1, gpus_per_node=int(settings.get("gpus_per_task", 0)),
-        cpus_per_task=int(settings.get("cpus_per_task", 1)),
+        name=f"diffsweep-{run.path.parent.name}-{run.path.name}", timeout_min=timeout_min,
+        tasks_per_node=1, nodes=1, gpus_per_node=gpus_per_task, cpus_per_task=int(settings.get("cpus_per_task", 1)),
         slurm_partition=settings.get("partition"), slurm_mem=f"{settings['mem_gb']}G" if settings.get("mem_gb") else None,
         slurm_array_parallelism=int(settings.get("array_parallelism", 256)),
         slurm_setup=list(settings.get("setup") or []), slurm_additional_parameters=dict(settings.get("slurm") or {}))
-    task = RequeuedShardTask() if settings.get("requeue_on_timeout") else run_shard_task
     with executor.batch():
         jobs = [executor.submit(task, str(run.path), shard, kind) for shard in shards]
     return SubmittedArray(jobs)
+
+
+def cuda_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def local_gpus(shards: list[int], per_task: int, available: int) -> dict[int, tuple[int, ...]]:
+    """The GPUs each local task sees: shard k gets the k-th group of `per_task` of the machine's GPUs, wrapping
+    round when there are more tasks than groups (those share), so tasks spread over every GPU instead of all
+    landing on the first ones, and a resubmitted shard gets the GPUs it had."""
+    if per_task and available < per_task:
+        raise ConfigError(ConfigIssue("distribute.gpus_per_task", f"{per_task} GPU(s) per task, but this machine has "
+                                                                  f"{available} CUDA GPU(s); 0 runs the tasks on the CPU"))
+    groups = max(1, available // per_task) if per_task else 1
+    return {shard: tuple((shard % groups) * per_task + k for k in range(per_task)) for shard in shards}
