@@ -14,10 +14,13 @@ from typing import Any
 
 import av
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import compose_config, read_manifest
-from diffsweep.runner import run_sweep
+from diffsweep.errors import EXIT_CONFIG, ConfigError
+from diffsweep.runner import prepare, run_sweep
+from diffsweep.validate import validate_config
 
 PROMPT = "sweep.grid.prompt=[a red fox in fresh snow]"
 ONE_SEED = "sweep.grid.seed=[0]"
@@ -129,3 +132,15 @@ def make_lora(pipeline: str, factory: str, folder: Path, target_modules: list[st
     pipeline_class.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
                                      safe_serialization=True)
     return f"+builder.loras=[{{name: style, source: '{folder}'}}]"
+
+
+def refusal(preset: str, overrides: list[str], root: Path) -> str:
+    """The message of the configuration error the preset with `overrides` is refused with at plan time (exit 2,
+    validated as the CLI validates, nothing written under `root`)."""
+    with pytest.raises(ConfigError) as caught:
+        doc = compose_config([f"provider={preset}", "sweep.grid.prompt=[a fox]", *overrides], root)
+        validate_config(doc)
+        prepare(doc)
+    assert caught.value.exit_code == EXIT_CONFIG
+    assert not root.exists()
+    return str(caught.value)
