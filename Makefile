@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 
 # Test files run in parallel, one file per worker at a time (module fixtures stay shared); up to 4 workers.
-PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+# One OpenMP thread per process: the tiny models gain nothing from more, and workers' threads would contend.
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 .PHONY: setup demo test test-fast bench clean
 
