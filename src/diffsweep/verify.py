@@ -1,9 +1,9 @@
 """`diffsweep-runs verify`: regenerate saved items and compare them with what is on disk.
 
 Images and video compare decoded pixels (MP4 on both sides, since the codec is lossy), audio its
-samples, a video with sound both (its AAC track decoded on both sides too). An item regenerated in a differently composed batch has the same noise and weights but
-batched kernels round differently, so "equivalent" allows a few values one step apart;
-anything beyond that is a difference.
+samples, a video with sound both (its AAC track decoded on both sides too). An item regenerated in a
+differently composed batch has the same noise and weights but batched kernels round differently, so
+"equivalent" allows a few values one step apart; anything beyond that is a difference.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def verify_run(run_dir: Path, limit: int | None = None) -> list[int]:
         for item, generated in zip(batch.items, outputs, strict=True):
             path = run.path / saved[item.item_id].outputs[0]
             fresh = media.decode_streams(generated.kind, encode(generated, item, batch.builder, {}))
-            verdict = compare_all(fresh, media.decode_streams(generated.kind, path.read_bytes())) if path.is_file() else "different"
+            saved_streams = media.decode_streams(generated.kind, path.read_bytes()) if path.is_file() else None
+            verdict = compare_all(fresh, saved_streams) if saved_streams is not None else "different"
             verdicts[verdict] += 1
             if verdict == "different":
                 mismatches.append(item.index)

@@ -363,11 +363,11 @@ def _strength_step_problems(spec: PipelineSpec, params: Mapping[str, Any]) -> li
     steps, strength = params.get("num_inference_steps"), params.get("strength")
     if not spec.truncates_strength_steps or steps is None or strength is None or int(steps * strength) >= 1:
         return []
+    if strength <= 0:
+        return [("strength", f"strength 0 leaves no denoising step in {spec.name}; use a strength above 0")]
     return [("strength", f"strength {strength} x num_inference_steps {steps} leaves no denoising step: "
                          f"{spec.name} runs int({steps} x {strength}) = 0 steps; raise strength to at least "
-                         f"{math.ceil(100 / steps) / 100:g} or num_inference_steps to at least {math.ceil(1 / strength)}"
-                         if strength > 0 else
-                         f"strength 0 leaves no denoising step in {spec.name}; use a strength above 0")]
+                         f"{math.ceil(100 / steps) / 100:g} or num_inference_steps to at least {math.ceil(1 / strength)}")]
 
 
 def pipeline_unpacker(pipe: Any, params: Mapping[str, Any]) -> Callable[[Any], Any] | None:
