@@ -57,9 +57,9 @@ def build_pipeline(size: str, folder: Path, dtype: torch.dtype) -> None:
     from diffusers import StableDiffusionPipeline
 
     if size == "tiny":
-        from diffsweep.tiny import FACTORIES
+        from diffsweep.providers import tiny_factories
 
-        StableDiffusionPipeline(**FACTORIES["sd"]()).to(dtype).save_pretrained(folder)
+        StableDiffusionPipeline(**tiny_factories()["sd"]()).to(dtype).save_pretrained(folder)
         return
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -136,9 +136,9 @@ def diffsweep_run(folder: Path, preset: str, args: argparse.Namespace, device: t
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from diffsweep.cache import PipelineCache
+    from diffsweep.execution.cache import PipelineCache
     from diffsweep.paths import conf_dir
-    from diffsweep.runner import run_sweep
+    from diffsweep.run.local import run_sweep
 
     prompts, seeds = work(args.items)
     overrides = [

@@ -44,10 +44,11 @@ from omegaconf import OmegaConf  # noqa: E402
 from diffsweep import media, runner  # noqa: E402
 from diffsweep.paths import conf_dir  # noqa: E402
 from diffsweep.providers.base import Generated  # noqa: E402
-from diffsweep.record import item_record, item_stem, sidecar_record  # noqa: E402
-from diffsweep.records import AttemptCounts, Counts, now  # noqa: E402
-from diffsweep.rundir import RunFolder, allocate, write_atomic  # noqa: E402
-from diffsweep.savedconfig import dump_run_config  # noqa: E402
+from diffsweep.store.atomic import write_atomic  # noqa: E402
+from diffsweep.store.folder import RunFolder, allocate  # noqa: E402
+from diffsweep.store.records import AttemptCounts, Counts, now  # noqa: E402
+from diffsweep.store.runconfig import dump_run_config  # noqa: E402
+from diffsweep.store.writer import item_record, item_stem, sidecar_record  # noqa: E402
 
 
 def machine() -> str:
@@ -174,12 +175,12 @@ def main() -> None:
     to_nothing, cpu, whole = resume_to_nothing_to_do(run_dir)
     print(f"resume of the finished run, imports excluded: 'nothing to do' after {to_nothing:.2f} s wall, "
           f"{cpu:.2f} s CPU (target < 2 s); returned after {whole:.2f} s")
-    wall, cpu, _, _, err = timed_command(["-m", "diffsweep.runs_cli", "resume", str(run_dir)], work)
+    wall, cpu, _, _, err = timed_command(["-m", "diffsweep.cli.runs", "resume", str(run_dir)], work)
     said = next((line for line in err.splitlines() if "nothing to do" in line), "(no 'nothing to do' line)")
     print(f"resume, whole command with imports: {wall:.2f} s wall, {cpu:.2f} s CPU; it said:\n  {said}")
 
-    wall, cpu, _, out, _ = timed_command(["-m", "diffsweep.runs_cli", "show", str(run_dir)], work)
-    _, _, _, _, imports = timed_command(["-X", "importtime", "-m", "diffsweep.runs_cli", "show", str(run_dir)], work)
+    wall, cpu, _, out, _ = timed_command(["-m", "diffsweep.cli.runs", "show", str(run_dir)], work)
+    _, _, _, _, imports = timed_command(["-X", "importtime", "-m", "diffsweep.cli.runs", "show", str(run_dir)], work)
     heavy = sorted({name for name in re.findall(r"\|\s+(torch|diffusers|transformers)$", imports, re.MULTILINE)})
     print(f"show, whole command: {wall:.2f} s wall, {cpu:.2f} s CPU (target < 1 s); heavy imports: "
           f"{', '.join(heavy) or 'none'}; it printed:\n  " + "\n  ".join(out.splitlines()[:2]))

@@ -40,8 +40,8 @@ def main() -> None:
     from diffsweep import devices
     from diffsweep.metrics import ClipScore, ScoreSettings
     from diffsweep.paths import conf_dir
-    from diffsweep.runner import run_sweep
-    from diffsweep.scoring import score_run
+    from diffsweep.reports.scoring import score_run
+    from diffsweep.run.local import run_sweep
 
     seeds = args.items // PROMPTS
     with tempfile.TemporaryDirectory() as work:

@@ -18,9 +18,10 @@ import pytest
 from PIL import Image
 
 from conftest import compose_config, read_manifest
+from diffsweep.config.schema import validate_config
 from diffsweep.errors import EXIT_CONFIG, ConfigError
-from diffsweep.runner import prepare, run_sweep
-from diffsweep.validate import validate_config
+from diffsweep.planning.prepare import prepare
+from diffsweep.run.local import run_sweep
 
 PROMPT = "sweep.grid.prompt=[a red fox in fresh snow]"
 ONE_SEED = "sweep.grid.seed=[0]"
@@ -122,10 +123,10 @@ def make_lora(pipeline: str, factory: str, folder: Path, target_modules: list[st
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from diffsweep.tiny import FACTORIES
+    from diffsweep.providers import tiny_factories
 
     pipeline_class = getattr(diffusers, pipeline)
-    pipe = pipeline_class(**FACTORIES[factory]())
+    pipe = pipeline_class(**tiny_factories()[factory]())
     torch.manual_seed(1)
     pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
                                             target_modules=target_modules))

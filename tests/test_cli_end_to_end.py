@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from PIL import Image
 
 from conftest import assert_batch_equivalent, read_manifest, read_run_json, run_cli
-from diffsweep.validate import load_schema
+from diffsweep.config.schema import load_schema
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -128,10 +128,10 @@ def test_runs_cli_list_show_resume_and_verify(tmp_path: Path) -> None:
     torn_id = json.loads(lines[-1])["item_id"]
     manifest.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
 
-    listed = run_cli(["list"], cwd=tmp_path, module="diffsweep.runs_cli")
+    listed = run_cli(["list"], cwd=tmp_path, module="diffsweep.cli.runs")
     assert listed.returncode == 0 and "default/v0001" in listed.stdout
 
-    resumed = run_cli(["resume", "default"], cwd=tmp_path, module="diffsweep.runs_cli")
+    resumed = run_cli(["resume", "default"], cwd=tmp_path, module="diffsweep.cli.runs")
     assert resumed.returncode == 0, resumed.stderr
     run = read_run_json(run_dir)
     regenerated = {records[2]["item_id"], torn_id}
@@ -152,10 +152,10 @@ def test_runs_cli_list_show_resume_and_verify(tmp_path: Path) -> None:
     if records[0]["item_id"] not in regenerated:
         assert untouched.stat().st_mtime_ns == untouched_mtime  # finished items are not rewritten
 
-    shown = run_cli(["show", str(run_dir)], cwd=tmp_path, module="diffsweep.runs_cli")
+    shown = run_cli(["show", str(run_dir)], cwd=tmp_path, module="diffsweep.cli.runs")
     assert shown.returncode == 0 and "complete" in shown.stdout and "tiny:sd" in shown.stdout
 
-    verified = run_cli(["verify", str(run_dir)], cwd=tmp_path, module="diffsweep.runs_cli")
+    verified = run_cli(["verify", str(run_dir)], cwd=tmp_path, module="diffsweep.cli.runs")
     assert verified.returncode == 0, verified.stderr
     assert "verified 4 item(s)" in verified.stdout and "0 different" in verified.stdout
 
@@ -181,10 +181,10 @@ def test_resume_after_sigkill_mid_run_matches_a_clean_run(tmp_path: Path) -> Non
     before = manifest.read_text().count("\n")
     assert 2 <= before < 6, "the kill must land mid-run"
     assert read_run_json(run_dir)["status"] == "running"
-    listed = run_cli(["--root", "crashed", "list"], cwd=tmp_path, module="diffsweep.runs_cli")
+    listed = run_cli(["--root", "crashed", "list"], cwd=tmp_path, module="diffsweep.cli.runs")
     assert "interrupted" in listed.stdout  # no live writer holds the lock
 
-    resumed = run_cli(["--root", "crashed", "resume", "default/v0001"], cwd=tmp_path, module="diffsweep.runs_cli")
+    resumed = run_cli(["--root", "crashed", "resume", "default/v0001"], cwd=tmp_path, module="diffsweep.cli.runs")
     assert resumed.returncode == 0, resumed.stderr
     clean = run_cli([*args, "output.root=clean"], cwd=tmp_path)
     assert clean.returncode == 0, clean.stderr

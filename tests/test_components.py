@@ -15,7 +15,7 @@ from conftest import compose_config, read_manifest, read_run_json
 from diffsweep.errors import ConfigError
 from diffsweep.providers import get
 from diffsweep.providers.base import ensure_tiny
-from diffsweep.runner import run_sweep
+from diffsweep.run.local import run_sweep
 
 ARGS = ["sweep.params.num_inference_steps=2", "sweep.grid.seed=[0]", "sweep.grid.prompt=[a fox]"]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_config
+from diffsweep.config.schema import validate_config
 from diffsweep.paths import conf_dir
-from diffsweep.runner import run_sweep
-from diffsweep.validate import validate_config
+from diffsweep.run.local import run_sweep
 
 PROVIDERS = sorted(p.stem for p in (conf_dir() / "provider").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (conf_dir() / "sweep").glob("*.yaml"))

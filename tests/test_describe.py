@@ -14,7 +14,7 @@ from conftest import compose_config, run_cli
 from diffsweep import providers
 from diffsweep.errors import ConfigError
 from diffsweep.paths import conf_dir
-from diffsweep.runner import run_sweep
+from diffsweep.run.local import run_sweep
 
 PRESETS = sorted(path.stem for path in (conf_dir() / "provider").glob("*.yaml"))
 

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from conftest import compose_config, read_manifest, read_run_json, run_cli
-from diffsweep import distribute
-from diffsweep.distribute import WorkerRefused, create_run, cut_shards, work_on_shard
-from diffsweep.rundir import RunFolder
-from diffsweep.runner import prepare, run_sweep
+from diffsweep.planning.prepare import prepare
+from diffsweep.planning.shards import cut_shards, shard_batches
+from diffsweep.run import distributed as distribute
+from diffsweep.run.distributed import WorkerRefused, create_run, work_on_shard
+from diffsweep.run.local import run_sweep
+from diffsweep.store.folder import RunFolder
 
 # 1 step at the smallest size: each item costs little, and 8 batches of 1 give each shard several
 SMALL = ["device=cpu", "sweep.params.num_inference_steps=1", "sweep.params.height=32", "sweep.params.width=32",
@@ -32,7 +34,7 @@ def _env() -> dict[str, str]:
 
 
 def _runs(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(list(args), cwd=cwd, module="diffsweep.runs_cli", env=ONE_THREAD)
+    return run_cli(list(args), cwd=cwd, module="diffsweep.cli.runs", env=ONE_THREAD)
 
 
 def _outputs(run_dir: Path) -> dict[str, tuple[dict[str, Any], bytes]]:
@@ -44,14 +46,15 @@ def _outputs(run_dir: Path) -> dict[str, tuple[dict[str, Any], bytes]]:
 
 def test_shards_are_whole_batches_and_keep_a_builder_on_one_worker(tmp_path: Path) -> None:
     doc = compose_config(["+experiment=sd1_vs_sd2", *SMALL, "sweep.batch_size=2"], tmp_path)
-    _, plan = prepare(doc)
+    plan = prepare(doc)
     layout = cut_shards(plan, 2)
     assert layout == cut_shards(plan, 2)  # deterministic
     assert sum(layout.planned) == plan.total == 16
-    assert [len(b) for b in layout.builders] == [1, 1] and set(layout.builders[0]) != set(layout.builders[1])
+    owners = [shard.builders for shard in layout.shards]
+    assert [len(b) for b in owners] == [1, 1] and set(owners[0]) != set(owners[1])
     batches = list(plan.batches())
-    for shard, (first, stop) in enumerate(layout.batches):
-        made = [[item.item_id for item in batch.items] for batch in distribute.shard_batches(plan, layout, shard)]
+    for shard, (first, stop) in enumerate((s.first_batch, s.stop_batch) for s in layout.shards):
+        made = [[item.item_id for item in batch.items] for batch in shard_batches(plan, layout, shard)]
         assert made == [[item.item_id for item in batch.items] for batch in batches[first:stop]]
     # more shards than batches: the extra shards are empty, no batch is split
     many = cut_shards(plan, 12)
@@ -104,7 +107,7 @@ def test_run_json_of_a_distributed_run_merges_every_worker(one_and_two_processes
     assert info["builders"][0]["model_path"] is not None
     import jsonschema
 
-    from diffsweep.validate import load_schema
+    from diffsweep.config.schema import load_schema
 
     jsonschema.validate(info, load_schema("run"))
 
@@ -138,8 +141,8 @@ def test_accelerate_launch_makes_the_items_of_one_process_too(one_and_two_proces
 
 def _distributed_run(tmp_path: Path, shards: int, *extra: str) -> Path:
     """A run folder as a launcher leaves it before its workers start."""
-    doc, plan = prepare(compose_config([*SMALL, "sweep.batch_size=1", *extra], tmp_path / "runs"))
-    return create_run(doc, plan, [], shards).path
+    plan = prepare(compose_config([*SMALL, "sweep.batch_size=1", *extra], tmp_path / "runs"))
+    return create_run(plan, [], shards).path
 
 
 def _wait_for(condition: Any, timeout: float = 300) -> None:
@@ -152,7 +155,7 @@ def _wait_for(condition: Any, timeout: float = 300) -> None:
 def test_a_killed_worker_is_finished_by_resume_and_readers_see_the_run_meanwhile(tmp_path: Path) -> None:
     run_dir = _distributed_run(tmp_path, 2)
     manifest = RunFolder(run_dir).shard_manifest(0)
-    first = subprocess.Popen([sys.executable, "-m", "diffsweep.runs_cli", "work", str(run_dir), "--shard", "0"],
+    first = subprocess.Popen([sys.executable, "-m", "diffsweep.cli.runs", "work", str(run_dir), "--shard", "0"],
                              cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: manifest.exists() and manifest.read_bytes().count(b"\n") >= 1)
@@ -178,7 +181,7 @@ def test_a_killed_worker_is_finished_by_resume_and_readers_see_the_run_meanwhile
     assert "shard    1   pending         0 done" in shown.stdout
     listed = _runs(tmp_path, "--root", str(tmp_path / "runs"), "list")
     assert "default/v0001" in listed.stdout and "interrupted" in listed.stdout
-    from diffsweep import report
+    from diffsweep.reports import build as report
 
     report.write_reports(run_dir)
     viewer_data = (run_dir / "data.js").read_text()
@@ -232,7 +235,7 @@ def test_a_shard_that_never_finished_leaves_the_others_and_a_failed_run_that_say
     assert work_on_shard(run_dir, 0).status == "complete"  # shard 1's task never ran it
     assert distribute.finalize(run) is None  # the run is not finished while a shard is not
     info = distribute.close_unfinished(run)
-    assert info.status == "failed" and info.counts.to_json() == {"planned": 8, "done": 4, "failed": 0, "skipped": 4}
+    assert info.status == "failed" and info.counts.model_dump() == {"planned": 8, "done": 4, "failed": 0, "skipped": 4}
     assert distribute.exit_code(info) == 3
     recorded = read_run_json(run_dir)
     assert recorded["status"] == "failed" and [w["shard"] for w in recorded["workers"]] == [0]
@@ -266,7 +269,7 @@ def test_a_local_job_array_survives_a_dead_task_and_resume_resubmits_only_its_sh
     assert "shard    0   finished        4 done" in shown.stdout and "shard    1   dead" in shown.stdout
 
     with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
-        code = subprocess.run([sys.executable, "-m", "diffsweep.runs_cli", "resume", str(run_dir)], cwd=tmp_path,
+        code = subprocess.run([sys.executable, "-m", "diffsweep.cli.runs", "resume", str(run_dir)], cwd=tmp_path,
                               env=_env(), stdout=out, stderr=err, timeout=300).returncode
     stderr = (tmp_path / "err").read_text()
     assert code == 0, stderr
@@ -310,7 +313,7 @@ def test_a_rerun_of_single_items_is_refused_under_a_launcher(tmp_path: Path, mon
 
 
 def test_local_tasks_get_their_own_gpus_in_turn() -> None:
-    from diffsweep.submit import local_gpus
+    from diffsweep.run.submit import local_gpus
 
     assert local_gpus([0, 1, 2, 3], 1, 4) == {0: (0,), 1: (1,), 2: (2,), 3: (3,)}
     assert local_gpus([0, 1, 2], 2, 4) == {0: (0, 1), 1: (2, 3), 2: (0, 1)}  # a third task shares the first pair
@@ -320,7 +323,7 @@ def test_local_tasks_get_their_own_gpus_in_turn() -> None:
 
 def test_local_tasks_asking_for_gpus_the_machine_lacks_are_refused_before_anything_is_written(tmp_path: Path) -> None:
     from diffsweep.errors import ConfigError
-    from diffsweep.submit import cuda_gpus
+    from diffsweep.run.submit import cuda_gpus
 
     wanted = cuda_gpus() + 1
     doc = compose_config([*SMALL, "distribute=local", f"distribute.gpus_per_task={wanted}"], tmp_path / "runs")

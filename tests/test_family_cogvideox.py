@@ -22,10 +22,10 @@ def i2v_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The tiny parts with an image-to-video transformer (8 input channels, rotary and learned positions)."""
     from diffusers import CogVideoXImageToVideoPipeline
 
-    from diffsweep.tiny import FACTORIES
+    from diffsweep.providers import tiny_factories
     from diffsweep.tiny.cogvideox import transformer
 
-    components: dict[str, Any] = {**FACTORIES["cogvideox"](), "transformer": transformer(
+    components: dict[str, Any] = {**tiny_factories()["cogvideox"](), "transformer": transformer(
         8, use_rotary_positional_embeddings=True, use_learned_positional_embeddings=True)}
     folder = tmp_path_factory.mktemp("cogvideox_i2v")
     CogVideoXImageToVideoPipeline(**components).save_pretrained(folder)

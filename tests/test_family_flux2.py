@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_batch_equivalent, compose_config
-from diffsweep.cache import PipelineCache
 from diffsweep.errors import EXIT_CONFIG, ConfigError
-from diffsweep.runner import prepare
+from diffsweep.execution.cache import PipelineCache
+from diffsweep.planning.prepare import prepare
 from family_checks import check_item, make_lora, picture, previews_of, run_ok
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import assert_batch_equivalent, compose_config, run_cli
-from diffsweep.cache import PipelineCache
 from diffsweep.errors import EXIT_CONFIG, ConfigError
+from diffsweep.execution.cache import PipelineCache
+from diffsweep.planning.prepare import prepare
 from diffsweep.providers.hidream import made_size
-from diffsweep.runner import prepare
 from family_checks import check_item, make_lora, previews_of, refusal, run_ok
 
 WIDE = ["sweep.params.width=144", "sweep.params.height=112"]  # kept: the area of 128x128 at about 9:7
@@ -112,7 +112,7 @@ def two_level_vae(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_a_vae_override_sets_the_area(two_level_vae: str, tmp_path: Path) -> None:
     """The plan reads a local VAE override's factor; the run makes and records the size at its area."""
-    from diffsweep.validate import validate_config
+    from diffsweep.config.schema import validate_config
 
     with pytest.raises(ConfigError) as caught:
         doc = compose_config(["provider=tiny_hidream", "sweep.grid.prompt=[a fox]", two_level_vae], tmp_path / "bad")

@@ -16,13 +16,13 @@ from jsonschema import Draft202012Validator
 
 from conftest import read_manifest, run_cli
 from diffsweep import media, providers
+from diffsweep.config.schema import load_schema
 from diffsweep.errors import EXIT_CONFIG
 from diffsweep.providers.base import ensure_tiny
-from diffsweep.records import ItemRecord
-from diffsweep.rundiff import diff_runs
-from diffsweep.scoring import decode as decode_for_scores
-from diffsweep.sheets import tile
-from diffsweep.validate import load_schema
+from diffsweep.reports.diff import diff_runs
+from diffsweep.reports.scoring import decode as decode_for_scores
+from diffsweep.reports.sheets import tile
+from diffsweep.store.records import ItemRecord
 from family_checks import check_item, decode, picture, previews_of, refusal, run_ok
 
 CLI_RUN = ["provider=tiny_ltx2", "sweep.grid.prompt=[a fox barking,a boat horn]", "sweep.grid.seed=[0]",

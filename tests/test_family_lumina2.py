@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_batch_equivalent
-from diffsweep.cache import PipelineCache
+from diffsweep.execution.cache import PipelineCache
 from family_checks import check_item, make_lora, previews_of, refusal, run_ok
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import compose_config
 from diffsweep.errors import EXIT_CONFIG, ConfigError
+from diffsweep.planning.prepare import prepare
 from diffsweep.providers import get
-from diffsweep.runner import prepare
 from family_checks import check_item, picture, previews_of, run_ok
 
 PROMPT_OVERRIDE = "sweep.grid.prompt=[a fox]"

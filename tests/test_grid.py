@@ -8,13 +8,13 @@ import pytest
 
 from conftest import compose_config
 from diffsweep.errors import ConfigError
-from diffsweep.grid import Axis, Grid, expand_axis, expand_range
-from diffsweep.plan import Plan
-from diffsweep.runner import prepare
+from diffsweep.planning.grid import Axis, Grid, expand_axis, expand_range
+from diffsweep.planning.plan import Plan
+from diffsweep.planning.prepare import prepare
 
 
 def plan_for(overrides: list[str], tmp_path: Path) -> Plan:
-    return prepare(compose_config(overrides, tmp_path / "runs"), base_dir=tmp_path)[1]
+    return prepare(compose_config(overrides, tmp_path / "runs"), base_dir=tmp_path)
 
 
 def test_product_index_follows_itertools_product_order() -> None:
@@ -45,9 +45,9 @@ def test_prompt_file_lines_skip_blanks_and_comments(tmp_path: Path) -> None:
 
 def test_prompt_file_is_inlined_into_the_saved_config(tmp_path: Path) -> None:
     (tmp_path / "p.txt").write_text("one\ntwo\nthree\n")
-    doc, plan = prepare(compose_config(["sweep=prompts_file", "sweep.grid.prompt.file=p.txt"], tmp_path / "runs"),
+    plan = prepare(compose_config(["sweep=prompts_file", "sweep.grid.prompt.file=p.txt"], tmp_path / "runs"),
                         base_dir=tmp_path)
-    assert doc["sweep"]["grid"]["prompt"] == ["one", "two", "three"]
+    assert plan.config.sweep.grid["prompt"] == ["one", "two", "three"]
     assert plan.total == 9  # 3 prompts x range(0, 3) seeds
 
 
@@ -84,7 +84,7 @@ def test_unknown_builder_axis_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_random_seed_is_drawn_once_per_value(tmp_path: Path) -> None:
-    from diffsweep.plan import draw_random_seeds
+    from diffsweep.planning.prepare import draw_random_seeds
 
     doc = draw_random_seeds(compose_config(["sweep.grid.seed=[random,random,5]"]))
     first, second, fixed = doc["sweep"]["grid"]["seed"]

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from conftest import compose_config
 from diffsweep import hashing
-from diffsweep.grid import Grid
-from diffsweep.plan import builder_identity
-from diffsweep.runner import prepare
+from diffsweep.planning.grid import Grid
+from diffsweep.planning.plan import builder_identity
+from diffsweep.planning.prepare import prepare
 
 IDENTITY = {"provider": "stable_diffusion", "pipeline": "StableDiffusionPipeline", "model": "tiny:sd",
             "revision": "factory-v1", "dtype": "float32"}
@@ -64,7 +64,7 @@ def test_lossless_builder_settings_stay_out_of_identity() -> None:
 
 
 def _item_ids(overrides: list[str], tmp_path: Path) -> list[str]:
-    _, plan = prepare(compose_config(overrides, tmp_path / "runs"), base_dir=tmp_path)
+    plan = prepare(compose_config(overrides, tmp_path / "runs"), base_dir=tmp_path)
     return sorted(item.item_id for item in plan.items())
 
 
@@ -94,7 +94,7 @@ def test_hash_is_the_same_in_another_process_with_another_hash_seed() -> None:
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.integers(0, 5), min_size=1, max_size=4), st.lists(st.text(max_size=3), min_size=1, max_size=3))
 def test_grid_index_is_stable_under_reordered_iteration(seeds: list[int], prompts: list[str]) -> None:
-    from diffsweep.grid import Axis
+    from diffsweep.planning.grid import Axis
 
     grid = Grid([Axis("prompt", tuple(prompts)), Axis("seed", tuple(seeds))], "product")
     natural = dict(grid.iter_points())

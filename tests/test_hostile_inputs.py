@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import compose_config, read_manifest, run_cli
 from diffsweep.errors import EXIT_CONFIG, ConfigError
 from diffsweep.paths import conf_dir
-from diffsweep.runner import run_sweep
+from diffsweep.run.local import run_sweep
 
 EXAMPLE = conf_dir() / "inputs" / "example.png"  # 64x64
 QUICK = ["sweep.params.num_inference_steps=1"]

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import compose_config, run_cli
 from diffsweep.errors import ConfigError
-from diffsweep.runner import run_sweep
+from diffsweep.run.local import run_sweep
 
 QUICK = ["++sweep.params.num_inference_steps=1"]
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import compose_config, read_run_json, run_cli
 from diffsweep.labels import axis_title, axis_value_labels, builder_labels, differing_spans, fit_all
 from diffsweep.paths import schemas_dir
-from diffsweep.runner import run_sweep
+from diffsweep.run.local import run_sweep
 
 SCHEDULERS = ("+sweep.grid.builder.scheduler=[null,{name:EulerDiscreteScheduler},"
               "{name:DPMSolverMultistepScheduler,config:{use_karras_sigmas:true}}]")
@@ -94,12 +94,12 @@ def test_run_json_names_builders_and_keeps_their_identity(compared: dict[str, Pa
 
 
 def test_show_prints_labels_and_the_full_identity_on_request(compared: dict[str, Path], tmp_path: Path) -> None:
-    shown = run_cli(["show", str(compared["models"])], cwd=tmp_path, module="diffsweep.runs_cli")
+    shown = run_cli(["show", str(compared["models"])], cwd=tmp_path, module="diffsweep.cli.runs")
     assert shown.returncode == 0, shown.stderr
     builders = [line for line in shown.stdout.splitlines() if line.startswith("builder ")]
     assert [line.split("  ")[2] for line in builders] == ["tiny:sd", "tiny:sd_v2"]
     assert "identity" not in shown.stdout
-    full = run_cli(["show", "--full", str(compared["schedulers"])], cwd=tmp_path, module="diffsweep.runs_cli")
+    full = run_cli(["show", "--full", str(compared["schedulers"])], cwd=tmp_path, module="diffsweep.cli.runs")
     assert full.returncode == 0, full.stderr
     lines = full.stdout.splitlines()
     builders = [line for line in lines if line.startswith("builder ")]
@@ -112,7 +112,7 @@ def test_show_prints_labels_and_the_full_identity_on_request(compared: dict[str,
 
 
 def test_sheets_name_builder_axes_as_builders_are_named(compared: dict[str, Path]) -> None:
-    from diffsweep.sheets import write_sheets
+    from diffsweep.reports.sheets import write_sheets
 
     schedulers = write_sheets(compared["schedulers"], x="builder.scheduler").drawn[0].layout
     assert [lines for _, lines in schedulers.x_titles] == [["scheduler"]]

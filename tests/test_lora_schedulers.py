@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from conftest import compose_config, read_manifest, read_run_json
-from diffsweep.cache import PipelineCache
 from diffsweep.errors import ConfigError
-from diffsweep.runner import run_sweep
+from diffsweep.execution.cache import PipelineCache
+from diffsweep.run.local import run_sweep
 
 BASE = ["sweep.params.num_inference_steps=2", "sweep.grid.prompt=[a fox]", "sweep.grid.seed=[3]"]
 
@@ -26,11 +26,11 @@ def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from diffsweep.tiny import FACTORIES
+    from diffsweep.providers import tiny_factories
 
     folder = tmp_path_factory.mktemp("loras")
     for name, seed in (("style", 1), ("detail", 2)):
-        pipe = diffusers.StableDiffusionPipeline(**FACTORIES["sd"]())
+        pipe = diffusers.StableDiffusionPipeline(**tiny_factories()["sd"]())
         torch.manual_seed(seed)
         pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
                                          target_modules=["to_q", "to_k", "to_v", "to_out.0"]))

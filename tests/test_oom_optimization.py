@@ -12,9 +12,11 @@ import torch
 from PIL import Image
 
 from conftest import assert_batch_equivalent, compose_config, read_manifest, read_run_json
-from diffsweep import devices, runner
-from diffsweep.cache import PipelineCache
-from diffsweep.runner import run_sweep
+from diffsweep import devices
+from diffsweep.execution import core
+from diffsweep.execution.cache import PipelineCache
+from diffsweep.planning.plan import Batch
+from diffsweep.run.local import run_sweep
 
 ARGS = ["sweep.params.num_inference_steps=2", "sweep.grid.seed=[0,1,2,3]", "sweep.grid.prompt=[a fox]"]
 
@@ -25,15 +27,15 @@ def _pixels(run_dir: Path) -> dict[str, np.ndarray]:
 
 def _oom_above(limit: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Make every pipeline call with more than `limit` items run out of memory; returns call sizes."""
-    real, sizes = runner.generate, []
+    real, sizes = core.generate, []
 
-    def generate(pipe: Any, batch: runner.Batch, *args: Any, **kwargs: Any) -> Any:
+    def generate(pipe: Any, batch: Batch, *args: Any, **kwargs: Any) -> Any:
         sizes.append(len(batch.items))
         if len(batch.items) > limit:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(pipe, batch, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "generate", generate)
+    monkeypatch.setattr(core, "generate", generate)
     return sizes
 
 
@@ -90,17 +92,17 @@ def test_model_offload_after_oom_is_recorded_and_does_not_stay_on_the_cached_pip
     # A CPU has no accelerator to offload from: the offload itself is marked on the pipeline; choosing
     # it, recording it and what the cache keeps afterwards are the real code path.
     monkeypatch.setattr(devices, "can_offload", lambda device: True)
-    monkeypatch.setattr(runner, "offload_model", lambda pipe, device: setattr(pipe, "offloaded_for_test", True))
-    real, used = runner.generate, []
+    monkeypatch.setattr(core, "offload_model", lambda pipe, device: setattr(pipe, "offloaded_for_test", True))
+    real, used = core.generate, []
 
-    def generate(pipe: Any, batch: runner.Batch, *args: Any, **kwargs: Any) -> Any:
+    def generate(pipe: Any, batch: Batch, *args: Any, **kwargs: Any) -> Any:
         offloaded = getattr(pipe, "offloaded_for_test", False)
         used.append((batch.items[0].seed, offloaded))
         if batch.items[0].seed == 1 and not offloaded:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(pipe, batch, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "generate", generate)
+    monkeypatch.setattr(core, "generate", generate)
     cache = PipelineCache()
     result = run_sweep(compose_config([*ARGS, "sweep.batch_size=1"], tmp_path / "a"), out=io.StringIO(), cache=cache)
     assert result.status == "complete"

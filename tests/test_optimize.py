@@ -25,7 +25,7 @@ from diffsweep.optimize import (
     place_and_optimize,
 )
 from diffsweep.paths import conf_dir, schemas_dir
-from diffsweep.tiny import FACTORIES
+from diffsweep.providers import tiny_factories
 
 CPU = torch.device("cpu")
 PRESETS = sorted(p.stem for p in (conf_dir() / "optimization").glob("*.yaml"))
@@ -34,7 +34,7 @@ OFF = {"offload": "none", "compile": "none"}  # the "off" value of the options t
 
 
 def tiny_sd() -> diffusers.StableDiffusionPipeline:
-    pipe = diffusers.StableDiffusionPipeline(**FACTORIES["sd"]())
+    pipe = diffusers.StableDiffusionPipeline(**tiny_factories()["sd"]())
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -141,7 +141,7 @@ def test_fuse_qkv_refuses_a_unet_carrying_lora() -> None:
 
 
 def test_models_without_an_option_are_skipped_with_the_reason() -> None:
-    pipe = diffusers.WuerstchenCombinedPipeline(**FACTORIES["wuerstchen"]())
+    pipe = diffusers.WuerstchenCombinedPipeline(**tiny_factories()["wuerstchen"]())
     records = by_option(place_and_optimize(pipe, settings(fuse_qkv=True, vae_slicing=True, vae_tiling=True), CPU))
     assert records["fuse_qkv"].status == "skipped"
     assert "WuerstchenDiffNeXt has no fuse_qkv_projections" in records["fuse_qkv"].detail
@@ -150,7 +150,7 @@ def test_models_without_an_option_are_skipped_with_the_reason() -> None:
 
 
 def test_channels_last_skips_video_vaes_and_models_without_convolutions() -> None:
-    pipe = diffusers.WanPipeline(**FACTORIES["wan"]())
+    pipe = diffusers.WanPipeline(**tiny_factories()["wan"]())
     [record] = place_and_optimize(pipe, settings(channels_last=True), CPU)
     assert record.status == "skipped"
     assert "transformer: no 2-D convolutions" in record.detail
@@ -167,7 +167,7 @@ def test_attention_backend_refusals(backend: str, detail: str) -> None:
 
 
 def test_attention_backend_applies_where_the_model_dispatches() -> None:
-    pipe = diffusers.FluxPipeline(**FACTORIES["flux"]())
+    pipe = diffusers.FluxPipeline(**tiny_factories()["flux"]())
     [record] = place_and_optimize(pipe, settings(attention_backend="native"), CPU)
     assert record == Applied("attention_backend", "native", "applied", "transformer: 2 attention layers")
     assert {p._attention_backend.value for p in pipe.transformer.attn_processors.values()} == {"native"}
@@ -184,7 +184,7 @@ def test_regional_compile_compiles_the_repeated_blocks_only() -> None:
 
 
 def test_regional_compile_falls_back_to_the_whole_module() -> None:
-    pipe = diffusers.StableDiffusion3Pipeline(**FACTORIES["sd3"]())
+    pipe = diffusers.StableDiffusion3Pipeline(**tiny_factories()["sd3"]())
     [record] = place_and_optimize(pipe, settings(compile="regional"), CPU)
     assert record.detail == "transformer: no repeated blocks declared, whole module compiled"
     assert pipe.transformer._compiled_call_impl is not None
@@ -195,13 +195,13 @@ def test_auto_compile_is_whole_module_for_unets_and_regional_for_transformers() 
     [record] = place_and_optimize(unet_pipe, settings(compile="auto"), CPU)
     assert record.detail.startswith("unet: whole module compiled (a UNet spends most time in convolutions")
     assert unet_pipe.unet._compiled_call_impl is not None
-    flux = diffusers.FluxPipeline(**FACTORIES["flux"]())
+    flux = diffusers.FluxPipeline(**tiny_factories()["flux"]())
     [record] = place_and_optimize(flux, settings(compile="auto"), CPU)
     assert "repeated blocks compiled" in record.detail
 
 
 def test_full_compile_compiles_each_denoiser_in_place() -> None:
-    pipe = diffusers.WanPipeline(**FACTORIES["wan22"]())
+    pipe = diffusers.WanPipeline(**tiny_factories()["wan22"]())
     [record] = place_and_optimize(pipe, settings(compile="full"), CPU)
     assert record.detail == "transformer: whole module compiled; transformer_2: whole module compiled"
     assert pipe.transformer._compiled_call_impl is not None and pipe.transformer_2._compiled_call_impl is not None

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_config, read_run_json, run_cli
-from diffsweep import hashing, rundir
+from diffsweep import hashing
 from diffsweep.errors import ConfigError
 from diffsweep.inputs import identity_params
-from diffsweep.plan import Plan
-from diffsweep.runner import prepare, resume_run, run_sweep
+from diffsweep.planning.plan import Plan
+from diffsweep.planning.prepare import prepare
+from diffsweep.run.local import resume_run, run_sweep
+from diffsweep.store import folder as rundir
 
 
 def _prompts(path: Path, count: int) -> Path:
@@ -33,7 +35,7 @@ def _seeds(stop: int) -> list[str]:
 
 
 def _plan(tmp_path: Path, *overrides: str) -> Plan:
-    return prepare(compose_config(list(overrides), tmp_path / "runs"), base_dir=tmp_path)[1]
+    return prepare(compose_config(list(overrides), tmp_path / "runs"), base_dir=tmp_path)
 
 
 def test_streamed_ids_and_random_access_agree_with_the_canonical_item_hash(tmp_path: Path) -> None:
@@ -161,13 +163,15 @@ def test_show_starts_without_torch_diffusers_or_hydra(tmp_path: Path) -> None:
     (run_dir / "run.json").write_text(json.dumps({
         "schema_version": 2, "status": "failed", "name": "default", "version": "v0001", "started": "t",
         "finished": "t", "device": "cpu", "counts": {"planned": 2, "done": 1, "failed": 1, "skipped": 0},
-        "builders": [], "versions": {}, "command": ["diffsweep"]}))
+        "builders": [], "command": ["diffsweep"], "versions": {
+            "python": "3.11", "torch": "2", "diffusers": "0.42", "transformers": "5", "diffsweep": "0.1.0",
+            "cuda": None, "gpu": None}}))
     line = {"builder_hash": "b" * 64, "params": {}, "seed": 0, "seconds": 0.1, "outputs": []}
     (run_dir / "manifest.jsonl").write_text(
         json.dumps({**line, "index": 0, "item_id": "a" * 64, "status": "failed", "error": "boom"}) + "\n"
         + json.dumps({**line, "index": 1, "item_id": "c" * 64, "status": "failed", "error": "bang"}) + "\n"
         + json.dumps({**line, "index": 0, "item_id": "a" * 64, "status": "ok", "outputs": ["items/x.png"]}) + "\n")
-    shown = subprocess.run([sys.executable, "-X", "importtime", "-m", "diffsweep.runs_cli", "show", str(run_dir)],
+    shown = subprocess.run([sys.executable, "-X", "importtime", "-m", "diffsweep.cli.runs", "show", str(run_dir)],
                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert "failed   #1  bang" in shown.stdout and "boom" not in shown.stdout  # the latest line of an item wins

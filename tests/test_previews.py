@@ -10,7 +10,7 @@ import torch
 
 from diffsweep import providers
 from diffsweep.previews import FACTORS, LATENT_SPACES, latents_to_rgb, make_callback
-from diffsweep.tiny import FACTORIES
+from diffsweep.providers import tiny_factories
 
 SD15_PUBLISHED = [  # ComfyUI comfy/latent_formats.py, class SD15: one (R, G, B) row per latent channel, no bias
     [0.3512, 0.2297, 0.3227],
@@ -199,7 +199,7 @@ def run_with_and_without_previews(pipe: Any, provider: str, pipeline: str,
 def test_tiny_sd_pipeline_previews_without_perturbing_the_result() -> None:
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline(**FACTORIES["sd"]())
+    pipe = StableDiffusionPipeline(**tiny_factories()["sd"]())
     pipe.set_progress_bar_config(disable=True)
     previews, with_previews, plain = run_with_and_without_previews(
         pipe, "stable_diffusion", "StableDiffusionPipeline", prompt="a cat", num_inference_steps=4, height=64, width=64, num_images_per_prompt=2)
@@ -210,7 +210,7 @@ def test_tiny_sd_pipeline_previews_without_perturbing_the_result() -> None:
 def test_tiny_flux_pipeline_unpacks_and_previews_without_perturbing_the_result() -> None:
     from diffusers import FluxPipeline
 
-    pipe = FluxPipeline(**FACTORIES["flux"]())
+    pipe = FluxPipeline(**tiny_factories()["flux"]())
     pipe.set_progress_bar_config(disable=True)
     previews, with_previews, plain = run_with_and_without_previews(
         pipe, "flux", "FluxPipeline", prompt="a cat", num_inference_steps=4, height=32, width=32, max_sequence_length=32,

@@ -13,10 +13,10 @@ from jsonschema import Draft202012Validator
 
 from conftest import read_manifest, run_cli
 from diffsweep import providers
+from diffsweep.config.schema import load_schema
 from diffsweep.errors import EXIT_CONFIG
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
 from diffsweep.tiny import stable_diffusion as tiny_sd
-from diffsweep.validate import load_schema
 
 PLUGIN_SITE = Path(__file__).parent / "data" / "entry_point_provider"
 """An installed distribution (package + .dist-info with entry_points.txt), as pip lays it out in site-packages."""
@@ -54,7 +54,7 @@ def test_an_entry_point_provider_from_an_installed_package_runs_a_sweep(tmp_path
     assert (run_dir / record["outputs"][0]).stat().st_size > 0
 
     # A third-party reader validates the run's config.yaml with the schema diffsweep-runs exports.
-    exported = run_cli(["schema", "config"], tmp_path, module="diffsweep.runs_cli", env=_with_plugin())
+    exported = run_cli(["schema", "config"], tmp_path, module="diffsweep.cli.runs", env=_with_plugin())
     assert exported.returncode == 0, exported.stderr
     schema = json.loads(exported.stdout)
     assert schema["$defs"]["builder"]["properties"]["provider"]["enum"] == sorted([*providers.names(), "lab_sd"])
@@ -62,7 +62,7 @@ def test_an_entry_point_provider_from_an_installed_package_runs_a_sweep(tmp_path
     for hydra_part in ("defaults", "hydra"):  # kept so the folder reruns; the schema is of the resolved config
         saved.pop(hydra_part)
     Draft202012Validator(schema).validate(saved)
-    plain = json.loads(run_cli(["schema", "config"], tmp_path, module="diffsweep.runs_cli").stdout)
+    plain = json.loads(run_cli(["schema", "config"], tmp_path, module="diffsweep.cli.runs").stdout)
     assert "lab_sd" not in plain["$defs"]["builder"]["properties"]["provider"]["enum"]
 
     without = run_cli([*LAB_SWEEP, f"output.root={tmp_path / 'plain'}"], tmp_path)

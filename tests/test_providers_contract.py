@@ -19,8 +19,8 @@ from PIL import Image
 from conftest import assert_batch_equivalent, compose_config, read_manifest, read_run_json
 from diffsweep import media, providers
 from diffsweep.paths import conf_dir
-from diffsweep.runner import run_sweep
-from diffsweep.verify import verify_run
+from diffsweep.run.local import run_sweep
+from diffsweep.run.verify import verify_run
 
 TINY_PRESETS = sorted(p.stem for p in (conf_dir() / "provider").glob("tiny_*.yaml"))
 

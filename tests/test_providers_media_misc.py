@@ -21,12 +21,13 @@ from PIL import Image
 
 from conftest import compose_config, read_manifest, read_run_json, run_cli
 from diffsweep import media, providers
-from diffsweep.cache import PipelineCache
 from diffsweep.errors import ConfigError, ModelUnavailableError
+from diffsweep.execution.cache import PipelineCache
 from diffsweep.providers.allegro import tiling
 from diffsweep.providers.base import ensure_tiny
 from diffsweep.providers.wuerstchen import decoder_latent
-from diffsweep.runner import RunResult, run_sweep
+from diffsweep.run.attempts import RunResult
+from diffsweep.run.local import run_sweep
 
 EXAMPLE_CLASS = "diffsweep.examples.custom_pipeline.TinyCustomPipeline"
 

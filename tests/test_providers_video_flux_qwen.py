@@ -22,8 +22,9 @@ from diffsweep import media
 from diffsweep.errors import EXIT_CONFIG, ConfigError
 from diffsweep.paths import conf_dir
 from diffsweep.providers import get
-from diffsweep.runner import RunResult, run_sweep
-from diffsweep.verify import verify_run
+from diffsweep.run.attempts import RunResult
+from diffsweep.run.local import run_sweep
+from diffsweep.run.verify import verify_run
 
 PROMPT = "sweep.grid.prompt=[a red fox in fresh snow]"
 
@@ -147,20 +148,20 @@ def flux_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     so that Kontext's ~1 MP conditioning image becomes 4096 tokens rather than 262144."""
     from diffusers import AutoencoderKL, FluxTransformer2DModel
 
-    from diffsweep.tiny import FACTORIES
+    from diffsweep.providers import tiny_factories
 
     def fill() -> dict[str, Any]:
         transformer = FluxTransformer2DModel(patch_size=1, in_channels=12, out_channels=4, num_layers=1,
                                              num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
                                              joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8])
-        return {**FACTORIES["flux"](), "transformer": transformer}
+        return {**tiny_factories()["flux"](), "transformer": transformer}
 
     def deep_vae() -> dict[str, Any]:
         vae = AutoencoderKL(block_out_channels=(4, 4, 4, 4), down_block_types=["DownEncoderBlock2D"] * 4,
                             up_block_types=["UpDecoderBlock2D"] * 4, layers_per_block=1, latent_channels=1,
                             norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609,
                             scaling_factor=1.5035)
-        return {**FACTORIES["flux"](), "vae": vae}
+        return {**tiny_factories()["flux"](), "vae": vae}
 
     root = tmp_path_factory.mktemp("flux-folders")
     return {"fill": _save(root, "flux", "FluxFillPipeline", fill),
@@ -220,16 +221,16 @@ def wan_i2v_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Wan 2.1 I2V (CLIP image encoder feeding the transformer) and Wan 2.2 A14B I2V (two experts, no encoder)."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
-    from diffsweep.tiny import FACTORIES
+    from diffsweep.providers import tiny_factories
 
     def wan21() -> dict[str, Any]:
         encoder = CLIPVisionModel(CLIPVisionConfig(hidden_size=4, intermediate_size=16, num_hidden_layers=2,
                                                    num_attention_heads=2, image_size=32, patch_size=4))
-        return {**FACTORIES["wan"](), "transformer": _wan_i2v_transformer(4), "image_encoder": encoder,
+        return {**tiny_factories()["wan"](), "transformer": _wan_i2v_transformer(4), "image_encoder": encoder,
                 "image_processor": CLIPImageProcessor(crop_size=32, size=32)}
 
     def wan22() -> dict[str, Any]:
-        return {**FACTORIES["wan22"](), "transformer": _wan_i2v_transformer(None),
+        return {**tiny_factories()["wan22"](), "transformer": _wan_i2v_transformer(None),
                 "transformer_2": _wan_i2v_transformer(None)}
 
     return {"2.1": _save(tmp_path_factory.mktemp("wan21"), "wan", "WanImageToVideoPipeline", wan21),

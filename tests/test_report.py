@@ -10,7 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from diffsweep.report import write_reports
+from diffsweep.reports.build import write_reports
 
 HOSTILE = "<script>alert(1)</script>"
 

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import compose_config, read_manifest
-from diffsweep.runner import run_sweep
+from diffsweep.run.local import run_sweep
 
 ARGS = ["sweep.params.num_inference_steps=4", "sweep.grid.seed=[0,1]", "sweep.grid.prompt=[a fox]"]
 

@@ -25,7 +25,7 @@ def _run(tmp_path: Path, *extra: str) -> Path:
 
 
 def _runs(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(list(args), cwd=tmp_path, module="diffsweep.runs_cli")
+    return run_cli(list(args), cwd=tmp_path, module="diffsweep.cli.runs")
 
 
 def test_a_resume_with_nothing_to_do_adds_to_the_history_and_erases_nothing(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_a_resume_with_nothing_to_do_adds_to_the_history_and_erases_nothing(tmp_
     assert after["counts"] == {"planned": 2, "done": 2, "failed": 0, "skipped": 0}
     first, resume = after["attempts"]
     assert first == before["attempts"][0]
-    assert resume["kind"] == "resume" and resume["command"] == ["python", "-m", "diffsweep.runs_cli", "resume", "default/v0001"]
+    assert resume["kind"] == "resume" and resume["command"] == ["python", "-m", "diffsweep.cli.runs", "resume", "default/v0001"]
     assert first["command"][:3] == ["python", "-m", "diffsweep"]
     assert resume["counts"] == {"planned": 2, "generated": 0, "failed": 0, "kept": 2}
     assert resume["cache"] == {"loads": 0, "hits": 0} and resume["finished"] >= resume["started"]

@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from conftest import compose_config, read_manifest, run_cli
-from diffsweep import scoring
 from diffsweep.metrics import ScoreSettings
-from diffsweep.rundiff import diff_runs, print_diff
-from diffsweep.runner import run_sweep
+from diffsweep.reports import scoring
+from diffsweep.reports.diff import diff_runs, print_diff
+from diffsweep.run.local import run_sweep
+from diffsweep.store.folder import SCORES
 
 BASE = ["sweep.params.num_inference_steps=2", "sweep.grid.prompt=[a fox,a lighthouse]", "sweep.grid.seed=[1,2]"]
 
@@ -88,11 +89,11 @@ def test_a_changed_output_is_different_with_its_mean_pixel_difference(runs: dict
     changed[:8] = 255 - changed[:8]  # invert the top 8 rows
     Image.fromarray(changed.astype(np.uint8)).save(path)
     expected = float(np.abs(changed - pixels).mean())
-    result = run_cli(["diff", str(runs["a"]), str(copy)], tmp_path, module="diffsweep.runs_cli")
+    result = run_cli(["diff", str(runs["a"]), str(copy)], tmp_path, module="diffsweep.cli.runs")
     assert result.returncode == 1, result.stderr
     assert f"different  #1 {record['item_id'][:12]}  mean |A−B| {expected:.4f} levels" in result.stdout
     assert "items in both: 4 (3 identical, 0 equal up to batch rounding, 1 different)" in result.stdout
-    again = run_cli(["diff", str(runs["a"]), str(runs["rerun"])], tmp_path, module="diffsweep.runs_cli")
+    again = run_cli(["diff", str(runs["a"]), str(runs["rerun"])], tmp_path, module="diffsweep.cli.runs")
     assert again.returncode == 0, again.stderr
 
 
@@ -101,7 +102,7 @@ def test_score_deltas_per_axis_value_when_both_runs_are_scored(runs: dict[str, P
         scoring.score_run(runs[key], ScoreSettings(metrics=("colourfulness",)), "cpu")
     diff = diff_runs(runs["a"], runs["more"])
     values = {x["item_id"]: x["value"] for run in ("a", "more") for x in map(json.loads, (
-        runs[run] / scoring.SCORES).read_text().splitlines())}
+        runs[run] / SCORES).read_text().splitlines())}
     fox_b = [values[r["item_id"]] for r in read_manifest(runs["more"]) if r["params"]["prompt"] == "a fox"]
     fox_a = [values[r["item_id"]] for r in read_manifest(runs["a"]) if r["params"]["prompt"] == "a fox"]
     delta = next(d for d in diff.scores if (d.axis, d.value) == ("prompt", "a fox"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -12,15 +13,16 @@ from pathlib import Path
 import pytest
 
 from diffsweep.errors import RunLockedError
-from diffsweep.records import ItemRecord
-from diffsweep.rundir import RunFolder, allocate, write_atomic
+from diffsweep.store.atomic import write_atomic
+from diffsweep.store.folder import RunFolder, allocate
+from diffsweep.store.records import ItemRecord
 
 
 def test_sixteen_processes_allocating_at_once_get_sixteen_folders(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from diffsweep.rundir import allocate
+        from diffsweep.store.folder import allocate
         while time.time() < float(sys.argv[1]):
             pass
         print(allocate(Path({str(tmp_path)!r}), "race"))
@@ -54,9 +56,14 @@ def test_atomic_write_leaves_old_content_when_interrupted(tmp_path: Path, monkey
     assert list(tmp_path.iterdir()) == [target]  # the temporary file was removed
 
 
-def item(item_id: str, index: int = 0, status: str = "ok") -> ItemRecord:
-    return ItemRecord(index=index, item_id=item_id, builder_hash="b" * 64, status=status, params={"steps": 1},
-                      seed=index, outputs=(f"items/{item_id}.png",) if status == "ok" else (), seconds=0.5,
+def item_id(name: str) -> str:
+    """A full item id (64 hex digits, as records hold) that a test names by a letter."""
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def item(name: str, index: int = 0, status: str = "ok") -> ItemRecord:
+    return ItemRecord(index=index, item_id=item_id(name), builder_hash="b" * 64, status=status, params={"steps": 1},
+                      seed=index, outputs=[f"items/{name}.png"] if status == "ok" else [], seconds=0.5,
                       error=None if status == "ok" else "boom")
 
 
@@ -66,18 +73,18 @@ def test_torn_last_manifest_line_is_ignored_and_repaired(tmp_path: Path) -> None
     run.append_item(item("b", 1))
     with open(run.manifest_path, "a") as handle:
         handle.write('{"item_id": "c", "sta')
-    assert list(run.items()) == ["a", "b"]
+    assert list(run.items()) == [item_id("a"), item_id("b")]
     run.repair_manifest()
     run.append_item(item("c", 2))
     lines = run.manifest_path.read_text().splitlines()
-    assert [json.loads(line)["item_id"] for line in lines] == ["a", "b", "c"]
+    assert [json.loads(line)["item_id"] for line in lines] == [item_id("a"), item_id("b"), item_id("c")]
 
 
 def test_complete_json_without_newline_is_not_committed(tmp_path: Path) -> None:
     run = RunFolder(tmp_path)
     first = json.dumps(item("a").to_json())
     run.manifest_path.write_text(first + "\n" + json.dumps(item("b", 1).to_json()))
-    assert list(run.items()) == ["a"]
+    assert list(run.items()) == [item_id("a")]
 
 
 def test_compaction_keeps_the_latest_line_of_each_item_and_merges_shards(tmp_path: Path) -> None:
@@ -88,10 +95,10 @@ def test_compaction_keeps_the_latest_line_of_each_item_and_merges_shards(tmp_pat
     shard = tmp_path / "shards" / "0001" / "manifest.jsonl"
     shard.parent.mkdir(parents=True)
     run.append_item(item("c", 2), manifest=shard)
-    assert {k: r.status for k, r in run.items().items()} == {"a": "ok", "b": "ok", "c": "ok"}
+    assert {k: r.status for k, r in run.items().items()} == {item_id("a"): "ok", item_id("b"): "ok", item_id("c"): "ok"}
     run.compact_manifest()
     lines = [json.loads(line) for line in run.manifest_path.read_text().splitlines()]
-    assert [(r["item_id"], r["status"]) for r in lines] == [("a", "ok"), ("b", "ok"), ("c", "ok")]
+    assert [(r["item_id"], r["status"]) for r in lines] == [(item_id(n), "ok") for n in "abc"]
     assert not shard.exists()
     assert ItemRecord.from_json(lines[0]) == item("a", 0)  # a record reads back as it was written
 
@@ -105,7 +112,7 @@ def test_second_writer_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from diffsweep.rundir import RunFolder
+        from diffsweep.store.folder import RunFolder
         with RunFolder(Path({str(tmp_path)!r})).locked():
             print("locked", flush=True)
             time.sleep(30)

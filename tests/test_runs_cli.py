@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_config, read_manifest, read_run_json
+from diffsweep.cli.runs import build_parser, find_run
 from diffsweep.errors import DiffsweepError
-from diffsweep.runner import run_sweep
-from diffsweep.runs_cli import build_parser, find_run
+from diffsweep.run.local import run_sweep
 
 ARGS = ["sweep.params.num_inference_steps=2", "sweep.grid.seed=[5,6]", "sweep.grid.prompt=[a fox]"]
 

@@ -17,11 +17,13 @@ import pytest
 from PIL import Image
 
 from conftest import compose_config, read_manifest, run_cli
-from diffsweep import media, metrics, score_stats, scoring
+from diffsweep import media, metrics
+from diffsweep.cli.runs import build_parser
 from diffsweep.errors import ConfigError
 from diffsweep.metrics import ClipScore, Metric, Sample, ScoreSettings
-from diffsweep.runner import run_sweep
-from diffsweep.runs_cli import build_parser
+from diffsweep.reports import score_stats, scoring
+from diffsweep.run.local import run_sweep
+from diffsweep.store.folder import SCORES
 
 RUN_ARGS = ["sweep.params.num_inference_steps=2", "sweep.grid.prompt=[a red fox,a blue sea]", "sweep.grid.seed=[1,2]",
             "+sweep.grid.guidance_scale=[1.5,7.5]"]
@@ -45,7 +47,7 @@ def _run(args: list[str], root: Path) -> Path:
 
 
 def _lines(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / scoring.SCORES).read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / SCORES).read_text().splitlines()]
 
 
 def _score(run_dir: Path, *names: str, **settings) -> scoring.ScoreOutcome:
@@ -151,12 +153,12 @@ def test_a_run_scores_itself_when_it_ends(image_run: Path, trained_clip: Path) -
 
 def test_scoring_is_resumable_and_leaves_the_run_records_alone(image_run: Path, trained_clip: Path) -> None:
     records = {p: p.read_bytes() for p in (image_run / "manifest.jsonl", image_run / "run.json")}
-    before = (image_run / scoring.SCORES).read_bytes()
+    before = (image_run / SCORES).read_bytes()
     again = _score(image_run, "sharpness", "clip_score", clip_model=str(trained_clip))
     assert (again.scored, again.kept) == (0, 16)
-    assert (image_run / scoring.SCORES).read_bytes() == before
+    assert (image_run / SCORES).read_bytes() == before
     kept, dropped = _lines(image_run)[2:], _lines(image_run)[:2]
-    (image_run / scoring.SCORES).write_text("".join(json.dumps(x) + "\n" for x in kept))
+    (image_run / SCORES).write_text("".join(json.dumps(x) + "\n" for x in kept))
     third = _score(image_run, "sharpness")
     assert (third.scored, third.kept) == (2, 6)  # the two dropped lines are both sharpness
     after = _lines(image_run)
@@ -258,15 +260,15 @@ def test_audio_is_skipped_with_a_reason_unless_a_metric_takes_audio(tmp_path: Pa
 
 def test_a_user_metric_outside_allowed_modules_is_refused_and_nothing_is_written(image_run: Path,
                                                                                    tmp_path: Path) -> None:
-    before = (image_run / scoring.SCORES).read_bytes()
+    before = (image_run / SCORES).read_bytes()
     with pytest.raises(SystemExit) as exited, contextlib.redirect_stderr(io.StringIO()) as err:
-        from diffsweep.runs_cli import main
+        from diffsweep.cli.runs import main
 
         main(["score", str(image_run), "--metric", "test_scores.AudioPeak", "--metric", "sharpnes"])
     assert exited.value.code == 2
     assert "--metric[0]: module 'test_scores' is not in allowed_modules (diffusers, diffsweep)" in err.getvalue()
     assert "--metric[1]: unknown metric 'sharpnes' (did you mean 'sharpness'?)" in err.getvalue()
-    assert (image_run / scoring.SCORES).read_bytes() == before
+    assert (image_run / SCORES).read_bytes() == before
     with pytest.raises(ConfigError, match=r"score.metrics\[0\]: module 'os' is not in allowed_modules"):
         run_sweep(compose_config([*RUN_ARGS, "score.metrics=[os.path]"], tmp_path / "runs"), out=io.StringIO())
     assert not (tmp_path / "runs").exists()
@@ -275,10 +277,10 @@ def test_a_user_metric_outside_allowed_modules_is_refused_and_nothing_is_written
 def test_score_command_prints_the_summary_and_scores_only_what_is_missing(tmp_path: Path) -> None:
     run_dir = _run(["sweep.params.num_inference_steps=2", "sweep.grid.seed=[1,2]"], tmp_path / "runs")
     result = run_cli(["--root", str(tmp_path / "runs"), "score", "default", "--metric", "colourfulness"], tmp_path,
-                     module="diffsweep.runs_cli")
+                     module="diffsweep.cli.runs")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("scored 4 (item, metric) pair(s), 0 skipped, 0 already scored")
-    assert result.stdout.strip().splitlines()[-1] == str(run_dir / scoring.SCORES)
+    assert result.stdout.strip().splitlines()[-1] == str(run_dir / SCORES)
     assert (run_dir / "scores" / "colourfulness_by_prompt.png").is_file()
     again = _score(run_dir, "colourfulness", "sharpness")
     assert (again.scored, again.kept) == (4, 4)
@@ -297,7 +299,7 @@ def test_unusable_values_and_missing_models_are_reported_not_recorded_as_scores(
     lines = [x for x in _lines(image_run) if x["metric"] == "test_scores.NotANumber"]
     assert {(x["value"], x["skipped"]) for x in lines} == {(None, "test_scores.NotANumber gave nan")}
     without_clip = "".join(json.dumps(x) + "\n" for x in _lines(image_run) if x["metric"] != "clip_score")
-    (image_run / scoring.SCORES).write_text(without_clip)
+    (image_run / SCORES).write_text(without_clip)
     with pytest.raises(ModelUnavailableError, match="CLIP model 'openai/clip-vit-base-patch16' could not be loaded"):
         _score(image_run, "colourfulness", "clip_score")  # offline, not cached: fails before anything is written
-    assert (image_run / scoring.SCORES).read_text() == without_clip
+    assert (image_run / SCORES).read_text() == without_clip

@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import compose_config, read_manifest
 from diffsweep.errors import EXIT_CONFIG, ConfigError
 from diffsweep.providers import get
-from diffsweep.runner import run_sweep
+from diffsweep.run.local import run_sweep
 
 BASE = ["sweep.params.num_inference_steps=2", "sweep.grid.seed=[0]", "sweep.grid.prompt=[a fox]"]
 IMG2IMG = "builder.pipeline=StableDiffusionImg2ImgPipeline"

@@ -12,9 +12,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from conftest import compose_config, run_cli
-from diffsweep import fonts
-from diffsweep.runner import run_sweep
-from diffsweep.sheets import (
+from diffsweep.reports import fonts
+from diffsweep.reports.sheets import (
     FAILED,
     MISSING,
     SHEET,
@@ -24,6 +23,7 @@ from diffsweep.sheets import (
     video_strip,
     write_sheets,
 )
+from diffsweep.run.local import run_sweep
 
 CJK = "夕暮れの崖の上の灯台"
 PROMPTS = f"sweep.grid.prompt=['a lighthouse on a cliff at dusk, oil painting','{CJK}']"
@@ -215,12 +215,12 @@ def test_sheet_command_draws_the_axes_asked_for_and_refuses_unknown_ones(runs: d
                                                                          tmp_path: Path) -> None:
     run_dir = _copy(runs["image"], tmp_path)
     before = (run_dir / SHEET).read_bytes()
-    bad = run_cli(["sheet", str(run_dir), "--x", "seed", "--z", "steps"], cwd=tmp_path, module="diffsweep.runs_cli")
+    bad = run_cli(["sheet", str(run_dir), "--x", "seed", "--z", "steps"], cwd=tmp_path, module="diffsweep.cli.runs")
     assert bad.returncode == 2
     assert "--z: 'steps' is not a varying axis of this run; varying axes: prompt, seed, guidance_scale" in bad.stderr
     assert (run_dir / SHEET).read_bytes() == before
     good = run_cli(["sheet", str(run_dir), "--x", "prompt", "--y", "guidance_scale", "--max-pixels", "2000000"],
-                   cwd=tmp_path, module="diffsweep.runs_cli")
+                   cwd=tmp_path, module="diffsweep.cli.runs")
     assert good.returncode == 0, good.stderr
     printed = good.stdout.splitlines()
     assert printed == [str(run_dir / SHEET), str(run_dir / SHEETS_DIR / "001_seed=0.png"),

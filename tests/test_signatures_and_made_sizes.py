@@ -17,7 +17,7 @@ from conftest import compose_config, read_manifest
 from diffsweep import providers
 from diffsweep.errors import ConfigError
 from diffsweep.providers.base import OUTPUT_PARAMS
-from diffsweep.runner import run_sweep
+from diffsweep.run.local import run_sweep
 
 SPECS = [(provider, spec) for provider in providers.registry().values() for spec in provider.declared_specs()]
 

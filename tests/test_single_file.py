@@ -20,7 +20,8 @@ from PIL import Image
 from conftest import compose_config, read_manifest, read_run_json
 from diffsweep.providers import get
 from diffsweep.providers.base import ensure_tiny
-from diffsweep.runner import RunResult, run_sweep
+from diffsweep.run.attempts import RunResult
+from diffsweep.run.local import run_sweep
 
 BASE = ["sweep.params.num_inference_steps=2", "sweep.grid.seed=[0]", "sweep.grid.prompt=[a fox]"]
 

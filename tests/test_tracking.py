@@ -16,9 +16,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import compose_config, read_manifest, read_run_json, run_cli
-from diffsweep.runner import RunResult, resume_run, run_sweep
-from diffsweep.tracking import TRUNCATED
-from diffsweep.validate import load_schema
+from diffsweep.config.schema import load_schema
+from diffsweep.reports.tracking import TRUNCATED
+from diffsweep.run.attempts import RunResult
+from diffsweep.run.local import resume_run, run_sweep
 
 TINY = ["sweep.params.num_inference_steps=1", "sweep.params.height=32", "sweep.params.width=32",
         "sweep.grid.prompt=[a red fox]", "sweep.grid.seed=[0,1]"]
@@ -103,7 +104,7 @@ def test_scoring_an_ended_run_logs_its_scores_into_its_tracked_run(tmp_path: Pat
     run_id = read_run_json(result.run_dir)["tracking"]["run_id"]
     client = _store(tmp_path / "runs")
     assert not any(key.startswith("scores/") for key in client.get_run(run_id).data.metrics)
-    scored = run_cli(["score", str(result.run_dir), "--metric", "sharpness"], tmp_path, module="diffsweep.runs_cli")
+    scored = run_cli(["score", str(result.run_dir), "--metric", "sharpness"], tmp_path, module="diffsweep.cli.runs")
     assert scored.returncode == 0, scored.stderr
     assert f"tracking mlflow (logged) sqlite:///{tmp_path / 'runs' / 'mlflow.db'}" in scored.stdout
     run = client.get_run(run_id)
@@ -180,11 +181,11 @@ def test_multirun_jobs_are_grouped_under_one_parent_run(tmp_path: Path) -> None:
 
 def test_a_backend_whose_packages_are_missing_is_refused_before_anything_is_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from diffsweep import tracking
+    from diffsweep.config import extras
     from diffsweep.errors import ConfigError
 
     # an environment without the extra: one of the modules it brings cannot be found
-    monkeypatch.setitem(tracking.REQUIRED_MODULES, "mlflow", ("mlflow", "a_module_that_is_not_installed"))
+    monkeypatch.setitem(extras.TRACKING_MODULES, "mlflow", ("mlflow", "a_module_that_is_not_installed"))
     with pytest.raises(ConfigError, match=r"tracking.backend: mlflow needs a_module_that_is_not_installed, which is "
                                           r"not installed: pip install 'diffsweep\[mlflow\]'"):
         _run(tmp_path / "runs", "tracking=mlflow")

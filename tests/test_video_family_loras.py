@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffsweep.cache import PipelineCache
+from diffsweep.execution.cache import PipelineCache
 from family_checks import check_item, make_lora, run_ok
 
 ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]

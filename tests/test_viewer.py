@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import compose_config, read_manifest, read_run_json, run_cli
-from diffsweep.runner import run_sweep
+from diffsweep.run.local import run_sweep
 
 BOGUS_SCHEDULER = "{name: DDIMScheduler, config: {timestep_spacing: bogus}}"  # diffusers rejects it when called
 ARGS = ["sweep.params.num_inference_steps=1", "sweep.params.height=32", "sweep.params.width=32",
@@ -99,7 +99,7 @@ def test_viewer_command_rebuilds_from_the_folder_with_scores_and_labels_and_touc
     (run_dir / "scores.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + "{torn")
     before = digests(run_dir)
 
-    result = run_cli(["viewer", str(run_dir)], cwd=tmp_path, module="diffsweep.runs_cli")
+    result = run_cli(["viewer", str(run_dir)], cwd=tmp_path, module="diffsweep.cli.runs")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(run_dir / "index.html")
     assert digests(run_dir) == before
@@ -117,7 +117,7 @@ def test_viewer_command_rebuilds_from_the_folder_with_scores_and_labels_and_touc
 def test_items_not_made_yet_are_listed_with_their_planned_ids(failing_run: Path, tmp_path: Path) -> None:
     """A rerun of one item is a run folder where the rest of the grid is not made: the viewer still has a
     cell (and the item id, from the saved plan) for each."""
-    from diffsweep.runs_cli import build_parser
+    from diffsweep.cli.runs import build_parser
 
     records = sorted(read_manifest(failing_run), key=lambda r: r["index"])
     root = tmp_path / "runs"

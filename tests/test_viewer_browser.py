@@ -24,8 +24,8 @@ import yaml
 from PIL import Image
 
 from conftest import compose_config, read_manifest, read_run_json
-from diffsweep.report import write_viewer
-from diffsweep.runner import run_sweep
+from diffsweep.reports.build import write_viewer
+from diffsweep.run.local import run_sweep
 
 INSTALL = ("install one with `apt-get install -y chromium fonts-dejavu-core fonts-noto-core fonts-noto-cjk "
            "fonts-noto-color-emoji` (Debian/Ubuntu; CI's .ci/run does) and Playwright with `pip install -e '.[test]'`, "
@@ -193,7 +193,7 @@ def test_a_cell_opens_the_full_item_and_a_command_that_remakes_exactly_it(image_
 
     argv = shlex.split(command)
     assert argv[0] == "diffsweep-runs"
-    done = subprocess.run([sys.executable, "-m", "diffsweep.runs_cli", *argv[1:]], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "diffsweep.cli.runs", *argv[1:]], capture_output=True, text=True,
                           timeout=600, env=os.environ)
     assert done.returncode == 0, done.stderr
     again = Path(done.stdout.strip().splitlines()[-1])
@@ -284,7 +284,7 @@ def test_failed_items_are_marked_cells_with_their_error(failing_run: Path, page:
 
 
 def test_items_not_made_yet_are_marked_cells(failing_run: Path, page: Any, tmp_path: Path) -> None:
-    from diffsweep.runs_cli import build_parser
+    from diffsweep.cli.runs import build_parser
 
     records = read_manifest(failing_run)
     args = build_parser().parse_args(["rerun", str(failing_run), "--index", "0"])  # one item of four

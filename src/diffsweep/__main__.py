@@ -1,6 +1,6 @@
 """`python -m diffsweep` is the same as the `diffsweep` command."""
 
-from diffsweep.cli import main
+from diffsweep.cli.app import main
 
 if __name__ == "__main__":
     main()

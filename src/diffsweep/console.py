@@ -49,7 +49,7 @@ def report_failure(action: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         return _say("interrupted", EXIT_INTERRUPTED)
     except BaseException as error:
-        if isinstance(error, _loaded(("diffsweep.multirun", "InvalidJobs"))):
+        if isinstance(error, _loaded(("diffsweep.cli.multirun", "InvalidJobs"))):
             return _say(str(error.error), EXIT_CONFIG)
         if isinstance(error, _loaded(("hydra.errors", "HydraException"), ("omegaconf.errors", "OmegaConfBaseException"),
                                      ("yaml", "YAMLError"))):

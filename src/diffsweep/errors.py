@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 EXIT_OK = 0
@@ -28,6 +29,15 @@ class ConfigIssue:
     def __str__(self) -> str:
         text = f"{self.path}: {self.message}" if self.path else self.message
         return f"{text}  (in {self.source})" if self.source else text
+
+
+# Where a config key's value came from ("command-line override 'x=1'", a config file), for error messages.
+SourceOf = Callable[[str], "str | None"]
+
+
+def no_source(_: str) -> str | None:
+    """A SourceOf for configs that come from no file (built in code or by tests)."""
+    return None
 
 
 SHOWN_ISSUES = 20  # issues listed in a ConfigError's message; all of them stay in `issues`

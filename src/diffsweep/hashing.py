@@ -14,6 +14,7 @@ import math
 import re
 import secrets
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 HASH_SCHEMA = 1
@@ -37,7 +38,7 @@ def short(full_digest: str) -> str:
 
 
 def builder_hash(identity: Mapping[str, Any]) -> str:
-    """Hash of a builder's identity (see providers.base.builder_identity for what is in it)."""
+    """Hash of a builder's identity (see diffsweep.planning.plan.builder_identity for what is in it)."""
     return digest("builder", {"builder": dict(identity)})
 
 
@@ -79,3 +80,12 @@ def item_id_filler(builder_digest: str, params: Mapping[str, Any], varying: list
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     return fill
+
+
+def file_digest(path: Path) -> str:
+    """Full hex SHA-256 of a file's bytes, read in blocks (outputs can be large videos)."""
+    digest_of = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest_of.update(block)
+    return digest_of.hexdigest()

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from diffsweep.grid import find_file
 from diffsweep.inputs import file_digest
+from diffsweep.planning.grid import find_file
 
 PARAM_PREFIX = "lora."
 

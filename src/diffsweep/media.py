@@ -18,7 +18,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from diffsweep.providers.base import Generated
+
+@dataclass(frozen=True)
+class Generated:
+    """One item's raw output, before encoding: an image (H,W,3), frames (F,H,W,3) or audio samples; video with
+    sound has its frames in `array` and its (channels, samples) in `audio`."""
+
+    kind: str
+    array: Any  # numpy float32 in [0, 1] for image/video, [-1, 1] for audio
+    sample_rate: int | None = None
+    audio: Any = None  # numpy float32 in [-1, 1], for video with sound
 
 
 @dataclass(frozen=True)
@@ -41,11 +50,10 @@ PNG_RECORD_KEY = "diffsweep"
 DEFAULT_SAMPLE_RATE = 16000  # where a pipeline does not say its own
 
 
-def kind_of(path: str, made: Mapping[str, Any] | None) -> str:
+def kind_of(path: str, sound: bool) -> str:
     """The kind of an item's output file: its extension, and for an MP4 whether its record says it holds sound
-    (`made.sample_rate`); "file" for anything diffsweep does not write."""
+    (`ItemRecord.has_sound`); "file" for anything diffsweep does not write."""
     suffix = PurePath(path).suffix.lower()
-    sound = made is not None and "sample_rate" in made
     fitting = [name for name, kind in KINDS.items() if kind.extension == suffix]
     return next((name for name in fitting if len(fitting) == 1 or KINDS[name].sound == sound), "file")
 

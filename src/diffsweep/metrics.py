@@ -217,7 +217,7 @@ def metric_class(name: str, allowed_modules: Sequence[str], where: str) -> type[
         return BUILTIN[name]
     module, _, attr = name.rpartition(".")
     if not module:
-        from diffsweep.validate import did_you_mean
+        from diffsweep.config.schema import did_you_mean
 
         raise ConfigError(ConfigIssue(where, f"unknown metric '{name}'{did_you_mean(name, BUILTIN)}; shipped: "
                                              f"{', '.join(BUILTIN)}, or a dotted path to a Metric subclass"))

@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from diffsweep import devices
-from diffsweep.cache import pipeline_nbytes
+from diffsweep.execution.cache import pipeline_nbytes
 from diffsweep.paths import conf_dir
 
 LOSSY_KEYS = ("layerwise_casting", "vae_tiling")

@@ -9,7 +9,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from diffsweep.validate import did_you_mean
+from diffsweep.config.schema import did_you_mean
 
 
 @functools.cache

@@ -4,7 +4,7 @@ Built-in providers are the modules of this package that define `PROVIDER`; other
 packages add theirs through the entry-point group `diffsweep.providers` (`name = "module:OBJECT"`,
 where the object is a Provider instance or a module defining `PROVIDER`). Everything shared is
 derived from what is found here: the config schema's provider names and generation parameters
-(`diffsweep.validate.load_schema`), the tiny model table (`diffsweep.tiny.factories`) and the
+(`diffsweep.config.schema.load_schema`), the tiny model table (`tiny_factories`) and the
 factory test's cases. Discovery checks the declarations and fails loudly on a contradiction.
 """
 
@@ -14,13 +14,14 @@ import functools
 import importlib
 import pkgutil
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
 
 from diffsweep.errors import DiffsweepError
 from diffsweep.providers.base import OUTPUT_PARAMS, Provider, TinyModel
+from diffsweep.tiny import Components
 
 ENTRY_POINT_GROUP = "diffsweep.providers"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -90,6 +91,11 @@ def registry() -> Mapping[str, Provider]:
         providers[provider.name] = provider
         origins[provider.name] = origin
     return providers
+
+
+def tiny_factories() -> dict[str, Callable[[], Components]]:
+    """Tiny model name -> components factory, as the discovered providers declare them."""
+    return {name: tiny.factory for provider in registry().values() for name, tiny in provider.tiny_models.items()}
 
 
 def names() -> list[str]:

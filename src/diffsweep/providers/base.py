@@ -26,6 +26,7 @@ import numpy as np
 
 from diffsweep.errors import ModelUnavailableError
 from diffsweep.inputs import FILE_PARAMS, image_problem, image_size, load_image, map_paths, named_paths
+from diffsweep.media import KINDS, Generated
 from diffsweep.paths import build_folder_once, cache_dir
 
 log = logging.getLogger(__name__)
@@ -97,17 +98,6 @@ class TinyModel:
     shape: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class Generated:
-    """One item's raw output, before encoding: an image (H,W,3), frames (F,H,W,3) or audio samples; video with
-    sound has its frames in `array` and its (channels, samples) in `audio`."""
-
-    kind: str
-    array: Any  # numpy float32 in [0, 1] for image/video, [-1, 1] for audio
-    sample_rate: int | None = None
-    audio: Any = None  # numpy float32 in [-1, 1], for video with sound
-
-
 class Provider:
     """A model family: its pipelines, rules and tiny stand-ins. Subclasses fill in the tables."""
 
@@ -171,8 +161,6 @@ class Provider:
         if spec.max_sequence_length is not None and length is not None and length > spec.max_sequence_length:
             problems.append(("max_sequence_length", f"max_sequence_length {length} exceeds "
                                                     f"{spec.max_sequence_length}, the text encoder limit of {spec.name}"))
-        from diffsweep.media import KINDS  # media encodes what providers generate: imported here, not at the top
-
         if "fps" in params and not KINDS[spec.output].moving:
             problems.append(("fps", f"fps applies to video output; {spec.name} makes {spec.output}"))
         multiple = self.size_multiple(spec, builder)

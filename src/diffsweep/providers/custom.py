@@ -56,7 +56,7 @@ class ClassSpec(PipelineSpec):
 @functools.cache
 def generation_params() -> frozenset[str]:
     """Generation parameters a signature may contribute; prompt and seed are always taken, fps is diffsweep's."""
-    from diffsweep.validate import load_schema  # the schema is completed from the providers, this one included
+    from diffsweep.config.schema import load_schema  # the schema is completed from the providers, this one included
 
     known = load_schema("config")["$defs"]["params"]["properties"]
     return frozenset(known) - {"prompt", *OUTPUT_PARAMS}

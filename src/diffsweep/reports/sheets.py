@@ -20,16 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from PIL import Image, ImageDraw
 
 from diffsweep import media
 from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
-from diffsweep.fonts import Typeface
-from diffsweep.grid import Axis, Grid, expand_range
 from diffsweep.labels import axis_title, axis_value_labels, compact, fit_all
-from diffsweep.records import ItemRecord, RunInfo
-from diffsweep.rundir import RunFolder, write_atomic
+from diffsweep.planning.grid import Axis, Grid, expand_range
+from diffsweep.reports.fonts import Typeface
+from diffsweep.store.atomic import write_atomic
+from diffsweep.store.folder import RunFolder
+from diffsweep.store.records import ItemRecord, RunInfo
+from diffsweep.store.runconfig import read_config_data
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ def tile(run_dir: Path, record: ItemRecord | None) -> Tile:
     if not record.outputs:
         return "missing"
     path = run_dir / record.outputs[0]
-    kind = media.kind_of(record.outputs[0], record.made)
+    kind = media.kind_of(record.outputs[0], record.has_sound)
     try:
         if kind == "image":
             with Image.open(path) as image:
@@ -553,14 +554,6 @@ class Written:
         return [d.note for d in self.drawn if d.note]
 
 
-def read_config(run_dir: Path) -> dict[str, Any]:
-    try:
-        value = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def read_records(run_dir: Path) -> list[ItemRecord]:
     """Committed, well-formed records, the latest of each item, in grid order."""
     try:
@@ -581,7 +574,7 @@ def legend_text(records: Sequence[ItemRecord], choice: Choice, info: RunInfo | N
     """The parameters every item shares (what the axes leave fixed), and the builder when there is one."""
     shown = {name for axis in (choice.x, choice.y, choice.z, *choice.rest) if axis for name in axis.names}
     parts = []
-    builders = info.builder_records() if info else []
+    builders = info.builders if info else []
     if len(builders) == 1:
         b = builders[0]
         parts.append(f"builder={b.label} ({b.provider}/{b.pipeline}, {b.dtype})")
@@ -601,7 +594,7 @@ def write_sheets(run_dir: Path, x: str | None = None, y: str | None = None, z: s
     run_dir = Path(run_dir)
     records = read_records(run_dir)
     info = read_info(run_dir)
-    grid = run_grid(read_config(run_dir), records, info.counts.planned if info else 0)
+    grid = run_grid(read_config_data(run_dir), records, info.counts.planned if info else 0)
     choice = choose(grid, x, y, z)
     by_index = {record.index: record for record in records}
     fonts = Fonts()

@@ -12,11 +12,10 @@ is their mean); audio is scored only by metrics that take audio.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,71 +24,12 @@ import numpy as np
 from diffsweep import media
 from diffsweep.errors import DiffsweepError
 from diffsweep.metrics import Metric, Sample, ScoreSettings, check_metrics, metric_class
-from diffsweep.records import ItemRecord, RecordError, now
-from diffsweep.rundir import RunFolder, write_atomic
+from diffsweep.store.folder import RunFolder
+from diffsweep.store.records import ItemRecord, ScoreRecord, now
 
 log = logging.getLogger("diffsweep")
 
-SCORES = "scores.jsonl"
 MODEL_FREE = ("sharpness", "colourfulness")  # what `diffsweep-runs score` runs when nothing names a metric
-
-
-@dataclass(frozen=True)
-class ScoreRecord:
-    """One line of scores.jsonl."""
-
-    item_id: str
-    metric: str
-    value: float | None
-    model: str | None
-    revision: str | None
-    time: str
-    skipped: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.item_id, self.metric
-
-    @classmethod
-    def from_json(cls, raw: Any) -> ScoreRecord:
-        if not isinstance(raw, Mapping):
-            raise RecordError("score line: expected a JSON object")
-        value = raw.get("value")
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise RecordError(f"value: expected a number or null, got {value!r}")
-        texts = {key: raw.get(key) for key in ("item_id", "metric", "time")}
-        if not all(isinstance(v, str) for v in texts.values()):
-            raise RecordError(f"item_id, metric, time: expected strings, got {texts}")
-        return cls(item_id=raw["item_id"], metric=raw["metric"], value=None if value is None else float(value),
-                   model=_optional_text(raw, "model"), revision=_optional_text(raw, "revision"), time=raw["time"],
-                   skipped=_optional_text(raw, "skipped"))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"item_id": self.item_id, "metric": self.metric, "value": self.value, "model": self.model,
-                "revision": self.revision, "time": self.time, "skipped": self.skipped}
-
-
-def _optional_text(raw: Mapping[str, Any], key: str) -> str | None:
-    value = raw.get(key)
-    if value is not None and not isinstance(value, str):
-        raise RecordError(f"{key}: expected a string or null, got {value!r}")
-    return value
-
-
-def read_scores(run_dir: Path) -> list[ScoreRecord]:
-    """Well-formed lines of scores.jsonl (none when the run was never scored), the last of a pair winning."""
-    try:
-        data = (Path(run_dir) / SCORES).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    latest: dict[tuple[str, str], ScoreRecord] = {}
-    for line in data.splitlines():
-        try:
-            record = ScoreRecord.from_json(json.loads(line))
-        except (ValueError, RecordError):
-            continue
-        latest[record.key] = record
-    return list(latest.values())
 
 
 @dataclass
@@ -172,7 +112,7 @@ def score_folder(run: RunFolder, settings: ScoreSettings, device: Any,
     """Score every ok item for every metric it has no line for; the caller holds the run's lock."""
     classes = classes if classes is not None else resolve_metrics(settings.metrics, settings, "score.metrics")
     started = time.perf_counter()
-    lines = {record.key: record for record in read_scores(run.path)}
+    lines = {record.key: record for record in run.read_scores()}
     weights = {name: cls.weights(settings) for name, cls in classes.items()}
     current = {key for key, line in lines.items() if key[1] in weights and _made_with(line, *weights[key[1]])}
     items = sorted((r for r in run.items().values() if r.ok and r.outputs), key=lambda r: r.index)
@@ -193,8 +133,7 @@ def score_folder(run: RunFolder, settings: ScoreSettings, device: Any,
                 outcome.skipped += record.skipped is not None
                 outcome.scored += record.skipped is None
         outcome.items += len(chunk)
-        write_atomic(run.path / SCORES, "".join(json.dumps(r.to_json(), ensure_ascii=False, allow_nan=False) + "\n"
-                                                for r in lines.values()))
+        run.write_scores(lines.values())
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -230,10 +169,9 @@ def _score_one_metric(name: str, cls: type[Metric], records: Sequence[ItemRecord
                 skipped[record.item_id] = "no frames could be decoded"
             elif not np.isfinite(value):  # JSON has no NaN; a null with its reason tells the truth
                 skipped[record.item_id] = f"{name} gave {value}"
-    template = ScoreRecord("", name, None, model, revision, stamp)
-    return [replace(template, item_id=r.item_id, value=None if r.item_id in skipped else values[r.item_id],
-                    skipped=skipped.get(r.item_id),
-                    model=None if r.item_id in skipped else model, revision=None if r.item_id in skipped else revision)
+    return [ScoreRecord(item_id=r.item_id, metric=name, value=None if r.item_id in skipped else values[r.item_id],
+                        skipped=skipped.get(r.item_id), model=None if r.item_id in skipped else model,
+                        revision=None if r.item_id in skipped else revision, time=stamp)
             for r in records]
 
 

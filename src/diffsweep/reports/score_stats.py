@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from diffsweep.grid import Axis
-from diffsweep.rundir import RunFolder, write_atomic
-from diffsweep.scoring import read_scores
-from diffsweep.sheets import SweepGrid, sweep_grid
+from diffsweep.planning.grid import Axis
+from diffsweep.reports.sheets import SweepGrid, sweep_grid
+from diffsweep.store.atomic import write_atomic
+from diffsweep.store.folder import RunFolder
+from diffsweep.store.runconfig import read_config_data
 
 SUMMARY = "scores_summary.csv"
 PLOTS = "scores"
@@ -77,12 +76,8 @@ def t_interval(values: Sequence[float]) -> tuple[float, float | None, float | No
 
 
 def run_grid(run_dir: Path) -> SweepGrid | None:
-    try:
-        config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
     items = list(RunFolder(run_dir).items().values())
-    return sweep_grid(config if isinstance(config, dict) else {}, items)
+    return sweep_grid(read_config_data(Path(run_dir)), items)
 
 
 @dataclass(frozen=True)
@@ -100,7 +95,7 @@ def scored_items(run_dir: Path) -> tuple[list[ScoredItem], list[Axis]]:
     index_of = {r.item_id: r.index for r in RunFolder(run_dir).items().values()}
     varying = [axis for axis in grid.axes if len(axis.values) > 1]
     found = []
-    for score in read_scores(run_dir):
+    for score in RunFolder(run_dir).read_scores():
         if score.value is None or score.item_id not in index_of:
             continue
         positions = grid.positions.point(index_of[score.item_id])

@@ -1,4 +1,5 @@
-"""The run folder on disk: version allocation, atomic writes, the manifest, the writer lock.
+"""The run folder on disk: version allocation, atomic writes, the manifest, the writer lock, and the one reader
+and writer of each record file (run.json, manifest lines, shard layout, worker records, scores).
 
 Every file is written to a temporary name in its own folder, fsynced and renamed into place, so a
 crash never leaves a partial file under a final name. The manifest line of an item is appended
@@ -18,59 +19,33 @@ import os
 import re
 import socket
 import stat
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from diffsweep.errors import DiffsweepError, RunLockedError
-from diffsweep.records import ItemRecord, RecordError, RunInfo, ShardLayout, Sidecar, Worker
+from diffsweep.store.atomic import TEMP_SUFFIX, write_atomic, write_json
+from diffsweep.store.records import ItemRecord, RecordError, RunInfo, ScoreRecord, ShardLayout, Sidecar, Worker
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
-TEMP_SUFFIX = ".tmp"
 MANIFEST = "manifest.jsonl"
 RUN_JSON = "run.json"
+RUN_LOG = "run.log"
+CONFIG = "config.yaml"
 LOCK = ".lock"
 SHARDS = "shards"
 LAYOUT = "layout.json"
 WORKER = "worker.json"
+SCORES = "scores.jsonl"
 STALE_SECONDS = 60.0  # a worker on another host whose heartbeat is older is taken for dead
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write `data` to `path` via temp file + fsync + rename in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual mode
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, value: Any) -> None:
-    write_atomic(path, json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+def _json_line(value: Any, sort_keys: bool = True) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=sort_keys, allow_nan=False) + "\n"
 
 
 def versions(sweep_dir: Path) -> list[int]:
@@ -171,6 +146,14 @@ class RunFolder:
     def run_json_path(self) -> Path:
         return self.path / RUN_JSON
 
+    def config_source(self, _key: str = "") -> str:
+        """Where every key of a saved config comes from (a SourceOf for config errors): its config.yaml."""
+        return str(self.path / CONFIG)
+
+    def is_intact(self, record: ItemRecord) -> bool:
+        """An ok item whose every output is still on disk and not empty."""
+        return record.ok and all(_non_empty_file(str(self.path / output)) for output in record.outputs)
+
     @contextmanager
     def locked(self, wait: bool = False) -> Iterator[None]:
         """Exclusive writer lock on the whole folder (workers of a distributed run lock only their shard)."""
@@ -204,7 +187,7 @@ class RunFolder:
         """The shard layout of a distributed run; None for a run made by one process."""
         path = self.path / SHARDS / LAYOUT
         try:
-            return ShardLayout.from_json(json.loads(path.read_text(encoding="utf-8")))
+            return ShardLayout.from_json_bytes(path.read_bytes())
         except FileNotFoundError:
             return None
         except (OSError, ValueError, RecordError) as error:
@@ -217,7 +200,7 @@ class RunFolder:
         """The latest worker record of a shard; None before any worker started on it."""
         path = self.shard_dir(shard) / WORKER
         try:
-            return Worker.from_json(json.loads(path.read_text(encoding="utf-8")))
+            return Worker.from_json_bytes(path.read_bytes())
         except FileNotFoundError:
             return None
         except (OSError, ValueError, RecordError) as error:
@@ -243,12 +226,28 @@ class RunFolder:
     # ----- run.json ------------------------------------------------------------------------
     def read_info(self) -> RunInfo:
         try:
-            return RunInfo.from_json(json.loads(self.run_json_path.read_text(encoding="utf-8")))
+            return RunInfo.from_json_bytes(self.run_json_path.read_bytes())
         except (OSError, ValueError, RecordError) as error:
             raise DiffsweepError(f"{self.run_json_path}: not a readable run.json ({error})") from error
 
     def write_info(self, info: RunInfo) -> None:
         write_json(self.run_json_path, info.to_json())
+
+    # ----- scores.jsonl ----------------------------------------------------------------------
+    def read_scores(self) -> list[ScoreRecord]:
+        """Well-formed lines of scores.jsonl (none when the run was never scored), the last of a pair winning."""
+        latest: dict[tuple[str, str], ScoreRecord] = {}
+        for raw in _committed_lines(self.path / SCORES):
+            try:
+                record = ScoreRecord.from_json_bytes(raw)
+            except RecordError:
+                continue
+            latest[record.key] = record
+        return list(latest.values())
+
+    def write_scores(self, records: Iterable[ScoreRecord]) -> None:
+        """Rewrite scores.jsonl atomically with these lines."""
+        write_atomic(self.path / SCORES, "".join(_json_line(r.to_json(), sort_keys=False) for r in records))
 
     # ----- the manifest --------------------------------------------------------------------
     def manifest_paths(self) -> list[Path]:
@@ -258,7 +257,7 @@ class RunFolder:
 
     def append_item(self, record: ItemRecord, manifest: Path | None = None) -> None:
         """Append one complete line and make it durable before returning."""
-        line = json.dumps(record.to_json(), ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
+        line = _json_line(record.to_json())
         with open(manifest or self.manifest_path, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
@@ -279,11 +278,20 @@ class RunFolder:
         found: dict[str, Sidecar] = {}
         for path in sorted((self.path / "items").glob("*.json")):
             try:
-                sidecar = Sidecar.from_json(json.loads(path.read_text(encoding="utf-8")))
+                sidecar = Sidecar.from_json_bytes(path.read_bytes())
             except (OSError, ValueError, RecordError):
                 continue
-            found[sidecar.record.item_id] = sidecar
+            found[sidecar.item_id] = sidecar
         return found
+
+    def sidecar(self, record: ItemRecord) -> Sidecar | None:
+        """The sidecar beside an item's first output; None when it is missing or unreadable."""
+        if not record.outputs:
+            return None
+        try:
+            return Sidecar.from_json_bytes((self.path / record.outputs[0]).with_suffix(".json").read_bytes())
+        except (OSError, RecordError):
+            return None
 
     def repair_manifest(self, path: Path | None = None) -> None:
         """Cut a torn last line (a crash mid-append) so later appends start on a clean line. Only the
@@ -314,21 +322,20 @@ class RunFolder:
         paths = [p for p in self.manifest_paths() if p.exists()]
         in_order, previous, root = True, -1, f"{self.path}{os.sep}"
         for path in paths:
-            for index, item_id, ok, outputs in read_item_states(path):
-                in_order = in_order and index > previous
-                previous = index
-                if ok and all(_non_empty_file(root + output) for output in outputs):
-                    intact.add(item_id)
+            for record in read_item_lines(path):
+                in_order = in_order and record.index > previous
+                previous = record.index
+                if record.ok and all(_non_empty_file(root + output) for output in record.outputs):
+                    intact.add(record.item_id)
                 else:
-                    intact.discard(item_id)  # a later line of an item replaces an earlier one
+                    intact.discard(record.item_id)  # a later line of an item replaces an earlier one
         return DoneItems(intact, compact=len(paths) <= 1 and in_order)
 
     def compact_manifest(self) -> dict[str, ItemRecord]:
         """Rewrite manifest.jsonl atomically with exactly one line per item (the latest), in grid
         order, shards merged in; returns those records."""
         latest = self.items()
-        lines = (json.dumps(r.to_json(), ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
-                 for r in sorted(latest.values(), key=lambda r: r.index))
+        lines = (_json_line(r.to_json()) for r in sorted(latest.values(), key=lambda r: r.index))
         write_atomic(self.manifest_path, "".join(lines))
         for shard_manifest in self.manifest_paths()[1:]:  # merged: the run's manifest now holds them
             shard_manifest.unlink()
@@ -394,24 +401,6 @@ def read_item_lines(path: Path) -> Iterator[ItemRecord]:
     finished item."""
     for raw in _committed_lines(path):
         try:
-            yield ItemRecord.from_json(orjson.loads(raw))
-        except (ValueError, RecordError):
+            yield ItemRecord.from_json_bytes(raw)
+        except RecordError:
             continue
-
-
-def read_item_states(path: Path) -> Iterator[tuple[int, str, bool, list[str]]]:
-    """(index, item id, ok, outputs) of the lines `read_item_lines` reads (the same checks, without
-    making records): what a resume needs of a manifest of a million lines."""
-    for raw in _committed_lines(path):
-        try:
-            line = orjson.loads(raw)
-            index, item_id, status, outputs = line["index"], line["item_id"], line["status"], line.get("outputs", [])
-            well_formed = (type(index) is int and index >= 0 and type(item_id) is str and status in ("ok", "failed")
-                           and type(outputs) is list and all(type(o) is str for o in outputs)
-                           and type(line["builder_hash"]) is str and isinstance(line["params"], dict)
-                           and type(line["seed"]) is int and line["seed"] >= 0
-                           and type(line.get("seconds", 0.0)) in (int, float, type(None)))
-        except (ValueError, TypeError, KeyError):
-            continue
-        if well_formed:
-            yield index, item_id, status == "ok", outputs

@@ -13,31 +13,29 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from diffsweep import media
+from diffsweep import hashing, media
 from diffsweep.labels import axis_value_labels
-from diffsweep.records import ItemRecord, RunInfo, Sidecar
-from diffsweep.rundir import RunFolder, write_atomic
-from diffsweep.scoring import ScoreRecord, read_scores
-
-if TYPE_CHECKING:
-    from diffsweep.report import SweepGrid
+from diffsweep.reports.sheets import SweepGrid
+from diffsweep.store.atomic import write_atomic
+from diffsweep.store.folder import RunFolder
+from diffsweep.store.records import BuilderRecord, ItemRecord, RunInfo, ScoreRecord, Sidecar
+from diffsweep.store.runconfig import read_run_config
 
 log = logging.getLogger("diffsweep")
 
 INDEX = "index.html"
 DATA = "data.js"
 DATA_SCHEMA = 1
-SHORT_HASH = 12
 
 
 def write_viewer(run_dir: Path, title: str, run: RunInfo | None, records: Sequence[ItemRecord],
                  grid: SweepGrid | None, sheet: bool) -> None:
-    """Write data.js, then index.html, into `run_dir`. `grid` is the saved sweep grid (report.SweepGrid)
+    """Write data.js, then index.html, into `run_dir`. `grid` is the saved sweep grid (sheets.SweepGrid)
     or None when config.yaml is missing or does not match the manifest."""
     run_dir = Path(run_dir)
     payload = run_payload(run_dir, title, run, records, grid, sheet)
@@ -66,7 +64,7 @@ def run_payload(run_dir: Path, title: str, run: RunInfo | None, records: Sequenc
     builders = _builders(run, records)
     sidecars = RunFolder(run_dir).sidecars()
     scores: dict[str, dict[str, ScoreRecord]] = {}
-    for score in read_scores(run_dir):  # the latest line of each (item, metric)
+    for score in RunFolder(run_dir).read_scores():  # the latest line of each (item, metric)
         scores.setdefault(score.item_id, {})[score.metric] = score
     by_index = {record.index: record for record in records}
     planned = grid.size if grid else max([run.counts.planned if run else 0] + [r.index + 1 for r in records])
@@ -96,12 +94,12 @@ def run_payload(run_dir: Path, title: str, run: RunInfo | None, records: Sequenc
 
 def _made_item(record: ItemRecord, coords: list[int], sidecar: Sidecar | None,
                scores: Mapping[str, ScoreRecord]) -> dict[str, Any]:
-    identity = dict(sidecar.builder_identity) if sidecar else None
+    identity = dict(sidecar.builder.identity) if sidecar else None
     return {
         "index": record.index, "item_id": record.item_id, "coords": coords, "status": record.status,
         "params": dict(record.params), "seed": record.seed, "builder": record.builder_hash,
         "identity": identity, "scheduler": sidecar.scheduler if sidecar else None,
-        "outputs": [{"path": path, "kind": media.kind_of(path, record.made)} for path in record.outputs],
+        "outputs": [{"path": path, "kind": media.kind_of(path, record.has_sound)} for path in record.outputs],
         "error": record.error, "seconds": record.seconds, "created": sidecar.created if sidecar else None,
         "scores": {metric: {"value": s.value, "model": s.model, "revision": s.revision, "skipped": s.skipped}
                    for metric, s in scores.items()},
@@ -124,11 +122,9 @@ def _planned_items(run_dir: Path, indices: Iterable[int], builders: Mapping[str,
     """Item id, builder and parameters of items not made yet, from the saved config's plan. Trusted only
     when the plan's builders are the run's own (dtype `auto` resolves per machine, and with it the hashes)."""
     try:
-        from diffsweep.runner import prepare
-        from diffsweep.savedconfig import load_run_config
+        from diffsweep.planning.prepare import prepare  # noqa: PLC0415 - start-up time: the plan loads torch
 
-        _, plan = prepare(load_run_config(run_dir), source_of=lambda _: str(run_dir / "config.yaml"),
-                          base_dir=run_dir)
+        plan = prepare(read_run_config(run_dir), source_of=RunFolder(run_dir).config_source, base_dir=run_dir)
         if builders and not set(plan.builders) <= set(builders):
             return {}
         items = (plan.item(index) for index in indices)
@@ -141,17 +137,18 @@ def _planned_items(run_dir: Path, indices: Iterable[int], builders: Mapping[str,
 
 def _builders(run: RunInfo | None, records: Sequence[ItemRecord]) -> dict[str, dict[str, Any]]:
     """Each builder by hash, with its short label (run.json's `label`, else the hash prefix)."""
-    found = {b["hash"]: _builder_entry(b) for b in (run.builders if run else []) if isinstance(b.get("hash"), str)}
+    found = {b.hash: _builder_entry(b) for b in (run.builders if run else [])}
     for record in records:
-        found.setdefault(record.builder_hash, _builder_entry({"hash": record.builder_hash}))
+        found.setdefault(record.builder_hash, {"hash": record.builder_hash, "label": hashing.short(record.builder_hash),
+                                               "identity": None, "full_identity": None, "provider": None,
+                                               "pipeline": None, "model": None, "revision": None, "dtype": None})
     return found
 
 
-def _builder_entry(raw: Mapping[str, Any]) -> dict[str, Any]:
-    label = raw.get("label")
-    return {"hash": raw["hash"], "label": label if isinstance(label, str) and label else raw["hash"][:SHORT_HASH],
-            "identity": raw.get("identity"), "full_identity": raw.get("full_identity"),
-            **{key: raw.get(key) for key in ("provider", "pipeline", "model", "revision", "dtype")}}
+def _builder_entry(builder: BuilderRecord) -> dict[str, Any]:
+    return {"hash": builder.hash, "label": builder.label, "identity": builder.identity,
+            "full_identity": builder.full_identity, "provider": builder.provider, "pipeline": builder.pipeline,
+            "model": builder.model, "revision": builder.revision, "dtype": builder.dtype}
 
 
 def _fixed_params(records: Sequence[ItemRecord], grid: SweepGrid | None) -> dict[str, str]:

@@ -6,7 +6,7 @@ fails the run: it is logged as a warning and recorded in run.json's `tracking` e
 
 MLflow: one MLflow run per diffsweep run (a resume logs into the same one), params = the flattened
 resolved config, metrics = counts, timings, peak memory and `scores_summary.csv`, artifacts = the
-run-level files and the score plots. A Hydra multirun opens a parent run first (`diffsweep.multirun.TrackJobs`) and
+run-level files and the score plots. A Hydra multirun opens a parent run first (`diffsweep.cli.multirun.TrackJobs`) and
 passes it to its jobs through the environment, which process-per-job launchers inherit.
 
 TensorBoard: one event folder per run, `<log folder>/<sweep.name>/<version>`, with the config as
@@ -24,7 +24,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,18 +32,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from diffsweep.errors import ConfigError, ConfigIssue
-from diffsweep.records import ItemRecord, RunInfo
-from diffsweep.rundir import MANIFEST, RUN_JSON, RunFolder
+from diffsweep import hashing
+from diffsweep.config.extras import TRACKING_MODULES
+from diffsweep.config.model import RunConfig, TrackingSettings
+from diffsweep.store.folder import MANIFEST, RUN_JSON, RunFolder
+from diffsweep.store.records import ItemRecord, RunInfo, Tracking
+from diffsweep.store.runconfig import read_overrides
 
 log = logging.getLogger("diffsweep")
 
-SourceOf = Callable[[str], "str | None"]
-# what each backend imports: checked before a run starts, so a missing extra is a config error
-REQUIRED_MODULES = {"mlflow": ("mlflow", "sqlalchemy", "alembic"), "tensorboard": ("tensorboard",)}
 PARENT_ENV = "DIFFSWEEP_MLFLOW_PARENT"  # {"uri", "experiment_id", "run_id"} of a multirun's parent run
 SCORES_SUMMARY = "scores_summary.csv"
-SCORE_PLOTS = "scores"  # the folder of score plots (diffsweep.score_stats)
+SCORE_PLOTS = "scores"  # the folder of score plots (diffsweep.reports.score_stats)
 # run-level files logged as MLflow artifacts when present; run.json goes last, once it records the tracking
 RUN_FILES = ("config.yaml", "overrides.yaml", MANIFEST, "index.html", "data.js", "run.log", "scores.jsonl",
              SCORES_SUMMARY)
@@ -55,45 +55,37 @@ THUMBNAIL = 128
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-def check_available(settings: Mapping[str, Any], source_of: SourceOf) -> None:
-    """A backend whose packages are missing is a config error, found before anything is written."""
-    backend = settings.get("backend", "none")
-    missing = [m for m in REQUIRED_MODULES.get(backend, ()) if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(ConfigIssue("tracking.backend", f"{backend} needs {', '.join(missing)}, which is not "
-                                      f"installed: pip install 'diffsweep[{backend}]'", source_of("tracking.backend")))
-
-
-def track_run(run: RunFolder, doc: Mapping[str, Any], info: RunInfo) -> None:
+def track_run(run: RunFolder, config: RunConfig, info: RunInfo) -> None:
     """Log a finished attempt to the configured backend and record the outcome in run.json."""
-    settings = doc.get("tracking") or {}
-    backend = settings.get("backend", "none")
+    backend = config.tracking.backend
     if backend == "none":
         return
-    tracker = (MlflowTracker if backend == "mlflow" else TensorBoardTracker)(run.path, doc, info)
+    tracker: MlflowTracker | TensorBoardTracker = (
+        MlflowTracker(run.path, config, info) if backend == "mlflow" else TensorBoardTracker(run.path, config, info))
     try:
-        info.tracking = {**tracker.log(), "status": "logged"}
+        info.tracking = Tracking.model_validate({**tracker.log(), "status": "logged"})
         run.write_info(info)
         tracker.close()
         log.info("tracked with %s: %s", backend, tracker.where())
     except Exception as error:  # noqa: BLE001 - the run is complete on disk whatever the tracker does
         log.warning("tracking with %s failed (the run itself is complete in %s): %s: %s", backend, run.path,
                     type(error).__name__, error)
-        info.tracking = {**tracker.record, "status": "failed", "error": f"{type(error).__name__}: {error}"}
+        info.tracking = Tracking.model_validate({**tracker.record, "status": "failed",
+                                                 "error": f"{type(error).__name__}: {error}"})
         run.write_info(info)
 
 
-def describe_tracking(record: Mapping[str, Any]) -> str:
+def describe_tracking(record: Tracking) -> str:
     """run.json's `tracking` entry as one line: backend, outcome, where, which run."""
-    text = f"{record.get('backend')} ({record.get('status')})"
-    if record.get("backend") == "tensorboard":
-        text += f" {record.get('log_dir')}"
+    text = f"{record.backend} ({record.status})"
+    if record.backend == "tensorboard":
+        text += f" {record.log_dir}"
     else:
-        ids = [f"experiment {record['experiment_id']}" if record.get("experiment_id") else "",
-               f"parent run {record['parent_run_id']}" if record.get("parent_run_id") else "",
-               f"run {record['run_id']}" if record.get("run_id") else ""]
-        text += f" {record.get('uri')}  " + ", ".join(i for i in ids if i)
-    return text + (f"  {record['error']}" if record.get("error") else "")
+        ids = [f"experiment {record.experiment_id}" if record.experiment_id else "",
+               f"parent run {record.parent_run_id}" if record.parent_run_id else "",
+               f"run {record.run_id}" if record.run_id else ""]
+        text += f" {record.uri}  " + ", ".join(i for i in ids if i)
+    return text + (f"  {record.error}" if record.error else "")
 
 
 # --- what is logged --------------------------------------------------------------------------------
@@ -128,7 +120,7 @@ def run_metrics(run_dir: Path, info: RunInfo) -> dict[str, float]:
     """Counts, timings, cache use and peak memory of the run, and its score summaries if scored."""
     timings, cache = info.timings, info.cache
     values: dict[str, float | int | None] = {
-        **{f"items/{key}": value for key, value in info.counts.to_json().items()},
+        **{f"items/{key}": value for key, value in info.counts.model_dump().items()},
         "timings/load_seconds": timings.load_seconds, "timings/first_call_seconds": timings.first_call_seconds,
         "timings/steady_seconds": timings.steady_seconds,
         "timings/steady_items_per_second": timings.steady_items_per_second,
@@ -161,19 +153,12 @@ def _status(info: RunInfo) -> str:
     return {"complete": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}.get(info.status, "RUNNING")
 
 
-def _overrides(run_dir: Path) -> list[str]:
-    path = run_dir / "overrides.yaml"
-    if not path.is_file():
-        return []
-    return [json.loads(line[2:]) for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("- ")]
-
-
 # --- MLflow ----------------------------------------------------------------------------------------
 
 
-def mlflow_uri(settings: Mapping[str, Any], root: Path) -> str:
+def mlflow_uri(settings: TrackingSettings, root: Path) -> str:
     """The configured tracking URI, or a SQLite store under the output root."""
-    return settings.get("uri") or f"sqlite:///{root / 'mlflow.db'}"
+    return settings.uri or f"sqlite:///{root / 'mlflow.db'}"
 
 
 def _quiet_mlflow() -> None:
@@ -190,7 +175,7 @@ def mlflow_experiment(client: Any, name: str, uri: str, root: Path) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    local = uri == mlflow_uri({}, root)
+    local = uri == mlflow_uri(TrackingSettings(), root)
     try:
         return client.create_experiment(name, artifact_location=(root / "mlartifacts").as_uri() if local else None)
     except MlflowException:
@@ -217,22 +202,20 @@ class ParentRun:
         return cls(**json.loads(raw)) if raw else None
 
 
-def start_parent(doc: Mapping[str, Any], overrides: Iterable[str]) -> ParentRun | None:
+def start_parent(settings: TrackingSettings, output_root: str, name: str,
+                 overrides: Iterable[str]) -> ParentRun | None:
     """Open the parent run of a multirun (with tracking=mlflow) and hand it to the jobs."""
-    settings = doc.get("tracking") or {}
-    if settings.get("backend") != "mlflow" or any(importlib.util.find_spec(m) is None
-                                                  for m in REQUIRED_MODULES["mlflow"]):
+    if settings.backend != "mlflow" or any(importlib.util.find_spec(m) is None for m in TRACKING_MODULES["mlflow"]):
         return None
     from mlflow.tracking import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
     _quiet_mlflow()
-    root = Path(doc["output"]["root"]).expanduser().absolute()
+    root = Path(output_root).expanduser().absolute()
     root.mkdir(parents=True, exist_ok=True)
     uri = mlflow_uri(settings, root)
     client = MlflowClient(tracking_uri=uri)
-    name = doc["sweep"]["name"]
-    experiment_id = mlflow_experiment(client, settings.get("experiment") or name, uri, root)
+    experiment_id = mlflow_experiment(client, settings.experiment or name, uri, root)
     run = client.create_run(experiment_id, tags={MLFLOW_RUN_NAME: f"{name} multirun", "diffsweep.multirun": "true",
                                                  "diffsweep.overrides": truncated(" ".join(overrides))})
     parent = ParentRun(uri, experiment_id, run.info.run_id)
@@ -266,10 +249,10 @@ def _end_failed_parent(parent: ParentRun) -> None:
 class MlflowTracker:
     """One diffsweep run as one MLflow run; a resume logs into the run it logged to before."""
 
-    def __init__(self, run_dir: Path, doc: Mapping[str, Any], info: RunInfo):
-        self.run_dir, self.doc, self.info = run_dir, doc, info
-        self.settings = doc["tracking"]
-        self.root = Path(doc["output"]["root"])
+    def __init__(self, run_dir: Path, config: RunConfig, info: RunInfo):
+        self.run_dir, self.config, self.info = run_dir, config, info
+        self.settings = config.tracking
+        self.root = Path(config.output.root)
         self.uri = mlflow_uri(self.settings, self.root)
         self.record: dict[str, Any] = {"backend": "mlflow", "uri": self.uri}
         self.client: Any = None
@@ -287,7 +270,7 @@ class MlflowTracker:
         self.run_id = self._reopened() or self._created()
         self.record["run_id"] = self.run_id
         step, stamp = len(self.info.attempts) - 1, int(time.time() * 1000)
-        params = [Param(metric_key(key), truncated(as_text(value))) for key, value in flatten(self.doc).items()]
+        params = [Param(metric_key(key), truncated(as_text(value))) for key, value in flatten(self.config.to_doc()).items()]
         metrics = [Metric(key, value, stamp, step) for key, value in run_metrics(self.run_dir, self.info).items()]
         for start in range(0, len(params), 100):  # MLflow's batch limits: 100 params, 1000 metrics
             self.client.log_batch(self.run_id, params=params[start:start + 100])
@@ -299,7 +282,7 @@ class MlflowTracker:
                 self.client.log_artifact(self.run_id, str(path))
         if (self.run_dir / SCORE_PLOTS).is_dir():
             self.client.log_artifacts(self.run_id, str(self.run_dir / SCORE_PLOTS), SCORE_PLOTS)
-        if self.settings.get("log_items") and (self.run_dir / "items").is_dir():
+        if self.settings.log_items and (self.run_dir / "items").is_dir():
             self.client.log_artifacts(self.run_id, str(self.run_dir / "items"), "items")
         return dict(self.record)
 
@@ -311,29 +294,29 @@ class MlflowTracker:
     def _reopened(self) -> str | None:
         from mlflow.exceptions import MlflowException
 
-        earlier = self.info.tracking or {}
-        if earlier.get("backend") != "mlflow" or earlier.get("uri") != self.uri or not earlier.get("run_id"):
+        earlier = self.info.tracking
+        if earlier is None or earlier.backend != "mlflow" or earlier.uri != self.uri or not earlier.run_id:
             return None
         try:
-            self.client.get_run(earlier["run_id"])
+            self.client.get_run(earlier.run_id)
         except MlflowException:
             return None  # deleted from the store since: log a new one
-        self.record.update({k: earlier[k] for k in ("experiment_id", "parent_run_id") if k in earlier})
-        self.client.update_run(earlier["run_id"], status="RUNNING")
-        return earlier["run_id"]
+        self.record.update({k: v for k in ("experiment_id", "parent_run_id") if (v := getattr(earlier, k))})
+        self.client.update_run(earlier.run_id, status="RUNNING")
+        return earlier.run_id
 
     def _created(self) -> str:
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-        name = self.doc["sweep"]["name"]
+        name = self.config.sweep.name
         parent = ParentRun.from_env()
         if parent is not None and parent.uri != self.uri:
             log.warning("this job tracks to %s, its multirun's parent run is in %s: not grouped", self.uri, parent.uri)
             parent = None
         experiment_id = (parent.experiment_id if parent else
-                         mlflow_experiment(self.client, self.settings.get("experiment") or name, self.uri, self.root))
+                         mlflow_experiment(self.client, self.settings.experiment or name, self.uri, self.root))
         tags = {MLFLOW_RUN_NAME: f"{name}/{self.info.version}", "diffsweep.run_dir": str(self.run_dir),
-                "diffsweep.overrides": truncated(" ".join(_overrides(self.run_dir)))}
+                "diffsweep.overrides": truncated(" ".join(read_overrides(self.run_dir)))}
         if parent is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent.run_id
             self.record["parent_run_id"] = parent.run_id
@@ -347,12 +330,12 @@ class MlflowTracker:
 class TensorBoardTracker:
     """One diffsweep run as one TensorBoard event folder; a resume adds a step to it."""
 
-    def __init__(self, run_dir: Path, doc: Mapping[str, Any], info: RunInfo):
-        self.run_dir, self.doc, self.info = run_dir, doc, info
-        self.settings = doc["tracking"]
-        base = Path(self.settings["uri"]).expanduser().absolute() if self.settings.get("uri") \
-            else Path(doc["output"]["root"]) / "tensorboard"
-        self.log_dir = base / doc["sweep"]["name"] / info.version
+    def __init__(self, run_dir: Path, config: RunConfig, info: RunInfo):
+        self.run_dir, self.config, self.info = run_dir, config, info
+        self.settings = config.tracking
+        base = (Path(self.settings.uri).expanduser().absolute() if self.settings.uri
+                else Path(config.output.root) / "tensorboard")
+        self.log_dir = base / config.sweep.name / info.version
         self.record: dict[str, Any] = {"backend": "tensorboard", "log_dir": str(self.log_dir)}
 
     def where(self) -> str:
@@ -365,15 +348,15 @@ class TensorBoardTracker:
         records = sorted(RunFolder(self.run_dir).items().values(), key=lambda r: r.index)
         with SummaryWriter(log_dir=str(self.log_dir)) as writer:
             for builder_hash, images in builder_images(self.run_dir, records).items():
-                writer.add_image(f"builders/{builder_hash[:12]}", image_grid(images[:GRID_ITEMS]), step,
+                writer.add_image(f"builders/{hashing.short(builder_hash)}", image_grid(images[:GRID_ITEMS]), step,
                                  dataformats="HWC")
-            if self.settings.get("log_items"):
+            if self.settings.log_items:
                 for record in records:
                     for output in image_outputs(record):
                         writer.add_image(f"items/{Path(output).stem}", _rgb(self.run_dir / output), step,
                                          dataformats="HWC")
             hparams = {metric_key(key): value if isinstance(value, (bool, int, float, str)) else as_text(value)
-                       for key, value in flatten(self.doc).items()}
+                       for key, value in flatten(self.config.to_doc()).items()}
             # the metrics become this folder's scalars and the hparams table's columns
             writer.add_hparams(hparams, run_metrics(self.run_dir, self.info), run_name=".", global_step=step)
         return dict(self.record)

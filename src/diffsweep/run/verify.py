@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from diffsweep import media
-from diffsweep.cache import process_cache
-from diffsweep.plan import Batch
-from diffsweep.record import encode
-from diffsweep.rundir import RunFolder
-from diffsweep.runner import generate, pipeline_for, prepare
-from diffsweep.savedconfig import load_run_config
+from diffsweep import hashing, media
+from diffsweep.execution.cache import process_cache
+from diffsweep.execution.pipelines import generate, pipeline_for
+from diffsweep.planning.plan import Batch
+from diffsweep.planning.prepare import prepare
+from diffsweep.store.folder import RunFolder
+from diffsweep.store.runconfig import read_run_config
+from diffsweep.store.writer import encode
 
 log = logging.getLogger("diffsweep")
 
@@ -45,7 +46,7 @@ def compare(fresh: np.ndarray, saved: np.ndarray) -> str:
 def verify_run(run_dir: Path, limit: int | None = None) -> list[int]:
     """Regenerate the run's ok items (the first `limit` by index) and return mismatching indices."""
     run = RunFolder(run_dir)
-    doc, plan = prepare(load_run_config(run.path), source_of=lambda _: str(run.path / "config.yaml"), base_dir=run.path)
+    plan = prepare(read_run_config(run.path), source_of=run.config_source, base_dir=run.path)
     saved = {item_id: r for item_id, r in run.items().items() if r.ok}
     wanted = sorted(saved.values(), key=lambda r: r.index)[:limit]
     wanted_ids = {r.item_id for r in wanted}
@@ -56,7 +57,7 @@ def verify_run(run_dir: Path, limit: int | None = None) -> list[int]:
         batch = Batch(batch.builder, [i for i in batch.items if i.item_id in wanted_ids])
         if not batch.items:
             continue
-        outputs = generate(pipeline_for(batch.builder, cache, plan.device, doc["optimization"]), batch)
+        outputs = generate(pipeline_for(batch.builder, cache, plan.device, plan.config.optimization).pipeline, batch)
         for item, generated in zip(batch.items, outputs, strict=True):
             path = run.path / saved[item.item_id].outputs[0]
             fresh = media.decode_streams(generated.kind, encode(generated, item, batch.builder, {}))
@@ -65,7 +66,7 @@ def verify_run(run_dir: Path, limit: int | None = None) -> list[int]:
             verdicts[verdict] += 1
             if verdict == "different":
                 mismatches.append(item.index)
-                log.warning("item %d (%s) differs from %s", item.index, item.item_id[:12], path.name)
+                log.warning("item %d (%s) differs from %s", item.index, hashing.short(item.item_id), path.name)
     print(f"verified {sum(verdicts.values())} item(s): {verdicts['identical']} identical, "
           f"{verdicts['equivalent']} equivalent up to batch rounding, {verdicts['different']} different")
     return mismatches

@@ -7,12 +7,15 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
-from diffsweep.records import Counts, ItemRecord, RunInfo
-from diffsweep.rundir import RunFolder, versions
+from diffsweep.store.folder import SCORES, RunFolder, read_item_lines, versions
+from diffsweep.store.records import Counts, ItemRecord, RunInfo
+from diffsweep.store.runconfig import read_run_config
 
 log = logging.getLogger("diffsweep")
 
@@ -92,7 +95,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"started  {info.started}   finished {info.finished or '-'}")
     cache = info.cache
     print(f"cache    {cache.loads} load(s), {cache.hits} hit(s)")
-    for builder in info.builder_records():
+    for builder in info.builders:
         print(f"builder  {builder.hash[:12]}  {builder.label}  ({builder.provider}/{builder.pipeline}  {builder.model}"
               f"  dtype={builder.dtype})  load={_seconds(builder.load_seconds)}")
         if args.full:
@@ -104,7 +107,7 @@ def cmd_show(args: argparse.Namespace) -> int:
           f"steady {'-' if rate is None else f'{rate:.3f} items/s'}, peak memory "
           f"{'-' if timings.peak_memory_bytes is None else f'{timings.peak_memory_bytes / 2**20:.0f} MiB'}")
     if info.tracking:
-        from diffsweep.tracking import describe_tracking  # here: tracking's imports (numpy, PIL) cost show time
+        from diffsweep.reports.tracking import describe_tracking  # here: tracking's imports (numpy, PIL) cost show time
 
         print(f"tracking {describe_tracking(info.tracking)}")
     _show_shards(RunFolder(path), info)
@@ -121,9 +124,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _show_scores(path: Path) -> None:
     if not (path / "scores.jsonl").is_file():  # never scored: show stays clear of the scoring code's imports
         return
-    from diffsweep import score_stats, scoring
+    from diffsweep.reports import score_stats
 
-    scores = scoring.read_scores(path)
+    scores = RunFolder(path).read_scores()
     if not scores:
         return
     skipped = sum(1 for s in scores if s.skipped)
@@ -175,7 +178,6 @@ def _show_shards(run: RunFolder, info: RunInfo) -> None:
 def _shard_counts(run: RunFolder, shard: int, worker: Any) -> tuple[int, int]:
     """(done, failed) of a shard: its worker's record (rewritten every few seconds), or the shard's own
     manifest where that holds more (a worker killed since its last heartbeat)."""
-    from diffsweep.rundir import read_item_lines
 
     latest = {r.item_id: r for r in read_item_lines(run.shard_manifest(shard))}
     done, failed = sum(r.ok for r in latest.values()), sum(not r.ok for r in latest.values())
@@ -186,7 +188,6 @@ def _shard_counts(run: RunFolder, shard: int, worker: Any) -> tuple[int, int]:
 
 def _items_per_second(worker: Any) -> float | None:
     """Items the worker made over the time it has run (load included): what the shard really moves at."""
-    from datetime import datetime
 
     try:
         start = datetime.fromisoformat(worker.started)
@@ -199,14 +200,14 @@ def _items_per_second(worker: Any) -> float | None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from diffsweep.runner import resume_run
+    from diffsweep.run.local import resume_run  # noqa: PLC0415 - start-up time: list and show load no torch
 
     result = resume_run(find_run(args.run, args.root).absolute(), here=args.here)
     return result.exit_code
 
 
 def cmd_work(args: argparse.Namespace) -> int:
-    from diffsweep.distribute import finalize, work_on_shard
+    from diffsweep.run.distributed import finalize, work_on_shard  # noqa: PLC0415 - start-up time
 
     run = RunFolder(find_run(args.run, args.root).absolute())
     worker = work_on_shard(run.path, args.shard)
@@ -215,21 +216,20 @@ def cmd_work(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from diffsweep.runner import run_sweep
-    from diffsweep.savedconfig import load_run_config
+    from diffsweep.run.local import run_sweep  # noqa: PLC0415 - start-up time
 
     path = find_run(args.run, args.root)
-    doc = load_run_config(path)
+    doc = read_run_config(path)
     doc["output"]["root"] = str(path.parent.parent.absolute())  # next version beside the original
     only = [*args.item, *args.index]
     what = f" item(s) {' '.join(map(str, only))}" if only else ""
-    result = run_sweep(doc, overrides=[f"rerun of {path}{what}"], source_of=lambda _: str(path / "config.yaml"),
+    result = run_sweep(doc, overrides=[f"rerun of {path}{what}"], source_of=RunFolder(path).config_source,
                        base_dir=path, only=only)
     return result.exit_code
 
 
 def cmd_viewer(args: argparse.Namespace) -> int:
-    from diffsweep.report import write_viewer
+    from diffsweep.reports.build import write_viewer  # noqa: PLC0415 - start-up time
 
     path = find_run(args.run, args.root).absolute()
     write_viewer(path)
@@ -238,60 +238,48 @@ def cmd_viewer(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from diffsweep.verify import verify_run
+    from diffsweep.run.verify import verify_run  # noqa: PLC0415 - start-up time
 
     mismatches = verify_run(find_run(args.run, args.root), limit=args.items)
     return EXIT_FAILED_ITEMS if mismatches else EXIT_OK
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    # start-up time: scoring, its models and the plan's validation load only for this command
+    from diffsweep import devices  # noqa: PLC0415
+    from diffsweep.planning.prepare import validated  # noqa: PLC0415
+    from diffsweep.reports import score_stats, scoring, tracking  # noqa: PLC0415
+    from diffsweep.reports.build import write_viewer  # noqa: PLC0415
 
-    from diffsweep import devices, score_stats, scoring
-    from diffsweep.metrics import ScoreSettings
-    from diffsweep.report import write_viewer
-    from diffsweep.savedconfig import load_run_config
-
-    path = find_run(args.run, args.root).absolute()
-    config = load_run_config(path)
-    settings = ScoreSettings.from_config(config)
-    metrics = tuple(args.metric or settings.metrics or scoring.MODEL_FREE)
-    settings = replace(settings, metrics=metrics, clip_model=args.clip_model or settings.clip_model,
+    run = RunFolder(find_run(args.run, args.root).absolute())
+    config = validated(read_run_config(run.path), run.config_source)
+    settings = config.score_settings()
+    settings = replace(settings, metrics=tuple(args.metric or settings.metrics or scoring.MODEL_FREE),
+                       clip_model=args.clip_model or settings.clip_model,
                        clip_revision=args.clip_revision or settings.clip_revision)
-    device = devices.resolve_device(args.device or config.get("device", "auto"))
-    outcome = scoring.score_run(path, settings, device, where="--metric" if args.metric else "score.metrics")
-    stats = score_stats.write_summary(path)
-    write_viewer(path)  # the viewer shows each item's scores
+    device = devices.resolve_device(args.device or config.device)
+    outcome = scoring.score_run(run.path, settings, device, where="--metric" if args.metric else "score.metrics")
+    stats = score_stats.write_summary(run.path)
+    write_viewer(run.path)  # the viewer shows each item's scores
     rate = outcome.items_per_second
     print(f"scored {outcome.scored} (item, metric) pair(s), {outcome.skipped} skipped, {outcome.kept} already scored"
           + (f" ({outcome.outdated} scored again: made with other weights)" if outcome.outdated else "")
           + (f"  ({outcome.items} items, {rate:.1f} items/s)" if rate else ""))
     for line in score_stats.summary_table(stats):
         print(line)
-    _track_scores(path, config)
-    print(path / scoring.SCORES)
+    info = run.read_info()
+    # a tracked run that has ended gets its new scores in its tracked run, as a resume would log them; a run still
+    # going logs them itself when it ends
+    if config.tracking.backend != "none" and info.status != "running":
+        tracking.track_run(run, config, info)
+        if info.tracking:
+            print(f"tracking {tracking.describe_tracking(info.tracking)}")
+    print(run.path / SCORES)
     return EXIT_OK
 
 
-def _track_scores(path: Path, config: dict[str, Any]) -> None:
-    """A tracked run that has ended gets its new scores in its tracked run, as a resume would log them; a run still
-    going logs them itself when it ends."""
-    from diffsweep import tracking
-    from diffsweep.validate import normalise
-
-    if (config.get("tracking") or {}).get("backend", "none") == "none":
-        return
-    run = RunFolder(path)
-    info = run.read_info()
-    if info.status == "running":
-        return
-    tracking.track_run(run, normalise(config), info)
-    if info.tracking:
-        print(f"tracking {tracking.describe_tracking(info.tracking)}")
-
-
 def cmd_diff(args: argparse.Namespace) -> int:
-    from diffsweep.rundiff import diff_runs, print_diff
+    from diffsweep.reports.diff import diff_runs, print_diff
 
     difference = diff_runs(find_run(args.run_a, args.root).absolute(), find_run(args.run_b, args.root).absolute())
     print_diff(difference, sys.stdout)
@@ -299,7 +287,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_sheet(args: argparse.Namespace) -> int:
-    from diffsweep.sheets import write_sheets
+    from diffsweep.reports.sheets import write_sheets
 
     path = find_run(args.run, args.root).absolute()
     written = write_sheets(path, args.x, args.y, args.z, args.max_pixels)
@@ -316,7 +304,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     when loaded, so this prints what a reader validating a run's config.yaml needs."""
     import json
 
-    from diffsweep.validate import load_schema
+    from diffsweep.config.schema import load_schema
 
     print(json.dumps(load_schema(args.name), indent=2, ensure_ascii=False))
     return EXIT_OK
@@ -348,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--full", action="store_true",
                                  help="print each builder's full identity (what its hash covers)")
         if name == "sheet":
-            from diffsweep.sheets import MAX_PIXELS
+            from diffsweep.reports.sheets import MAX_PIXELS
 
             for flag, where in (("--x", "across"), ("--y", "down"), ("--z", "as titled sub-grids side by side")):
                 command.add_argument(flag, metavar="AXIS", help=f"grid axis laid out {where}")

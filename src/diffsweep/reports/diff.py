@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import yaml
 
 from diffsweep import media
-from diffsweep.records import ItemRecord, RecordError, Sidecar
-from diffsweep.rundir import RunFolder
-from diffsweep.score_stats import summarise
+from diffsweep.reports.score_stats import summarise
+from diffsweep.store.folder import RunFolder
+from diffsweep.store.records import ItemRecord
+from diffsweep.store.runconfig import read_config_data
 
 ABSENT = "<absent>"
 HYDRA_KEYS = ("defaults", "hydra")
@@ -95,26 +95,15 @@ def changes(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> lis
             if flat_a.get(key, ABSENT) != flat_b.get(key, ABSENT)]
 
 
-def read_config(run_dir: Path) -> dict[str, Any]:
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return {k: v for k, v in config.items() if k not in HYDRA_KEYS} if isinstance(config, dict) else {}
-
-
 def builder_identities(run_dir: Path, records: list[ItemRecord]) -> dict[str, dict[str, Any]]:
     """Builder hash -> identity, from the first sidecar of each builder, in grid order."""
     identities: dict[str, dict[str, Any]] = {}
     for record in sorted(records, key=lambda r: r.index):
         if record.builder_hash in identities or not record.outputs:
             continue
-        try:
-            sidecar = Sidecar.from_json(json.loads((run_dir / record.outputs[0]).with_suffix(".json").read_text(
-                encoding="utf-8")))
-        except (OSError, ValueError, RecordError):
-            continue
-        identities[record.builder_hash] = dict(sidecar.builder_identity)
+        sidecar = RunFolder(run_dir).sidecar(record)
+        if sidecar is not None:
+            identities[record.builder_hash] = dict(sidecar.builder.identity)
     return identities
 
 
@@ -145,7 +134,7 @@ def compare_item(run_a: Path, a: ItemRecord, run_b: Path, b: ItemRecord) -> Item
         return verdict("different", note=f"unreadable output: {error}")
     if bytes_a == bytes_b:
         return verdict("identical")
-    kind = media.kind_of(a.outputs[0], a.made)  # a video with sound is compared on its frames and its samples
+    kind = media.kind_of(a.outputs[0], a.has_sound)  # a video with sound is compared on its frames and its samples
     streams_a, streams_b = media.decode_streams(kind, bytes_a), media.decode_streams(kind, bytes_b)
     for stream_a, stream_b in zip(streams_a, streams_b, strict=True):
         if stream_a.shape != stream_b.shape:
@@ -166,7 +155,7 @@ def score_deltas(run_a: Path, run_b: Path) -> list[ScoreDelta]:
 
 def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
     items_a, items_b = RunFolder(run_a).items(), RunFolder(run_b).items()
-    result = RunDiff(run_a, run_b, config=changes(read_config(run_a), read_config(run_b)),
+    result = RunDiff(run_a, run_b, config=changes(read_config_data(run_a), read_config_data(run_b)),
                      builders=builder_changes(builder_identities(run_a, list(items_a.values())),
                                               builder_identities(run_b, list(items_b.values()))))
     by_index = sorted(items_a.values(), key=lambda r: r.index)

@@ -14,10 +14,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
+from diffsweep.config.schema import normalise, validate_config
 from diffsweep.console import configure_logging, report_failure
 from diffsweep.errors import EXIT_OK, ConfigError, ConfigIssue, DiffsweepError, FailedItemsError, RunUnfinishedError
 from diffsweep.paths import conf_dir
-from diffsweep.validate import normalise, validate_config
 
 log = logging.getLogger("diffsweep")
 _GROUP_OF_KEY = {"builder": "provider", "generation": "provider", "sweep": "sweep", "optimization": "optimization",
@@ -89,7 +89,7 @@ def _run(cfg: DictConfig) -> None:
     doc, source_of = normalise(resolve(cfg)), source_finder(hydra_cfg)
     validate_config(doc, source_of)  # before torch is imported: bad configs fail in about a second
 
-    from diffsweep.runner import run_sweep
+    from diffsweep.run.local import run_sweep  # noqa: PLC0415 - start-up time: torch loads after validation
 
     result = run_sweep(doc, overrides=list(hydra_cfg.overrides.task), source_of=source_of,
                        preset=hydra_cfg.runtime.choices.get("provider"))

@@ -10,7 +10,6 @@ plan, provider rules, inputs, output root), so a sweep of sweeps fails fast or n
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -22,9 +21,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from diffsweep.cli.app import resolve, source_finder
+from diffsweep.config.model import TrackingSettings
+from diffsweep.config.schema import normalise
 from diffsweep.errors import ConfigError, ConfigIssue
-from diffsweep.tracking import ParentRun, end_parent, start_parent
-from diffsweep.validate import normalise
+from diffsweep.reports.tracking import ParentRun, end_parent, start_parent
 
 log = logging.getLogger("diffsweep")
 
@@ -33,7 +34,7 @@ BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
 
 class InvalidJobs(BaseException):
     """Some multirun jobs are invalid. A BaseException because Hydra turns an Exception raised in a
-    callback into a warning and carries on; `diffsweep.cli.report_failure` reports it (exit 2)."""
+    callback into a warning and carries on; `diffsweep.console.report_failure` reports it (exit 2)."""
 
     def __init__(self, error: ConfigError):
         super().__init__(str(error))
@@ -52,19 +53,16 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
 
 def check_job(job: DictConfig) -> None:
     """Everything `diffsweep` checks before it writes anything, for one composed job."""
-    from diffsweep.cli import resolve, source_finder
-    from diffsweep.runner import check_output_root, prepare
-    from diffsweep.validate import validate_config
+    # start-up time: the callback is made for every command; planning (and torch) load only for a multirun
+    from diffsweep.planning.prepare import check_output_root, prepare  # noqa: PLC0415
 
     HydraConfig.instance().set_config(job)  # as Hydra does for a job: ${hydra:...} resolves against it
     source_of = source_finder(job.hydra)
     task = job.copy()
     with open_dict(task):
         del task["hydra"]
-    doc = normalise(resolve(task))
-    validate_config(doc, source_of)
-    doc, _ = prepare(doc, source_of=source_of)
-    check_output_root(Path(doc["output"]["root"]), doc["sweep"]["name"], source_of)
+    plan = prepare(resolve(task), source_of=source_of)
+    check_output_root(plan.config, source_of)
 
 
 class ValidateJobs(Callback):
@@ -93,13 +91,12 @@ class TrackJobs(Callback):
         self.parent: ParentRun | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from diffsweep.cli import resolve
-
         if "tracking" not in config or config.tracking.get("backend") != "mlflow":
             return
         try:
             doc = normalise({key: resolve(config[key]) for key in ("tracking", "output", "sweep")})
-            self.parent = start_parent(doc, list(config.hydra.overrides.task))
+            self.parent = start_parent(TrackingSettings.model_validate(doc["tracking"]), doc["output"]["root"],
+                                       doc["sweep"]["name"], list(config.hydra.overrides.task))
         except Exception as error:  # noqa: BLE001 - tracking never stops a sweep
             log.warning("could not open an MLflow parent run for this multirun: %s: %s", type(error).__name__, error)
 

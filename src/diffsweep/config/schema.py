@@ -17,10 +17,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from diffsweep.errors import ConfigError, ConfigIssue
+from diffsweep.errors import ConfigError, ConfigIssue, SourceOf
 from diffsweep.paths import schemas_dir
-
-SourceOf = Callable[[str], "str | None"]
 
 
 @functools.cache

@@ -1,20 +1,19 @@
 """Job arrays through submitit: one array task per shard, on Slurm or as local processes.
 
-Needs submitit (`pip install 'diffsweep[slurm]'`). Each task runs `work_on_shard` and then tries
-to finish the run; submitit's own logs go to `<run>/shards/submitit/`.
+Needs submitit (`pip install 'diffsweep[slurm]'`). Each task runs the task function it is given (a worker at its
+shard, `diffsweep.run.distributed.run_shard_task`); submitit's own logs go to `<run>/shards/submitit/`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from diffsweep.distribute import finalize, work_on_shard
+from diffsweep.config.model import DistributeSettings
 from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
-from diffsweep.rundir import SHARDS, RunFolder
+from diffsweep.store.folder import SHARDS, RunFolder
 
 try:
     import submitit
@@ -24,24 +23,19 @@ except ImportError as missing:  # an optional extra
 log = logging.getLogger("diffsweep")
 
 
-def run_shard_task(run_dir: str, shard: int, kind: str) -> str:
-    """One array task: its shard, then the run's end if it is the last to finish."""
-    from diffsweep.cli import configure_logging
-
-    configure_logging(hydra_logs=False)
-    worker = work_on_shard(Path(run_dir), shard, kind=kind)
-    finalize(RunFolder(Path(run_dir)))
-    return worker.status
+ShardTask = Callable[[str, int, str], str]  # (run folder, shard, "run" | "resume") -> the worker's status
 
 
 class RequeuedShardTask(submitit.helpers.Checkpointable):
-    """The same task, put back in the queue by submitit when Slurm times it out or preempts it; the
-    requeued task keeps the shard's committed items and makes the rest."""
+    """A shard task that submitit puts back in the queue when Slurm times it out or preempts it; the requeued task
+    keeps the shard's committed items and makes the rest."""
+
+    def __init__(self, task: ShardTask) -> None:
+        self.task = task
+        self._requeued = False
 
     def __call__(self, run_dir: str, shard: int, kind: str) -> str:
-        return run_shard_task(run_dir, shard, "resume" if self._requeued else kind)
-
-    _requeued = False
+        return self.task(run_dir, shard, "resume" if self._requeued else kind)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         self._requeued = True
@@ -63,12 +57,14 @@ class SubmittedArray:
             job.wait()
 
 
-def submit_shards(run: RunFolder, settings: Mapping[str, Any], shards: list[int], kind: str = "run") -> SubmittedArray:
-    """Submit one task per shard in `shards` (all of them, or those a resume must finish)."""
+def submit_shards(run: RunFolder, settings: DistributeSettings, shards: list[int], task: ShardTask,
+                  kind: str = "run") -> SubmittedArray:
+    """Submit one `task` per shard in `shards` (all of them, or those a resume must finish)."""
     folder = run.path / SHARDS / "submitit" / "%j"
-    task = RequeuedShardTask() if settings.get("requeue_on_timeout") else run_shard_task
-    timeout_min, gpus_per_task = int(settings.get("time_min", 240)), int(settings.get("gpus_per_task", 0))
-    if settings["backend"] == "local":
+    if settings.requeue_on_timeout:
+        task = RequeuedShardTask(task)
+    timeout_min, gpus_per_task = settings.time_min or 240, settings.gpus_per_task
+    if settings.backend == "local":
         # one submission per task, each seeing its own GPUs: submitit would show every local task the same first ones
         gpus = local_gpus(shards, gpus_per_task, cuda_gpus())
         local = submitit.LocalExecutor(folder=folder)
@@ -81,17 +77,17 @@ def submit_shards(run: RunFolder, settings: Mapping[str, Any], shards: list[int]
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     executor.update_parameters(
         name=f"diffsweep-{run.path.parent.name}-{run.path.name}", timeout_min=timeout_min,
-        tasks_per_node=1, nodes=1, gpus_per_node=gpus_per_task, cpus_per_task=int(settings.get("cpus_per_task", 1)),
-        slurm_partition=settings.get("partition"), slurm_mem=f"{settings['mem_gb']}G" if settings.get("mem_gb") else None,
-        slurm_array_parallelism=int(settings.get("array_parallelism", 256)),
-        slurm_setup=list(settings.get("setup") or []), slurm_additional_parameters=dict(settings.get("slurm") or {}))
+        tasks_per_node=1, nodes=1, gpus_per_node=gpus_per_task, cpus_per_task=settings.cpus_per_task or 1,
+        slurm_partition=settings.partition, slurm_mem=f"{settings.mem_gb}G" if settings.mem_gb else None,
+        slurm_array_parallelism=settings.array_parallelism or 256, slurm_setup=list(settings.setup),
+        slurm_additional_parameters=dict(settings.slurm))
     with executor.batch():
         jobs = [executor.submit(task, str(run.path), shard, kind) for shard in shards]
     return SubmittedArray(jobs)
 
 
 def cuda_gpus() -> int:
-    import torch
+    import torch  # noqa: PLC0415 - start-up time: torch only when local tasks are given GPUs
 
     return torch.cuda.device_count()
 

@@ -13,24 +13,22 @@ import itertools
 import json
 import math
 import operator
-import secrets
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diffsweep import hashing, lora, providers, schedulers
+from diffsweep.config.model import RunConfig
+from diffsweep.config.schema import did_you_mean, load_schema, range_checked_by_ends, subschema_checker
 from diffsweep.devices import resolve_dtype
-from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
-from diffsweep.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
-from diffsweep.inputs import FILE_PARAMS, identity_params, map_paths
-from diffsweep.labels import BuilderLabel, builder_labels
+from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError, SourceOf
+from diffsweep.inputs import identity_params
+from diffsweep.labels import BUILDER_AXIS, BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
+from diffsweep.planning.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
-from diffsweep.validate import did_you_mean, load_schema, range_checked_by_ends, subschema_checker
 
-SourceOf = Callable[[str], "str | None"]
-BUILDER_AXIS = "builder."
 DEFAULT_SEED = 0
 # Builder keys that define what is loaded; everything else in a builder is lossless.
 IDENTITY_KEYS = ("provider", "pipeline", "model", "revision", "variant", "dtype", "scheduler", "components",
@@ -106,36 +104,6 @@ def _number_kinds() -> dict[str, str]:
     return kinds
 
 
-def draw_random_seeds(doc: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `doc` where every `seed: random` is replaced by a drawn integer (recorded in config.yaml)."""
-    doc = copy.deepcopy(doc)
-    for params in (doc["generation"], doc["sweep"]["params"]):
-        if params.get("seed") == "random":
-            params["seed"] = secrets.randbelow(2**32)
-    seeds = doc["sweep"]["grid"].get("seed")
-    if isinstance(seeds, list):
-        doc["sweep"]["grid"]["seed"] = [secrets.randbelow(2**32) if s == "random" else s for s in seeds]
-    return doc
-
-
-def absolutise_inputs(doc: dict[str, Any], base_dirs: list[Path]) -> dict[str, Any]:
-    """A copy of `doc` whose input-file parameters are absolute paths, so config.yaml reruns anywhere."""
-    doc = copy.deepcopy(doc)
-
-    def absolute(path: str) -> str:
-        return str(find_file(path, base_dirs).absolute())
-
-    for params in (doc["generation"], doc["sweep"]["params"]):
-        for key in FILE_PARAMS:
-            if key in params:
-                params[key] = map_paths(params[key], absolute)
-    for key in FILE_PARAMS:
-        values = doc["sweep"]["grid"].get(key)
-        if isinstance(values, list):  # each grid value is a path, or a list of paths
-            doc["sweep"]["grid"][key] = [map_paths(value, absolute) for value in values]
-    return doc
-
-
 def _axis_schema(name: str, source_of: SourceOf) -> dict[str, Any]:
     config_schema = load_schema("config")
     params = config_schema["$defs"]["params"]
@@ -155,19 +123,14 @@ def _axis_schema(name: str, source_of: SourceOf) -> dict[str, Any]:
     return params["properties"][name]
 
 
-def max_items(doc: Mapping[str, Any]) -> int:
-    """The largest grid diffsweep plans (configs saved before the key existed get the default)."""
-    return doc.get("max_items", load_schema("config")["properties"]["max_items"]["default"])
-
-
-def load_grid(doc: Mapping[str, Any], base_dirs: list[Path], source_of: SourceOf) -> Grid:
+def load_grid(config: RunConfig, base_dirs: list[Path], source_of: SourceOf) -> Grid:
     """Expand and type-check every grid axis; all element errors are reported together. A grid
     larger than `max_items` is refused before its values are made (a range typed with three
     extra zeros must fail as a config error, not as a MemoryError)."""
     axes: list[Axis] = []
     issues: list[ConfigIssue] = []
-    limit = max_items(doc)
-    for name, spec in doc["sweep"]["grid"].items():
+    limit = config.max_items
+    for name, spec in config.sweep.grid.items():
         where = f"sweep.grid.{name}"
         if isinstance(spec, Mapping) and "start" in spec and range_length(spec) > limit:
             raise ConfigError(ConfigIssue(where, f"range of {range_length(spec):,} values is more than max_items "
@@ -186,12 +149,12 @@ def load_grid(doc: Mapping[str, Any], base_dirs: list[Path], source_of: SourceOf
                 issues.append(ConfigIssue(f"{where}[{position}]", "null is not a grid value", source_of(where)))
             else:
                 issues += check(value, f"{where}[{position}]")
-        if doc["sweep"]["mode"] == "product":
+        if config.sweep.mode == "product":
             issues += _repeated_value_issues(axis, spec, base_dirs, where, source_of(where))
         axes.append(axis)
     if issues:
         raise ConfigError(issues)
-    grid = Grid(axes, doc["sweep"]["mode"])
+    grid = Grid(axes, config.sweep.mode)
     if len(grid) > limit:
         sizes = " × ".join(f"{a.name} {len(a.values):,}" for a in grid.axes)
         raise ConfigError(ConfigIssue("sweep.grid", f"{len(grid):,} items ({sizes}) is more than max_items = "
@@ -249,17 +212,17 @@ def builder_identity(config: Mapping[str, Any], dtype: str,
     return identity
 
 
-def param_layers(spec: PipelineSpec, doc: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+def param_layers(spec: PipelineSpec, config: RunConfig) -> list[tuple[str, Mapping[str, Any]]]:
     """Where an item's parameters come from, later layers winning (a grid axis wins over all of them);
     a null value in a layer leaves the one below in force."""
-    return [("provider", spec.defaults), ("preset", doc["generation"]), ("sweep.params", doc["sweep"]["params"])]
+    return [("provider", spec.defaults), ("preset", config.generation), ("sweep.params", config.sweep.params)]
 
 
 class Plan:
     """Builders, items and batches of one sweep; items are produced lazily."""
 
-    def __init__(self, doc: Mapping[str, Any], grid: Grid, device: Any, source_of: SourceOf):
-        self.doc = doc
+    def __init__(self, config: RunConfig, grid: Grid, device: Any, source_of: SourceOf):
+        self.config = config
         self.grid = grid
         self.device = device
         self._source_of = source_of
@@ -285,7 +248,7 @@ class Plan:
     def _plan_builders(self) -> None:
         issues = []
         for point in self._builder_points():
-            config = copy.deepcopy(dict(self.doc["builder"]))
+            config = copy.deepcopy(dict(self.config.builder))
             for name, value in point.items():
                 config[name.removeprefix(BUILDER_AXIS)] = value
             try:
@@ -319,7 +282,7 @@ class Plan:
             issues += schedulers.problems(spec.load_class(), config["scheduler"])
         if issues:
             raise ConfigError([ConfigIssue(k, m, self._source_of(k)) for k, m in issues])
-        optimization = self.doc["optimization"]
+        optimization = self.config.optimization
         identity = builder_identity(config, resolve_dtype(config.get("dtype", "auto"), self.device), optimization)
         weights = {k: v for k, v in identity.items() if k != "scheduler"}
         cache_key = hashing.digest("pipeline", {"weights": weights, "optimization": dict(optimization)})
@@ -330,7 +293,7 @@ class Plan:
         if "." not in pipeline:
             return
         module = pipeline.rsplit(".", 1)[0]
-        allowed = self.doc["allowed_modules"]
+        allowed = self.config.allowed_modules
         if not any(module == prefix or module.startswith(prefix + ".") for prefix in allowed):
             raise ConfigError(ConfigIssue(where, f"module '{module}' is not in allowed_modules ({', '.join(allowed)}); "
                                                  f"add its prefix there to trust it", self._source_of(where)))
@@ -343,7 +306,7 @@ class Plan:
 
     def _params(self, builder: BuilderPlan, point: Mapping[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {"seed": DEFAULT_SEED, **lora.default_scales(builder.loras)}
-        layers = [layer for _, layer in param_layers(builder.spec, self.doc)]
+        layers = [layer for _, layer in param_layers(builder.spec, self.config)]
         for layer in (*layers, {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
             params.update({k: v for k, v in layer.items() if v is not None})
         return {k: hashing.normalise_number(v, self._kinds.get(k, "number" if k.startswith("lora.") else "other"))
@@ -424,9 +387,9 @@ class Plan:
         """The config key path of a parameter problem's key (`image[1]`: the second file of a list of images; on a
         grid axis, the axis, whose value in question the message names)."""
         root = key.split("[", 1)[0]
-        if root in self.doc["sweep"]["grid"]:
+        if root in self.config.sweep.grid:
             return f"sweep.grid.{root}"
-        if root in self.doc["sweep"]["params"]:
+        if root in self.config.sweep.params:
             return f"sweep.params.{key}"
         return f"generation.{key}"
 
@@ -513,7 +476,7 @@ class Plan:
     def batch_size(self, builder: BuilderPlan) -> int:
         """`auto` is the provider's cap for the pipeline; an explicit size is honoured except where
         the pipeline cannot take several items in one call."""
-        setting = self.doc["sweep"]["batch_size"]
+        setting = self.config.sweep.batch_size
         if setting == "auto":
             return builder.provider.batch_limit(builder.spec)
         return int(setting) if builder.spec.batchable else 1

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep import __version__, hashing, media
-from diffsweep.plan import BuilderPlan, Item
-from diffsweep.providers.base import Generated
-from diffsweep.records import ItemRecord, Sidecar, now
-from diffsweep.rundir import RunFolder, write_atomic, write_json
+from diffsweep.media import Generated
+from diffsweep.planning.plan import BuilderPlan, Item
+from diffsweep.store.atomic import write_atomic, write_json
+from diffsweep.store.folder import RunFolder
+from diffsweep.store.records import ItemRecord, Made, Sidecar, Truncation, now
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,12 @@ def item_stem(item: Item, width: int) -> str:
 
 def item_record(item: Item, status: str, outputs: list[str], seconds: float, error: str | None = None,
                 made: Mapping[str, int | float] | None = None, prompt_truncated: Mapping[str, Any] | None = None) -> ItemRecord:
-    return ItemRecord(index=item.index, item_id=item.item_id, builder_hash=item.builder_hash, status=status,
-                      params=item.params, seed=item.seed, outputs=tuple(outputs), seconds=seconds, error=error,
-                      made=made, prompt_truncated=prompt_truncated or None)
+    return ItemRecord.model_validate({
+        "index": item.index, "item_id": item.item_id, "builder_hash": item.builder_hash, "status": status,
+        "params": item.params, "seed": item.seed, "outputs": outputs, "seconds": seconds, "error": error,
+        "made": Made.model_validate(made) if made is not None else None,
+        "prompt_truncated": {key: {slot: Truncation.model_validate(cut) for slot, cut in by_slot.items()}
+                             for key, by_slot in prompt_truncated.items()} if prompt_truncated else None})
 
 
 def measured(generated: Generated) -> dict[str, int | float]:
@@ -75,7 +79,7 @@ def _sound(samples: Any, sample_rate: int | None) -> dict[str, int | float]:
 def sidecar_record(record: ItemRecord, builder: BuilderPlan, run_ref: Mapping[str, Any],
                    scheduler: str | None = None) -> dict[str, Any]:
     """The item record plus everything needed to rebuild it: builder identity, scheduler and generator."""
-    return Sidecar(record, builder.identity, builder.config, scheduler, run_ref, now()).to_json()
+    return Sidecar.of(record, builder.identity, builder.config, scheduler, dict(run_ref), now()).to_json()
 
 
 def reproducible(sidecar: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,7 +88,9 @@ def reproducible(sidecar: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class WriteJob:
+class PendingItem:
+    """An item the execution core hands to the writer: its output (None when it failed) and what to record."""
+
     item: Item
     builder: BuilderPlan
     generated: Generated | None
@@ -104,41 +110,42 @@ class ItemWriter:
         self.index_width = index_width
         self.run_ref = dict(run_ref)
         self.on_done = on_done
-        self.queue: queue.Queue[WriteJob | None] = queue.Queue(maxsize=depth)
+        self.queue: queue.Queue[PendingItem | None] = queue.Queue(maxsize=depth)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._work, name="diffsweep-writer", daemon=True)
         self.thread.start()
 
-    def submit(self, job: WriteJob) -> None:
+    def submit(self, pending: PendingItem) -> None:
         if self.failure is not None:
             raise RuntimeError("the item writer stopped") from self.failure
-        self.queue.put(job)
+        self.queue.put(pending)
 
-    def close(self) -> None:
-        """Wait until every submitted item is committed."""
+    def close(self, quiet: bool = False) -> None:
+        """Wait until every submitted item is committed; a writer that failed raises, unless `quiet` (the attempt
+        is ending on another failure, which is the one to report)."""
         self.queue.put(None)
         self.thread.join()
-        if self.failure is not None:
+        if self.failure is not None and not quiet:
             raise RuntimeError(f"the item writer failed: {self.failure}") from self.failure
 
     def _work(self) -> None:
-        while (job := self.queue.get()) is not None:
+        while (pending := self.queue.get()) is not None:
             try:
-                self.on_done(self.commit(job))
+                self.on_done(self.commit(pending))
             except BaseException as error:  # noqa: BLE001 - surfaced by close()/submit()
-                log.error("writing item %d failed: %s", job.item.index, traceback.format_exc())
+                log.error("writing item %d failed: %s", pending.item.index, traceback.format_exc())
                 self.failure = error
                 return
 
-    def commit(self, job: WriteJob) -> ItemRecord:
-        item, stem = job.item, item_stem(job.item, self.index_width)
-        outputs = [] if job.generated is None else [f"items/{stem}{media.EXTENSIONS[job.generated.kind]}"]
-        made = None if job.generated is None else measured(job.generated)
-        record = item_record(item, "failed" if job.generated is None else "ok", outputs, job.seconds, job.error, made,
-                             job.prompt_truncated)
-        sidecar = sidecar_record(record, job.builder, self.run_ref, job.scheduler)
-        if job.generated is not None:
-            write_atomic(self.run.path / outputs[0], encode(job.generated, item, job.builder, sidecar))
+    def commit(self, pending: PendingItem) -> ItemRecord:
+        item, stem = pending.item, item_stem(pending.item, self.index_width)
+        outputs = [] if pending.generated is None else [f"items/{stem}{media.EXTENSIONS[pending.generated.kind]}"]
+        made = None if pending.generated is None else measured(pending.generated)
+        record = item_record(item, "failed" if pending.generated is None else "ok", outputs, pending.seconds, pending.error, made,
+                             pending.prompt_truncated)
+        sidecar = sidecar_record(record, pending.builder, self.run_ref, pending.scheduler)
+        if pending.generated is not None:
+            write_atomic(self.run.path / outputs[0], encode(pending.generated, item, pending.builder, sidecar))
         write_json(self.run.path / f"items/{stem}.json", sidecar)
         self.run.append_item(record, self.manifest)  # last: the line is the commit
         return record

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
 from diffsweep import lora, providers
+from diffsweep.config.model import RunConfig
+from diffsweep.config.schema import load_schema
 from diffsweep.media import EXTENSIONS
-from diffsweep.plan import BUILDER_AXIS, DEFAULT_SEED, param_layers
+from diffsweep.planning.plan import BUILDER_AXIS, DEFAULT_SEED, param_layers
 from diffsweep.providers.base import PER_ITEM_PARAMS, PipelineSpec, Provider
-from diffsweep.validate import load_schema
 
 ALWAYS = ("prompt", "seed")  # every pipeline takes these, whatever its spec lists
 LISTED_PIPELINES = 40  # a provider with more pipeline classes than this (custom: all of diffusers) gives a count
@@ -85,16 +86,16 @@ def _range(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]
             if key in schema}
 
 
-def describe(doc: Mapping[str, Any], preset: str | None = None) -> Description:
-    """The composed builder as its provider states it (doc: a normalised, validated config)."""
-    builder = doc["builder"]
+def describe(config: RunConfig, preset: str | None = None) -> Description:
+    """The composed builder as its provider states it."""
+    builder = config.builder
     provider: Provider = providers.get(builder["provider"])
     spec: PipelineSpec = provider.spec(builder["pipeline"])
     schema = load_schema("config")
     defs = schema["$defs"]
     known = defs["params"]["properties"]
     lora_schema = next(iter(defs["params"]["patternProperties"].values()))
-    layers = param_layers(spec, doc)
+    layers = param_layers(spec, config)
     rules = provider.param_rules(spec)
     names = [*ALWAYS, *sorted(spec.params - set(ALWAYS))]
     adapters = list(builder.get("loras") or []) if spec.lora else []
@@ -114,7 +115,7 @@ def describe(doc: Mapping[str, Any], preset: str | None = None) -> Description:
                 value, set_by = layer[name], layer_name
         parameters.append(Parameter(
             name=name, type=_schema_type(param_schema, defs), provider_default=spec.defaults.get(name),
-            preset=doc["generation"].get(name), value=value, set_by=set_by, range=_range(param_schema, defs),
+            preset=config.generation.get(name), value=value, set_by=set_by, range=_range(param_schema, defs),
             rules=list(rules.get(name, [])), grid_axis=name in known or name.startswith("lora."),
             per_item=name in PER_ITEM_PARAMS))
     listed = isinstance(provider.pipelines, dict) and len(provider.pipelines) <= LISTED_PIPELINES

@@ -1,0 +1,111 @@
+"""The config after validation: typed, read by attribute by the plan, the execution core and the reports.
+
+schemas/config.schema.json stays the contract of what a key may hold (it is what validation reports against, key
+path and did-you-mean included); these models are the same keys as Python types, built from a config that has
+passed it. A test keeps the two in step: every key of the schema is a field here and every field a key there.
+`RunConfig.to_doc()` gives back the plain mapping that config.yaml records, so whatever builds a run can write the
+config that rebuilds it.
+
+The builder, the generation parameters, the grid and the optimization options stay mappings: their keys are the
+providers' vocabulary (a builder is passed to its provider, parameters to its pipeline), not diffsweep's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from diffsweep.metrics import DEFAULT_CLIP, ScoreSettings
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OutputSettings(Section):
+    root: str
+
+
+class SweepSettings(Section):
+    name: str
+    mode: Literal["product", "zip"] = "product"
+    grid: dict[str, Any]
+    params: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int | Literal["auto"] = "auto"
+
+
+class PreviewSettings(Section):
+    every: int = 0
+
+
+class ClipSettings(Section):
+    model: str = DEFAULT_CLIP
+    revision: str | None = None
+
+
+class ScoreConfig(Section):
+    metrics: tuple[str, ...] = ()
+    clip: ClipSettings = Field(default_factory=ClipSettings)
+    batch_size: int = 64
+    video_frames: int = 4
+
+
+class DistributeSettings(Section):
+    backend: Literal["none", "local", "slurm"] = "none"
+    tasks: int = 1
+    wait: bool = True
+    partition: str | None = None
+    gpus_per_task: int = 0
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    time_min: int | None = None
+    array_parallelism: int | None = None
+    requeue_on_timeout: bool = False
+    setup: tuple[str, ...] = ()
+    slurm: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrackingSettings(Section):
+    backend: Literal["none", "mlflow", "tensorboard"] = "none"
+    uri: str | None = None
+    experiment: str | None = None
+    log_items: bool = False
+
+
+class RunConfig(Section):
+    """A validated config (schemas/config.schema.json) as typed sections."""
+
+    device: str = "auto"
+    dry_run: bool = False
+    describe: bool | Literal["json"] = False
+    max_items: int = 1_000_000_000
+    output: OutputSettings
+    builder: dict[str, Any]
+    generation: dict[str, Any]
+    sweep: SweepSettings
+    optimization: dict[str, Any]
+    allowed_modules: tuple[str, ...] = ("diffusers", "diffsweep")
+    previews: PreviewSettings = Field(default_factory=PreviewSettings)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    distribute: DistributeSettings = Field(default_factory=DistributeSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> RunConfig:
+        """From a resolved config that passed validation (`diffsweep.config.schema.validate_config`)."""
+        return cls.model_validate(dict(doc))
+
+    def to_doc(self) -> dict[str, Any]:
+        """The plain mapping config.yaml records (and validation takes): the keys it was built from, as given."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def replace(self, **sections: Any) -> RunConfig:
+        """A copy with some top-level keys replaced."""
+        return self.model_copy(update=sections)
+
+    def score_settings(self) -> ScoreSettings:
+        return ScoreSettings(metrics=tuple(self.score.metrics), clip_model=self.score.clip.model,
+                             clip_revision=self.score.clip.revision, batch_size=self.score.batch_size,
+                             video_frames=self.score.video_frames, allowed_modules=tuple(self.allowed_modules))

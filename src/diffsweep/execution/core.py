@@ -1,0 +1,253 @@
+"""The execution core: one attempt at running a set of batches into a run folder.
+
+It is the one attempt loop. A single process, a rank of a torchrun / accelerate launch and a task of a job array
+are its three callers: each chooses its batches (the whole plan, or a shard) and the record it fills in (an
+`Attempt` of run.json, or a shard's `Worker`), and each finishes its own records afterwards. Here, and only here:
+SIGTERM turned into an orderly interrupt, the progress bar, the out-of-memory policy, the pipeline cache and
+scheduler swapping (through `diffsweep.execution.pipelines`), the writer thread that commits items, and the
+attempt record's counts, loads, timings and peak memory.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm import tqdm
+
+from diffsweep import devices
+from diffsweep.errors import ModelUnavailableError
+from diffsweep.execution.cache import PipelineCache
+from diffsweep.execution.pipelines import generate, offload_model, pipeline_for
+from diffsweep.optimize import is_oom
+from diffsweep.planning.plan import Batch, Plan
+from diffsweep.store.atomic import write_atomic
+from diffsweep.store.folder import RunFolder
+from diffsweep.store.records import AppliedOption, Attempt, BuilderRecord, CacheStats, ItemRecord, OomEvent
+from diffsweep.store.writer import ItemWriter, PendingItem, item_stem
+from diffsweep.truncation import prompt_truncation
+
+log = logging.getLogger("diffsweep")
+
+
+@dataclass
+class Execution:
+    """One attempt in progress: where it commits, the records it fills in, what it loads with.
+
+    `lock` is held while the records change, so a caller's heartbeat thread can write them at any time."""
+
+    run: RunFolder
+    plan: Plan
+    attempt: Attempt  # a Worker when the attempt is a shard's
+    builders: dict[str, BuilderRecord]  # by hash: filled in when each is first used in this run
+    cache: PipelineCache
+    manifest: Path | None = None  # a shard's own manifest; None: the run's
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    offloaded: set[str] = field(default_factory=set)  # cache keys switched to model offload by an OOM
+    # per item index: the prompts its pipeline's text encoders cut (measured once, before its first call)
+    truncated: dict[int, dict[str, Any]] = field(default_factory=dict)
+    writer: ItemWriter | None = None
+
+
+@dataclass
+class Outcome:
+    """How an attempt ended: `interrupted` by Ctrl-C, SIGTERM or a failure that stopped it (`error`)."""
+
+    interrupted: bool = False
+    error: BaseException | None = None
+
+    def reraise(self) -> None:
+        """Once the caller has recorded the attempt: the interrupt or failure goes on up."""
+        if self.error is not None:
+            raise self.error
+        if self.interrupted:
+            raise KeyboardInterrupt
+
+
+def execute(job: Execution, batches: Iterable[Batch], *, todo: int, label: str) -> Outcome:
+    """Run `batches`, committing every item through the writer, and record the attempt (counts as items commit;
+    loads, hits and peak memory at the end). Never raises for an interrupt: the caller records how the attempt
+    ended, then calls `Outcome.reraise`."""
+    progress = tqdm(total=todo, unit="item", desc=label, file=sys.stderr, dynamic_ncols=True, disable=None)
+
+    def committed(record: ItemRecord) -> None:
+        with job.lock:
+            job.attempt.counts.count(record)
+        progress.update(1)
+
+    job.writer = ItemWriter(job.run, job.plan.index_width, {"name": job.plan.config.sweep.name,
+                                                            "version": job.run.path.name},
+                            on_done=committed, manifest=job.manifest)
+    stats = job.cache.stats
+    loads_before, hits_before = stats.loads, stats.hits
+    devices.reset_peak_memory(job.plan.device)
+    outcome = Outcome()
+    previous_sigterm = _sigterm_as_interrupt()
+    try:
+        for batch in batches:
+            run_batch(batch, job)
+            with job.lock:
+                job.attempt.cache = CacheStats(loads=stats.loads - loads_before, hits=stats.hits - hits_before)
+        job.writer.close()
+    except BaseException as error:  # noqa: BLE001 - recorded by the caller, then re-raised through the outcome
+        outcome.interrupted = True
+        outcome.error = None if isinstance(error, KeyboardInterrupt) else error
+        job.writer.close(quiet=True)  # what was generated is still committed
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+        progress.close()
+        with job.lock:
+            job.attempt.cache = CacheStats(loads=stats.loads - loads_before, hits=stats.hits - hits_before)
+            job.attempt.timings.peak_memory_bytes = devices.peak_memory_bytes(job.plan.device)
+    return outcome
+
+
+def run_batch(batch: Batch, job: Execution) -> None:
+    """One batch: its builder's pipeline (loaded once), then its call."""
+    started = time.perf_counter()
+    try:
+        loaded = pipeline_for(batch.builder, job.cache, job.plan.device, job.plan.config.optimization)
+    except ModelUnavailableError as error:
+        _fail(batch, job, str(error), time.perf_counter() - started)
+        return
+    with job.lock:
+        if loaded.fresh:
+            job.attempt.timings.load_seconds += loaded.entry.load_seconds
+        record = job.builders.get(batch.builder.hash)
+        if record is not None and not record.loaded:  # first use in this run (earlier attempts' stay)
+            record.model_path = batch.builder.provider.model_path(batch.builder.config)
+            record.load_seconds = round(loaded.entry.load_seconds, 4) if loaded.fresh else 0.0
+            record.reused_from_cache = not loaded.fresh
+            record.optimization = [AppliedOption.model_validate(vars(a)) for a in loaded.entry.applied]
+    try:
+        _call(loaded.pipeline, batch, job)
+    finally:
+        if batch.builder.cache_key in job.offloaded:
+            # the offload was for these items only: the cached pipeline is dropped, so later batches (and later
+            # runs in this process) load it again as configured and recorded
+            job.offloaded.discard(batch.builder.cache_key)
+            job.cache.evict(batch.builder.cache_key, job.plan.device)
+
+
+def _call(pipe: Any, batch: Batch, job: Execution) -> None:
+    """Generate a batch and hand its outputs to the writer. Out of memory, it retries in halves down to one item,
+    then once with model offload; any other failure fails just these items."""
+    device = job.plan.device
+    every = job.plan.config.previews.every
+    _measure_prompts(pipe, batch, job)
+    started = time.perf_counter()
+    try:
+        generated = generate(pipe, batch, every, _preview_writer(job, batch) if every else None)
+    except Exception as error:  # noqa: BLE001 - one failed batch must not stop the sweep
+        devices.empty_cache(device)
+        if job.plan.config.optimization.get("oom_fallback") and is_oom(error):
+            indices = [item.index for item in batch.items]
+            if len(batch.items) > 1:
+                half = len(batch.items) // 2
+                _record_oom(job, indices, "split", f"retrying as {half} + {len(batch.items) - half}")
+                for part in (batch.items[:half], batch.items[half:]):
+                    _call(pipe, Batch(batch.builder, part, batch.keep), job)
+                return
+            if devices.can_offload(device) and batch.builder.cache_key not in job.offloaded:
+                _record_oom(job, indices, "offload", "retrying with model CPU offload")
+                job.offloaded.add(batch.builder.cache_key)
+                offload_model(pipe, device)
+                _call(pipe, batch, job)
+                return
+            _record_oom(job, indices, "failed", "out of memory even for one item")
+        log.error("batch of %d item(s) failed: %s\n%s", len(batch.items), error, traceback.format_exc())
+        _fail(batch, job, f"{type(error).__name__}: {error}", time.perf_counter() - started)
+        return
+    seconds = time.perf_counter() - started
+    with job.lock:
+        record = job.builders.get(batch.builder.hash)
+        if batch.builder.cache_key in job.offloaded and record is not None:
+            # run.json says which items this builder made with model offload on (the rest ran as configured)
+            record.oom_offload_items = [*(record.oom_offload_items or []), *(item.index for item in batch.items)]
+        timings = job.attempt.timings
+        if not timings.made_calls:
+            log.info("first call (%d item(s)) took %.2fs", len(batch.items), seconds)
+        timings.call(seconds, len(batch.items))
+    scheduler = type(pipe.scheduler).__name__ if hasattr(pipe, "scheduler") else None
+    assert job.writer is not None
+    for item, output in zip(batch.items, generated, strict=True):
+        if batch.commits(item):
+            job.writer.submit(PendingItem(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler,
+                                     prompt_truncated=job.truncated.pop(item.index, None)))
+
+
+def _measure_prompts(pipe: Any, batch: Batch, job: Execution) -> None:
+    """Say (run log) and keep (item record) what the text encoders will cut from each item's prompts."""
+    for item in batch.items:
+        if item.index in job.truncated or not batch.commits(item):
+            continue  # measured before an out-of-memory retry, or only sharing the call
+        cut = job.truncated[item.index] = prompt_truncation(pipe, item.params)
+        for key, by_tokenizer in cut.items():
+            for slot, what in by_tokenizer.items():
+                log.warning("item %d: %s is %d tokens, %s takes %d; dropped: %r", item.index, key, what["tokens"],
+                            slot, what["used_tokens"], what["dropped_text"])
+
+
+def _record_oom(job: Execution, indices: list[int], action: str, detail: str) -> None:
+    log.warning("out of memory on item(s) %s: %s", indices, detail)
+    with job.lock:
+        job.attempt.oom_events.append(OomEvent.model_validate({"items": indices, "action": action, "detail": detail}))
+
+
+def _fail(batch: Batch, job: Execution, message: str, seconds: float) -> None:
+    assert job.writer is not None
+    for item in batch.items:
+        if batch.commits(item):
+            job.writer.submit(PendingItem(item, batch.builder, None, seconds / len(batch.items), message,
+                                     prompt_truncated=job.truncated.pop(item.index, None)))
+
+
+def _preview_writer(job: Execution, batch: Batch) -> Callable[[int, list[Any]], None]:
+    """Write each item's preview under items/<stem>.previews/ as the steps go by."""
+    def write(step: int, images: list[Any]) -> None:
+        for item, image in zip(batch.items, images, strict=True):
+            folder = job.run.path / "items" / f"{item_stem(item, job.plan.index_width)}.previews"
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="PNG")
+            write_atomic(folder / f"step_{step:04d}.png", buffer.getvalue())
+        log.info("preview at step %d for item(s) %s", step, ", ".join(str(i.index) for i in batch.items))
+
+    return write
+
+
+def _sigterm_as_interrupt() -> Any:
+    """Let SIGTERM (Slurm preemption, `kill`) end an attempt like Ctrl-C: items so far stay committed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+@contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """Everything diffsweep logs while the block runs also goes to `path` (run.log, a shard's worker.log)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("diffsweep").setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()

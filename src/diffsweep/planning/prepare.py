@@ -1,0 +1,151 @@
+"""From a composed config to a plan, before anything is written: validate, type, settle the values a rerun must
+repeat (random seeds drawn, input paths made absolute, prompt files inlined), plan, and check what can be checked
+before a run folder exists (the output root, models that are offline, the extras a setting needs).
+
+Everything here raises ConfigError (exit 2) or ModelUnavailableError before the first file is written; a dry run
+is this layer's report of the plan.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from diffsweep import devices, hashing, lora
+from diffsweep.config.extras import check_extras
+from diffsweep.config.model import RunConfig
+from diffsweep.config.schema import normalise, validate_config
+from diffsweep.errors import ConfigError, ConfigIssue, ModelUnavailableError, SourceOf, no_source
+from diffsweep.inputs import FILE_PARAMS, map_paths
+from diffsweep.metrics import check_metrics
+from diffsweep.paths import conf_dir
+from diffsweep.planning.grid import find_file
+from diffsweep.planning.plan import Plan, load_grid
+from diffsweep.providers.base import hub_offline, is_single_file
+
+DRY_RUN_ITEMS = 10  # items a dry run lists; the counts cover all of them
+
+
+def validated(doc: Mapping[str, Any], source_of: SourceOf = no_source) -> RunConfig:
+    """A resolved config, normalised, checked against the schema and typed."""
+    doc = normalise(doc)
+    validate_config(doc, source_of)
+    return RunConfig.from_doc(doc)
+
+
+def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = no_source, base_dir: Path | None = None) -> Plan:
+    """Validate and plan a resolved config; raises ConfigError before anything is written. The plan's config is
+    what config.yaml records: seeds drawn, inputs absolute, file axes inlined, the output root absolute."""
+    config = validated(doc, source_of)
+    check_metrics(config.score_settings().metrics, config.allowed_modules)
+    check_extras(config, source_of)
+    base_dirs = [base_dir or Path.cwd(), conf_dir()]
+    doc = absolutise_inputs(draw_random_seeds(config.to_doc()), base_dirs)
+    doc["builder"]["loras"] = lora.absolutise(doc["builder"].get("loras") or [], base_dirs)
+    doc["output"]["root"] = str(Path(doc["output"]["root"]).expanduser().absolute())
+    config = RunConfig.from_doc(doc)
+    grid = load_grid(config, base_dirs, source_of)
+    inlined = {axis.name: list(axis.values) for axis in grid.axes  # so config.yaml reruns without the file
+               if isinstance(config.sweep.grid[axis.name], Mapping) and "file" in config.sweep.grid[axis.name]}
+    if inlined:
+        config = config.replace(sweep=config.sweep.model_copy(update={"grid": {**config.sweep.grid, **inlined}}))
+    return Plan(config, grid, devices.resolve_device(config.device), source_of)
+
+
+def draw_random_seeds(doc: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `doc` where every `seed: random` is replaced by a drawn integer (recorded in config.yaml)."""
+    doc = copy.deepcopy(doc)
+    for params in (doc["generation"], doc["sweep"].setdefault("params", {})):
+        if params.get("seed") == "random":
+            params["seed"] = secrets.randbelow(2**32)
+    seeds = doc["sweep"]["grid"].get("seed")
+    if isinstance(seeds, list):
+        doc["sweep"]["grid"]["seed"] = [secrets.randbelow(2**32) if s == "random" else s for s in seeds]
+    return doc
+
+
+def absolutise_inputs(doc: dict[str, Any], base_dirs: list[Path]) -> dict[str, Any]:
+    """A copy of `doc` whose input-file parameters are absolute paths, so config.yaml reruns anywhere."""
+    doc = copy.deepcopy(doc)
+
+    def absolute(path: str) -> str:
+        return str(find_file(path, base_dirs).absolute())
+
+    for params in (doc["generation"], doc["sweep"].setdefault("params", {})):
+        for key in FILE_PARAMS:
+            if key in params:
+                params[key] = map_paths(params[key], absolute)
+    for key in FILE_PARAMS:
+        values = doc["sweep"]["grid"].get(key)
+        if isinstance(values, list):  # each grid value is a path, or a list of paths
+            doc["sweep"]["grid"][key] = [map_paths(value, absolute) for value in values]
+    return doc
+
+
+def check_output_root(config: RunConfig, source_of: SourceOf = no_source) -> None:
+    """The run folder `<root>/<name>/vNNNN` can be made: every existing part of the way is a writable
+    folder. Checked before anything loads, dry runs included."""
+    root, name = Path(config.output.root), config.sweep.name
+    where, source = "output.root", source_of("output.root")
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ConfigError(ConfigIssue(where, f"{existing} is a file, not a folder; set output.root to a folder "
+                                             f"(it is created if missing)", source))
+    sweep_dir = root / name
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise ConfigError(ConfigIssue(where, f"{sweep_dir} is a file, but run folders of sweep '{name}' go there; "
+                                             f"move it or choose another output.root or sweep.name", source))
+    writable = sweep_dir if sweep_dir.is_dir() else existing
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise ConfigError(ConfigIssue(where, f"{writable} is not writable (read-only file system or no permission); "
+                                             f"set output.root to a folder you can write", source))
+
+
+def check_models_available(plan: Plan) -> None:
+    """Fail before any folder is created when a hub model cannot be had (offline and not cached)."""
+    from huggingface_hub import try_to_load_from_cache  # imported only when a run is about to start: hub start-up
+
+    for builder in plan.builders.values():
+        source = builder.provider.resolve_source(builder.config)
+        if is_single_file(source) and hub_offline() and not builder.config.get("single_file_config"):
+            raise ModelUnavailableError(
+                f"single-file checkpoint '{builder.config['model']}' needs builder.single_file_config offline: a "
+                f"local diffusers-format folder (or cached repo) with the component configs, which diffusers "
+                f"would otherwise fetch from the hub")
+        if isinstance(source, str) and hub_offline():
+            cached = try_to_load_from_cache(source, "model_index.json", revision=builder.config.get("revision"))
+            if not isinstance(cached, str):
+                raise ModelUnavailableError(
+                    f"model '{source}' is not available offline: HF_HUB_OFFLINE is set and it is not in the local "
+                    f"Hugging Face cache ({os.environ.get('HF_HOME') or '~/.cache/huggingface'}); download it first "
+                    f"with `hf download {source}` or point builder.model at a local folder")
+
+
+def print_plan(plan: Plan, out: TextIO) -> None:
+    """The dry run: counts, builders, the first items, and where the run would go."""
+    summary = plan.summary()
+    out.write(f"dry run: {summary['items']} items, {len(summary['builders'])} builder(s), "
+              f"{summary['batches']} batches ({summary['calls']} pipeline calls); nothing written\n")
+    for b in summary["builders"]:
+        out.write(f"  builder {b['hash']}  {b['label']}  ({b['provider']}/{b['pipeline']}  {b['model']}  "
+                  f"dtype={b['dtype']})  items={b['items']}  batch_size={b['batch_size']}\n")
+    labels = {hashing.short(h): label.label for h, label in plan.builder_labels().items()}
+    varying = [axis.name for axis in plan.grid.axes if len(axis.values) > 1]
+    first = [plan.item(index) for index in range(min(DRY_RUN_ITEMS, plan.total))]
+    more = f" (first {len(first)} of {plan.total})" if plan.total > len(first) else ""
+    out.write(f"  items{more}, by grid index:\n")
+    for item in first:
+        shown = {name: item.params[name] for name in varying if name in item.params}
+        shown["seed"] = item.seed
+        values = "  ".join(f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in shown.items())
+        builder = hashing.short(item.builder_hash)
+        out.write(f"    #{item.index:<4} {hashing.short(item.item_id)}  builder {builder} [{labels[builder]}]  "
+                  f"{values}\n")
+    out.write(f"  output: {Path(plan.config.output.root) / plan.config.sweep.name}/v<next>\n")

@@ -1,0 +1,143 @@
+"""A sweep in this process, the whole job as plain functions: `run_sweep` (compose's output in, a run folder out) and
+`resume_run` (a run folder finished in place).
+
+A run started by torchrun or `accelerate launch`, or submitted as a job array, goes to `diffsweep.run.distributed`;
+everything else runs here as one attempt of the execution core, then its records, then its reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError, SourceOf, no_source
+from diffsweep.execution.cache import PipelineCache, process_cache
+from diffsweep.execution.core import Execution, execute, run_log
+from diffsweep.planning.plan import Plan
+from diffsweep.planning.prepare import check_models_available, check_output_root, prepare, print_plan, validated
+from diffsweep.reports import build as reports
+from diffsweep.run import distributed
+from diffsweep.run.attempts import RunResult, new_attempt, new_run_info
+from diffsweep.store.folder import RUN_LOG, DoneItems, RunFolder, allocate
+from diffsweep.store.records import Attempt, AttemptCounts, Counts, RunInfo, now
+from diffsweep.store.runconfig import read_run_config, write_overrides, write_run_config
+
+log = logging.getLogger("diffsweep")
+
+
+def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, source_of: SourceOf = no_source,
+              base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
+              only: Sequence[str | int] | None = None, preset: str | None = None) -> RunResult:
+    """Run a composed config into a new versioned run folder (or print the plan on dry_run, or what the builder
+    takes on describe; `preset` names the provider preset for that); `only` narrows it to some items, by item id
+    or grid index (see Plan.select).
+
+    Started as one of several processes by torchrun or `accelerate launch`, this process runs its shard of the
+    sweep; with `distribute=local|slurm` the shards are submitted as a job array."""
+    if doc.get("describe"):
+        from diffsweep.planning.describe import describe, print_description  # noqa: PLC0415 - start-up time
+
+        config = validated(doc, source_of)
+        print_description(describe(config, preset), out, as_json=config.describe == "json")
+        return RunResult(None, "describe")
+    if only and distributed.started_as_one_of_many():
+        raise ConfigError(ConfigIssue("--item/--index", "a rerun of single items runs in one process; start it "
+                                                        "without torchrun or accelerate launch"))
+    state = distributed.launched_state(str(doc.get("device", "auto")))
+    if state is not None:
+        return distributed.run_launched(doc, state, overrides=overrides or [], source_of=source_of,
+                                        base_dir=base_dir, out=out, cache=cache)
+    plan = prepare(doc, source_of=source_of, base_dir=base_dir)
+    if only:
+        plan.select(only)
+    config = plan.config
+    check_output_root(config, source_of)
+    if config.dry_run:
+        print_plan(plan, out)
+        return RunResult(None, "dry_run", {"planned": plan.total})
+    check_models_available(plan)
+    if only and config.distribute.backend != "none":
+        # a few items are not worth a job array: they are made here, and config.yaml says so
+        log.info("a rerun of single items runs here, in one process, not as a %s job array", config.distribute.backend)
+        plan.config = config = config.replace(distribute=config.distribute.model_copy(update={"backend": "none"}))
+    if config.distribute.backend != "none":
+        return distributed.submit_run(plan, overrides=overrides or [], out=out)
+    run = RunFolder(allocate(Path(config.output.root), config.sweep.name))
+    with run.locked():
+        write_run_config(run.path, config.to_doc())
+        write_overrides(run.path, overrides or [])
+        info = new_run_info(run, plan)
+        if plan.selected is not None:  # a resume of this folder makes these items, not the whole grid
+            info.selected_items = sorted(plan.selected)
+        return _attempt(run, plan, info, new_attempt("run"), DoneItems(set(), compact=True),
+                        cache or process_cache(), out)
+
+
+def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
+               here: bool = False) -> RunResult:
+    """Finish a run in place: items with a committed manifest line and intact files are kept, the rest generated;
+    the attempt is added to the run's history in run.json. A distributed run runs only its unfinished shards again
+    (resubmitted when it was submitted, unless `here`)."""
+    run = RunFolder(run_dir)
+    if run.read_layout() is not None:
+        return distributed.resume_distributed(run, here=here, cache=cache, out=out)
+    with run.locked():
+        plan = prepare(read_run_config(run.path), source_of=run.config_source, base_dir=run.path)
+        removed = run.clean_temps()
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted writer", removed)
+        run.repair_manifest()
+        done = run.done_items()  # one streaming pass: ids, not records
+        try:
+            info = run.read_info()
+        except DiffsweepError as error:  # killed before its first run.json: start the record afresh
+            log.warning("%s; starting a new run record", error)
+            info = new_run_info(run, plan)
+        if info.selected_items is not None:
+            plan.select(info.selected_items)
+        return _attempt(run, plan, info, new_attempt("resume"), done, cache or process_cache(), out,
+                        settled=info.status == "complete" and done.compact)
+
+
+def _attempt(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, done: DoneItems, cache: PipelineCache,
+             out: TextIO, settled: bool = False) -> RunResult:
+    """One attempt of the execution core over every item not `done`, then run.json and the reports. `settled`: the
+    run was complete with a compact manifest before this attempt, so an attempt with nothing to do leaves the
+    manifest and reports as they are."""
+    with run_log(run.path / RUN_LOG):
+        kept = plan.count_in(done)
+        attempt.counts = AttemptCounts(planned=plan.total, kept=kept)
+        info.attempts.append(attempt)
+        info.status, info.finished = "running", None
+        run.write_info(info)
+        log.info("run folder %s: %d planned, %d already done", run.path, plan.total, kept)
+        nothing_to_do = kept == plan.total
+        if nothing_to_do:
+            log.info("nothing to do: all %d planned item(s) are done", plan.total)
+        job = Execution(run, plan, attempt, {b.hash: b for b in info.builders}, cache)
+        outcome = execute(job, [] if nothing_to_do else plan.batches(skip=done), todo=plan.total - kept,
+                          label=plan.config.sweep.name)
+        unchanged = settled and nothing_to_do and not outcome.interrupted
+        if unchanged:  # every planned item done and intact, the manifest already compact
+            info.counts = Counts(planned=plan.total, done=plan.total)
+        else:
+            records = run.items() if outcome.interrupted else run.compact_manifest()
+            info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or run.is_intact(r)))
+        counts = info.counts
+        status = "interrupted" if outcome.interrupted else ("failed" if counts.failed or counts.skipped else "complete")
+        attempt.status, attempt.finished = status, now()
+        info.status, info.finished = status, attempt.finished
+        run.write_info(info)
+        reports.after_attempt(run, plan.config, info, score=not outcome.interrupted, redraw=not unchanged,
+                              device=plan.device)
+        made = (f" ({attempt.counts.generated} generated, {attempt.counts.kept} kept from earlier attempts)"
+                if attempt.kind == "resume" else "")
+        log.info("%s: %d done, %d failed of %d%s", status, counts.done, counts.failed, counts.planned, made)
+        if outcome.interrupted:
+            log.info("resume with: diffsweep-runs resume %s", run.path)
+    outcome.reraise()
+    out.write(f"{run.path}\n")
+    return RunResult(run.path, status, info.counts.model_dump())
