@@ -9,7 +9,6 @@ called, so importing this package is cheap.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 from diffsweep.tiny.common import Components
 
