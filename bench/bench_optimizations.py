@@ -29,9 +29,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait 
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import torch  # noqa: E402
+import torch
 
-from diffsweep import devices  # noqa: E402
+from diffsweep import devices
 
 PROMPTS = (
     "a lighthouse on a cliff at dusk, oil painting",

@@ -37,18 +37,18 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the hub
 
-import numpy as np  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import numpy as np
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from diffsweep import media, runner  # noqa: E402
-from diffsweep.paths import conf_dir  # noqa: E402
-from diffsweep.providers.base import Generated  # noqa: E402
-from diffsweep.store.atomic import write_atomic  # noqa: E402
-from diffsweep.store.folder import RunFolder, allocate  # noqa: E402
-from diffsweep.store.records import AttemptCounts, Counts, now  # noqa: E402
-from diffsweep.store.runconfig import dump_run_config  # noqa: E402
-from diffsweep.store.writer import item_record, item_stem, sidecar_record  # noqa: E402
+from diffsweep import media, runner
+from diffsweep.paths import conf_dir
+from diffsweep.providers.base import Generated
+from diffsweep.store.atomic import write_atomic
+from diffsweep.store.folder import RunFolder, allocate
+from diffsweep.store.records import AttemptCounts, Counts, now
+from diffsweep.store.runconfig import dump_run_config
+from diffsweep.store.writer import item_record, item_stem, sidecar_record
 
 
 def machine() -> str:

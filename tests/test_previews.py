@@ -27,7 +27,7 @@ def comfy_uint8(rgb: np.ndarray) -> np.ndarray:
 
 def test_every_space_has_a_table_of_channels_by_rgb() -> None:
     channels = {"sd": 4, "sdxl": 4, "sd3": 16, "flux": 16, "wan": 16, "qwen_image": 16}
-    assert LATENT_SPACES == set(channels)
+    assert set(channels) == LATENT_SPACES
     for space, count in channels.items():
         weights = np.asarray(FACTORS[space].weights, dtype=np.float64)
         bias = np.asarray(FACTORS[space].bias, dtype=np.float64)

@@ -120,9 +120,8 @@ def test_second_writer_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with pytest.raises(RunLockedError, match=f"locked by pid {holder.pid}"):
-            with RunFolder(tmp_path).locked():
-                pass
+        with pytest.raises(RunLockedError, match=f"locked by pid {holder.pid}"), RunFolder(tmp_path).locked():
+            pass
     finally:
         holder.kill()
         holder.wait()

@@ -50,7 +50,7 @@ def report_failure(action: Callable[[], int | None]) -> int:
         return _say("interrupted", EXIT_INTERRUPTED)
     except BaseException as error:
         if isinstance(error, _loaded(("diffsweep.cli.multirun", "InvalidJobs"))):
-            return _say(str(error.error), EXIT_CONFIG)
+            return _say(str(getattr(error, "error", error)), EXIT_CONFIG)
         if isinstance(error, _loaded(("hydra.errors", "HydraException"), ("omegaconf.errors", "OmegaConfBaseException"),
                                      ("yaml", "YAMLError"))):
             return _say(f"invalid configuration: {_composition_message(error)}", EXIT_CONFIG)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 EXIT_OK = 0
@@ -38,6 +39,12 @@ SourceOf = Callable[[str], "str | None"]
 def no_source(_: str) -> str | None:
     """A SourceOf for configs that come from no file (built in code or by tests)."""
     return None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` when a choice is close to `word`, else an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 SHOWN_ISSUES = 20  # issues listed in a ConfigError's message; all of them stay in `issues`

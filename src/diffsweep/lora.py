@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep.inputs import file_digest
-from diffsweep.planning.grid import find_file
+from diffsweep.paths import find_file
+from diffsweep.providers.base import hub_offline
 
 PARAM_PREFIX = "lora."
 
@@ -45,7 +46,6 @@ DEFAULT_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers picks
 def source_problem(lora: Mapping[str, Any]) -> str | None:
     """Why an adapter's source cannot be loaded, checked before anything is written: a local file or
     folder must exist and hold LoRA weights; a hub id must be in the local cache when offline."""
-    from diffsweep.providers.base import hub_offline
 
     source, weight_name = Path(lora["source"]).expanduser(), lora.get("weight_name")
     if source.is_file():
@@ -66,7 +66,7 @@ def source_problem(lora: Mapping[str, Any]) -> str | None:
         if not weight_name:
             return (f"hub LoRA '{lora['source']}' needs weight_name offline (the file in the repo to load): without "
                     f"the hub, diffusers cannot look up which file holds the weights")
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
 
         cached = try_to_load_from_cache(lora["source"], weight_name, revision=lora.get("revision"))
         if not isinstance(cached, str):

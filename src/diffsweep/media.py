@@ -115,7 +115,7 @@ def encode_png(generated: Generated, parameters: str, record: Mapping[str, Any])
 
 def encode_mp4(frames: Any, fps: int) -> bytes:
     """H.264 / yuv420p MP4 of (F, H, W, 3) frames through imageio-ffmpeg's bundled ffmpeg."""
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # noqa: PLC0415 - start-up time: codecs load only for the media that need them
 
     pixels = to_uint8(frames)
     count, height, width = pixels.shape[:3]
@@ -143,12 +143,12 @@ def encode_mp4(frames: Any, fps: int) -> bytes:
 def encode_mp4_with_audio(frames: Any, fps: int, samples: Any, sample_rate: int) -> bytes:
     """encode_mp4's H.264 video with an AAC track of `samples` ((channels, samples) or mono, in [-1, 1]) at
     `sample_rate`, muxed by PyAV: the video packets are copied, not re-encoded."""
-    import av
+    import av  # noqa: PLC0415 - start-up time: codecs load only for the media that need them
 
     audio = np.ascontiguousarray(np.clip(np.atleast_2d(np.asarray(samples, dtype=np.float32)), -1.0, 1.0))
     layout = {1: "mono", 2: "stereo"}[audio.shape[0]]
     buffer = io.BytesIO()
-    with av.open(io.BytesIO(encode_mp4(frames, fps))) as source, av.open(buffer, "w", format="mp4") as target:
+    with av.open(io.BytesIO(encode_mp4(frames, fps)), "r") as source, av.open(buffer, "w", format="mp4") as target:
         video_in = source.streams.video[0]
         video_out = target.add_stream_from_template(video_in)
         sound = target.add_stream("aac", rate=sample_rate, layout=layout)
@@ -165,7 +165,7 @@ def encode_mp4_with_audio(frames: Any, fps: int, samples: Any, sample_rate: int)
 
 def encode_wav(samples: Any, sample_rate: int) -> bytes:
     """16-bit PCM WAV at the pipeline's sample rate (mono, or channels last)."""
-    import soundfile
+    import soundfile  # noqa: PLC0415 - start-up time: codecs load only for the media that need them
 
     audio = np.asarray(samples, dtype=np.float32)
     if audio.ndim == 2 and audio.shape[0] < audio.shape[1]:
@@ -185,16 +185,16 @@ def decode_streams(kind: str, data: bytes) -> list[np.ndarray]:
         return [decode_mp4(data)]
     if kind == "video_audio":
         return [decode_mp4(data), np.round(decode_mp4_audio(data) * 32767).astype(np.int16)]
-    import soundfile
+    import soundfile  # noqa: PLC0415 - start-up time: codecs load only for the media that need them
 
     return [soundfile.read(io.BytesIO(data), dtype="int16")[0]]
 
 
 def decode_mp4_audio(data: bytes) -> np.ndarray:
     """(channels, samples) float32 of an MP4's audio track, as PyAV decodes it (empty when it has none)."""
-    import av
+    import av  # noqa: PLC0415 - start-up time: codecs load only for the media that need them
 
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         if not container.streams.audio:
             return np.zeros((0, 0), np.float32)
         chunks = [frame.to_ndarray() for frame in container.decode(audio=0)]
@@ -203,7 +203,7 @@ def decode_mp4_audio(data: bytes) -> np.ndarray:
 
 def decode_mp4(data: bytes) -> np.ndarray:
     """(F, H, W, 3) uint8 frames of an MP4, for verification and tests."""
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # noqa: PLC0415 - start-up time: codecs load only for the media that need them
 
     fd, path = tempfile.mkstemp(suffix=".mp4")
     try:

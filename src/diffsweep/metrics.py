@@ -16,15 +16,17 @@ from the `allowed_modules` prefixes, the same rule as custom pipeline classes.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from diffsweep.errors import ConfigError, ConfigIssue, ModelUnavailableError
+from diffsweep.errors import ConfigError, ConfigIssue, ModelUnavailableError, did_you_mean
+from diffsweep.paths import build_folder_once, cache_dir
 from diffsweep.providers.base import TINY_PREFIX
+from diffsweep.tiny.clip import clip_model, clip_processor
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"
 
@@ -40,16 +42,6 @@ class ScoreSettings:
     video_frames: int = 4
     allowed_modules: tuple[str, ...] = ("diffusers", "diffsweep")
 
-    @classmethod
-    def from_config(cls, doc: Mapping[str, Any]) -> ScoreSettings:
-        """From a resolved config; a config saved before scoring existed gets the defaults."""
-        block = doc.get("score") or {}
-        clip = block.get("clip") or {}
-        return cls(metrics=tuple(block.get("metrics") or ()), clip_model=clip.get("model", DEFAULT_CLIP),
-                   clip_revision=clip.get("revision"), batch_size=int(block.get("batch_size", 64)),
-                   video_frames=int(block.get("video_frames", 4)),
-                   allowed_modules=tuple(doc.get("allowed_modules") or cls.allowed_modules))
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -60,6 +52,12 @@ class Sample:
     pixels: np.ndarray | None = None  # (H, W, 3) uint8
     audio: np.ndarray | None = None  # (samples,) or (samples, channels), float in [-1, 1]
     sample_rate: int | None = None
+
+    def image(self) -> np.ndarray:
+        """The pixels of an image sample (metrics that take images are given only those)."""
+        if self.pixels is None:
+            raise ValueError(f"sample of item {self.item_id} has no pixels")
+        return self.pixels
 
 
 class Metric:
@@ -111,12 +109,12 @@ def colourfulness(pixels: np.ndarray) -> float:
 
 class Sharpness(Metric):
     def score(self, samples: Sequence[Sample]) -> list[float]:
-        return [laplacian_variance(s.pixels) for s in samples]
+        return [laplacian_variance(s.image()) for s in samples]
 
 
 class Colourfulness(Metric):
     def score(self, samples: Sequence[Sample]) -> list[float]:
-        return [colourfulness(s.pixels) for s in samples]
+        return [colourfulness(s.image()) for s in samples]
 
 
 class ClipScore(Metric):
@@ -127,7 +125,7 @@ class ClipScore(Metric):
 
     def __init__(self, settings: ScoreSettings, device: Any) -> None:
         super().__init__(settings, device)
-        from torchmetrics.multimodal.clip_score import CLIPScore
+        from torchmetrics.multimodal.clip_score import CLIPScore  # noqa: PLC0415 - optional extra (scores): loaded only to score or plot
 
         model, processor, revision = load_clip(settings.clip_model, settings.clip_revision)
         self.metric = CLIPScore(model_name_or_path=lambda: (FeatureTensors(model), processor))
@@ -138,8 +136,8 @@ class ClipScore(Metric):
         return settings.clip_model, settings.clip_revision
 
     def score(self, samples: Sequence[Sample]) -> list[float]:
-        import torch
-        from torchmetrics.functional.multimodal.clip_score import _clip_score_update
+        import torch  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
+        from torchmetrics.functional.multimodal.clip_score import _clip_score_update  # noqa: PLC0415 - optional extra (scores): loaded only to score or plot
 
         # CLIPScore.update only keeps a running sum; its per-sample step gives one score per pair
         images = [torch.from_numpy(np.array(s.pixels)).permute(2, 0, 1).to(self.device) for s in samples]
@@ -174,7 +172,7 @@ def _tensor(output: Any) -> Any:
 
 def load_clip(source: str, revision: str | None) -> tuple[Any, Any, str | None]:
     """(CLIPModel, CLIPProcessor, revision actually loaded) from a hub id, a local folder or `tiny:clip`."""
-    from transformers import CLIPModel, CLIPProcessor
+    from transformers import CLIPModel, CLIPProcessor  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
     where: str | Path = source
     if source == TINY_PREFIX + "clip":
@@ -195,9 +193,6 @@ TINY_CLIP_VERSION = 1
 
 def ensure_tiny_clip() -> Path:
     """Build the tiny CLIP into diffsweep's cache once; later calls reuse the folder."""
-    from diffsweep.paths import build_folder_once, cache_dir
-    from diffsweep.tiny.clip import clip_model, clip_processor
-
     def save(folder: Path) -> None:
         processor = clip_processor()
         clip_model(len(processor.tokenizer)).save_pretrained(folder)
@@ -217,7 +212,6 @@ def metric_class(name: str, allowed_modules: Sequence[str], where: str) -> type[
         return BUILTIN[name]
     module, _, attr = name.rpartition(".")
     if not module:
-        from diffsweep.config.schema import did_you_mean
 
         raise ConfigError(ConfigIssue(where, f"unknown metric '{name}'{did_you_mean(name, BUILTIN)}; shipped: "
                                              f"{', '.join(BUILTIN)}, or a dotted path to a Metric subclass"))

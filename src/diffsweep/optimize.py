@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from diffsweep import devices
 from diffsweep.execution.cache import pipeline_nbytes
@@ -127,13 +127,14 @@ def auto_settings(name: str) -> dict[str, Any]:
         presets = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
         raise ValueError(f"no optimization preset {name!r}; presets: {presets}")
     node = OmegaConf.load(path)
+    assert isinstance(node, DictConfig)
     defaults = list(node.pop("defaults", []))
     if "_self_" not in defaults:  # Hydra's rule for group configs: the file overrides what it lists
         defaults.append("_self_")
     parts = [node if entry == "_self_" else OmegaConf.create(auto_settings(entry)) for entry in defaults]
     merged = OmegaConf.to_container(OmegaConf.merge(*parts), resolve=True)
     assert isinstance(merged, dict)
-    return merged
+    return {str(key): value for key, value in merged.items()}
 
 
 def is_oom(error: BaseException) -> bool:
@@ -154,7 +155,7 @@ def _modules(pipe: Any) -> dict[str, torch.nn.Module]:
 
 
 def _is_autoencoder(model: torch.nn.Module) -> bool:
-    from diffusers.models.autoencoders.vae import AutoencoderMixin
+    from diffusers.models.autoencoders.vae import AutoencoderMixin  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
     return isinstance(model, AutoencoderMixin)
 
@@ -183,7 +184,7 @@ def _each(option: str, value: Any, models: Mapping[str, torch.nn.Module],
 
 
 # ----- weight rewrites (before placement) ---------------------------------------------------------------------------
-def _fuse_qkv(model: torch.nn.Module) -> str:
+def _fuse_qkv(model: Any) -> str:
     """One matmul for Q, K and V; PEFT-wrapped projections would lose their LoRA in the fused copy."""
     if not hasattr(model, "fuse_qkv_projections"):
         raise _Skip(f"{type(model).__name__} has no fuse_qkv_projections")
@@ -197,7 +198,7 @@ def _fuse_qkv(model: torch.nn.Module) -> str:
 
 
 def _has_lora(model: torch.nn.Module) -> bool:
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
     return any(isinstance(m, BaseTunerLayer) for m in model.modules())
 
@@ -206,11 +207,11 @@ def _channels_last(model: torch.nn.Module) -> str:
     convs = sum(1 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     if not convs:
         raise _Skip("no 2-D convolutions")
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
     return f"{convs} conv2d layers"
 
 
-def _layerwise_casting(model: torch.nn.Module, storage: torch.dtype) -> str:
+def _layerwise_casting(model: Any, storage: torch.dtype) -> str:
     """Store weights in fp8 and upcast each layer as it runs; norms and embeddings stay in the compute dtype."""
     if not hasattr(model, "enable_layerwise_casting"):
         raise _Skip(f"{type(model).__name__} has no enable_layerwise_casting")
@@ -264,7 +265,7 @@ def _place(pipe: Any, offload: str, device: torch.device) -> Applied | None:
 
 # ----- after placement ----------------------------------------------------------------------------------------------
 def _attention_backend(backend: str, denoisers: Mapping[str, torch.nn.Module], device: torch.device) -> Applied:
-    from diffusers.models.attention_dispatch import AttentionBackendName
+    from diffusers.models.attention_dispatch import AttentionBackendName  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
     valid = sorted(b.value for b in AttentionBackendName)
     if backend not in valid:
@@ -273,7 +274,7 @@ def _attention_backend(backend: str, denoisers: Mapping[str, torch.nn.Module], d
         return Applied("attention_backend", backend, "skipped",
                        f"needs CUDA; on {device.type} use one of {', '.join(sorted(_PORTABLE_BACKENDS))}")
 
-    def apply(model: torch.nn.Module) -> str:
+    def apply(model: Any) -> str:
         # set_attention_backend also sets a process-wide default, so call it only where it takes effect
         processors = getattr(model, "attn_processors", {})
         dispatching = sum(1 for p in processors.values() if hasattr(p, "_attention_backend"))
@@ -292,7 +293,7 @@ def _compile(how: str, mode: str | None, denoisers: Mapping[str, torch.nn.Module
     options: dict[str, Any] = {"mode": mode} if mode else {}
     suffix = f", mode {mode}" if mode else ""
 
-    def apply(model: torch.nn.Module) -> str:
+    def apply(model: Any) -> str:
         blocks = tuple(getattr(model, "_repeated_blocks", ()) or ())
         regional = how == "regional" or (how == "auto" and not _is_unet(model))
         if regional and blocks:

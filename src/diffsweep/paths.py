@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -28,6 +28,14 @@ def conf_dir() -> Path:
 def schemas_dir() -> Path:
     """The JSON Schemas shipped with diffsweep."""
     return _shipped_dir("schemas", "config.schema.json")
+
+
+def find_file(name: str, base_dirs: Sequence[Path]) -> Path:
+    """An absolute path as is; a relative one in the first base folder that has it."""
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        return path
+    return next((base / path for base in base_dirs if (base / path).exists()), base_dirs[0] / path)
 
 
 def cache_dir() -> Path:

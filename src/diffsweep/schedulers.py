@@ -9,14 +9,14 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from diffsweep.config.schema import did_you_mean
+from diffsweep.errors import did_you_mean
 
 
 @functools.cache
-def scheduler_classes() -> dict[str, type]:
+def scheduler_classes() -> dict[str, type[Any]]:
     """Every scheduler class diffusers exports, by name."""
-    import diffusers
-    from diffusers import SchedulerMixin
+    import diffusers  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
+    from diffusers import SchedulerMixin  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
     classes = {}
     for name in dir(diffusers):
@@ -30,12 +30,12 @@ def scheduler_classes() -> dict[str, type]:
     return classes
 
 
-def _flow_capable(cls: type) -> bool:
+def _flow_capable(cls: type[Any]) -> bool:
     params = inspect.signature(cls.__init__).parameters
     return cls.__name__.startswith("FlowMatch") or "use_flow_sigmas" in params
 
 
-def accepted_by(pipeline_class: type) -> set[str] | None:
+def accepted_by(pipeline_class: type[Any]) -> set[str] | None:
     """Scheduler names a pipeline class can run with, or None when it does not say."""
     parameter = inspect.signature(pipeline_class.__init__).parameters.get("scheduler")
     annotation = None if parameter is None else parameter.annotation
@@ -49,7 +49,7 @@ def accepted_by(pipeline_class: type) -> set[str] | None:
     return None
 
 
-def problems(pipeline_class: type, scheduler: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+def problems(pipeline_class: type[Any], scheduler: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     """(key, message) for an unknown scheduler, one the pipeline cannot use, or unknown config keys."""
     if not scheduler:
         return []

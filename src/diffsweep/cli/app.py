@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,7 +16,15 @@ from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseExceptio
 
 from diffsweep.config.schema import normalise, validate_config
 from diffsweep.console import configure_logging, report_failure
-from diffsweep.errors import EXIT_OK, ConfigError, ConfigIssue, DiffsweepError, FailedItemsError, RunUnfinishedError
+from diffsweep.errors import (
+    EXIT_OK,
+    ConfigError,
+    ConfigIssue,
+    DiffsweepError,
+    FailedItemsError,
+    RunUnfinishedError,
+    SourceOf,
+)
 from diffsweep.paths import conf_dir
 
 log = logging.getLogger("diffsweep")
@@ -24,7 +32,7 @@ _GROUP_OF_KEY = {"builder": "provider", "generation": "provider", "sweep": "swee
                  "tracking": "tracking"}
 
 
-def source_finder(hydra_cfg: DictConfig) -> Callable[[str], str | None]:
+def source_finder(hydra_cfg: Any) -> SourceOf:
     """Map a key path to where its value most likely came from: an override or a config file."""
     choices = hydra_cfg.runtime.choices
     # `sweep=user` picks a file; only value overrides (`sweep.params.x=1`) set keys themselves
@@ -96,7 +104,7 @@ def _run(cfg: DictConfig) -> None:
     if result.counts.get("failed"):
         # an exception, not a flag: it also reaches the parent from process-per-job launchers
         raise FailedItemsError(f"{result.counts['failed']} of {result.counts['planned']} item(s) failed; "
-                               f"see {result.run_dir / 'manifest.jsonl'}, then `diffsweep-runs resume {result.run_dir}`")
+                               f"see {result.run_dir}/manifest.jsonl, then `diffsweep-runs resume {result.run_dir}`")
     if result.exit_code != EXIT_OK:  # a distributed run with a shard that did not finish
         raise RunUnfinishedError(f"the run is {result.status}: some shard did not finish; see `diffsweep-runs show "
                                  f"{result.run_dir}`, then `diffsweep-runs resume {result.run_dir}`", result.exit_code)

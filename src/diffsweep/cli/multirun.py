@@ -45,7 +45,8 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
     """The overrides of every job, in launch order, as Hydra's basic sweeper will expand them."""
     params = config.hydra.sweeper.get("params")
     from_file = OmegaConf.to_container(params, resolve=False) if params else {}
-    arguments = [f"{key}={value}" for key, value in from_file.items()] + list(config.hydra.overrides.task)
+    assert isinstance(from_file, dict)
+    arguments = [f"{key!s}={value}" for key, value in from_file.items()] + list(config.hydra.overrides.task)
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)
     return [list(job) for batch in batches for job in batch]

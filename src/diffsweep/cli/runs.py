@@ -12,7 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from diffsweep import hashing
+from diffsweep.console import configure_logging, report_failure
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
+from diffsweep.reports import MAX_PIXELS
 from diffsweep.store.folder import SCORES, RunFolder, read_item_lines, versions
 from diffsweep.store.records import Counts, ItemRecord, RunInfo
 from diffsweep.store.runconfig import read_run_config
@@ -96,7 +99,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     cache = info.cache
     print(f"cache    {cache.loads} load(s), {cache.hits} hit(s)")
     for builder in info.builders:
-        print(f"builder  {builder.hash[:12]}  {builder.label}  ({builder.provider}/{builder.pipeline}  {builder.model}"
+        print(f"builder  {hashing.short(builder.hash)}  {builder.label}  ({builder.provider}/{builder.pipeline}  {builder.model}"
               f"  dtype={builder.dtype})  load={_seconds(builder.load_seconds)}")
         if args.full:
             identity = builder.full_identity or builder.identity
@@ -107,7 +110,7 @@ def cmd_show(args: argparse.Namespace) -> int:
           f"steady {'-' if rate is None else f'{rate:.3f} items/s'}, peak memory "
           f"{'-' if timings.peak_memory_bytes is None else f'{timings.peak_memory_bytes / 2**20:.0f} MiB'}")
     if info.tracking:
-        from diffsweep.reports.tracking import describe_tracking  # here: tracking's imports (numpy, PIL) cost show time
+        from diffsweep.reports.tracking import describe_tracking  # noqa: PLC0415 - start-up time: each command loads only what it uses (list and show no torch)
 
         print(f"tracking {describe_tracking(info.tracking)}")
     _show_shards(RunFolder(path), info)
@@ -124,7 +127,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _show_scores(path: Path) -> None:
     if not (path / "scores.jsonl").is_file():  # never scored: show stays clear of the scoring code's imports
         return
-    from diffsweep.reports import score_stats
+    from diffsweep.reports import score_stats  # noqa: PLC0415 - start-up time: each command loads only what it uses (list and show no torch)
 
     scores = RunFolder(path).read_scores()
     if not scores:
@@ -168,7 +171,7 @@ def _show_shards(run: RunFolder, info: RunInfo) -> None:
                 f"{layout.planned[shard]:<5}")
         if worker is not None:
             rate = _items_per_second(worker)
-            loads = ",".join(h[:12] for h in worker.loaded) or "-"
+            loads = ",".join(hashing.short(h) for h in worker.loaded) or "-"
             line += (f"  {worker.host} pid {worker.pid}{'' if worker.rank is None else f' rank {worker.rank}'} "
                      f"{worker.device}  loaded {loads}  {'-' if rate is None else f'{rate:.2f} items/s'}")
         print(line)
@@ -279,7 +282,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from diffsweep.reports.diff import diff_runs, print_diff
+    from diffsweep.reports.diff import diff_runs, print_diff  # noqa: PLC0415 - start-up time: each command loads only what it uses (list and show no torch)
 
     difference = diff_runs(find_run(args.run_a, args.root).absolute(), find_run(args.run_b, args.root).absolute())
     print_diff(difference, sys.stdout)
@@ -287,7 +290,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_sheet(args: argparse.Namespace) -> int:
-    from diffsweep.reports.sheets import write_sheets
+    from diffsweep.reports.sheets import write_sheets  # noqa: PLC0415 - start-up time: each command loads only what it uses (list and show no torch)
 
     path = find_run(args.run, args.root).absolute()
     written = write_sheets(path, args.x, args.y, args.z, args.max_pixels)
@@ -302,9 +305,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     """The shipped schemas are the contract; the config's is completed from the installed providers
     when loaded, so this prints what a reader validating a run's config.yaml needs."""
-    import json
-
-    from diffsweep.config.schema import load_schema
+    from diffsweep.config.schema import load_schema  # noqa: PLC0415 - start-up time: each command loads only what it uses (list and show no torch)
 
     print(json.dumps(load_schema(args.name), indent=2, ensure_ascii=False))
     return EXIT_OK
@@ -336,8 +337,6 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--full", action="store_true",
                                  help="print each builder's full identity (what its hash covers)")
         if name == "sheet":
-            from diffsweep.reports.sheets import MAX_PIXELS
-
             for flag, where in (("--x", "across"), ("--y", "down"), ("--z", "as titled sub-grids side by side")):
                 command.add_argument(flag, metavar="AXIS", help=f"grid axis laid out {where}")
             command.add_argument("--max-pixels", type=_positive, default=MAX_PIXELS, metavar="N",
@@ -377,8 +376,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from diffsweep.console import configure_logging, report_failure
-
     args = build_parser().parse_args(argv)
     configure_logging()
     sys.exit(report_failure(lambda: args.func(args)))

@@ -7,7 +7,6 @@ Every problem is reported at once, each with the file it most likely came from, 
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import json
 import re
@@ -17,7 +16,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from diffsweep.errors import ConfigError, ConfigIssue, SourceOf
+from diffsweep import providers
+from diffsweep.errors import ConfigError, ConfigIssue, SourceOf, did_you_mean
 from diffsweep.paths import schemas_dir
 
 
@@ -30,8 +30,6 @@ def load_schema(name: str) -> dict[str, Any]:
     declared in its provider module alone."""
     schema = json.loads((schemas_dir() / f"{name}.schema.json").read_text(encoding="utf-8"))
     if name == "config":
-        from diffsweep import providers
-
         schema["$defs"]["builder"]["properties"]["provider"]["enum"] = providers.names()
         params = schema["$defs"]["params"]
         params["properties"] = providers.parameter_schemas(params["properties"])
@@ -76,7 +74,7 @@ def _describe(schema: Mapping[str, Any]) -> str:
         return _describe(_resolve_ref(schema["$ref"]))
     kind = schema.get("type")
     if isinstance(kind, list):
-        return " or ".join(_TYPE_NAMES.get(k, k) for k in kind)
+        return " or ".join(_TYPE_NAMES.get(k, str(k)) for k in kind)
     phrase = _TYPE_NAMES.get(kind, "a value") if kind else "a value"
     bounds = [f"≥ {schema['minimum']}" if "minimum" in schema else "",
               f"≤ {schema['maximum']}" if "maximum" in schema else ""]
@@ -98,12 +96,6 @@ def _allowed_keys(schema: Mapping[str, Any]) -> list[str]:
     if any(p.startswith("^lora") for p in schema.get("patternProperties", {})):
         keys.append("lora.<adapter>")
     return keys
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """` (did you mean 'x'?)` when a choice is close to `word`, else an empty string."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _issues_for(error: ValidationError) -> list[tuple[str, str]]:

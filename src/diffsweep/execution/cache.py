@@ -7,6 +7,7 @@ The cache lives for the process, so Hydra multirun jobs in one process share it.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
@@ -17,13 +18,15 @@ from typing import Any
 
 import torch
 
-from diffsweep import devices
+from diffsweep import devices, hashing
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class CacheStats:
+class CacheCounters:
+    """What the process cache has done since it was made (run.json counts per attempt: store.records.CacheStats)."""
+
     loads: int = 0
     hits: int = 0
     evictions: int = 0
@@ -55,7 +58,7 @@ class PipelineCache:
     def __init__(self, budget_bytes: int | None = None):
         self.budget_bytes = budget_bytes
         self.entries: OrderedDict[str, Entry] = OrderedDict()
-        self.stats = CacheStats()
+        self.stats = CacheCounters()
 
     def __contains__(self, key: str) -> bool:
         return key in self.entries
@@ -95,11 +98,9 @@ class PipelineCache:
     def evict(self, key: str, device: torch.device) -> None:
         """Drop one pipeline and give its memory back."""
         entry = self.entries.pop(key)
-        log.info("releasing pipeline %s (%.1f MB) to make room", key[:12], entry.nbytes / 2**20)
-        try:
+        log.info("releasing pipeline %s (%.1f MB) to make room", hashing.short(key), entry.nbytes / 2**20)
+        with contextlib.suppress(Exception):  # offloaded pipelines may refuse .to(); dropping is enough
             entry.pipeline.to("cpu")
-        except Exception:  # noqa: BLE001 - offloaded pipelines may refuse .to(); dropping is enough
-            pass
         del entry
         gc.collect()
         devices.empty_cache(device)

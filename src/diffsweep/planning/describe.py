@@ -103,7 +103,8 @@ def describe(config: RunConfig, preset: str | None = None) -> Description:
     parameters = []
     for name in names:
         param_schema = lora_schema if name.startswith("lora.") else known.get(name, {})
-        value, set_by = None, "pipeline"
+        value: Any = None
+        set_by = "pipeline"
         if name == "prompt":
             set_by = "required"  # from the grid or sweep.params; nothing supplies a default
         elif name == "seed":

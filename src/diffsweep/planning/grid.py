@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep.errors import ConfigError, ConfigIssue
+from diffsweep.paths import find_file
 
 
 @dataclass(frozen=True)
@@ -92,14 +93,6 @@ def repeated(values: Sequence[Any]) -> list[list[int]]:
     for position, value in enumerate(values):
         positions.setdefault(_same_value_key(value), []).append(position)
     return [found for found in positions.values() if len(found) > 1]
-
-
-def find_file(name: str, base_dirs: Sequence[Path]) -> Path:
-    """An absolute path as is; a relative one in the first base folder that has it."""
-    path = Path(name).expanduser()
-    if path.is_absolute():
-        return path
-    return next((base / path for base in base_dirs if (base / path).exists()), base_dirs[0] / path)
 
 
 def expand_axis(name: str, spec: Any, base_dirs: Sequence[Path], source: str | None = None) -> Axis:

@@ -20,14 +20,16 @@ from typing import Any
 
 from diffsweep import hashing, lora, providers, schedulers
 from diffsweep.config.model import RunConfig
-from diffsweep.config.schema import did_you_mean, load_schema, range_checked_by_ends, subschema_checker
+from diffsweep.config.schema import load_schema, range_checked_by_ends, subschema_checker
 from diffsweep.devices import resolve_dtype
-from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError, SourceOf
+from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError, SourceOf, did_you_mean
 from diffsweep.inputs import identity_params
 from diffsweep.labels import BUILDER_AXIS, BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
-from diffsweep.planning.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
+from diffsweep.paths import find_file
+from diffsweep.planning.grid import Axis, Grid, expand_axis, numbered_lines, range_length, repeated
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
+from diffsweep.tiny import FACTORY_VERSION
 
 DEFAULT_SEED = 0
 # Builder keys that define what is loaded; everything else in a builder is lossless.
@@ -203,11 +205,9 @@ def builder_identity(config: Mapping[str, Any], dtype: str,
     if config.get("loras"):
         identity["loras"] = lora.identity(config["loras"])
     for key in LOSSY_KEYS:  # optimizations that change pixels; the lossless rest stay out
-        if (optimization or {}).get(key):
+        if optimization and optimization.get(key):
             identity[key] = optimization[key]
     if config["model"].startswith(TINY_PREFIX) and "revision" not in identity:
-        from diffsweep.tiny import FACTORY_VERSION
-
         identity["revision"] = f"factory-v{FACTORY_VERSION}"
     return identity
 
@@ -230,7 +230,7 @@ class Plan:
         self._builder_axes = [a for a in grid.axes if a.name.startswith(BUILDER_AXIS)]
         self.builders: dict[str, BuilderPlan] = {}
         self._builder_by_point: dict[str, BuilderPlan] = {}
-        self._checked_shapes: set[str] = set()
+        self._checked_shapes: set[bytes] = set()
         self.total = len(grid)
         self.index_width = max(4, len(str(self.total - 1)))
         self.selected: frozenset[str] | None = None  # see select()

@@ -23,8 +23,7 @@ from diffsweep.config.schema import normalise, validate_config
 from diffsweep.errors import ConfigError, ConfigIssue, ModelUnavailableError, SourceOf, no_source
 from diffsweep.inputs import FILE_PARAMS, map_paths
 from diffsweep.metrics import check_metrics
-from diffsweep.paths import conf_dir
-from diffsweep.planning.grid import find_file
+from diffsweep.paths import conf_dir, find_file
 from diffsweep.planning.plan import Plan, load_grid
 from diffsweep.providers.base import hub_offline, is_single_file
 
@@ -110,7 +109,7 @@ def check_output_root(config: RunConfig, source_of: SourceOf = no_source) -> Non
 
 def check_models_available(plan: Plan) -> None:
     """Fail before any folder is created when a hub model cannot be had (offline and not cached)."""
-    from huggingface_hub import try_to_load_from_cache  # imported only when a run is about to start: hub start-up
+    from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
 
     for builder in plan.builders.values():
         source = builder.provider.resolve_source(builder.config)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import pkgutil
 import re
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from diffsweep.errors import DiffsweepError
+from diffsweep.paths import schemas_dir
 from diffsweep.providers.base import OUTPUT_PARAMS, Provider, TinyModel
 from diffsweep.tiny import Components
 
@@ -61,7 +63,7 @@ def _installed() -> list[tuple[Provider, str]]:
             f", package {entry.dist.name})" if entry.dist is not None else ")")
         try:
             loaded = entry.load()
-        except Exception as error:  # noqa: BLE001 - a broken plugin is named, not a traceback
+        except Exception as error:
             raise ProviderError(f"{origin} failed to load: {type(error).__name__}: {error}") from error
         provider = _as_provider(loaded, origin)
         if provider.name != entry.name:
@@ -105,6 +107,12 @@ def names() -> list[str]:
 def get(name: str) -> Provider:
     """The provider of a family; KeyError when no installed provider has that name."""
     return registry()[name]
+
+
+def generation_parameters() -> dict[str, Any]:
+    """Every generation parameter's schema: schemas/config.schema.json's shared ones and every provider's own."""
+    shipped = json.loads((schemas_dir() / "config.schema.json").read_text(encoding="utf-8"))
+    return parameter_schemas(shipped["$defs"]["params"]["properties"])
 
 
 def parameter_schemas(shared: Mapping[str, Any]) -> dict[str, Any]:

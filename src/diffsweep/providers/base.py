@@ -28,6 +28,7 @@ from diffsweep.errors import ModelUnavailableError
 from diffsweep.inputs import FILE_PARAMS, image_problem, image_size, load_image, map_paths, named_paths
 from diffsweep.media import KINDS, Generated
 from diffsweep.paths import build_folder_once, cache_dir
+from diffsweep.tiny import FACTORY_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class PipelineSpec:
     latent_space: str | None = None  # for cheap previews (diffsweep.previews); None: generic projection
     max_sequence_length: int | None = None  # the text encoder's token limit, where the pipeline takes the param
 
-    def load_class(self) -> type:
+    def load_class(self) -> type[Any]:
         """The pipeline class; a missing one (e.g. a deprecated pipeline a later diffusers dropped)
         is reported as unavailable rather than crashing the run."""
         try:
@@ -253,7 +254,7 @@ class Provider:
         source = self.resolve_source(builder)
         if isinstance(source, Path):
             return str(source)
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
 
         cached = try_to_load_from_cache(source, "model_index.json", revision=builder.get("revision"))
         return str(Path(cached).parent) if isinstance(cached, str) else source
@@ -267,7 +268,7 @@ class Provider:
             pipe = self.from_source(spec, source, builder, torch_dtype)
         except ModelUnavailableError:
             raise
-        except Exception as error:  # noqa: BLE001 - translated into one clear message
+        except Exception as error:
             raise ModelUnavailableError(describe_load_failure(builder, source, error)) from error
         return self.after_load(pipe, builder)
 
@@ -446,7 +447,7 @@ def load_components(builder: Mapping[str, Any], source: Path | str, torch_dtype:
         try:
             loaded[name] = component_class.from_pretrained(str(local if local.exists() else target),
                                                            **{k: v for k, v in kwargs.items() if v is not None})
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             raise ModelUnavailableError(
                 f"builder.components.{name}: " + describe_load_failure(component, local if local.exists() else target,
                                                                        error)) from error
@@ -457,7 +458,7 @@ def _model_index(source: Path | str, builder: Mapping[str, Any]) -> dict[str, An
     if isinstance(source, Path):
         path = source / "model_index.json"
     else:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
 
         path = Path(hf_hub_download(source, "model_index.json", revision=builder.get("revision") or "main",
                                     token=hub_token()))
@@ -476,15 +477,16 @@ def hub_offline() -> bool:
 def _chain(error: BaseException) -> list[BaseException]:
     """The error and what caused it (diffusers often wraps hub errors in OSError/EnvironmentError)."""
     chain: list[BaseException] = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
     return chain
 
 
 def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error: Exception) -> str:
     """One sentence that names the model, what is missing and what to do about it."""
-    from huggingface_hub.errors import (
+    from huggingface_hub.errors import (  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
         GatedRepoError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
@@ -519,8 +521,6 @@ def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error:
 
 def tiny_folder(provider: Provider, tiny_name: str) -> Path:
     """Where a tiny model is (or will be) built in the cache; unknown names are refused."""
-    from diffsweep.tiny import FACTORY_VERSION
-
     if tiny_name not in provider.tiny_models:
         known = ", ".join(TINY_PREFIX + n for n in sorted(provider.tiny_models))
         raise ModelUnavailableError(f"'{TINY_PREFIX}{tiny_name}' is not a tiny model of {provider.name} (known: {known})")

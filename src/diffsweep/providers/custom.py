@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep.errors import ConfigError, ConfigIssue
+from diffsweep.providers import generation_parameters
 from diffsweep.providers.base import OUTPUT_PARAMS, PipelineSpec, Provider, TinyModel, hub_kwargs, load_components
 from diffsweep.tiny import stable_diffusion as tiny_sd
 
@@ -49,22 +50,19 @@ CODE_FILE = "pipeline.py"
 class ClassSpec(PipelineSpec):
     """A spec named as the config names it: a diffusers class name, or a full dotted path (run.json shows it)."""
 
-    def load_class(self) -> type:
+    def load_class(self) -> type[Any]:
         return pipeline_class(self.name)
 
 
 @functools.cache
 def generation_params() -> frozenset[str]:
     """Generation parameters a signature may contribute; prompt and seed are always taken, fps is diffsweep's."""
-    from diffsweep.config.schema import load_schema  # the schema is completed from the providers, this one included
-
-    known = load_schema("config")["$defs"]["params"]["properties"]
-    return frozenset(known) - {"prompt", *OUTPUT_PARAMS}
+    return frozenset(generation_parameters()) - {"prompt", *OUTPUT_PARAMS}
 
 
-def pipeline_class(name: str) -> type:
+def pipeline_class(name: str) -> type[Any]:
     """The DiffusionPipeline subclass a config names; KeyError when there is none."""
-    from diffusers import DiffusionPipeline
+    from diffusers import DiffusionPipeline  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
     module, _, attr = name.rpartition(".")
     try:
@@ -106,7 +104,7 @@ class DiffusersPipelines(Mapping[str, PipelineSpec]):
 
     @staticmethod
     def _names() -> list[str]:
-        import diffusers
+        import diffusers  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
         return sorted(n for n in dir(diffusers) if n.endswith("Pipeline") and n != "DiffusionPipeline")
 
@@ -154,7 +152,7 @@ class Custom(Provider):
     def from_source(self, spec: PipelineSpec, source: Path | str, builder: Mapping[str, Any], torch_dtype: Any) -> Any:
         if not has_code(source):
             return super().from_source(spec, source, builder, torch_dtype)
-        from diffusers import DiffusionPipeline
+        from diffusers import DiffusionPipeline  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
         return DiffusionPipeline.from_pretrained(str(source), custom_pipeline=str(source), trust_remote_code=True,
                                                  dtype=torch_dtype, **hub_kwargs(builder, source),

@@ -92,7 +92,7 @@ class Flux2(Provider):
         return unpack
 
     def before_load(self, spec: PipelineSpec) -> None:
-        from transformers.utils import is_torchvision_available
+        from transformers.utils import is_torchvision_available  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
         if spec.name == "Flux2Pipeline" and not is_torchvision_available():
             raise ModelUnavailableError(f"{spec.name} needs torchvision: transformers cannot build its Pixtral "

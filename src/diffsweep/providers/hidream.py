@@ -81,7 +81,7 @@ def made_size(width: int, height: int, vae_factor: int) -> tuple[int, int]:
 def kept_sizes_near(width: int, height: int, vae_factor: int) -> list[tuple[int, int]]:
     """The sizes the pipeline keeps as asked whose aspect ratio is closest to width:height, closest first."""
     division, side = vae_factor * 2, LATENT_SIDE * vae_factor
-    kept = set()
+    kept: set[tuple[int, int]] = set()
     for w in range(division, 4 * side + 1, division):
         low = side * side // w // division * division
         kept.update((w, h) for h in (low - division, low, low + division)
@@ -194,7 +194,7 @@ class HiDream(Provider):
 
 
 def _load_llama_part(slot: str, component: Mapping[str, Any], torch_dtype: Any) -> Any:
-    import transformers
+    import transformers  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
     target = component["model"]
     local = Path(target).expanduser()
@@ -207,7 +207,7 @@ def _load_llama_part(slot: str, component: Mapping[str, Any], torch_dtype: Any) 
     try:
         return getattr(transformers, SEPARATE_LLAMA[slot]).from_pretrained(
             where, **{k: v for k, v in kwargs.items() if v is not None})
-    except Exception as error:  # noqa: BLE001 - translated into one clear message
+    except Exception as error:
         raise ModelUnavailableError(f"builder.components.{slot}: "
                                     + describe_load_failure(component, local if local.exists() else target,
                                                             error)) from error

@@ -80,7 +80,7 @@ class QwenImage(Provider):
         return kwargs
 
     def before_load(self, spec: PipelineSpec) -> None:
-        from transformers.utils import is_torchvision_available
+        from transformers.utils import is_torchvision_available  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
         if spec.name.startswith("QwenImageEdit") and not is_torchvision_available():
             raise ModelUnavailableError(f"{spec.name} needs torchvision: transformers cannot build its Qwen2-VL "

@@ -77,8 +77,8 @@ class Wan(Provider):
     def before_load(self, spec: PipelineSpec) -> None:
         if spec.name != "WanImageToVideoPipeline":
             return
-        from diffusers.pipelines.wan import pipeline_wan_i2v
-        from diffusers.utils import is_ftfy_available
+        from diffusers.pipelines.wan import pipeline_wan_i2v  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
+        from diffusers.utils import is_ftfy_available  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
         if not is_ftfy_available() and not hasattr(pipeline_wan_i2v, "ftfy"):
             pipeline_wan_i2v.ftfy = SimpleNamespace(fix_text=lambda text: text)
@@ -94,7 +94,7 @@ class Wan(Provider):
                                  f"round it down")
 
     def after_load(self, pipe: Any, builder: Mapping[str, Any]) -> Any:
-        import torch
+        import torch  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
         for name in ("vae", "image_encoder"):
             component = getattr(pipe, name, None)
@@ -112,7 +112,7 @@ def expands_timesteps(builder: Mapping[str, Any]) -> bool:
         return True
     index = Path(model).expanduser() / "model_index.json"
     if not index.is_file():
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
 
         try:
             cached = try_to_load_from_cache(model, "model_index.json", revision=builder.get("revision"))

@@ -82,7 +82,7 @@ class Wuerstchen(Provider):
         return problems + [(key, size_problem(key, params[key])) for key in off]
 
     def before_load(self, spec: PipelineSpec) -> None:
-        import diffusers
+        import diffusers  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
         spec.load_class()  # the clear "unavailable" error comes before the model classes are looked up
         module = importlib.import_module(MODULE)

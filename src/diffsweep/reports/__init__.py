@@ -6,3 +6,5 @@ They read only what is on disk (config.yaml, run.json, manifest.jsonl, items/), 
 past, resumed or interrupted run; a missing or torn input degrades a report instead of failing it. A report that
 cannot be made never changes the run's own outcome. Every file is written atomically.
 """
+
+MAX_PIXELS = 40_000_000  # a sheet's default pixel cap (`diffsweep-runs sheet --max-pixels`)

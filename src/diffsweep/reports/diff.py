@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from diffsweep import media
+from diffsweep.hashing import short
 from diffsweep.reports.score_stats import summarise
 from diffsweep.store.folder import RunFolder
 from diffsweep.store.records import ItemRecord
@@ -113,9 +114,9 @@ def builder_changes(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) 
     only_b = [h for h in b if h not in a]
     found = []
     for hash_a, hash_b in zip(only_a, only_b, strict=False):
-        found += changes(a[hash_a], b[hash_b], prefix=f"{hash_a[:12]} → {hash_b[:12]}: ")
-    found += [Change(f"{h[:12]}", json.dumps(a[h], sort_keys=True), ABSENT) for h in only_a[len(only_b):]]
-    found += [Change(f"{h[:12]}", ABSENT, json.dumps(b[h], sort_keys=True)) for h in only_b[len(only_a):]]
+        found += changes(a[hash_a], b[hash_b], prefix=f"{short(hash_a)} → {short(hash_b)}: ")
+    found += [Change(short(h), json.dumps(a[h], sort_keys=True), ABSENT) for h in only_a[len(only_b):]]
+    found += [Change(short(h), ABSENT, json.dumps(b[h], sort_keys=True)) for h in only_b[len(only_a):]]
     return found
 
 
@@ -185,11 +186,11 @@ def print_diff(diff: RunDiff, out: TextIO) -> None:
     for comparison in diff.items:
         if comparison.verdict != "identical":
             note = f"  ({comparison.note})" if comparison.note else ""
-            out.write(f"  {comparison.verdict:<10} #{comparison.index_a} {comparison.item_id[:12]}  mean |A−B| "
+            out.write(f"  {comparison.verdict:<10} #{comparison.index_a} {short(comparison.item_id)}  mean |A−B| "
                       f"{comparison.mean_abs_diff:.4f} levels{note}\n")
     for side, records in (("A", diff.only_a), ("B", diff.only_b)):
         for record in records[:20]:
-            out.write(f"  only in {side} #{record.index} {record.item_id[:12]}  {_params(record)}\n")
+            out.write(f"  only in {side} #{record.index} {short(record.item_id)}  {_params(record)}\n")
         if len(records) > 20:
             out.write(f"  only in {side}: {len(records) - 20} more\n")
     if diff.scores:

@@ -43,7 +43,7 @@ def installed_fonts() -> dict[str, Path]:
 def _bundled_dejavu(bold: bool) -> Path | None:
     """matplotlib's own copy of DejaVu Sans, where matplotlib is installed and the system has none."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415 - optional extra (scores): loaded only to score or plot
     except ImportError:
         return None
     path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / PRIMARY[bold]
@@ -52,7 +52,7 @@ def _bundled_dejavu(bold: bool) -> Path | None:
 
 @functools.cache
 def _charmap(path: Path) -> frozenset[int]:
-    from fontTools.ttLib import TTFont
+    from fontTools.ttLib import TTFont  # noqa: PLC0415 - start-up time: fonts are looked up only when a sheet is drawn
 
     with TTFont(path, fontNumber=0, lazy=True) as font:
         return frozenset(font.getBestCmap() or {})
@@ -135,7 +135,7 @@ class Typeface:
                 ImageDraw.Draw(big).text((0, 0), piece, font=face.font, embedded_color=face.colour,
                                          fill=(*fill, 255))
                 small = big.resize((max(1, round(big.width * face.scale)), max(1, round(big.height * face.scale))),
-                                   Image.LANCZOS)
+                                   Image.Resampling.LANCZOS)
                 image.paste(small, (round(x), round(y)), small)
             x += face.font.getlength(piece) * face.scale
 

@@ -64,7 +64,7 @@ def value_label(value: Any) -> str:
 
 def t_interval(values: Sequence[float]) -> tuple[float, float | None, float | None, float | None]:
     """(mean, sample sd, CI low, CI high) of values; sd and CI are None below two values."""
-    from scipy import stats
+    from scipy import stats  # noqa: PLC0415 - optional extra (scores): loaded only to score or plot
 
     n = len(values)
     mean = math.fsum(values) / n
@@ -174,7 +174,7 @@ def _stat(values: Sequence[float]) -> tuple[float, float]:
 
 
 def _line_figure(metric: str, axis: Axis, by: Axis | None, scores: Sequence[ScoredItem]) -> Any:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: PLC0415 - optional extra (scores): loaded only to score or plot
 
     figure = Figure(figsize=(6, 4), dpi=100, layout="constrained")
     ax = figure.add_subplot()
@@ -200,7 +200,7 @@ def _line_figure(metric: str, axis: Axis, by: Axis | None, scores: Sequence[Scor
 
 
 def _bar_figure(metric: str, axis: Axis, scores: Sequence[ScoredItem]) -> Any:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: PLC0415 - optional extra (scores): loaded only to score or plot
 
     figure = Figure(figsize=(max(4, 1 + 1.2 * len(axis.values)), 4), dpi=100, layout="constrained")
     ax = figure.add_subplot()

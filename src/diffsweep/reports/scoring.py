@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from diffsweep import media
 from diffsweep.errors import DiffsweepError
@@ -69,12 +70,10 @@ def decode(path: Path, video_frames: int) -> Output:
         frames = media.decode_mp4(path.read_bytes())
         return Output("video", frames=frames[sampled_frames(len(frames), video_frames)])
     if suffix == ".wav":
-        import soundfile
+        import soundfile  # noqa: PLC0415 - start-up time: codecs load only for the media that need them
 
         audio, rate = soundfile.read(io.BytesIO(path.read_bytes()), dtype="float32")
         return Output("audio", audio=audio, sample_rate=rate)
-    from PIL import Image
-
     with Image.open(path) as image:
         return Output("image", frames=np.asarray(image.convert("RGB"))[None])
 
@@ -91,7 +90,7 @@ def samples_of(record: ItemRecord, output: Output) -> list[Sample]:
     prompt = str(record.params.get("prompt", ""))
     if output.kind == "audio":
         return [Sample(record.item_id, prompt, audio=output.audio, sample_rate=output.sample_rate)]
-    return [Sample(record.item_id, prompt, pixels=frame) for frame in output.frames]
+    return [Sample(record.item_id, prompt, pixels=frame) for frame in (output.frames if output.frames is not None else [])]
 
 
 def resolve_metrics(names: Sequence[str], settings: ScoreSettings, where: str) -> dict[str, type[Metric]]:
@@ -164,11 +163,11 @@ def _score_one_metric(name: str, cls: type[Metric], records: Sequence[ItemRecord
             per_item.setdefault(sample.item_id, []).append(float(value))
         values = {item_id: float(np.mean(v)) for item_id, v in per_item.items()}
         for record in scored:
-            value = values.get(record.item_id)
-            if value is None:
+            found = values.get(record.item_id)
+            if found is None:
                 skipped[record.item_id] = "no frames could be decoded"
-            elif not np.isfinite(value):  # JSON has no NaN; a null with its reason tells the truth
-                skipped[record.item_id] = f"{name} gave {value}"
+            elif not np.isfinite(found):  # JSON has no NaN; a null with its reason tells the truth
+                skipped[record.item_id] = f"{name} gave {found}"
     return [ScoreRecord(item_id=r.item_id, metric=name, value=None if r.item_id in skipped else values[r.item_id],
                         skipped=skipped.get(r.item_id), model=None if r.item_id in skipped else model,
                         revision=None if r.item_id in skipped else revision, time=stamp)

@@ -26,6 +26,7 @@ from diffsweep import media
 from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
 from diffsweep.labels import axis_title, axis_value_labels, compact, fit_all
 from diffsweep.planning.grid import Axis, Grid, expand_range
+from diffsweep.reports import MAX_PIXELS
 from diffsweep.reports.fonts import Typeface
 from diffsweep.store.atomic import write_atomic
 from diffsweep.store.folder import RunFolder
@@ -36,12 +37,10 @@ log = logging.getLogger(__name__)
 
 SHEET = "contact_sheet.png"
 SHEETS_DIR = "sheets"
-CONFIG = "config.yaml"
 
 THUMB = 256  # longest side of an image thumbnail, px
 MIN_CELL = 96  # cells never shrink below this for layout, so labels and marks stay legible
 MIN_THUMB = 32  # the pixel cap shrinks thumbnails no further; past that it scales the whole sheet
-MAX_PIXELS = 40_000_000
 MAX_COLUMNS = 16  # a lone axis with more values runs down instead of across
 VIDEO_FRAMES = 4  # frames in a video's strip
 FONT_SIZE = 16  # px: reads at 100%
@@ -203,7 +202,8 @@ def choose(grid: RunGrid, x: str | None, y: str | None, z: str | None) -> Choice
     """The axes a user named (`--x/--y/--z`); the other varying axes get a sheet per value."""
     if x is None and y is None and z is None:
         return default_choice(grid)
-    issues, picked = [], {}
+    issues: list[ConfigIssue] = []
+    picked: dict[str, SheetAxis] = {}
     for flag, name in (("--x", x), ("--y", y), ("--z", z)):
         if name is None:
             continue
@@ -289,7 +289,7 @@ def tile(run_dir: Path, record: ItemRecord | None) -> Tile:
 
 def video_strip(path: Path, frames: int = VIDEO_FRAMES) -> Image.Image:
     """Evenly spaced frames side by side, the strip fitted to 2 thumbnails wide by 1 high."""
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # noqa: PLC0415 - start-up time: codecs load only for the media that need them
 
     reader = imageio_ffmpeg.read_frames(str(path))
     meta = next(reader)
@@ -307,7 +307,7 @@ def video_strip(path: Path, frames: int = VIDEO_FRAMES) -> Image.Image:
 
 def waveform(path: Path, size: tuple[int, int] = (THUMB, THUMB // 2)) -> Image.Image:
     """The samples' envelope (min and max per pixel column) on a dark ground."""
-    import soundfile
+    import soundfile  # noqa: PLC0415 - start-up time: codecs load only for the media that need them
 
     samples, _ = soundfile.read(str(path), dtype="float32", always_2d=True)
     mono = samples.mean(axis=1)
@@ -374,21 +374,31 @@ def _wrap_all(face: Typeface, texts: Sequence[str], width: int, lines: int) -> l
     return [face.wrap(text, width) for text in fitted]
 
 
+def _column_width(choice: Choice, width: int, fonts: Fonts) -> int:
+    """Columns widen (up to LABEL_WORD_W) so a label's longest word is not broken."""
+    if not choice.x:
+        return width
+    words = [word for label in choice.x.labels for word in label.split()]
+    return max(width, min(LABEL_WORD_W, math.ceil(max(fonts.text.width(w) for w in words)) + 2 * GAP))
+
+
+def _row_label_width(choice: Choice, fonts: Fonts) -> int:
+    """As wide as the longest row label or title needs, up to ROW_LABEL_W; none without rows."""
+    if not choice.y:
+        return 0
+    widest = max(fonts.bold.width(choice.y.title), *(fonts.text.width(label) for label in choice.y.labels))
+    return min(ROW_LABEL_W, max(MIN_ROW_LABEL_W, math.ceil(widest) + 3 * GAP))
+
+
 def layout_sheet(choice: Choice, page: Page, cell: tuple[int, int], texts: Texts, fonts: Fonts,
                  note: str = "") -> SheetLayout:
     """Geometry of one sheet for cells of `cell` (w, h) px."""
     line = fonts.line
-    cw, ch = cell
-    if choice.x:  # columns widen (up to LABEL_WORD_W) so a label's longest word is not broken
-        words = [word for label in choice.x.labels for word in label.split()]
-        cw = max(cw, min(LABEL_WORD_W, math.ceil(max(fonts.text.width(w) for w in words)) + 2 * GAP))
+    cw, ch = _column_width(choice, cell[0], fonts), cell[1]
     nx = len(choice.x) if choice.x else 1
     ny = len(choice.y) if choice.y else 1
     nz = len(choice.z) if choice.z else 1
-    row_w = 0
-    if choice.y:  # as wide as the longest row label or title needs, up to ROW_LABEL_W
-        widest = max(fonts.bold.width(choice.y.title), *(fonts.text.width(label) for label in choice.y.labels))
-        row_w = min(ROW_LABEL_W, max(MIN_ROW_LABEL_W, math.ceil(widest) + 3 * GAP))
+    row_w = _row_label_width(choice, fonts)
     sub_w = row_w + nx * (cw + GAP)
     width = max(2 * PAD + nz * sub_w + (nz - 1) * ZGAP, 2 * PAD + 320)
     inner = width - 2 * PAD
@@ -428,8 +438,14 @@ def layout_sheet(choice: Choice, page: Page, cell: tuple[int, int], texts: Texts
         for yi in range(ny):
             for xi in range(nx):
                 layout.cells[(zi, yi, xi)] = (cells_left + xi * (cw + GAP), grid_top + yi * (ch + GAP), cw, ch)
-    y = grid_top + ny * (ch + GAP) + GAP
-    legend_lines = fonts.text.wrap(texts.legend, inner) if texts.legend else []
+    _place_footer(layout, grid_top + ny * (ch + GAP) + GAP, inner, texts.legend, note, fonts)
+    return layout
+
+
+def _place_footer(layout: SheetLayout, y: int, inner: int, legend: str, note: str, fonts: Fonts) -> None:
+    """The legend of fixed parameters and the note, under the grid; the sheet's height follows."""
+    line = fonts.line
+    legend_lines = fonts.text.wrap(legend, inner) if legend else []
     if len(legend_lines) > LEGEND_LINES:
         legend_lines = legend_lines[:LEGEND_LINES - 1] + ["… (the rest in config.yaml)"]
     if legend_lines:
@@ -440,7 +456,6 @@ def layout_sheet(choice: Choice, page: Page, cell: tuple[int, int], texts: Texts
         layout.note = (PAD, y, inner, len(layout.note_lines) * line)
         y += len(layout.note_lines) * line + GAP
     layout.height = y + PAD - GAP
-    return layout
 
 
 # --- drawing -----------------------------------------------------------------------------------
@@ -449,7 +464,7 @@ def layout_sheet(choice: Choice, page: Page, cell: tuple[int, int], texts: Texts
 def _scaled(item: Tile, factor: float) -> Tile:
     if not isinstance(item, Image.Image) or factor >= 1:
         return item
-    return item.resize((max(1, round(item.width * factor)), max(1, round(item.height * factor))), Image.LANCZOS)
+    return item.resize((max(1, round(item.width * factor)), max(1, round(item.height * factor))), Image.Resampling.LANCZOS)
 
 
 def _cell_size(tiles: Sequence[Tile], factor: float) -> tuple[int, int]:
@@ -490,7 +505,7 @@ def draw_sheet(choice: Choice, page: Page, tiles: Mapping[int, Tile], texts: Tex
         layout = layout_sheet(choice, page, layout.cell, texts, fonts, note)
         image = render(layout, page, {i: _scaled(t, factor) for i, t in tiles.items()}, fonts)
         scale = math.sqrt(max_pixels / (image.width * image.height))
-        image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.LANCZOS)
+        image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.Resampling.LANCZOS)
     return DrawnSheet(image, layout, note)
 
 

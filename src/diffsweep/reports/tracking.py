@@ -170,7 +170,7 @@ def _quiet_mlflow() -> None:
 def mlflow_experiment(client: Any, name: str, uri: str, root: Path) -> str:
     """The id of experiment `name`, created if new (by another job at the same time, too); in the
     default local store its artifacts go to <output.root>/mlartifacts, not the working directory."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415 - optional extra: loaded only when tracking with it
 
     found = client.get_experiment_by_name(name)
     if found is not None:
@@ -207,8 +207,8 @@ def start_parent(settings: TrackingSettings, output_root: str, name: str,
     """Open the parent run of a multirun (with tracking=mlflow) and hand it to the jobs."""
     if settings.backend != "mlflow" or any(importlib.util.find_spec(m) is None for m in TRACKING_MODULES["mlflow"]):
         return None
-    from mlflow.tracking import MlflowClient
-    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+    from mlflow.tracking import MlflowClient  # noqa: PLC0415 - optional extra: loaded only when tracking with it
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME  # noqa: PLC0415 - optional extra: loaded only when tracking with it
 
     _quiet_mlflow()
     root = Path(output_root).expanduser().absolute()
@@ -230,8 +230,8 @@ def end_parent(parent: ParentRun, status: str = "FINISHED") -> None:
     if os.environ.get(PARENT_ENV) != parent.to_env():
         return
     del os.environ[PARENT_ENV]
-    from mlflow.tracking import MlflowClient
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+    from mlflow.tracking import MlflowClient  # noqa: PLC0415 - optional extra: loaded only when tracking with it
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: PLC0415 - optional extra: loaded only when tracking with it
 
     client = MlflowClient(tracking_uri=parent.uri)
     jobs = client.search_runs([parent.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.run_id}'")
@@ -262,8 +262,8 @@ class MlflowTracker:
         return f"run {self.run_id} in {self.uri}"
 
     def log(self) -> dict[str, Any]:
-        from mlflow.entities import Metric, Param
-        from mlflow.tracking import MlflowClient
+        from mlflow.entities import Metric, Param  # noqa: PLC0415 - optional extra: loaded only when tracking with it
+        from mlflow.tracking import MlflowClient  # noqa: PLC0415 - optional extra: loaded only when tracking with it
 
         _quiet_mlflow()
         self.client = MlflowClient(tracking_uri=self.uri)
@@ -292,7 +292,7 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, _status(self.info))
 
     def _reopened(self) -> str | None:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415 - optional extra: loaded only when tracking with it
 
         earlier = self.info.tracking
         if earlier is None or earlier.backend != "mlflow" or earlier.uri != self.uri or not earlier.run_id:
@@ -306,7 +306,7 @@ class MlflowTracker:
         return earlier.run_id
 
     def _created(self) -> str:
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: PLC0415 - optional extra: loaded only when tracking with it
 
         name = self.config.sweep.name
         parent = ParentRun.from_env()
@@ -342,7 +342,7 @@ class TensorBoardTracker:
         return str(self.log_dir)
 
     def log(self) -> dict[str, Any]:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - optional extra: loaded only when tracking with it
 
         step = len(self.info.attempts) - 1
         records = sorted(RunFolder(self.run_dir).items().values(), key=lambda r: r.index)

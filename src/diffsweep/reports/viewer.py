@@ -50,9 +50,10 @@ def data_js(payload: Mapping[str, Any]) -> str:
 
 
 def index_html(title: str, version: str) -> str:
-    env = Environment(loader=PackageLoader("diffsweep", "templates"), autoescape=select_autoescape(["html"]))
+    loader = PackageLoader("diffsweep", "templates")
+    env = Environment(loader=loader, autoescape=select_autoescape(["html"]))
     # the script and style go in as text, not as templates: `{#` in them means nothing to Jinja
-    script, style = (Markup(env.loader.get_source(env, name)[0]) for name in ("viewer.js", "viewer.css"))
+    script, style = (Markup(loader.get_source(env, name)[0]) for name in ("viewer.js", "viewer.css"))
     return env.get_template("viewer.html").render(title=title, version=version, data=DATA, script=script, style=style)
 
 

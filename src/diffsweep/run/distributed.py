@@ -43,7 +43,7 @@ from diffsweep.planning.shards import cut_shards, shard_batches
 from diffsweep.reports import build as reports
 from diffsweep.run.attempts import RunResult, builder_records, invocation, new_attempt, new_run_info
 from diffsweep.store.folder import CONFIG, SHARDS, RunFolder, allocate
-from diffsweep.store.records import AttemptCounts, Counts, RunInfo, ShardLayout, Worker, now
+from diffsweep.store.records import AttemptCounts, Counts, RunInfo, ShardLayout, Status, Worker, now
 from diffsweep.store.runconfig import read_run_config, write_overrides, write_run_config
 
 log = logging.getLogger("diffsweep")
@@ -162,7 +162,7 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
         finally:
             stop_beating.set()
             heart.join()
-        status = "interrupted" if outcome.interrupted else "failed" if worker.counts.failed else "complete"
+        status: Status = "interrupted" if outcome.interrupted else "failed" if worker.counts.failed else "complete"
         worker.status, worker.finished = status, now()
         save()  # the completion marker: written after the shard's last manifest line
         log.info("shard %d %s: %d generated, %d failed, %d kept", shard, status, worker.counts.generated,
@@ -211,8 +211,8 @@ def finalize(run: RunFolder) -> RunInfo | None:
             if offloaded:  # items any worker made with model offload switched on after running out of memory
                 entry.oom_offload_items = offloaded
         interrupted = any(w.status == "interrupted" for w in finished)
-        status = ("interrupted" if interrupted else "failed" if info.counts.failed or info.counts.skipped
-                  else "complete")
+        status: Status = ("interrupted" if interrupted else "failed" if info.counts.failed or info.counts.skipped
+                          else "complete")
         attempt.status, attempt.finished = status, now()
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
@@ -350,7 +350,7 @@ def _submit_and_maybe_wait(run: RunFolder, settings: DistributeSettings, shards:
 
     try:
         jobs = submit_shards(run, settings, shards, run_shard_task, kind)
-    except Exception as error:  # noqa: BLE001 - sbatch missing or refusing: say so, keep the folder resumable
+    except Exception as error:
         close_unfinished(run, say=False)
         raise DiffsweepError(f"could not submit the {settings.backend} job array: {error}; the run folder "
                              f"{run.path} holds its plan: `diffsweep-runs resume {run.path}` submits it again "

@@ -22,7 +22,7 @@ from diffsweep.reports import build as reports
 from diffsweep.run import distributed
 from diffsweep.run.attempts import RunResult, new_attempt, new_run_info
 from diffsweep.store.folder import RUN_LOG, DoneItems, RunFolder, allocate
-from diffsweep.store.records import Attempt, AttemptCounts, Counts, RunInfo, now
+from diffsweep.store.records import Attempt, AttemptCounts, Counts, RunInfo, Status, now
 from diffsweep.store.runconfig import read_run_config, write_overrides, write_run_config
 
 log = logging.getLogger("diffsweep")
@@ -127,7 +127,8 @@ def _attempt(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, done: 
             records = run.items() if outcome.interrupted else run.compact_manifest()
             info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or run.is_intact(r)))
         counts = info.counts
-        status = "interrupted" if outcome.interrupted else ("failed" if counts.failed or counts.skipped else "complete")
+        status: Status = ("interrupted" if outcome.interrupted
+                          else "failed" if counts.failed or counts.skipped else "complete")
         attempt.status, attempt.finished = status, now()
         info.status, info.finished = status, attempt.finished
         run.write_info(info)

@@ -166,7 +166,7 @@ class Sidecar(ItemRecord):
     """An item's sidecar (`items/<stem>.json`; its PNG `diffsweep` chunk holds the same less the volatile fields):
     the item record plus what rebuilds the item, the builder that made it, its scheduler and generator."""
 
-    schema_version: Literal[1] = SIDECAR_SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     builder: SidecarBuilder
     scheduler: str | None = Field(default=None, description="the scheduler class that sampled the item")
     generator: Generator | None = None
@@ -460,7 +460,7 @@ class RunInfo(Record):
     Totals (`cache`, `timings`) are merged over every attempt, so a resume that has nothing to do changes neither;
     the top-level `command` is the one that started the run."""
 
-    schema_version: Literal[1, 2] = Field(default=RUN_SCHEMA_VERSION, description="2: counts describe the run's "
+    schema_version: Literal[1, 2] = Field(default=2, description="2: counts describe the run's "
                                           "items and every attempt is kept in `attempts`")
     status: Status
     name: str = ""

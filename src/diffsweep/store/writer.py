@@ -32,9 +32,9 @@ VOLATILE_FIELDS = ("seconds", "created", "run")  # differ between reruns that ma
 
 def software_versions() -> dict[str, Any]:
     """Library and hardware versions that decide whether a rerun can reproduce bytes."""
-    import diffusers
-    import torch
-    import transformers
+    import diffusers  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
+    import torch  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
+    import transformers  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,

@@ -6,7 +6,7 @@ Byte-level vocabularies without merges encode any UTF-8 text, one token per byte
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer, LlamaTokenizer, Qwen2Tokenizer, RobertaTokenizer, T5Tokenizer
@@ -24,7 +24,7 @@ QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
 
 ROBERTA_SPECIAL_TOKENS: tuple[str, ...] = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
-_Tok = TypeVar("_Tok")
+_Tok = TypeVar("_Tok", bound=Any)
 
 
 def byte_alphabet() -> list[str]:
