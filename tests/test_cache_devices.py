@@ -8,9 +8,9 @@ import weakref
 import pytest
 import torch
 
-from diffsweep.devices import resolve_device, resolve_dtype
+from diffsweep.devices import pipeline_nbytes, resolve_device, resolve_dtype
 from diffsweep.errors import DiffsweepError
-from diffsweep.execution.cache import PipelineCache, pipeline_nbytes
+from diffsweep.execution.cache import PipelineCache
 from diffsweep.providers import get
 
 CPU = torch.device("cpu")

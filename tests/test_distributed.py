@@ -47,18 +47,18 @@ def _outputs(run_dir: Path) -> dict[str, tuple[dict[str, Any], bytes]]:
 def test_shards_are_whole_batches_and_keep_a_builder_on_one_worker(tmp_path: Path) -> None:
     doc = compose_config(["+experiment=sd1_vs_sd2", *SMALL, "sweep.batch_size=2"], tmp_path)
     plan = prepare(doc)
-    layout = cut_shards(plan, 2)
-    assert layout == cut_shards(plan, 2)  # deterministic
-    assert sum(layout.planned) == plan.total == 16
-    owners = [shard.builders for shard in layout.shards]
+    shards = cut_shards(plan, 2)
+    assert shards == cut_shards(plan, 2)  # deterministic
+    assert sum(s.planned for s in shards) == plan.total == 16
+    owners = [s.builders for s in shards]
     assert [len(b) for b in owners] == [1, 1] and set(owners[0]) != set(owners[1])
     batches = list(plan.batches())
-    for shard, (first, stop) in enumerate((s.first_batch, s.stop_batch) for s in layout.shards):
-        made = [[item.item_id for item in batch.items] for batch in shard_batches(plan, layout, shard)]
-        assert made == [[item.item_id for item in batch.items] for batch in batches[first:stop]]
+    for shard in shards:
+        made = [[item.item_id for item in batch.items] for batch in shard_batches(plan, shard)]
+        assert made == [[item.item_id for item in batch.items] for batch in batches[shard.first_batch:shard.stop_batch]]
     # more shards than batches: the extra shards are empty, no batch is split
     many = cut_shards(plan, 12)
-    assert sum(many.planned) == 16 and all(p in (0, 2) for p in many.planned)
+    assert sum(s.planned for s in many) == 16 and all(s.planned in (0, 2) for s in many)
 
 
 # --- torchrun -----------------------------------------------------------------------------------
@@ -206,6 +206,36 @@ def test_a_killed_worker_is_finished_by_resume_and_readers_see_the_run_meanwhile
     for item_id, stamp in created.items():
         sidecar = next(r for r in records if r["item_id"] == item_id)["outputs"][0]
         assert json.loads((run_dir / Path(sidecar).with_suffix(".json")).read_text())["created"] == stamp
+
+
+def test_sigterm_ends_a_worker_as_cleanly_as_a_single_process_run(tmp_path: Path) -> None:
+    """The one attempt loop turns SIGTERM (Slurm preemption, `kill`) into an orderly interrupt for a worker too: what
+    it committed stays, its record says interrupted, and a resume makes exactly the rest."""
+    run_dir = _distributed_run(tmp_path, 2)
+    run = RunFolder(run_dir)
+    worker = subprocess.Popen([sys.executable, "-m", "diffsweep.cli.runs", "work", str(run_dir), "--shard", "0"],
+                              cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = run.shard_manifest(0)
+    _wait_for(lambda: manifest.exists() and manifest.read_bytes().count(b"\n") >= 1)
+    worker.send_signal(signal.SIGTERM)
+    _, stderr = worker.communicate(timeout=120)
+    assert worker.returncode == 130, stderr  # as Ctrl-C ends a single-process run
+    assert "interrupted" in stderr and "Traceback" not in stderr
+
+    committed = [json.loads(line) for line in manifest.read_text().splitlines()]
+    record = run.read_worker(0)
+    assert record is not None and record.status == "interrupted" and record.finished is not None
+    assert record.counts.generated == len(committed) < 4  # its record counts exactly what it committed
+    assert not run.shard_lock(0).is_held() and run.shard_state(0) == "interrupted"
+    assert not list(run_dir.rglob("*.tmp"))
+    assert all(run.is_intact(r) for r in run.items().values())
+
+    resumed = _runs(tmp_path, "resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    info = read_run_json(run_dir)
+    assert info["status"] == "complete" and info["counts"]["done"] == 8
+    shard_0 = next(w for w in info["workers"] if w["shard"] == 0)
+    assert shard_0["counts"]["kept"] == len(committed) and shard_0["counts"]["generated"] == 4 - len(committed)
 
 
 def test_a_worker_of_another_version_or_config_is_refused_before_it_writes(tmp_path: Path) -> None:

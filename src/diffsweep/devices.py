@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from diffsweep.errors import DiffsweepError
@@ -78,3 +80,13 @@ def empty_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
     elif device.type == "mps":
         torch.mps.empty_cache()
+
+
+def pipeline_nbytes(pipeline: Any) -> int:
+    """Bytes held by the parameters and buffers of a pipeline's torch modules."""
+    total = 0
+    for component in getattr(pipeline, "components", {}).values():
+        if isinstance(component, torch.nn.Module):
+            total += sum(t.numel() * t.element_size() for t in component.parameters())
+            total += sum(t.numel() * t.element_size() for t in component.buffers())
+    return total

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from diffsweep import devices
-from diffsweep.execution.cache import pipeline_nbytes
+from diffsweep.devices import pipeline_nbytes
 from diffsweep.paths import conf_dir
 
 LOSSY_KEYS = ("layerwise_casting", "vae_tiling")

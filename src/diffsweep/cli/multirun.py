@@ -54,8 +54,8 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
 
 def check_job(job: DictConfig) -> None:
     """Everything `diffsweep` checks before it writes anything, for one composed job."""
-    # start-up time: the callback is made for every command; planning (and torch) load only for a multirun
-    from diffsweep.planning.prepare import check_output_root, prepare  # noqa: PLC0415
+    # the callback is made for every command; planning (and torch) load only for a multirun
+    from diffsweep.planning.prepare import check_output_root, prepare  # noqa: PLC0415 - start-up time
 
     HydraConfig.instance().set_config(job)  # as Hydra does for a job: ${hydra:...} resolves against it
     source_of = source_finder(job.hydra)

@@ -248,11 +248,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    # start-up time: scoring, its models and the plan's validation load only for this command
-    from diffsweep import devices  # noqa: PLC0415
-    from diffsweep.planning.prepare import validated  # noqa: PLC0415
-    from diffsweep.reports import score_stats, scoring, tracking  # noqa: PLC0415
-    from diffsweep.reports.build import write_viewer  # noqa: PLC0415
+    from diffsweep import devices  # noqa: PLC0415 - start-up time: only this command scores
+    from diffsweep.planning.prepare import validated  # noqa: PLC0415 - start-up time: only this command scores
+    from diffsweep.reports import score_stats, scoring, tracking  # noqa: PLC0415 - start-up time: only this command scores
+    from diffsweep.reports.build import write_viewer  # noqa: PLC0415 - start-up time: only this command scores
 
     run = RunFolder(find_run(args.run, args.root).absolute())
     config = validated(read_run_config(run.path), run.config_source)
@@ -366,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=cmd_score)
     schema = sub.add_parser("schema", help="print a JSON Schema as diffsweep validates with it (the config's with "
                                            "the installed providers' names and parameters)")
-    schema.add_argument("name", choices=("config", "item", "run"), help="which record it describes")
+    schema.add_argument("name", choices=("config", "item", "run", "layout", "score"), help="which record it describes")
     schema.set_defaults(func=cmd_schema)
     diff = sub.add_parser("diff", help="what changed between two runs; exit 1 when an item differs")
     diff.add_argument("run_a", help="the first run")

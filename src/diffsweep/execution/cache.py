@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from diffsweep import devices, hashing
+from diffsweep.devices import pipeline_nbytes
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +41,6 @@ class Entry:
     applied: list[Any] = field(default_factory=list)  # optimize.Applied records
     base_scheduler_config: Any = None  # the scheduler the weights came with, to swap from
     scheduler_key: str | None = None  # which scheduler is on the pipeline now
-
-
-def pipeline_nbytes(pipeline: Any) -> int:
-    """Bytes held by the parameters and buffers of a pipeline's torch modules."""
-    total = 0
-    for component in getattr(pipeline, "components", {}).values():
-        if isinstance(component, torch.nn.Module):
-            total += sum(t.numel() * t.element_size() for t in component.parameters())
-            total += sum(t.numel() * t.element_size() for t in component.buffers())
-    return total
 
 
 class PipelineCache:

@@ -35,7 +35,7 @@ def quiet_library_progress_bars() -> None:
     """diffsweep shows one progress bar for the sweep; loading and saving bars would bury it. Called where a pipeline
     is loaded, not on import: a dry run or a resume with nothing to do loads no diffusers at all."""
     import diffusers  # noqa: PLC0415 - start-up time: diffusers and transformers load only with a pipeline
-    import transformers  # noqa: PLC0415
+    import transformers  # noqa: PLC0415 - start-up time, as diffusers above
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()

@@ -6,12 +6,33 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 from diffsweep.planning.plan import Batch, Plan
-from diffsweep.store.records import ShardLayout
 
 
-def cut_shards(plan: Plan, count: int) -> ShardLayout:
+class BatchRange(Protocol):
+    """A run of the plan's batches: `first_batch` up to (not including) `stop_batch`."""
+
+    @property
+    def first_batch(self) -> int: ...
+
+    @property
+    def stop_batch(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard of a plan: its batches, how many items they hold, and the builders they load."""
+
+    first_batch: int
+    stop_batch: int
+    planned: int
+    builders: tuple[str, ...]
+
+
+def cut_shards(plan: Plan, count: int) -> list[Shard]:
     """Cut the plan's batches, in plan order, into `count` runs of whole batches with about equal items; a cut
     moves to the nearest change of builder within half a shard, so each worker loads as few builders as it can
     (two builders on two workers: one each)."""
@@ -34,14 +55,13 @@ def cut_shards(plan: Plan, count: int) -> ShardLayout:
             best = min(near, key=lambda c: abs(before[c] - target))
         cuts.append(max(best, cuts[-1]))
     cuts.append(batches)
-    ranges = list(zip(cuts[:-1], cuts[1:], strict=True))
-    return ShardLayout.of(ranges, [before[stop] - before[first] for first, stop in ranges],
-                          [list(dict.fromkeys(owners[first:stop])) for first, stop in ranges])
+    return [Shard(first, stop, before[stop] - before[first], tuple(dict.fromkeys(owners[first:stop])))
+            for first, stop in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
-def shard_batches(plan: Plan, layout: ShardLayout, shard: int, skip: Iterable[str] = ()) -> Iterator[Batch]:
+def shard_batches(plan: Plan, shard: BatchRange, skip: Iterable[str] = ()) -> Iterator[Batch]:
     """The shard's batches as a one-process run makes them, less the items in `skip`."""
-    first, stop = layout.shards[shard].first_batch, layout.shards[shard].stop_batch
+    first, stop = shard.first_batch, shard.stop_batch
     skip = set(skip)
     for ordinal, batch in enumerate(plan.batches()):
         if ordinal >= stop:

@@ -31,8 +31,8 @@ class RunResult:
 
 
 def new_run_info(run: RunFolder, plan: Plan) -> RunInfo:
-    return RunInfo(status="running", name=plan.config.sweep.name, version=run.path.name, started=now(),
-                   device=str(plan.device), counts=Counts(planned=plan.total, skipped=plan.total),
+    return RunInfo(status="running", name=plan.config.sweep.name, version=run.path.name, started=now(), finished=None,
+                   device=str(plan.device), counts=Counts(planned=plan.total, skipped=plan.total), attempts=[],
                    builders=builder_records(plan), versions=Versions.model_validate(software_versions()),
                    command=invocation(), optimization=dict(plan.config.optimization))
 
@@ -42,7 +42,8 @@ def builder_records(plan: Plan) -> list[BuilderRecord]:
     labels = plan.builder_labels()
     return [BuilderRecord(hash=b.hash, provider=b.provider.name, pipeline=b.spec.name, model=b.config["model"],
                           revision=b.identity.get("revision"), dtype=b.identity["dtype"], label=labels[b.hash].label,
-                          identity=labels[b.hash].identity, full_identity=b.identity)
+                          identity=labels[b.hash].identity, full_identity=b.identity, model_path=None,
+                          load_seconds=None)
             for b in plan.builders.values()]
 
 
@@ -55,5 +56,4 @@ def invocation() -> list[str]:
 
 
 def new_attempt(kind: str) -> Attempt:
-    return Attempt.model_validate({"kind": kind, "command": invocation(), "started": now(),
-                                   "host": socket.gethostname(), "pid": os.getpid()})
+    return Attempt.started_now(kind, invocation(), socket.gethostname(), os.getpid())

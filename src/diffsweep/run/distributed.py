@@ -69,7 +69,7 @@ def create_run(plan: Plan, overrides: list[str], shards: int) -> RunFolder:
     with run.locked():
         write_run_config(run.path, config.to_doc())
         write_overrides(run.path, overrides)
-        layout = cut_shards(plan, shards)
+        layout = ShardLayout.of(cut_shards(plan, shards))
         run.write_layout(layout)
         info = new_run_info(run, plan)
         info.shards, info.config_hash = layout.count, hashing.file_digest(run.path / CONFIG)
@@ -127,11 +127,10 @@ def work_on_shard(run_dir: Path, shard: int, *, kind: str = "run", rank: int | N
 def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set[str], info: RunInfo, kind: str,
           rank: int | None, cache: PipelineCache) -> Worker:
     """The shard as one attempt of the execution core, its worker.json rewritten as a heartbeat meanwhile."""
-    worker = Worker.model_validate({"kind": kind, "command": invocation(), "started": now(),
-                                    "host": socket.gethostname(), "pid": os.getpid(), "shard": shard,
-                                    "attempt": len(info.attempts) - 1, "rank": rank, "device": str(plan.device),
-                                    "heartbeat": now()})
-    mine = [item.item_id for batch in shard_batches(plan, layout, shard) for item in batch.items]
+    worker = Worker.started_now(kind, invocation(), socket.gethostname(), os.getpid(), shard=shard,
+                                attempt=len(info.attempts) - 1, rank=rank, device=str(plan.device), heartbeat=now(),
+                                loaded=[])
+    mine = [item.item_id for batch in shard_batches(plan, layout.shards[shard]) for item in batch.items]
     kept = sum(1 for item_id in mine if item_id in done)
     worker.counts = AttemptCounts(planned=len(mine), kept=kept)
     # builder records of this worker alone (run.json's are merged from every worker at the end)
@@ -157,7 +156,7 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
         heart = threading.Thread(target=beat, name="diffsweep-heartbeat", daemon=True)
         heart.start()
         try:
-            outcome = execute(job, shard_batches(plan, layout, shard, skip=done), todo=len(mine) - kept,
+            outcome = execute(job, shard_batches(plan, layout.shards[shard], skip=done), todo=len(mine) - kept,
                               label=f"{info.name} shard {shard}")
         finally:
             stop_beating.set()
@@ -270,7 +269,7 @@ def launched_state(device_name: str) -> Any:
     if "LOCAL_RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
         return None  # started by hand: no launcher, nothing to join
     import torch  # noqa: PLC0415 - start-up time: only a launched process needs torch and accelerate here
-    from accelerate import PartialState  # noqa: PLC0415
+    from accelerate import PartialState  # noqa: PLC0415 - start-up time, as torch above
 
     state = PartialState(cpu=device_name == "cpu" or not torch.cuda.is_available())
     return state if state.num_processes > 1 else None

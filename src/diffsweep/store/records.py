@@ -16,10 +16,11 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, model_validator
 from typing_extensions import Self
 
 from diffsweep.errors import DiffsweepError
+from diffsweep.planning.shards import Shard
 
 RUN_SCHEMA_VERSION = 2  # 2: counts describe the run's items; each attempt is kept in `attempts`
 SIDECAR_SCHEMA_VERSION = 1
@@ -256,6 +257,7 @@ class Timings(Record):
             self.steady_items += items
             self.steady_seconds += seconds
 
+    @computed_field(description="items over seconds of every call after the first")  # type: ignore[prop-decorator]
     @property
     def steady_items_per_second(self) -> float | None:
         return self.steady_items / self.steady_seconds if self.steady_seconds > 0 else None
@@ -301,17 +303,24 @@ class OomEvent(Record):
 class Attempt(Record):
     """One execution of a run: the first run, each resume, or one worker of a distributed run."""
 
-    kind: Literal["run", "resume"] = "run"
-    command: list[str] = Field(default_factory=list)
-    started: str = ""
-    finished: str | None = None
-    status: Status = "running"
-    host: str = ""
-    pid: Count = 0
-    counts: AttemptCounts = Field(default_factory=AttemptCounts, description=AttemptCounts.__doc__)
-    cache: CacheStats = Field(default_factory=CacheStats)
-    timings: Timings = Field(default_factory=Timings)
+    kind: Literal["run", "resume"]
+    command: list[str]
+    started: str
+    finished: str | None
+    status: Status
+    host: str
+    pid: Count
+    counts: AttemptCounts = Field(description=AttemptCounts.__doc__)
+    cache: CacheStats
+    timings: Timings
     oom_events: list[OomEvent] = Field(default_factory=list)
+
+    @classmethod
+    def started_now(cls, kind: str, command: list[str], host: str, pid: int, **fields: Any) -> Self:
+        """A new attempt, running since now, with nothing counted yet."""
+        return cls.model_validate({"kind": kind, "command": command, "started": now(), "finished": None,
+                                   "status": "running", "host": host, "pid": pid, "counts": AttemptCounts(),
+                                   "cache": CacheStats(), "timings": Timings(), **fields})
 
     def to_json(self) -> dict[str, Any]:
         record = self.model_dump(mode="json", exclude={"timings", "oom_events"})
@@ -339,16 +348,19 @@ class BuilderRecord(Record):
     speed and memory options applied."""
 
     hash: Digest
-    label: Annotated[str, Field(min_length=1)]
-    identity: dict[str, Any] = Field(default_factory=dict)
+    label: Annotated[str, Field(min_length=1, description="short readable name: what tells this builder from the "
+                                                          "run's other builders (its model for a lone builder)")]
+    identity: dict[str, Any] = Field(default_factory=dict, description="the identity fields in which this builder "
+                                     "differs from the run's other builders; empty for a lone builder")
     provider: str
     pipeline: str
     model: str
-    model_path: str | None = None
-    revision: str | None = None
+    model_path: str | None = Field(description="where it was loaded from; null until it is first used")
+    revision: str | None
     dtype: str | None = None
-    load_seconds: Seconds | None = None
-    full_identity: dict[str, Any] = Field(default_factory=dict)
+    load_seconds: Seconds | None = Field(description="null until it is first used; 0 when the process had it")
+    full_identity: dict[str, Any] = Field(default_factory=dict, description="every identity field of the builder: "
+                                          "the input of its hash")
     reused_from_cache: bool | None = None
     optimization: list[AppliedOption] | None = None
     oom_offload_items: list[Count] | None = Field(
@@ -377,12 +389,12 @@ class Worker(Attempt):
     `heartbeat` is rewritten every few seconds while it runs; `loaded` lists the builders it loaded; `builders`
     holds its records of them (load time, model path, optimizations), merged into run.json."""
 
-    shard: Count = 0
-    attempt: Count = Field(default=0, description="index in run.json `attempts` of the attempt it worked for")
-    rank: Count | None = Field(default=None, description="its rank under torchrun / accelerate launch")
-    device: str = ""
-    heartbeat: str = ""
-    loaded: list[str] = Field(default_factory=list)
+    shard: Count
+    attempt: Count = Field(description="index in run.json `attempts` of the attempt it worked for")
+    rank: Count | None = Field(description="its rank under torchrun / accelerate launch")
+    device: str
+    heartbeat: str
+    loaded: list[Digest]
     builders: list[BuilderRecord] = Field(default_factory=list)
 
     @property
@@ -418,11 +430,9 @@ class ShardLayout(Record):
         return [s.planned for s in self.shards]
 
     @classmethod
-    def of(cls, batches: Iterable[tuple[int, int]], planned: Iterable[int],
-           builders: Iterable[Iterable[str]]) -> ShardLayout:
-        return cls(shards=[ShardRange(shard=k, first_batch=first, stop_batch=stop, planned=count, builders=list(owners))
-                           for k, ((first, stop), count, owners) in enumerate(zip(batches, planned, builders,
-                                                                                   strict=True))])
+    def of(cls, shards: Iterable[Shard]) -> ShardLayout:
+        return cls(shards=[ShardRange(shard=k, first_batch=s.first_batch, stop_batch=s.stop_batch, planned=s.planned,
+                                      builders=list(s.builders)) for k, s in enumerate(shards)])
 
 
 class Tracking(Record):
@@ -465,16 +475,16 @@ class RunInfo(Record):
     status: Status
     name: str = ""
     version: Annotated[str, Field(pattern=r"^v[0-9]{4,}$")] | Literal[""] = ""
-    started: str = ""
-    finished: str | None = None
+    started: str
+    finished: str | None
     device: str = ""
-    counts: Counts = Field(default_factory=Counts, description=Counts.__doc__)
-    builders: list[BuilderRecord] = Field(default_factory=list)
+    counts: Counts = Field(description=Counts.__doc__)
+    builders: list[BuilderRecord]
     optimization: dict[str, Any] = Field(default_factory=dict)
-    versions: Versions | None = None
-    command: list[str] = Field(default_factory=list, description="the command that started the run")
-    attempts: list[Attempt] = Field(default_factory=list, description="every execution of the run in order: the "
-                                    "first run, then each resume")
+    versions: Versions
+    command: list[str] = Field(description="the command that started the run")
+    attempts: list[Attempt] = Field(description="every execution of the run in order: the first run, then each "
+                                                "resume")
     selected_items: list[Digest] | None = Field(
         default=None, description="a rerun of single items (diffsweep-runs rerun --item/--index): the item ids it "
                                   "makes; a resume makes these, not the whole grid")
@@ -496,10 +506,13 @@ class RunInfo(Record):
             raise RecordError(f"not JSON: {error}") from None
         return cls.from_json(parsed)
 
+    @computed_field(description="pipeline loads and cache hits, summed over every attempt")  # type: ignore[prop-decorator]
     @property
     def cache(self) -> CacheStats:
         return CacheStats.total(a.cache for a in self.attempts)
 
+    @computed_field(description="merged over every attempt: loads add up, the steady rate covers all calls after "  # type: ignore[prop-decorator]
+                                "each attempt's first")
     @property
     def timings(self) -> Timings:
         return Timings.merged(a.timings for a in self.attempts)
