@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 # One OpenMP thread per process: the tiny models gain nothing from more, and workers' threads would contend.
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo lint test test-fast bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ setup: $(BIN)/.installed
 
 demo: setup
 	$(BIN)/diffsweep
+
+# ruff (import order, bugbear, pyupgrade, simplify, complexity, function-level imports) and mypy on src
+lint: setup
+	$(BIN)/ruff check src tests bench docs
+	$(BIN)/mypy
 
 test: setup
 	$(PYTEST)

@@ -129,3 +129,14 @@ def test_second_writer_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
         pass
     assert not (tmp_path / ".lock").exists()  # a released lock leaves no file behind
     assert not RunFolder(tmp_path).has_live_writer()
+
+
+def test_overrides_are_yaml_written_and_read_back_exactly(tmp_path: Path) -> None:
+    from diffsweep.store.runconfig import read_overrides, write_overrides
+
+    overrides = ['sweep.grid.prompt=["a \\"quoted\\" fox","snow: cold"]', "sweep.name=ünïcode", "- not a flag",
+                 "~sweep.params.height", "+x='single'"]
+    write_overrides(tmp_path, overrides)
+    assert read_overrides(tmp_path) == overrides
+    (tmp_path / "overrides.yaml").write_text('- "sweep.name=written by an earlier version"\n')
+    assert read_overrides(tmp_path) == ["sweep.name=written by an earlier version"]

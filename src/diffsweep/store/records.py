@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, model_validator
 from typing_extensions import Self
 
 from diffsweep.errors import DiffsweepError
-from diffsweep.planning.shards import Shard
+
+if TYPE_CHECKING:  # a type only: reading records must not load the planner (and torch)
+    from diffsweep.planning.shards import Shard
 
 RUN_SCHEMA_VERSION = 2  # 2: counts describe the run's items; each attempt is kept in `attempts`
 SIDECAR_SCHEMA_VERSION = 1
@@ -560,8 +562,9 @@ def _upgraded_run_json(raw: Any) -> Any:
     upgraded = {k: v for k, v in raw.items() if k not in ("cache", "timings", "resumed")}
     if not raw.get("attempts"):
         upgraded["attempts"] = [{"kind": "run", "command": raw.get("command") or [], "started": raw.get("started", ""),
-                                 "finished": raw.get("finished"), "status": raw.get("status", "running"),
-                                 "cache": raw.get("cache") or {}, "timings": raw.get("timings") or {}}]
+                                 "finished": raw.get("finished"), "status": raw.get("status", "running"), "host": "",
+                                 "pid": 0, "counts": {}, "cache": raw.get("cache") or {},
+                                 "timings": raw.get("timings") or {}}]
     counts = raw.get("counts")
     if raw.get("schema_version", 1) == 1 and isinstance(counts, dict):
         planned, done, failed = (counts.get(k, 0) for k in ("planned", "done", "failed"))
