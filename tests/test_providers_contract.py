@@ -91,10 +91,14 @@ def test_tiny_provider_contract(preset: str, tmp_path: Path) -> None:
         unbatched = run_sweep(compose_config([*overrides, "sweep.batch_size=1"], tmp_path / "runs"), out=io.StringIO())
         batched, single = _outputs(run_dir), _outputs(unbatched.run_dir)
         assert batched.keys() == single.keys()
+        first, second = batched.values()
         for item_id, content in batched.items():
             if isinstance(content, tuple):
                 np.testing.assert_allclose(content[0], single[item_id][0], atol=1e-3)
-            elif content.ndim == 4:  # H.264 can turn a one-level rounding flip into a larger local change
-                assert np.abs(content.astype(int) - single[item_id].astype(int)).mean() < 0.5, item_id
+            elif content.ndim == 4:
+                # H.264 turns a one-level rounding flip of noisy tiny-model frames into a local change of a few
+                # levels; the same item from another batch must still be far closer than another item is
+                apart = np.abs(first.astype(int) - second.astype(int)).mean()
+                assert np.abs(content.astype(int) - single[item_id].astype(int)).mean() < 0.1 * apart, item_id
             else:
                 assert_batch_equivalent(content, single[item_id])
