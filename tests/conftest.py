@@ -72,3 +72,19 @@ def assert_batch_equivalent(a: Any, b: Any) -> None:
 
     diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
     assert diff.max() <= 1 and (diff > 0).mean() <= 0.01, (diff.max(), (diff > 0).mean())
+
+
+def run_json(status: str, counts: dict[str, int], builders: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A complete run.json for a hand-made run folder, as diffsweep writes one (readers refuse a partial one)."""
+    from diffsweep.store.records import RunInfo
+
+    versions = {"python": "3.11", "torch": "2", "diffusers": "0.42", "transformers": "5", "diffsweep": "0.1.0",
+                "cuda": None, "gpu": None}
+    builders = [{"provider": "stable_diffusion", "pipeline": "StableDiffusionPipeline", "model": "tiny:sd",
+                 "model_path": None, "revision": None, "load_seconds": None, **b} for b in builders or []]
+    attempt = {"kind": "run", "command": ["diffsweep"], "started": "2026-01-01T00:00:00+00:00",
+               "finished": "2026-01-01T00:01:00+00:00", "status": status, "host": "h", "pid": 1, "counts": {},
+               "cache": {}, "timings": {}}
+    return RunInfo.from_json({"status": status, "name": "demo", "version": "v0001", "started": attempt["started"],
+                              "finished": attempt["finished"], "counts": counts, "builders": builders,
+                              "versions": versions, "command": ["diffsweep"], "attempts": [attempt]}).to_json()

@@ -179,7 +179,7 @@ def test_flux_fill_inpaints_with_image_and_mask(flux_folders: dict[str, str], tm
     assert len(records) == 2
     assert all(r["params"]["mask_image"] == str(tmp_path / "mask.png") for r in records)
     assert all(_pixels(run_dir / r["outputs"][0]).shape == (32, 32, 3) for r in records)
-    assert verify_run(run_dir) == []
+    assert verify_run(run_dir).passed
 
 
 def test_flux_kontext_keeps_the_requested_size_with_and_without_an_image(flux_folders: dict[str, str],

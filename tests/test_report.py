@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from conftest import run_json
 from PIL import Image
 
 from diffsweep.reports.build import write_reports
@@ -66,7 +68,7 @@ def cards(run_dir: Path) -> list[int]:
 
 def test_viewer_data_lists_items_in_order_and_keeps_markup_out(tmp_path: Path) -> None:
     records = [record(2, "failed"), record(0, params={"prompt": HOSTILE}), record(1, suffix=".wav")]
-    run = {"status": "failed", "counts": {"planned": 3, "done": 2, "failed": 1, "skipped": 0}}
+    run = run_json("failed", {"planned": 3, "done": 2, "failed": 1, "skipped": 0})
     run_dir = make_run(tmp_path, records, {"prompt": ["p0", "p1", "p2"]}, run=run)
     write_reports(run_dir)
 
@@ -107,8 +109,7 @@ def test_run_without_outputs_writes_index_only(tmp_path: Path) -> None:
     assert viewer_data(run_dir)["status"] == "unknown" and list(run_dir.glob(".*.tmp")) == []
 
 
-@pytest.mark.parametrize("config", ["sweep: [unclosed", "sweep:\n  grid:\n    seed: {start: 1}\n",
-                                    "sweep:\n  grid:\n    seed: [1, 2]\n"])  # the last one has too few points
+@pytest.mark.parametrize("config", ["sweep: [unclosed", "sweep:\n  grid:\n    seed: {start: 1}\n"])
 def test_unusable_config_falls_back_to_grid_index_order(tmp_path: Path, config: str) -> None:
     run_dir = make_run(tmp_path, [record(i) for i in range(3)])
     (run_dir / "config.yaml").write_text(config, encoding="utf-8")
@@ -116,6 +117,15 @@ def test_unusable_config_falls_back_to_grid_index_order(tmp_path: Path, config: 
 
     assert [axis["name"] for axis in viewer_data(run_dir)["axes"]] == ["index"]
     assert (run_dir / "contact_sheet.png").is_file()  # sheets fall back the same way (test_sheets.py)
+
+
+def test_a_line_outside_the_planned_grid_is_left_out_and_named(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    run_dir = make_run(tmp_path, [record(i) for i in range(3)], {"seed": [1, 2]})  # the grid plans 2 items
+    write_reports(run_dir)
+
+    assert [axis["name"] for axis in viewer_data(run_dir)["axes"]] == ["seed"] and cards(run_dir) == [0, 1]
+    assert "1 manifest line(s) do not fit the run's grid of 2 item(s) (#2 0002aaaaaaaa)" in caplog.text
 
 
 def test_empty_folder_still_gets_an_index(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import compose_config, read_manifest, read_run_json
+from conftest import compose_config, read_manifest, read_run_json, run_json
 from diffsweep.reports.build import write_viewer
 from diffsweep.run.local import run_sweep
 
@@ -321,8 +321,8 @@ def synthetic_run(run_dir: Path, grid: dict[str, Any], mode: str, points: list[d
     (run_dir / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     failed = sum(1 for point in points if point.get("fail"))
     counts = {"planned": len(points), "done": len(points) - failed, "failed": failed, "skipped": 0}
-    (run_dir / "run.json").write_text(json.dumps({"status": "failed" if failed else "complete", "counts": counts,
-                                                  "builders": [{"hash": "b" * 64, "label": "synthetic"}]}))
+    (run_dir / "run.json").write_text(json.dumps(run_json("failed" if failed else "complete", counts,
+                                                          [{"hash": "b" * 64, "label": "synthetic"}])))
     write_viewer(run_dir)
     return run_dir
 

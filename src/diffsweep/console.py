@@ -24,6 +24,7 @@ def configure_logging(hydra_logs: bool = True) -> None:
     sections through them, on stdout, as in any Hydra application."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[diffsweep] %(message)s"))
+    handler.addFilter(lambda record: getattr(record, "console", True))  # details meant for run.log alone
     for name in ("diffsweep", "hydra") if hydra_logs else ("diffsweep",):
         logger = logging.getLogger(name)
         logger.addHandler(handler)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +26,13 @@ from diffsweep.errors import (
     ConfigIssue,
     DiffsweepError,
     FailedItemsError,
+    ModelUnavailableError,
     RunUnfinishedError,
     SourceOf,
 )
 from diffsweep.paths import conf_dir
+from diffsweep.store.folder import CONFIG, RUN_JSON
+from diffsweep.store.runconfig import dump_run_config, read_raw_run_config, read_run_config, refuse_code
 
 log = logging.getLogger("diffsweep")
 _GROUP_OF_KEY = {"builder": "provider", "generation": "provider", "sweep": "sweep", "optimization": "optimization",
@@ -37,7 +44,9 @@ def source_finder(hydra_cfg: Any) -> SourceOf:
     choices = hydra_cfg.runtime.choices
     # `sweep=user` picks a file; only value overrides (`sweep.params.x=1`) set keys themselves
     overrides = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") not in choices]
-    folders = [Path(s.path) for s in hydra_cfg.runtime.config_sources if s.schema == "file"] or [conf_dir()]
+    copies = {rerun.copy: rerun.folder for rerun in _folder_rerun}  # name the run folder, not its data copy
+    folders = [copies.get(Path(s.path), Path(s.path)) for s in hydra_cfg.runtime.config_sources
+               if s.schema == "file"] or [conf_dir()]
     config_name = hydra_cfg.job.config_name
 
     def config_file(relative: str) -> str:
@@ -100,7 +109,13 @@ def _run(cfg: DictConfig) -> None:
     from diffsweep.run.local import run_sweep  # noqa: PLC0415 - start-up time: torch loads after validation
 
     result = run_sweep(doc, overrides=list(hydra_cfg.overrides.task), source_of=source_of,
-                       preset=hydra_cfg.runtime.choices.get("provider"))
+                       preset=hydra_cfg.runtime.choices.get("provider"),
+                       trusted=[key for rerun in _folder_rerun for key in rerun.trusted])
+    if result.load_failures:  # the model could not be had: one line with the reason, the cause is in run.log
+        reasons = "; ".join(dict.fromkeys(result.load_failures.values()))
+        raise ModelUnavailableError(f"{reasons}. The run is recorded as failed at load in {result.run_dir} (run.log "
+                                    f"has the full cause); once the model can be had: diffsweep-runs resume "
+                                    f"{result.run_dir}")
     if result.counts.get("failed"):
         # an exception, not a flag: it also reaches the parent from process-per-job launchers
         raise FailedItemsError(f"{result.counts['failed']} of {result.counts['planned']} item(s) failed; "
@@ -111,30 +126,83 @@ def _run(cfg: DictConfig) -> None:
 
 
 CONFIG_PATH_FLAGS = ("--config-path", "-cp")
+TRUST_FLAG = "--trust"  # run code a run folder's config names (given to a `--config-path RUN` rerun)
+
+
+def _config_path_at(argv: list[str]) -> tuple[int, str] | None:
+    """Where the --config-path value is in argv, and the value."""
+    for position, arg in enumerate(argv):
+        flag, equals, value = arg.partition("=")
+        if flag in CONFIG_PATH_FLAGS:
+            if equals:
+                return position, value
+            return (position + 1, argv[position + 1]) if position + 1 < len(argv) else None
+    return None
+
+
+def _with_config_path(argv: list[str], position: int, value: str) -> list[str]:
+    result = list(argv)
+    flag, equals, _ = result[position].partition("=")
+    result[position] = f"{flag}={value}" if equals and flag in CONFIG_PATH_FLAGS else value
+    return result
 
 
 def absolute_config_path(argv: list[str], cwd: Path) -> list[str]:
     """Hydra takes a relative --config-path relative to the application's module; a user typing
     `--config-path runs/default/v0001` means the working directory, so make it absolute."""
-    result = list(argv)
-    for position, arg in enumerate(result):
-        flag, equals, value = arg.partition("=")
-        if flag not in CONFIG_PATH_FLAGS:
-            continue
-        if not equals:
-            if position + 1 >= len(result):
-                break
-            position, value = position + 1, result[position + 1]
-        if "://" in value or Path(value).expanduser().is_absolute():
-            continue
-        absolute = str((cwd / value).absolute())
-        result[position] = f"{flag}={absolute}" if equals else absolute
-    return result
+    found = _config_path_at(argv)
+    if found is None or "://" in found[1] or Path(found[1]).expanduser().is_absolute():
+        return list(argv)
+    return _with_config_path(argv, found[0], str((cwd / found[1]).absolute()))
+
+
+@dataclass
+class _FolderRerun:
+    """A `--config-path` that is a run folder: composed from a copy that holds its config as data, never the
+    folder's own Hydra settings (its callbacks and launchers are code) unless the user trusts it."""
+
+    folder: Path
+    copy: Path
+    trusted: list[str]
+
+
+_folder_rerun: list[_FolderRerun] = []
+
+
+@contextmanager
+def run_folder_as_data(argv: list[str], trust: bool) -> Iterator[list[str]]:
+    found = _config_path_at(argv)
+    folder = Path(found[1]) if found else None
+    if found is None or folder is None or not (folder / RUN_JSON).is_file():
+        yield argv
+        return
+    raw = read_raw_run_config(folder)
+    trusted = refuse_code(folder, raw, trust)  # ConfigError (exit 2) names the code when it is not trusted
+    if trusted:  # the user trusts what the folder says: Hydra composes it as it is, callbacks included
+        _folder_rerun.append(_FolderRerun(folder, folder, trusted))
+        yield argv
+        return
+    with tempfile.TemporaryDirectory(prefix="diffsweep-rerun-") as copy:
+        # the folder's values under the Hydra settings this diffsweep ships
+        (Path(copy) / CONFIG).write_text(dump_run_config(read_run_config(folder), folder), encoding="utf-8")
+        _folder_rerun.append(_FolderRerun(folder, Path(copy), []))
+        try:
+            yield _with_config_path(argv, found[0], copy)
+        finally:
+            _folder_rerun.clear()
 
 
 def main() -> None:
     """Console entry point for `diffsweep`."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach report_failure instead of Hydra's exit(1)
-    sys.argv = [sys.argv[0], *absolute_config_path(sys.argv[1:], Path.cwd())]
-    configure_logging(hydra_logs=not any(arg.split("=", 1)[0] == "--info" for arg in sys.argv[1:]))
-    sys.exit(report_failure(_run_app))
+    argv = absolute_config_path(sys.argv[1:], Path.cwd())
+    trust = TRUST_FLAG in argv
+    argv = [arg for arg in argv if arg != TRUST_FLAG]
+    configure_logging(hydra_logs=not any(arg.split("=", 1)[0] == "--info" for arg in argv))
+
+    def run() -> None:
+        with run_folder_as_data(argv, trust) as composed:
+            sys.argv = [sys.argv[0], *composed]
+            _run_app()
+
+    sys.exit(report_failure(run))

@@ -205,56 +205,68 @@ def _items_per_second(worker: Any) -> float | None:
 def cmd_resume(args: argparse.Namespace) -> int:
     from diffsweep.run.local import resume_run  # noqa: PLC0415 - start-up time: list and show load no torch
 
-    result = resume_run(find_run(args.run, args.root).absolute(), here=args.here)
-    return result.exit_code
+    run = RunFolder(find_run(args.run, args.root).absolute())
+    run.check_is_run()
+    return resume_run(run.path, here=args.here, trust=args.trust).exit_code
 
 
 def cmd_work(args: argparse.Namespace) -> int:
     from diffsweep.run.distributed import finalize, work_on_shard  # noqa: PLC0415 - start-up time
 
     run = RunFolder(find_run(args.run, args.root).absolute())
-    worker = work_on_shard(run.path, args.shard)
-    finalize(run)
+    worker = work_on_shard(run.path, args.shard, trust=args.trust)
+    finalize(run, trust=args.trust)
     return EXIT_FAILED_ITEMS if worker.status == "failed" else EXIT_OK
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
+    from diffsweep.run.attempts import check_config_unchanged, trusted_config  # noqa: PLC0415 - start-up time
     from diffsweep.run.local import run_sweep  # noqa: PLC0415 - start-up time
 
-    path = find_run(args.run, args.root)
-    doc = read_run_config(path)
-    doc["output"]["root"] = str(path.parent.parent.absolute())  # next version beside the original
+    run = RunFolder(find_run(args.run, args.root))
+    info = run.check_is_run()
     only = [*args.item, *args.index]
+    doc, trusted = trusted_config(run, args.trust)
+    if only:  # the ids of single items are those of the run's own config
+        check_config_unchanged(run, info)
+    doc["output"]["root"] = str(run.path.parent.parent.absolute())  # next version beside the original
     what = f" item(s) {' '.join(map(str, only))}" if only else ""
-    result = run_sweep(doc, overrides=[f"rerun of {path}{what}"], source_of=RunFolder(path).config_source,
-                       base_dir=path, only=only)
+    result = run_sweep(doc, overrides=[f"rerun of {run.path}{what}"], source_of=run.config_source,
+                       base_dir=run.path, only=only, trusted=trusted)
     return result.exit_code
 
 
 def cmd_viewer(args: argparse.Namespace) -> int:
     from diffsweep.reports.build import write_viewer  # noqa: PLC0415 - start-up time
 
-    path = find_run(args.run, args.root).absolute()
-    write_viewer(path)
-    print(path / "index.html")
+    run = RunFolder(find_run(args.run, args.root).absolute())
+    run.check_is_run()
+    write_viewer(run.path)
+    print(run.path / "index.html")
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from diffsweep.run.verify import verify_run  # noqa: PLC0415 - start-up time
 
-    mismatches = verify_run(find_run(args.run, args.root), limit=args.items)
-    return EXIT_FAILED_ITEMS if mismatches else EXIT_OK
+    report = verify_run(find_run(args.run, args.root), limit=args.items, trust=args.trust)
+    return EXIT_OK if report.passed else EXIT_FAILED_ITEMS
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from diffsweep import devices  # noqa: PLC0415 - start-up time: only this command scores
-    from diffsweep.planning.prepare import validated  # noqa: PLC0415 - start-up time: only this command scores
-    from diffsweep.reports import score_stats, scoring, tracking  # noqa: PLC0415 - start-up time: only this command scores
-    from diffsweep.reports.build import write_viewer  # noqa: PLC0415 - start-up time: only this command scores
+    # start-up time, each import: only this command scores
+    from diffsweep import devices  # noqa: PLC0415 - start-up time
+    from diffsweep.config.model import RunConfig  # noqa: PLC0415 - start-up time
+    from diffsweep.config.schema import normalise, validate_sections  # noqa: PLC0415 - start-up time
+    from diffsweep.reports import score_stats, scoring, tracking  # noqa: PLC0415 - start-up time
+    from diffsweep.reports.build import write_viewer  # noqa: PLC0415 - start-up time
 
     run = RunFolder(find_run(args.run, args.root).absolute())
-    config = validated(read_run_config(run.path), run.config_source)
+    info = run.check_is_run()
+    # the folder is data: only what scoring needs of its config is checked, and no provider is loaded for it
+    doc = normalise(read_run_config(run.path, trust=args.trust))
+    validate_sections(doc, ("device", "allowed_modules", "score", "tracking", "output"), run.config_source)
+    config = RunConfig.read(doc, run.config_source)
     settings = config.score_settings()
     settings = replace(settings, metrics=tuple(args.metric or settings.metrics or scoring.MODEL_FREE),
                        clip_model=args.clip_model or settings.clip_model,
@@ -269,7 +281,6 @@ def cmd_score(args: argparse.Namespace) -> int:
           + (f"  ({outcome.items} items, {rate:.1f} items/s)" if rate else ""))
     for line in score_stats.summary_table(stats):
         print(line)
-    info = run.read_info()
     # a tracked run that has ended gets its new scores in its tracked run, as a resume would log them; a run still
     # going logs them itself when it ends
     if config.tracking.backend != "none" and info.status != "running":
@@ -292,6 +303,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     from diffsweep.reports.sheets import write_sheets  # noqa: PLC0415 - start-up time: each command loads only what it uses (list and show no torch)
 
     path = find_run(args.run, args.root).absolute()
+    RunFolder(path).check_is_run()
     written = write_sheets(path, args.x, args.y, args.z, args.max_pixels)
     log.info("%s: %d sheet(s)", written.choice.describe(), len(written.pages))
     for note in dict.fromkeys(written.notes):
@@ -315,6 +327,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {text}")
     return value
+
+
+def _trust_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--trust", action="store_true",
+                         help="run code the run folder's config names (Hydra callbacks, trust_remote_code, modules "
+                              "beyond diffusers and diffsweep); without it such a folder is refused. Recorded in "
+                              "run.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -350,11 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="rerun only this item (its id, or a unique beginning of it); repeatable")
             command.add_argument("--index", action="append", type=int, default=[], metavar="N",
                                  help="rerun only the item at this grid index; repeatable")
+        if name in ("resume", "rerun", "verify"):
+            _trust_flag(command)
     work = sub.add_parser("work", help="run one shard of a distributed run (what each worker of it does)")
     work.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
     work.add_argument("--shard", type=int, required=True, help="the shard to run (0-based)")
+    _trust_flag(work)
     work.set_defaults(func=cmd_work)
     score = sub.add_parser("score", help="score items into scores.jsonl, scores_summary.csv and scores/*.png")
+    _trust_flag(score)
     score.add_argument("run", help="run folder, <sweep>/vNNNN, or <sweep> for its latest version")
     score.add_argument("--metric", action="append", metavar="NAME",
                        help="clip_score, sharpness, colourfulness or a dotted path (repeatable; default: the run's "

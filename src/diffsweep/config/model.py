@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from diffsweep.errors import ConfigError, ConfigIssue, SourceOf
 from diffsweep.metrics import DEFAULT_CLIP, ScoreSettings
 
 
@@ -96,6 +97,17 @@ class RunConfig(Section):
     def from_doc(cls, doc: Mapping[str, Any]) -> RunConfig:
         """From a resolved config that passed validation (`diffsweep.config.schema.validate_config`)."""
         return cls.model_validate(dict(doc))
+
+    @classmethod
+    def read(cls, doc: Mapping[str, Any], source_of: SourceOf) -> RunConfig:
+        """From a config only some sections of which were validated (a run folder read as data): a value of another
+        type is a ConfigError naming its key."""
+        try:
+            return cls.model_validate(dict(doc))
+        except ValidationError as error:
+            problem = error.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise ConfigError(ConfigIssue(where, problem["msg"], source_of(where))) from None
 
     def to_doc(self) -> dict[str, Any]:
         """The plain mapping config.yaml records (and validation takes): the keys it was built from, as given."""

@@ -280,6 +280,23 @@ def _flatten(mapping: Mapping[str, Any], prefixes: tuple[str, ...]) -> dict[str,
     return flat
 
 
+def validate_sections(doc: Mapping[str, Any], keys: Iterable[str], source_of: SourceOf | None = None) -> None:
+    """Some top-level sections of a config against the shipped schema alone: what a command reading a run folder as
+    data needs of it (score settings, say), without the providers that complete the rest of the schema."""
+    shipped = json.loads((schemas_dir() / "config.schema.json").read_text(encoding="utf-8"))
+    issues = []
+    for key in keys:
+        if key not in doc:
+            continue
+        validator = Draft202012Validator({"$defs": shipped["$defs"], **shipped["properties"][key]})
+        for error in validator.iter_errors(doc[key]):
+            for path, message in _issues_for(error):
+                full = key + ("." + path if path and not path.startswith("[") else path)
+                issues.append(ConfigIssue(full, message, source_of(full) if source_of else None))
+    if issues:
+        raise ConfigError(issues)
+
+
 def validate_config(doc: Mapping[str, Any], source_of: SourceOf | None = None) -> None:
     """Raise ConfigError listing every schema violation of a resolved config."""
     issues = schema_issues(doc, "config", source_of=source_of)

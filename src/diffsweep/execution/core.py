@@ -57,6 +57,8 @@ class Execution:
     offloaded: set[str] = field(default_factory=set)  # cache keys switched to model offload by an OOM
     # per item index: the prompts its pipeline's text encoders cut (measured once, before its first call)
     truncated: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # builder hash -> why it could not be loaded: its items are not made (a load failure, not item failures)
+    load_failures: dict[str, str] = field(default_factory=dict)
     writer: ItemWriter | None = None
 
 
@@ -115,12 +117,24 @@ def execute(job: Execution, batches: Iterable[Batch], *, todo: int, label: str) 
 
 
 def run_batch(batch: Batch, job: Execution) -> None:
-    """One batch: its builder's pipeline (loaded once), then its call."""
-    started = time.perf_counter()
+    """One batch: its builder's pipeline (loaded once), then its call. A builder that cannot be loaded is recorded
+    once, with its cause in the run log, and its items are left not made: they are not item failures, and a resume
+    makes them once the model can be had."""
+    builder = batch.builder
+    if builder.hash in job.load_failures:
+        return
     try:
-        loaded = pipeline_for(batch.builder, job.cache, job.plan.device, job.plan.config.optimization)
-    except ModelUnavailableError as error:
-        _fail(batch, job, str(error), time.perf_counter() - started)
+        loaded = pipeline_for(builder, job.cache, job.plan.device, job.plan.config.optimization)
+    except Exception as error:  # noqa: BLE001 - recorded as the builder's load failure; the run goes on without it
+        reason = str(error) if isinstance(error, ModelUnavailableError) else (
+            f"model '{builder.config['model']}' could not be loaded: {type(error).__name__}: {error}")
+        log.error("%s", reason)
+        log.info("the cause, in full:\n%s", traceback.format_exc(), extra={"console": False})
+        with job.lock:
+            job.load_failures[builder.hash] = reason
+            record = job.builders.get(builder.hash)
+            if record is not None:
+                record.load_error = reason
         return
     with job.lock:
         if loaded.fresh:

@@ -22,7 +22,7 @@ from diffsweep import hashing, lora, providers, schedulers
 from diffsweep.config.model import RunConfig
 from diffsweep.config.schema import load_schema, range_checked_by_ends, subschema_checker
 from diffsweep.devices import resolve_dtype
-from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError, SourceOf, did_you_mean
+from diffsweep.errors import ConfigError, ConfigIssue, SourceOf, did_you_mean
 from diffsweep.inputs import identity_params
 from diffsweep.labels import BUILDER_AXIS, BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
@@ -411,14 +411,14 @@ class Plan:
         for key in wanted:
             if isinstance(key, int):
                 if not 0 <= key < len(self.grid):
-                    raise DiffsweepError(f"no item with index {key}: this run's items have indices 0 to "
-                                         f"{len(self.grid) - 1}")
+                    raise ConfigError(ConfigIssue("--index", f"no item with index {key}: this run's items have "
+                                                             f"indices 0 to {len(self.grid) - 1}"))
                 selected.add(self.item(key).item_id)
                 continue
             found = [item_id for item_id in self._all_item_ids() if item_id.startswith(key.lower())] if key else []
             if len(found) != 1:
-                raise DiffsweepError(f"item '{key}' is {'ambiguous' if found else 'not'} in this run's plan"
-                                     f"{' (give more of its id)' if found else ''}")
+                raise ConfigError(ConfigIssue("--item", f"item '{key}' is {'ambiguous' if found else 'not'} in this "
+                                                        f"run's plan{' (give more of its id)' if found else ''}"))
             selected.add(found[0])
         self.selected = frozenset(selected)
         self.total = len(self.selected)
@@ -451,6 +451,11 @@ class Plan:
         for shape in self._shapes():
             for positions in self._item_positions():
                 yield self._item_id(shape, positions)
+
+    def is_planned(self, index: int, item_id: str) -> bool:
+        """Whether the plan has this item at this grid index (a record that says otherwise is not this run's)."""
+        return 0 <= index < len(self.grid) and self.item(index).item_id == item_id and (
+            self.selected is None or item_id in self.selected)
 
     def count_in(self, ids: Container[str]) -> int:
         """How many planned items have their id in `ids` (ids of items no longer planned do not count)."""

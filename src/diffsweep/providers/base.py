@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -484,6 +485,10 @@ def _chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
+# connection failures of the HTTP clients huggingface_hub uses, by class name (requests, httpx and their forks)
+_CONNECTION_ERRORS = frozenset({"ConnectError", "ConnectTimeout", "ConnectionError", "ProxyError", "SSLError"})
+
+
 def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error: Exception) -> str:
     """One sentence that names the model, what is missing and what to do about it."""
     from huggingface_hub.errors import (  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
@@ -510,6 +515,13 @@ def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error:
     if any(issubclass(k, RepositoryNotFoundError) for k in kinds) or "401" in lowered or "404" in lowered:
         access = "the token has no access" if hub_token() else "no token is set (HF_TOKEN)"
         return f"model '{model}' was not found on the hub, or it is private and {access}: check the repo id"
+    if not hub_offline() and (any(issubclass(k, (ConnectionError, TimeoutError, socket.gaierror)) for k in kinds)
+                              or any(k.__name__ in _CONNECTION_ERRORS for k in kinds)):
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        cause = next(str(e) for e in reversed(chain) if str(e).strip()).splitlines()[0][:120]
+        return (f"model '{model}' could not be fetched: the Hugging Face hub ({endpoint}) is unreachable ({cause}) "
+                f"and the model is not in the local cache; check the network or proxy, or download it where the hub "
+                f"can be reached (`hf download {model}`)")
     if hub_offline() or any(issubclass(k, LocalEntryNotFoundError) for k in kinds) or "offline" in lowered:
         return (f"model '{model}' is not available offline (HF_HUB_OFFLINE is set or the hub is unreachable, "
                 f"and it is not in the local Hugging Face cache): download it first with "

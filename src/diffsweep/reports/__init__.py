@@ -8,3 +8,6 @@ cannot be made never changes the run's own outcome. Every file is written atomic
 """
 
 MAX_PIXELS = 40_000_000  # a sheet's default pixel cap (`diffsweep-runs sheet --max-pixels`)
+# the most items a report lays out: a run's size is read from its files, which must not make a reader allocate
+# without bound (a line that says its index is 10**12)
+MAX_REPORT_ITEMS = 10_000_000

@@ -12,24 +12,24 @@ from typing import Any
 from diffsweep import devices
 from diffsweep.config.model import RunConfig
 from diffsweep.reports import score_stats, scoring, sheets, tracking, viewer
-from diffsweep.reports.sheets import SHEET, sweep_grid
+from diffsweep.reports.sheets import SHEET
+from diffsweep.reports.viewer import PlannedItems
 from diffsweep.store.folder import SCORES, RunFolder
 from diffsweep.store.records import RunInfo
-from diffsweep.store.runconfig import read_config_data
 
 log = logging.getLogger("diffsweep")
 
 
 def after_attempt(run: RunFolder, config: RunConfig, info: RunInfo, *, score: bool, redraw: bool,
-                  device: Any = None) -> None:
+                  device: Any = None, plan: PlannedItems | None = None) -> None:
     """What follows an attempt: scores when it was not interrupted (before the viewer, which shows them, and tracking,
     which logs their summaries), the sheets and viewer unless the records they are drawn from are as they were, then
-    tracking."""
+    tracking. `plan`, where the caller has it, names the items not made yet in the viewer."""
     if score:
         score_run_end(run, config, device)
     if redraw:
         try:
-            write_reports(run.path)
+            write_reports(run.path, plan)
         except Exception as error:  # noqa: BLE001 - a drawing is a convenience; the run's records stand
             log.warning("could not write the contact sheet or viewer: %s", error)
     tracking.track_run(run, config, info)
@@ -50,23 +50,23 @@ def score_run_end(run: RunFolder, config: RunConfig, device: Any = None) -> None
     log.info("scored %d (item, metric) pair(s), %d skipped: %s", outcome.scored, outcome.skipped, run.path / SCORES)
 
 
-def write_reports(run_dir: Path) -> None:
+def write_reports(run_dir: Path, plan: PlannedItems | None = None) -> None:
     """Write the labelled sheets (only when some item has an output) and the viewer (index.html, data.js)."""
     run_dir = Path(run_dir)
     if any(record.outputs for record in sheets.read_records(run_dir)):
         sheets.write_sheets(run_dir)
-    write_viewer(run_dir)
+    write_viewer(run_dir, plan)
 
 
-def write_viewer(run_dir: Path) -> None:
-    """(Re)write the run viewer, index.html and data.js, from what is on disk; records stay untouched."""
+def write_viewer(run_dir: Path, plan: PlannedItems | None = None) -> None:
+    """(Re)write the run viewer, index.html and data.js, from what is on disk; records stay untouched. Items not made
+    yet are shown with their planned ids where the caller has the plan (the end of a run); the viewer command reads
+    the folder as data only and shows them by their place in the grid."""
     run_dir = Path(run_dir)
-    records = sheets.read_records(run_dir)
-    config = read_config_data(run_dir)
-    name = _sweep(config).get("name")
+    layout = sheets.run_layout(run_dir)
+    name = _sweep(layout.config).get("name")
     title = name if isinstance(name, str) else run_dir.parent.name
-    viewer.write_viewer(run_dir, title, sheets.read_info(run_dir), records, sweep_grid(config, records),
-                        (run_dir / SHEET).is_file())
+    viewer.write_viewer(run_dir, title, layout, (run_dir / SHEET).is_file(), plan)
 
 
 def _sweep(config: Mapping[str, Any]) -> Mapping[str, Any]:

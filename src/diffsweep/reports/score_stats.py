@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep.planning.grid import Axis
-from diffsweep.reports.sheets import SweepGrid, sweep_grid
+from diffsweep.reports.sheets import SweepGrid, run_layout
 from diffsweep.store.atomic import write_atomic
 from diffsweep.store.folder import RunFolder
-from diffsweep.store.runconfig import read_config_data
 
 SUMMARY = "scores_summary.csv"
 PLOTS = "scores"
@@ -75,9 +74,10 @@ def t_interval(values: Sequence[float]) -> tuple[float, float | None, float | No
     return mean, sd, mean - half, mean + half
 
 
-def run_grid(run_dir: Path) -> SweepGrid | None:
-    items = list(RunFolder(run_dir).items().values())
-    return sweep_grid(read_config_data(Path(run_dir)), items)
+def run_grid(run_dir: Path) -> tuple[SweepGrid | None, dict[str, int]]:
+    """The saved grid and the grid index of each item that fits it."""
+    layout = run_layout(Path(run_dir))
+    return layout.grid, {r.item_id: r.index for r in layout.records}
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,9 @@ class ScoredItem:
 
 def scored_items(run_dir: Path) -> tuple[list[ScoredItem], list[Axis]]:
     """Every non-skipped score with the item's value on each varying axis, and those axes."""
-    grid = run_grid(run_dir)
+    grid, index_of = run_grid(run_dir)
     if grid is None:
         return [], []
-    index_of = {r.item_id: r.index for r in RunFolder(run_dir).items().values()}
     varying = [axis for axis in grid.axes if len(axis.values) > 1]
     found = []
     for score in RunFolder(run_dir).read_scores():

@@ -25,8 +25,8 @@ from PIL import Image, ImageDraw
 from diffsweep import media
 from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
 from diffsweep.labels import axis_title, axis_value_labels, compact, fit_all
-from diffsweep.planning.grid import Axis, Grid, expand_range
-from diffsweep.reports import MAX_PIXELS
+from diffsweep.planning.grid import Axis, Grid, expand_range, range_length
+from diffsweep.reports import MAX_PIXELS, MAX_REPORT_ITEMS
 from diffsweep.reports.fonts import Typeface
 from diffsweep.store.atomic import write_atomic
 from diffsweep.store.folder import RunFolder
@@ -119,21 +119,45 @@ class SweepGrid:
         return self.positions.point(index)[axis.name]
 
 
-def sweep_grid(config: Mapping[str, Any], records: Sequence[ItemRecord]) -> SweepGrid | None:
-    """The saved grid, or None when it is absent, malformed or does not match the manifest."""
+def sweep_grid(config: Mapping[str, Any], planned: int | None = None) -> SweepGrid | None:
+    """The saved grid, or None when it is absent, malformed, larger than a report lays out, or of another size than
+    the run planned (`planned`, from run.json). Its size is measured before any axis is made."""
     sweep = _sweep(config)
     spec = sweep.get("grid")
     if not isinstance(spec, Mapping):
         return None
+    mode = "zip" if sweep.get("mode") == "zip" else "product"
     try:
+        lengths = [_axis_length(values) for values in spec.values()]
+        size = (min(lengths) if lengths else 0) if mode == "zip" else math.prod(lengths)
+        if size > MAX_REPORT_ITEMS or (planned is not None and size != planned):
+            return None
         axes = [Axis(str(name), tuple(_axis_values(values))) for name, values in spec.items()]
-        mode = "zip" if sweep.get("mode") == "zip" else "product"
-        grid = SweepGrid(axes, Grid([Axis(a.name, tuple(range(len(a.values)))) for a in axes], mode))
-    except (ConfigError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        return SweepGrid(axes, Grid([Axis(a.name, tuple(range(len(a.values)))) for a in axes], mode))
+    except (ConfigError, KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError):
         return None
-    if any(record.index >= grid.size for record in records):
-        return None
-    return grid
+
+
+def _axis_length(spec: Any) -> int:
+    if isinstance(spec, Mapping):
+        return range_length(spec)
+    if isinstance(spec, list):
+        return len(spec)
+    raise TypeError(f"not an axis: {spec!r}")
+
+
+def placed(records: Sequence[ItemRecord], size: int) -> list[ItemRecord]:
+    """The records a report can place in a grid of `size` items: one per index inside it. A line whose index lies
+    outside, or a second item at a taken index, is not this run's: it is named in a warning and left out."""
+    kept: dict[int, ItemRecord] = {}
+    stray = []
+    for record in records:
+        if record.index >= size or kept.setdefault(record.index, record).item_id != record.item_id:
+            stray.append(record)
+    if stray:
+        log.warning("%d manifest line(s) do not fit the run's grid of %d item(s) (%s); they are left out",
+                    len(stray), size, ", ".join(f"#{r.index} {r.item_id[:12]}" for r in stray[:5]))
+    return sorted(kept.values(), key=lambda record: record.index)
 
 
 def _axis_values(spec: Any) -> list[Any]:
@@ -145,11 +169,12 @@ def _axis_values(spec: Any) -> list[Any]:
     raise TypeError(f"not an axis: {spec!r}")
 
 
-def run_grid(config: Mapping[str, Any], records: Sequence[ItemRecord], planned: int) -> RunGrid:
-    """The sheet axes of a run. Without a usable saved grid, items go in grid-index order, in rows."""
-    saved = sweep_grid(config, records)
+def run_grid(config: Mapping[str, Any], planned: int) -> RunGrid:
+    """The sheet axes of a run of `planned` items. Without a usable saved grid, items go in grid-index order, in
+    rows."""
+    saved = sweep_grid(config, planned)
     if saved is None:
-        total = max([planned] + [r.index + 1 for r in records] + [1])
+        total = max(planned, 1)
         cols = max(1, math.ceil(math.sqrt(total)))
         rows = math.ceil(total / cols)
         across = SheetAxis("column", "item", tuple(f"+{c}" for c in range(cols)), ("column",))
@@ -578,6 +603,31 @@ def read_records(run_dir: Path) -> list[ItemRecord]:
     return sorted(latest.values(), key=lambda record: record.index)
 
 
+@dataclass(frozen=True)
+class RunLayout:
+    """What a report lays out: the run's size, its saved grid (None when unusable) and the records that fit it."""
+
+    size: int
+    grid: SweepGrid | None
+    records: list[ItemRecord]
+    info: RunInfo | None
+    config: Mapping[str, Any]
+
+
+def run_layout(run_dir: Path) -> RunLayout:
+    """The run as a report sees it, sized by what the run planned (run.json, else its saved grid), never by an index
+    a manifest line states; a run larger than a report lays out is refused."""
+    info, config = read_info(run_dir), read_config_data(run_dir)
+    records = read_records(run_dir)
+    # a rerun of single items plans a few items of the whole grid, which the viewer still lays out whole
+    whole = info is not None and info.selected_items is None
+    grid = sweep_grid(config, info.counts.planned if info and whole else None)
+    size = grid.size if grid else info.counts.planned if info else len(records)
+    if size > MAX_REPORT_ITEMS:
+        raise DiffsweepError(f"{run_dir} plans {size:,} items, more than a report lays out ({MAX_REPORT_ITEMS:,})")
+    return RunLayout(size, grid, placed(records, size), info, config)
+
+
 def read_info(run_dir: Path) -> RunInfo | None:
     try:
         return RunFolder(run_dir).read_info()
@@ -607,9 +657,9 @@ def write_sheets(run_dir: Path, x: str | None = None, y: str | None = None, z: s
 
     Raises ConfigError (nothing written) when a named axis is not a varying axis of the run."""
     run_dir = Path(run_dir)
-    records = read_records(run_dir)
-    info = read_info(run_dir)
-    grid = run_grid(read_config_data(run_dir), records, info.counts.planned if info else 0)
+    layout = run_layout(run_dir)
+    records, info = layout.records, layout.info
+    grid = run_grid(layout.config, layout.size)
     choice = choose(grid, x, y, z)
     by_index = {record.index: record for record in records}
     fonts = Fonts()

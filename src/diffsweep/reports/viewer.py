@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from diffsweep import hashing, media
 from diffsweep.labels import axis_value_labels
-from diffsweep.reports.sheets import SweepGrid
+from diffsweep.reports.sheets import RunLayout, SweepGrid
 from diffsweep.store.atomic import write_atomic
 from diffsweep.store.folder import RunFolder
 from diffsweep.store.records import BuilderRecord, ItemRecord, RunInfo, ScoreRecord, Sidecar
-from diffsweep.store.runconfig import read_run_config
 
 log = logging.getLogger("diffsweep")
 
@@ -33,12 +32,17 @@ DATA = "data.js"
 DATA_SCHEMA = 1
 
 
-def write_viewer(run_dir: Path, title: str, run: RunInfo | None, records: Sequence[ItemRecord],
-                 grid: SweepGrid | None, sheet: bool) -> None:
-    """Write data.js, then index.html, into `run_dir`. `grid` is the saved sweep grid (sheets.SweepGrid)
-    or None when config.yaml is missing or does not match the manifest."""
+class PlannedItems(Protocol):
+    """What the viewer asks of a plan, where the caller has one: the item at a grid index."""
+
+    def item(self, index: int) -> Any: ...
+
+
+def write_viewer(run_dir: Path, title: str, layout: RunLayout, sheet: bool, plan: PlannedItems | None = None) -> None:
+    """Write data.js, then index.html, into `run_dir`. `layout` is the run as reports see it (sheets.run_layout);
+    `plan`, where the caller has it, gives the ids and parameters of items not made yet."""
     run_dir = Path(run_dir)
-    payload = run_payload(run_dir, title, run, records, grid, sheet)
+    payload = run_payload(run_dir, title, layout, sheet, plan)
     write_atomic(run_dir / DATA, data_js(payload))
     write_atomic(run_dir / INDEX, index_html(title, run_dir.name))
 
@@ -60,34 +64,33 @@ def index_html(title: str, version: str) -> str:
 # --- the payload ------------------------------------------------------------------------------
 
 
-def run_payload(run_dir: Path, title: str, run: RunInfo | None, records: Sequence[ItemRecord],
-                grid: SweepGrid | None, sheet: bool) -> dict[str, Any]:
+def run_payload(run_dir: Path, title: str, layout: RunLayout, sheet: bool,
+                plan: PlannedItems | None = None) -> dict[str, Any]:
+    run, records, grid = layout.info, layout.records, layout.grid
     builders = _builders(run, records)
     sidecars = RunFolder(run_dir).sidecars()
     scores: dict[str, dict[str, ScoreRecord]] = {}
     for score in RunFolder(run_dir).read_scores():  # the latest line of each (item, metric)
         scores.setdefault(score.item_id, {})[score.metric] = score
     by_index = {record.index: record for record in records}
-    planned = grid.size if grid else max([run.counts.planned if run else 0] + [r.index + 1 for r in records])
-    unmade = [index for index in range(planned) if index not in by_index]
-    planned_items = _planned_items(run_dir, unmade, builders) if unmade else {}
     items = []
-    for index in range(planned):
+    for index in range(layout.size):
         record = by_index.get(index)
         coords = [grid.position(index, axis) for axis in grid.axes] if grid else [index]
         if record is None:
-            items.append(_unmade_item(index, coords, planned_items.get(index), grid))
+            items.append(_unmade_item(index, coords, plan.item(index) if plan else None, grid))
         else:
             items.append(_made_item(record, coords, sidecars.get(record.item_id), scores.get(record.item_id, {})))
     if grid:
         axes = [{"name": axis.name, "values": axis_value_labels(axis.name, axis.values),  # as the sheets say them
                  "full": [_full_text(v) for v in axis.values]} for axis in grid.axes]
     else:  # without the saved grid the items are laid out by grid index alone
-        axes = [{"name": "index", "values": [str(i) for i in range(planned)], "full": [str(i) for i in range(planned)]}]
+        indices = [str(i) for i in range(layout.size)]
+        axes = [{"name": "index", "values": indices, "full": indices}]
     metrics = sorted({metric for per_item in scores.values() for metric in per_item})
     return {
         "schema": DATA_SCHEMA, "title": title, "version": run_dir.name, "run_dir": str(run_dir.absolute()),
-        "status": run.status if run else "unknown", "counts": run.counts.to_json() if run else None,
+        "status": run.status if run else "unknown", "counts": run.counts.model_dump() if run else None,
         "mode": grid.mode if grid else "product", "sheet": sheet, "axes": axes, "metrics": metrics,
         "builders": list(builders.values()), "fixed": _fixed_params(records, grid), "items": items,
     }
@@ -107,33 +110,15 @@ def _made_item(record: ItemRecord, coords: list[int], sidecar: Sidecar | None,
     }
 
 
-def _unmade_item(index: int, coords: list[int], planned: Mapping[str, Any] | None,
-                 grid: SweepGrid | None) -> dict[str, Any]:
+def _unmade_item(index: int, coords: list[int], planned: Any, grid: SweepGrid | None) -> dict[str, Any]:
     if planned is not None:
-        item_id, builder, params = planned["item_id"], planned["builder"], planned["params"]
-    else:  # the plan could not be rebuilt here: what the grid says of this item
+        item_id, builder, params = planned.item_id, planned.builder_hash, dict(planned.params)
+    else:  # read as data only: what the grid says of this item
         item_id, builder = None, None
         params = {axis.name: axis.values[c] for axis, c in zip(grid.axes, coords, strict=True)} if grid else {}
     return {"index": index, "item_id": item_id, "coords": coords, "status": "missing", "params": params,
             "seed": params.get("seed"), "builder": builder, "identity": None, "scheduler": None, "outputs": [],
             "error": None, "seconds": None, "created": None, "scores": {}}
-
-
-def _planned_items(run_dir: Path, indices: Iterable[int], builders: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
-    """Item id, builder and parameters of items not made yet, from the saved config's plan. Trusted only
-    when the plan's builders are the run's own (dtype `auto` resolves per machine, and with it the hashes)."""
-    try:
-        from diffsweep.planning.prepare import prepare  # noqa: PLC0415 - start-up time: the plan loads torch
-
-        plan = prepare(read_run_config(run_dir), source_of=RunFolder(run_dir).config_source, base_dir=run_dir)
-        if builders and not set(plan.builders) <= set(builders):
-            return {}
-        items = (plan.item(index) for index in indices)
-        return {item.index: {"item_id": item.item_id, "builder": item.builder_hash, "params": item.params}
-                for item in items}
-    except Exception as error:  # noqa: BLE001 - ids are a convenience; the grid alone still places every cell
-        log.info("items not made yet are shown without their ids: %s", error)
-        return {}
 
 
 def _builders(run: RunInfo | None, records: Sequence[ItemRecord]) -> dict[str, dict[str, Any]]:

@@ -1,19 +1,27 @@
-"""What every caller of the execution core starts a run with, and ends with: run.json's first record, an attempt's
-record, and the outcome a command turns into its exit code."""
+"""What every caller of the execution core starts from and ends with: the run folder's config read as data (code in it
+refused unless trusted, a config edited since the run started refused), run.json (kept aside and rebuilt when it
+is unreadable), an attempt's record, and the outcome a command turns into its exit code."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK
+from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, EXIT_RUNTIME, DiffsweepError
+from diffsweep.hashing import file_digest
 from diffsweep.planning.plan import Plan
-from diffsweep.store.folder import RunFolder
+from diffsweep.store.folder import CONFIG, RunFolder
 from diffsweep.store.records import Attempt, BuilderRecord, Counts, RunInfo, Versions, now
+from diffsweep.store.runconfig import check_unchanged, config_keys, read_raw_run_config, read_run_config, refuse_code
 from diffsweep.store.writer import software_versions
+
+log = logging.getLogger("diffsweep")
 
 
 @dataclass
@@ -22,11 +30,14 @@ class RunResult:
     status: str
     counts: dict[str, int] = field(default_factory=dict)
     code: int | None = None  # set where the outcome is not just "some items failed" (a distributed run)
+    load_failures: dict[str, str] = field(default_factory=dict)  # builder hash -> why it could not be loaded
 
     @property
     def exit_code(self) -> int:
         if self.code is not None:
             return self.code
+        if self.load_failures:
+            return EXIT_RUNTIME
         return EXIT_FAILED_ITEMS if self.counts.get("failed") else EXIT_OK
 
 
@@ -55,5 +66,43 @@ def invocation() -> list[str]:
     return [Path(sys.argv[0]).name, *sys.argv[1:]]
 
 
-def new_attempt(kind: str) -> Attempt:
-    return Attempt.started_now(kind, invocation(), socket.gethostname(), os.getpid())
+def new_attempt(kind: str, trusted: Sequence[str] = ()) -> Attempt:
+    return Attempt.started_now(kind, invocation(), socket.gethostname(), os.getpid(), trusted=list(trusted))
+
+
+def trusted_config(run: RunFolder, trust: bool) -> tuple[dict[str, Any], list[str]]:
+    """A run folder's config as data, and the key paths of code it names that the user trusted (`trust`); without
+    trust, such a config is refused (ConfigError, exit 2, nothing written)."""
+    trusted = refuse_code(run.path, read_raw_run_config(run.path), trust)
+    if trusted:
+        log.warning("running code that %s names, as you trust it: %s", run.path / CONFIG, ", ".join(trusted))
+    return read_run_config(run.path, trust=True), trusted
+
+
+def check_config_unchanged(run: RunFolder, info: RunInfo) -> None:
+    """Refuse (exit 2) a folder whose config.yaml is not the one its run started with, naming what changed. A run
+    made before run.json kept the config's hash cannot be checked: say so once, and keep its hash from now on."""
+    if check_unchanged(run.path, info.config_hash, info.config_keys):
+        return
+    log.warning("%s was made before diffsweep recorded the hashes of configs and outputs, so its integrity cannot "
+                "be checked; this attempt records them", run.path)
+    info.config_hash = file_digest(run.path / CONFIG)
+    info.config_keys = config_keys(read_run_config(run.path, trust=True))
+
+
+def read_info_or_rebuild(run: RunFolder, plan: Plan) -> RunInfo:
+    """run.json, or when it cannot be read (torn, edited, of another shape) a new record rebuilt from the plan and
+    the manifest, the unreadable file kept aside under a name the warning gives."""
+    try:
+        return run.read_info()
+    except DiffsweepError as error:
+        if not run.run_json_path.exists():  # killed before its first run.json
+            log.warning("%s has no run.json; starting a new run record", run.path)
+        else:
+            aside = run.keep_aside_info()
+            log.warning("%s; it is kept as %s and run.json is rebuilt from the manifest (its attempt history is in "
+                        "that copy)", error, aside)
+        info = new_run_info(run, plan)
+        info.counts = Counts.of(plan.total, (r for r in run.items().values()
+                                             if plan.is_planned(r.index, r.item_id) and (not r.ok or run.is_intact(r))))
+        return info

@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,6 +31,8 @@ from diffsweep.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_RUNTIME,
+    ConfigError,
+    ConfigIssue,
     DiffsweepError,
     RunLockedError,
     SourceOf,
@@ -41,10 +43,18 @@ from diffsweep.planning.plan import Plan
 from diffsweep.planning.prepare import check_models_available, check_output_root, prepare, print_plan, validated
 from diffsweep.planning.shards import cut_shards, shard_batches
 from diffsweep.reports import build as reports
-from diffsweep.run.attempts import RunResult, builder_records, invocation, new_attempt, new_run_info
+from diffsweep.run.attempts import (
+    RunResult,
+    builder_records,
+    invocation,
+    new_attempt,
+    new_run_info,
+    read_info_or_rebuild,
+    trusted_config,
+)
 from diffsweep.store.folder import CONFIG, SHARDS, RunFolder, allocate
 from diffsweep.store.records import AttemptCounts, Counts, RunInfo, ShardLayout, Status, Worker, now
-from diffsweep.store.runconfig import read_run_config, write_overrides, write_run_config
+from diffsweep.store.runconfig import write_overrides, write_run_config
 
 log = logging.getLogger("diffsweep")
 
@@ -61,19 +71,20 @@ class WorkerRefused(DiffsweepError):
 # --- the run folder of a distributed run ---------------------------------------------------------
 
 
-def create_run(plan: Plan, overrides: list[str], shards: int) -> RunFolder:
+def create_run(plan: Plan, overrides: list[str], shards: int, trusted: Sequence[str] = ()) -> RunFolder:
     """Allocate the run folder and write everything a worker needs before any starts: config.yaml, the shard
     layout and run.json (with the config's hash that workers must match)."""
     config = plan.config
     run = RunFolder(allocate(Path(config.output.root), config.sweep.name))
     with run.locked():
-        write_run_config(run.path, config.to_doc())
+        config_hash, config_keys = write_run_config(run.path, config.to_doc())
         write_overrides(run.path, overrides)
         layout = ShardLayout.of(cut_shards(plan, shards))
         run.write_layout(layout)
+        run.manifest_path.touch()  # a run folder has a manifest from the start; workers append to their shards'
         info = new_run_info(run, plan)
-        info.shards, info.config_hash = layout.count, hashing.file_digest(run.path / CONFIG)
-        info.attempts.append(new_attempt("run"))
+        info.shards, info.config_hash, info.config_keys = layout.count, config_hash, config_keys
+        info.attempts.append(new_attempt("run", trusted))
         run.write_info(info)
     log.info("run folder %s: %d planned in %d shard(s) (%s items)", run.path, plan.total, layout.count,
              ", ".join(map(str, layout.planned)))
@@ -100,18 +111,21 @@ def check_worker_may_join(run: RunFolder, info: RunInfo) -> None:
 
 
 def work_on_shard(run_dir: Path, shard: int, *, kind: str = "run", rank: int | None = None,
-                  device: Any = None, cache: PipelineCache | None = None) -> Worker:
+                  device: Any = None, cache: PipelineCache | None = None, trust: bool = False) -> Worker:
     """Run one shard of a distributed run into its folder; returns the finished worker record.
 
     Refused, before anything is written, when the run's diffsweep version or config differs from this worker's,
-    or when another live worker holds the shard."""
+    when the config names code the user did not trust, or when another live worker holds the shard. A shard that
+    is finished with every item done is left as it is (nothing is written)."""
     run = RunFolder(run_dir)
-    info = run.read_info()
+    info = run.check_is_run()
     check_worker_may_join(run, info)
     layout = run.read_layout()
     if layout is None or not 0 <= shard < layout.count:
-        raise DiffsweepError(f"{run.path} has no shard {shard} (shards: {layout.count if layout else 0})")
-    plan = prepare(read_run_config(run.path), source_of=run.config_source, base_dir=run.path)
+        raise ConfigError(ConfigIssue("--shard", f"{run.path} has no shard {shard} (shards: "
+                                                 f"{layout.count if layout else 0})"))
+    doc, trusted = trusted_config(run, trust)
+    plan = prepare(doc, source_of=run.config_source, base_dir=run.path)
     if device is not None:
         plan.device = device
     lock = run.shard_lock(shard)
@@ -119,17 +133,23 @@ def work_on_shard(run_dir: Path, shard: int, *, kind: str = "run", rank: int | N
     try:
         run.repair_manifest(run.shard_manifest(shard))
         done = run.done_items().ids  # every shard's committed, intact items (one streaming pass)
-        return _work(run, plan, layout, shard, done, info, kind, rank, cache or process_cache())
+        previous = run.read_worker(shard)
+        if previous is not None and previous.finished_ok and all(
+                item.item_id in done for batch in shard_batches(plan, layout.shards[shard]) for item in batch.items):
+            log.info("shard %d of %s is finished with every item done; nothing to do", shard, run.path)
+            return previous
+        return _work(run, plan, layout, shard, done, info, kind, rank, cache or process_cache(), trusted)
     finally:
         lock.release()
 
 
 def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set[str], info: RunInfo, kind: str,
-          rank: int | None, cache: PipelineCache) -> Worker:
+          rank: int | None, cache: PipelineCache, trusted: list[str]) -> Worker:
     """The shard as one attempt of the execution core, its worker.json rewritten as a heartbeat meanwhile."""
     worker = Worker.started_now(kind, invocation(), socket.gethostname(), os.getpid(), shard=shard,
                                 attempt=len(info.attempts) - 1, rank=rank, device=str(plan.device), heartbeat=now(),
-                                loaded=[])
+                                loaded=[], trusted=trusted,
+                                manifest_offset=run.manifest_size(run.shard_manifest(shard)))
     mine = [item.item_id for batch in shard_batches(plan, layout.shards[shard]) for item in batch.items]
     kept = sum(1 for item_id in mine if item_id in done)
     worker.counts = AttemptCounts(planned=len(mine), kept=kept)
@@ -140,7 +160,7 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
     def save() -> None:
         with job.lock:
             worker.heartbeat = now()
-            worker.builders = [b.model_copy() for b in job.builders.values() if b.loaded]
+            worker.builders = [b.model_copy() for b in job.builders.values() if b.loaded or b.load_error]
             worker.loaded = [b.hash for b in worker.builders if not b.reused_from_cache]
             run.write_worker(worker)
 
@@ -161,7 +181,8 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
         finally:
             stop_beating.set()
             heart.join()
-        status: Status = "interrupted" if outcome.interrupted else "failed" if worker.counts.failed else "complete"
+        status: Status = ("interrupted" if outcome.interrupted
+                          else "failed" if worker.counts.failed or job.load_failures else "complete")
         worker.status, worker.finished = status, now()
         save()  # the completion marker: written after the shard's last manifest line
         log.info("shard %d %s: %d generated, %d failed, %d kept", shard, status, worker.counts.generated,
@@ -170,18 +191,19 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
     return worker
 
 
-def run_shard_task(run_dir: str, shard: int, kind: str) -> str:
-    """One task of a job array (its own process): its shard, then the run's end if it is the last to finish."""
+def run_shard_task(run_dir: str, shard: int, kind: str, trust: bool) -> str:
+    """One task of a job array (its own process): its shard, then the run's end if it is the last to finish. `trust`
+    is what the submitting command was told, never what the folder says."""
     configure_logging(hydra_logs=False)
-    worker = work_on_shard(Path(run_dir), shard, kind=kind)
-    finalize(RunFolder(Path(run_dir)))
+    worker = work_on_shard(Path(run_dir), shard, kind=kind, trust=trust)
+    finalize(RunFolder(Path(run_dir)), trust=trust)
     return worker.status
 
 
 # --- the end of a distributed run ----------------------------------------------------------------
 
 
-def finalize(run: RunFolder) -> RunInfo | None:
+def finalize(run: RunFolder, trust: bool = False) -> RunInfo | None:
     """Once every shard is finished, merge the shards: manifest.jsonl gets every committed item once, run.json the
     counts, cache, timings and builder records of every worker; then the run's reports. Returns run.json, or None
     while some shard is not finished (the last worker to finish does this)."""
@@ -192,7 +214,8 @@ def finalize(run: RunFolder) -> RunInfo | None:
         if info.status != "running" or any(w is None or w.finished is None for w in workers):
             return info if info.status != "running" else None
         finished = [w for w in workers if w is not None]
-        records = run.compact_manifest()
+        plan = prepare(trusted_config(run, trust)[0], source_of=run.config_source, base_dir=run.path)
+        records = run.compact_manifest(lambda r: plan.is_planned(r.index, r.item_id), add_checks=True)
         info.counts = Counts.of(info.counts.planned, (r for r in records.values() if not r.ok or run.is_intact(r)))
         info.merge_workers(finished)
         attempt = info.attempts[-1]
@@ -205,18 +228,18 @@ def finalize(run: RunFolder) -> RunInfo | None:
                 if loaded is not None:
                     entry.model_path, entry.load_seconds = loaded.model_path, loaded.load_seconds
                     entry.reused_from_cache, entry.optimization = loaded.reused_from_cache, loaded.optimization
+                    entry.load_error = loaded.load_error
             offloaded = sorted({i for w in this_attempt for b in w.builders if b.hash == entry.hash
                                 for i in b.oom_offload_items or []} | set(entry.oom_offload_items or []))
             if offloaded:  # items any worker made with model offload switched on after running out of memory
                 entry.oom_offload_items = offloaded
         interrupted = any(w.status == "interrupted" for w in finished)
         status: Status = ("interrupted" if interrupted else "failed" if info.counts.failed or info.counts.skipped
-                          else "complete")
+                          or any(b.load_error for b in info.builders) else "complete")
         attempt.status, attempt.finished = status, now()
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
-    config = validated(read_run_config(run.path), run.config_source)
-    reports.after_attempt(run, config, info, score=not interrupted, redraw=True)
+    reports.after_attempt(run, plan.config, info, score=not interrupted, redraw=True, plan=plan)
     counts = info.counts
     log.info("%s: %d done, %d failed of %d (%d worker(s))", status, counts.done, counts.failed, counts.planned,
              len(this_attempt))
@@ -276,7 +299,8 @@ def launched_state(device_name: str) -> Any:
 
 
 def run_launched(doc: Mapping[str, Any], state: Any, *, overrides: list[str], source_of: SourceOf,
-                 base_dir: Path | None, out: TextIO, cache: PipelineCache | None) -> RunResult:
+                 base_dir: Path | None, out: TextIO, cache: PipelineCache | None,
+                 trusted: Sequence[str] = ()) -> RunResult:
     """One process of a torchrun / accelerate launch: rank 0 validates, plans and allocates the run folder, then
     shares it; every rank runs the shard of its rank; rank 0 waits for the whole run."""
     import torch.distributed as dist  # noqa: PLC0415 - start-up time: torch.distributed only under a launcher
@@ -292,7 +316,7 @@ def run_launched(doc: Mapping[str, Any], state: Any, *, overrides: list[str], so
                 shared = [{"dry_run": plan.total}]
             else:
                 check_models_available(plan)
-                run = create_run(plan, overrides, state.num_processes)
+                run = create_run(plan, overrides, state.num_processes, trusted)
                 shared = [{"run": str(run.path), "request": request}]
         except DiffsweepError as error:
             shared = [{"error": str(error).splitlines()[0], "code": error.exit_code}]
@@ -309,8 +333,10 @@ def run_launched(doc: Mapping[str, Any], state: Any, *, overrides: list[str], so
                             f"process of a launch must get the same overrides")
     run = RunFolder(Path(message["run"]))
     device = state.device if doc.get("device", "auto") in ("auto", "cuda") else None
-    worker = work_on_shard(run.path, state.process_index, rank=state.process_index, device=device, cache=cache)
-    finalize(run)
+    trust = bool(trusted)  # every rank was started with the same command line, so with the same trust
+    worker = work_on_shard(run.path, state.process_index, rank=state.process_index, device=device, cache=cache,
+                           trust=trust)
+    finalize(run, trust=trust)
     if not state.is_main_process:
         # the launcher stops every process when one exits non-zero: the run's outcome is rank 0's to tell
         return RunResult(None, worker.status, {}, code=EXIT_OK)
@@ -330,25 +356,25 @@ class RankZeroFailed(DiffsweepError):
 # --- job arrays (submitit) and resuming ------------------------------------------------------------
 
 
-def submit_run(plan: Plan, *, overrides: list[str], out: TextIO) -> RunResult:
+def submit_run(plan: Plan, *, overrides: list[str], out: TextIO, trusted: Sequence[str] = ()) -> RunResult:
     """Allocate the run folder, then submit one array task per shard; prints the folder and job id."""
     from diffsweep.run.submit import cuda_gpus, local_gpus  # noqa: PLC0415 - submitit loads only for job arrays
 
     settings = plan.config.distribute
     if settings.backend == "local":  # GPUs the tasks cannot have are refused before the run folder is made
         local_gpus(list(range(settings.tasks)), settings.gpus_per_task, cuda_gpus())
-    run = create_run(plan, overrides, settings.tasks)
-    info = _submit_and_maybe_wait(run, settings, list(range(settings.tasks)))
+    run = create_run(plan, overrides, settings.tasks, trusted)
+    info = _submit_and_maybe_wait(run, settings, list(range(settings.tasks)), trust=bool(trusted))
     out.write(f"{run.path}\n")
     return RunResult(run.path, info.status, info.counts.model_dump(), code=exit_code(info) if settings.wait else 0)
 
 
 def _submit_and_maybe_wait(run: RunFolder, settings: DistributeSettings, shards: list[int],
-                           kind: str = "run") -> RunInfo:
+                           kind: str = "run", trust: bool = False) -> RunInfo:
     from diffsweep.run.submit import submit_shards  # noqa: PLC0415 - submitit loads only for job arrays
 
     try:
-        jobs = submit_shards(run, settings, shards, run_shard_task, kind)
+        jobs = submit_shards(run, settings, shards, run_shard_task, kind, trust)
     except Exception as error:
         close_unfinished(run, say=False)
         raise DiffsweepError(f"could not submit the {settings.backend} job array: {error}; the run folder "
@@ -361,7 +387,7 @@ def _submit_and_maybe_wait(run: RunFolder, settings: DistributeSettings, shards:
         log.info("follow it with: diffsweep-runs show %s", run.path)
         return info
     jobs.wait()
-    info = finalize(run) or close_unfinished(run)
+    info = finalize(run, trust=trust) or close_unfinished(run)
     counts = info.counts
     log.info("job array %s ended; the run is %s: %d done, %d failed of %d", jobs.job_id, info.status, counts.done,
              counts.failed, counts.planned)
@@ -374,6 +400,20 @@ def _unfinished(run: RunFolder, layout: ShardLayout) -> list[int]:
 
 def _latest_workers(run: RunFolder, layout: ShardLayout) -> list[Worker]:
     return [w for k in range(layout.count) if (w := run.read_worker(k)) is not None]
+
+
+def _closed_workers(run: RunFolder, layout: ShardLayout) -> list[Worker]:
+    """The latest worker of each shard, a worker that died recorded as interrupted with the items it committed
+    counted from its shard's manifest (its last heartbeat may have come before some of them)."""
+    workers = _latest_workers(run, layout)
+    for worker in workers:
+        if worker.finished is None:
+            if worker.manifest_offset is not None:
+                worker.counts.generated, worker.counts.failed = run.committed_since(
+                    run.shard_manifest(worker.shard), worker.manifest_offset)
+            worker.status, worker.finished = "interrupted", now()
+            run.write_worker(worker)
+    return workers
 
 
 def close_unfinished(run: RunFolder, say: bool = True) -> RunInfo:
@@ -399,7 +439,7 @@ def close_unfinished(run: RunFolder, say: bool = True) -> RunInfo:
 
 
 def resume_distributed(run: RunFolder, *, here: bool = False, cache: PipelineCache | None = None,
-                       out: TextIO = sys.stdout) -> RunResult:
+                       out: TextIO = sys.stdout, trust: bool = False) -> RunResult:
     """Finish a distributed run: only its unfinished shards run again, resubmitted as a job array when the run was
     submitted as one (unless `here`), else one after another in this process."""
     layout = _layout(run)
@@ -409,28 +449,29 @@ def resume_distributed(run: RunFolder, *, here: bool = False, cache: PipelineCac
                 raise RunLockedError(f"shard {shard} of {run.path} is still being written by a live worker "
                                      f"(pid {(run.shard_dir(shard) / '.lock').read_text().strip()}); "
                                      f"resume once it has finished or stopped")
-        info = run.read_info()
+        doc, trusted = trusted_config(run, trust)
+        info = read_info_or_rebuild(run, prepare(doc, source_of=run.config_source, base_dir=run.path))
         check_worker_may_join(run, info)
         removed = run.clean_temps()  # no worker is live: temporary files are leftovers
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted writer", removed)
         unfinished = _unfinished(run, layout)
         if info.status == "running" and info.attempts:  # the last attempt's workers died: close its record
-            info.merge_workers(_latest_workers(run, layout))
+            info.merge_workers(_closed_workers(run, layout))
             info.attempts[-1].status, info.attempts[-1].finished = "interrupted", now()
-        info.attempts.append(new_attempt("resume"))
+        info.attempts.append(new_attempt("resume", trusted))
         info.status, info.finished = "running", None
         run.write_info(info)
     log.info("resuming %s: shard(s) %s of %d unfinished", run.path, _ranges(unfinished) or "none", layout.count)
-    settings = validated(read_run_config(run.path), run.config_source).distribute
+    settings = validated(doc, run.config_source).distribute
     if unfinished and settings.backend != "none" and not here:
-        info = _submit_and_maybe_wait(run, settings, unfinished, "resume")
+        info = _submit_and_maybe_wait(run, settings, unfinished, "resume", trust=trust)
         out.write(f"{run.path}\n")
         return RunResult(run.path, info.status, info.counts.model_dump(),
                          code=exit_code(info) if settings.wait else 0)
     for shard in unfinished:
-        work_on_shard(run.path, shard, kind="resume", cache=cache)
-    info = finalize(run) or wait_for_run(run)
+        work_on_shard(run.path, shard, kind="resume", cache=cache, trust=trust)
+    info = finalize(run, trust=trust) or wait_for_run(run)
     out.write(f"{run.path}\n")
     return RunResult(run.path, info.status, info.counts.model_dump(), code=exit_code(info))
 

@@ -13,27 +13,36 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError, SourceOf, no_source
+from diffsweep.errors import ConfigError, ConfigIssue, SourceOf, no_source
 from diffsweep.execution.cache import PipelineCache, process_cache
 from diffsweep.execution.core import Execution, execute, run_log
 from diffsweep.planning.plan import Plan
 from diffsweep.planning.prepare import check_models_available, check_output_root, prepare, print_plan, validated
 from diffsweep.reports import build as reports
 from diffsweep.run import distributed
-from diffsweep.run.attempts import RunResult, new_attempt, new_run_info
+from diffsweep.run.attempts import (
+    RunResult,
+    check_config_unchanged,
+    new_attempt,
+    new_run_info,
+    read_info_or_rebuild,
+    trusted_config,
+)
 from diffsweep.store.folder import RUN_LOG, DoneItems, RunFolder, allocate
 from diffsweep.store.records import Attempt, AttemptCounts, Counts, RunInfo, Status, now
-from diffsweep.store.runconfig import read_run_config, write_overrides, write_run_config
+from diffsweep.store.runconfig import write_overrides, write_run_config
 
 log = logging.getLogger("diffsweep")
 
 
 def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, source_of: SourceOf = no_source,
               base_dir: Path | None = None, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
-              only: Sequence[str | int] | None = None, preset: str | None = None) -> RunResult:
+              only: Sequence[str | int] | None = None, preset: str | None = None,
+              trusted: Sequence[str] = ()) -> RunResult:
     """Run a composed config into a new versioned run folder (or print the plan on dry_run, or what the builder
     takes on describe; `preset` names the provider preset for that); `only` narrows it to some items, by item id
-    or grid index (see Plan.select).
+    or grid index (see Plan.select); `trusted` names the code a run folder's config asked for that the user trusted
+    (recorded with the attempt).
 
     Started as one of several processes by torchrun or `accelerate launch`, this process runs its shard of the
     sweep; with `distribute=local|slurm` the shards are submitted as a job array."""
@@ -49,7 +58,7 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
     state = distributed.launched_state(str(doc.get("device", "auto")))
     if state is not None:
         return distributed.run_launched(doc, state, overrides=overrides or [], source_of=source_of,
-                                        base_dir=base_dir, out=out, cache=cache)
+                                        base_dir=base_dir, out=out, cache=cache, trusted=trusted)
     plan = prepare(doc, source_of=source_of, base_dir=base_dir)
     if only:
         plan.select(only)
@@ -64,52 +73,72 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
         log.info("a rerun of single items runs here, in one process, not as a %s job array", config.distribute.backend)
         plan.config = config = config.replace(distribute=config.distribute.model_copy(update={"backend": "none"}))
     if config.distribute.backend != "none":
-        return distributed.submit_run(plan, overrides=overrides or [], out=out)
+        return distributed.submit_run(plan, overrides=overrides or [], out=out, trusted=trusted)
     run = RunFolder(allocate(Path(config.output.root), config.sweep.name))
     with run.locked():
-        write_run_config(run.path, config.to_doc())
+        config_hash, config_keys = write_run_config(run.path, config.to_doc())
         write_overrides(run.path, overrides or [])
+        run.manifest_path.touch()  # a run folder has a manifest from the start, empty until an item commits
         info = new_run_info(run, plan)
+        info.config_hash, info.config_keys = config_hash, config_keys
         if plan.selected is not None:  # a resume of this folder makes these items, not the whole grid
             info.selected_items = sorted(plan.selected)
-        return _attempt(run, plan, info, new_attempt("run"), DoneItems(set(), compact=True),
-                        cache or process_cache(), out)
+        attempt = new_attempt("run", trusted)
+        return _attempt(run, plan, info, attempt, DoneItems(set(), compact=True), cache or process_cache(), out)
 
 
 def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache | None = None,
-               here: bool = False) -> RunResult:
-    """Finish a run in place: items with a committed manifest line and intact files are kept, the rest generated;
-    the attempt is added to the run's history in run.json. A distributed run runs only its unfinished shards again
-    (resubmitted when it was submitted, unless `here`)."""
+               here: bool = False, trust: bool = False) -> RunResult:
+    """Finish a run in place: items with a committed manifest line and outputs as committed are kept, the rest
+    (failed, missing, cut or altered) made again; the attempt is added to the run's history in run.json. A
+    distributed run runs only its unfinished shards again (resubmitted when it was submitted, unless `here`).
+
+    The folder is read as data: config.yaml naming code is refused unless `trust`, and a config.yaml edited since
+    the run started is refused, naming what changed."""
     run = RunFolder(run_dir)
     if run.read_layout() is not None:
-        return distributed.resume_distributed(run, here=here, cache=cache, out=out)
+        return distributed.resume_distributed(run, here=here, cache=cache, out=out, trust=trust)
     with run.locked():
-        plan = prepare(read_run_config(run.path), source_of=run.config_source, base_dir=run.path)
+        doc, trusted = trusted_config(run, trust)
+        plan = prepare(doc, source_of=run.config_source, base_dir=run.path)
+        info = read_info_or_rebuild(run, plan)
+        check_config_unchanged(run, info)
         removed = run.clean_temps()
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted writer", removed)
         run.repair_manifest()
+        _close_dead_attempt(run, info)
         done = run.done_items()  # one streaming pass: ids, not records
-        try:
-            info = run.read_info()
-        except DiffsweepError as error:  # killed before its first run.json: start the record afresh
-            log.warning("%s; starting a new run record", error)
-            info = new_run_info(run, plan)
+        for item_id, problem in sorted(done.damaged.items()):
+            log.warning("item %s: %s; it is made again", item_id[:12], problem)
         if info.selected_items is not None:
             plan.select(info.selected_items)
-        return _attempt(run, plan, info, new_attempt("resume"), done, cache or process_cache(), out,
-                        settled=info.status == "complete" and done.compact)
+        return _attempt(run, plan, info, new_attempt("resume", trusted), done, cache or process_cache(), out,
+                        settled=info.status == "complete" and done.compact and not done.unchecked)
+
+
+def _close_dead_attempt(run: RunFolder, info: RunInfo) -> None:
+    """An attempt still `running` in run.json was killed before it could record its end: it is recorded as
+    interrupted, with the items it committed counted from its manifest lines."""
+    last = info.attempts[-1] if info.attempts else None
+    if last is None or last.status != "running":
+        return
+    if last.manifest_offset is not None:
+        last.counts.generated, last.counts.failed = run.committed_since(run.manifest_path, last.manifest_offset)
+    last.status, last.finished = "interrupted", now()
+    log.info("the last attempt (pid %d on %s) ended without recording it: %d item(s) generated, %d failed",
+             last.pid, last.host or "?", last.counts.generated, last.counts.failed)
 
 
 def _attempt(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, done: DoneItems, cache: PipelineCache,
              out: TextIO, settled: bool = False) -> RunResult:
     """One attempt of the execution core over every item not `done`, then run.json and the reports. `settled`: the
-    run was complete with a compact manifest before this attempt, so an attempt with nothing to do leaves the
-    manifest and reports as they are."""
+    run was complete with a compact, checked manifest before this attempt, so an attempt with nothing to do leaves
+    the manifest and reports as they are."""
     with run_log(run.path / RUN_LOG):
         kept = plan.count_in(done)
         attempt.counts = AttemptCounts(planned=plan.total, kept=kept)
+        attempt.manifest_offset = run.manifest_size()
         info.attempts.append(attempt)
         info.status, info.finished = "running", None
         run.write_info(info)
@@ -124,16 +153,20 @@ def _attempt(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, done: 
         if unchanged:  # every planned item done and intact, the manifest already compact
             info.counts = Counts(planned=plan.total, done=plan.total)
         else:
-            records = run.items() if outcome.interrupted else run.compact_manifest()
+            def planned(record: Any) -> bool:
+                return plan.is_planned(record.index, record.item_id)
+
+            records = ({k: r for k, r in run.items().items() if planned(r)} if outcome.interrupted
+                       else run.compact_manifest(planned, add_checks=True))
             info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or run.is_intact(r)))
         counts = info.counts
         status: Status = ("interrupted" if outcome.interrupted
-                          else "failed" if counts.failed or counts.skipped else "complete")
+                          else "failed" if counts.failed or counts.skipped or job.load_failures else "complete")
         attempt.status, attempt.finished = status, now()
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
         reports.after_attempt(run, plan.config, info, score=not outcome.interrupted, redraw=not unchanged,
-                              device=plan.device)
+                              device=plan.device, plan=plan)
         made = (f" ({attempt.counts.generated} generated, {attempt.counts.kept} kept from earlier attempts)"
                 if attempt.kind == "resume" else "")
         log.info("%s: %d done, %d failed of %d%s", status, counts.done, counts.failed, counts.planned, made)
@@ -141,4 +174,4 @@ def _attempt(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, done: 
             log.info("resume with: diffsweep-runs resume %s", run.path)
     outcome.reraise()
     out.write(f"{run.path}\n")
-    return RunResult(run.path, status, info.counts.model_dump())
+    return RunResult(run.path, status, info.counts.model_dump(), load_failures=dict(job.load_failures))

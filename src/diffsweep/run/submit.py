@@ -23,7 +23,7 @@ except ImportError as missing:  # an optional extra
 log = logging.getLogger("diffsweep")
 
 
-ShardTask = Callable[[str, int, str], str]  # (run folder, shard, "run" | "resume") -> the worker's status
+ShardTask = Callable[[str, int, str, bool], str]  # (run folder, shard, "run" | "resume", trust) -> worker status
 
 
 class RequeuedShardTask(submitit.helpers.Checkpointable):
@@ -34,8 +34,8 @@ class RequeuedShardTask(submitit.helpers.Checkpointable):
         self.task = task
         self._requeued = False
 
-    def __call__(self, run_dir: str, shard: int, kind: str) -> str:
-        return self.task(run_dir, shard, "resume" if self._requeued else kind)
+    def __call__(self, run_dir: str, shard: int, kind: str, trust: bool) -> str:
+        return self.task(run_dir, shard, "resume" if self._requeued else kind, trust)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         self._requeued = True
@@ -58,7 +58,7 @@ class SubmittedArray:
 
 
 def submit_shards(run: RunFolder, settings: DistributeSettings, shards: list[int], task: ShardTask,
-                  kind: str = "run") -> SubmittedArray:
+                  kind: str = "run", trust: bool = False) -> SubmittedArray:
     """Submit one `task` per shard in `shards` (all of them, or those a resume must finish)."""
     folder = run.path / SHARDS / "submitit" / "%j"
     if settings.requeue_on_timeout:
@@ -72,7 +72,7 @@ def submit_shards(run: RunFolder, settings: DistributeSettings, shards: list[int
         jobs = []
         for shard in shards:
             local.update_parameters(visible_gpus=gpus[shard])
-            jobs.append(local.submit(task, str(run.path), shard, kind))
+            jobs.append(local.submit(task, str(run.path), shard, kind, trust))
         return SubmittedArray(jobs)
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     executor.update_parameters(
@@ -82,7 +82,7 @@ def submit_shards(run: RunFolder, settings: DistributeSettings, shards: list[int
         slurm_array_parallelism=settings.array_parallelism or 256, slurm_setup=list(settings.setup),
         slurm_additional_parameters=dict(settings.slurm))
     with executor.batch():
-        jobs = [executor.submit(task, str(run.path), shard, kind) for shard in shards]
+        jobs = [executor.submit(task, str(run.path), shard, kind, trust) for shard in shards]
     return SubmittedArray(jobs)
 
 

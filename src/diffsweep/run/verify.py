@@ -9,6 +9,7 @@ differently composed batch has the same noise and weights but batched kernels ro
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,8 @@ from diffsweep.execution.cache import process_cache
 from diffsweep.execution.pipelines import generate, pipeline_for
 from diffsweep.planning.plan import Batch
 from diffsweep.planning.prepare import prepare
+from diffsweep.run.attempts import check_config_unchanged, trusted_config
 from diffsweep.store.folder import RunFolder
-from diffsweep.store.runconfig import read_run_config
 from diffsweep.store.writer import encode
 
 log = logging.getLogger("diffsweep")
@@ -43,15 +44,42 @@ def compare(fresh: np.ndarray, saved: np.ndarray) -> str:
     return "equivalent" if diff.max() <= 1 and (diff > 0).mean() <= 0.01 else "different"
 
 
-def verify_run(run_dir: Path, limit: int | None = None) -> list[int]:
-    """Regenerate the run's ok items (the first `limit` by index) and return mismatching indices."""
+@dataclass
+class Verification:
+    """What verify found: verdicts of the items it regenerated, and items whose saved output is not as committed."""
+
+    verdicts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERDICTS, 0))
+    different: list[int] = field(default_factory=list)
+    damaged: list[tuple[int, str, str]] = field(default_factory=list)  # (index, item id, what is wrong)
+
+    @property
+    def checked(self) -> int:
+        return sum(self.verdicts.values()) + len(self.damaged)
+
+    @property
+    def passed(self) -> bool:
+        """Every item checked is as saved, and some item was checked."""
+        return self.checked > 0 and not self.different and not self.damaged
+
+
+def verify_run(run_dir: Path, limit: int | None = None, trust: bool = False) -> Verification:
+    """Regenerate the run's ok items (the first `limit` by index) and compare them with their saved outputs. An
+    output that is missing, cut or altered since it was committed is named, not regenerated; a config.yaml edited
+    since the run started is refused; verify that finds nothing to check does not pass."""
     run = RunFolder(run_dir)
-    plan = prepare(read_run_config(run.path), source_of=run.config_source, base_dir=run.path)
-    saved = {item_id: r for item_id, r in run.items().items() if r.ok}
+    info = run.check_is_run()
+    doc, _ = trusted_config(run, trust)
+    check_config_unchanged(run, info)
+    plan = prepare(doc, source_of=run.config_source, base_dir=run.path)
+    saved = {item_id: r for item_id, r in run.items().items() if r.ok and plan.is_planned(r.index, r.item_id)}
     wanted = sorted(saved.values(), key=lambda r: r.index)[:limit]
-    wanted_ids = {r.item_id for r in wanted}
-    mismatches: list[int] = []
-    verdicts = {"identical": 0, "equivalent": 0, "different": 0}
+    found = Verification()
+    for record in wanted:
+        problem = run.damage(record)
+        if problem is not None:
+            found.damaged.append((record.index, record.item_id, problem))
+            log.error("item %d (%s): %s", record.index, record.item_id, problem)
+    wanted_ids = {r.item_id for r in wanted} - {item_id for _, item_id, _ in found.damaged}
     cache = process_cache()
     for batch in plan.batches(skip=set(saved) - wanted_ids):
         batch = Batch(batch.builder, [i for i in batch.items if i.item_id in wanted_ids])
@@ -61,12 +89,15 @@ def verify_run(run_dir: Path, limit: int | None = None) -> list[int]:
         for item, generated in zip(batch.items, outputs, strict=True):
             path = run.path / saved[item.item_id].outputs[0]
             fresh = media.decode_streams(generated.kind, encode(generated, item, batch.builder, {}))
-            saved_streams = media.decode_streams(generated.kind, path.read_bytes()) if path.is_file() else None
-            verdict = compare_all(fresh, saved_streams) if saved_streams is not None else "different"
-            verdicts[verdict] += 1
+            verdict = compare_all(fresh, media.decode_streams(generated.kind, path.read_bytes()))
+            found.verdicts[verdict] += 1
             if verdict == "different":
-                mismatches.append(item.index)
+                found.different.append(item.index)
                 log.warning("item %d (%s) differs from %s", item.index, hashing.short(item.item_id), path.name)
+    verdicts = found.verdicts
     print(f"verified {sum(verdicts.values())} item(s): {verdicts['identical']} identical, "
-          f"{verdicts['equivalent']} equivalent up to batch rounding, {verdicts['different']} different")
-    return mismatches
+          f"{verdicts['equivalent']} equivalent up to batch rounding, {verdicts['different']} different"
+          + (f"; {len(found.damaged)} saved output(s) missing or altered" if found.damaged else ""))
+    if not found.checked:
+        print("nothing to verify: the run has no item made ok" + (" in the first --items" if limit else ""))
+    return found

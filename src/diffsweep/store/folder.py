@@ -15,21 +15,32 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import socket
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from diffsweep.errors import DiffsweepError, RunLockedError
+from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError, RunLockedError
+from diffsweep.hashing import file_digest
 from diffsweep.store.atomic import TEMP_SUFFIX, write_atomic, write_json
-from diffsweep.store.records import ItemRecord, RecordError, RunInfo, ScoreRecord, ShardLayout, Sidecar, Worker
+from diffsweep.store.records import (
+    FileCheck,
+    ItemRecord,
+    RecordError,
+    RunInfo,
+    ScoreRecord,
+    ShardLayout,
+    Sidecar,
+    Worker,
+)
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 MANIFEST = "manifest.jsonl"
@@ -40,7 +51,9 @@ LOCK = ".lock"
 SHARDS = "shards"
 LAYOUT = "layout.json"
 WORKER = "worker.json"
+REJECTED = "manifest.rejected.jsonl"  # lines of items a run does not plan, kept aside
 SCORES = "scores.jsonl"
+log = logging.getLogger("diffsweep")
 STALE_SECONDS = 60.0  # a worker on another host whose heartbeat is older is taken for dead
 
 
@@ -151,8 +164,18 @@ class RunFolder:
         return str(self.path / CONFIG)
 
     def is_intact(self, record: ItemRecord) -> bool:
-        """An ok item whose every output is still on disk and not empty."""
-        return record.ok and all(_non_empty_file(str(self.path / output)) for output in record.outputs)
+        """An ok item whose every output is on disk as it was committed (its size and SHA-256; for records made
+        before those were kept, a regular file that is not empty)."""
+        return record.ok and self.damage(record) is None
+
+    def damage(self, record: ItemRecord) -> str | None:
+        """What is wrong with an item's outputs on disk (missing, not a file, cut, altered), or None."""
+        for output in record.outputs:
+            check = record.files.get(output) if record.files else None
+            problem = _file_problem(self.path / output, check)
+            if problem:
+                return f"{output} {problem}"
+        return None
 
     @contextmanager
     def locked(self, wait: bool = False) -> Iterator[None]:
@@ -232,6 +255,42 @@ class RunFolder:
 
     def write_info(self, info: RunInfo) -> None:
         write_json(self.run_json_path, info.to_json())
+
+    def keep_aside_info(self) -> Path:
+        """Move an unreadable run.json out of the way, under a name that says so; returns where it went."""
+        aside = self.path / f"{RUN_JSON}.unreadable-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
+        os.replace(self.run_json_path, aside)
+        return aside
+
+    def check_is_run(self) -> RunInfo:
+        """The folder is a diffsweep run (a run.json of a known schema version beside a config.yaml and a manifest)
+        before a command writes into it; ConfigError (exit 2, nothing written) when it is not."""
+        missing = [name for name in (CONFIG, RUN_JSON) if not (self.path / name).is_file()]
+        if not missing and not any(p.is_file() for p in self.manifest_paths()):
+            missing.append(MANIFEST)
+        if missing:
+            raise ConfigError(ConfigIssue("", f"{self.path} is not a diffsweep run folder (no {', '.join(missing)}); "
+                                              f"diffsweep writes only into run folders"))
+        return self.read_info()
+
+    def committed_since(self, manifest: Path, offset: int) -> tuple[int, int]:
+        """(ok, failed) lines committed to `manifest` after byte `offset`: what one attempt made, exactly, even when
+        it was killed before it could record it."""
+        ok = failed = 0
+        try:
+            size = manifest.stat().st_size
+        except OSError:
+            return 0, 0
+        for record in read_item_lines(manifest, offset if offset <= size else size):
+            ok += record.ok
+            failed += not record.ok
+        return ok, failed
+
+    def manifest_size(self, manifest: Path | None = None) -> int:
+        try:
+            return (manifest or self.manifest_path).stat().st_size
+        except OSError:
+            return 0
 
     # ----- scores.jsonl ----------------------------------------------------------------------
     def read_scores(self) -> list[ScoreRecord]:
@@ -319,27 +378,55 @@ class RunFolder:
         """One streaming pass over every manifest: the ids of items whose latest line is ok and whose
         outputs are all on disk and not empty (what a resume keeps), without keeping the records."""
         intact: set[str] = set()
+        damaged: dict[str, str] = {}
+        unchecked = 0
         paths = [p for p in self.manifest_paths() if p.exists()]
-        in_order, previous, root = True, -1, f"{self.path}{os.sep}"
+        in_order, previous = True, -1
         for path in paths:
             for record in read_item_lines(path):
                 in_order = in_order and record.index > previous
                 previous = record.index
-                if record.ok and all(_non_empty_file(root + output) for output in record.outputs):
+                damaged.pop(record.item_id, None)  # a later line of an item replaces an earlier one
+                problem = self.damage(record) if record.ok else "failed"
+                if problem is None:
                     intact.add(record.item_id)
+                    unchecked += record.files is None
                 else:
-                    intact.discard(record.item_id)  # a later line of an item replaces an earlier one
-        return DoneItems(intact, compact=len(paths) <= 1 and in_order)
+                    intact.discard(record.item_id)
+                    if record.ok:
+                        damaged[record.item_id] = problem
+        return DoneItems(intact, compact=len(paths) <= 1 and in_order, damaged=damaged, unchecked=unchecked)
 
-    def compact_manifest(self) -> dict[str, ItemRecord]:
-        """Rewrite manifest.jsonl atomically with exactly one line per item (the latest), in grid
-        order, shards merged in; returns those records."""
+    def compact_manifest(self, planned: Callable[[ItemRecord], bool] | None = None,
+                         add_checks: bool = False) -> dict[str, ItemRecord]:
+        """Rewrite manifest.jsonl atomically with exactly one line per item (the latest), in grid order, shards merged
+        in; returns those records. Lines of items the run does not plan (`planned` says no: an index outside the
+        grid, an id the plan does not give that index) are not the run's: they are kept aside, appended to
+        manifest.rejected.jsonl, and named in a warning."""
         latest = self.items()
+        if planned is not None:
+            foreign = [r for r in latest.values() if not planned(r)]
+            if foreign:
+                with open(self.path / REJECTED, "a", encoding="utf-8") as handle:
+                    handle.writelines(_json_line(r.to_json()) for r in foreign)
+                shown = ", ".join(f"#{r.index} {r.item_id[:12]}" for r in foreign[:5])
+                log.warning("%d manifest line(s) name items this run does not plan (%s%s); they are ignored and kept "
+                            "in %s", len(foreign), shown, ", ..." if len(foreign) > 5 else "", self.path / REJECTED)
+                latest = {item_id: r for item_id, r in latest.items() if planned(r)}
+        if add_checks:  # items made before sizes and SHA-256 were recorded: recorded now, as they are on disk
+            latest = {item_id: self._with_checks(r) for item_id, r in latest.items()}
         lines = (_json_line(r.to_json()) for r in sorted(latest.values(), key=lambda r: r.index))
         write_atomic(self.manifest_path, "".join(lines))
         for shard_manifest in self.manifest_paths()[1:]:  # merged: the run's manifest now holds them
             shard_manifest.unlink()
         return latest
+
+    def _with_checks(self, record: ItemRecord) -> ItemRecord:
+        if record.files is not None or not record.ok or not self.is_intact(record):
+            return record
+        checks = {output: FileCheck(bytes=(self.path / output).stat().st_size, sha256=file_digest(self.path / output))
+                  for output in record.outputs}
+        return record.model_copy(update={"files": checks})
 
     def clean_temps(self) -> int:
         """Remove temporary files left by an interrupted writer; returns how many."""
@@ -366,6 +453,8 @@ class DoneItems:
 
     ids: set[str]
     compact: bool
+    damaged: dict[str, str] = field(default_factory=dict)  # item id -> what is wrong with its committed output
+    unchecked: int = 0  # done items whose record keeps no size and SHA-256 (made before they were recorded)
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.ids
@@ -374,15 +463,24 @@ class DoneItems:
         return len(self.ids)
 
 
-def _non_empty_file(path: str) -> bool:
+def _file_problem(path: Path, check: FileCheck | None) -> str | None:
+    """Why an output is not what its record says: missing, not a regular file, cut or altered; None when it is."""
     try:
-        info = os.stat(path)
+        info = path.lstat()
     except OSError:
-        return False
-    return stat.S_ISREG(info.st_mode) and info.st_size > 0
+        return "is missing"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if check is None:
+        return None if info.st_size > 0 else "is empty"
+    if info.st_size != check.bytes:
+        return f"has {info.st_size} bytes where {check.bytes} were committed"
+    if file_digest(path) != check.sha256:
+        return "was altered since it was committed (its SHA-256 differs)"
+    return None
 
 
-def _committed_lines(path: Path) -> Iterator[bytes]:
+def _committed_lines(path: Path, offset: int = 0) -> Iterator[bytes]:
     """The lines of one manifest file that were committed, read one at a time (a manifest is never
     held whole). A line without its newline was never committed: the crash came mid-append."""
     try:
@@ -390,16 +488,17 @@ def _committed_lines(path: Path) -> Iterator[bytes]:
     except FileNotFoundError:
         return
     with handle:
+        handle.seek(offset)
         for raw in handle:
             if not raw.endswith(b"\n"):
                 return
             yield raw
 
 
-def read_item_lines(path: Path) -> Iterator[ItemRecord]:
+def read_item_lines(path: Path, offset: int = 0) -> Iterator[ItemRecord]:
     """Committed, well-formed lines of one manifest file; a line that is not an item record is not a
     finished item."""
-    for raw in _committed_lines(path):
+    for raw in _committed_lines(path, offset):
         try:
             yield ItemRecord.from_json_bytes(raw)
         except RecordError:

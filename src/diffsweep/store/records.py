@@ -100,7 +100,17 @@ class Truncation(Record):
     dropped_text: str
 
 
-OutputPath = Annotated[str, Field(pattern=r"^items/[^/]+$", description="relative to the run folder")]
+# a file directly in the run folder's items/ (never `.` or `..`, never a URL): the viewer links nothing else
+OutputPath = Annotated[str, Field(pattern=r"^items/[^/\\:]*[^/\\:.][^/\\:]*$", description="relative to the run folder")]
+
+
+class FileCheck(Record):
+    """What an output file held when it was committed, so that a missing, cut or altered file is found."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bytes: Count
+    sha256: Digest
 
 
 class ItemRecord(Record):
@@ -123,6 +133,9 @@ class ItemRecord(Record):
     prompt_truncated: dict[str, dict[str, Truncation]] | None = Field(
         default=None, description="prompts a text encoder cut, measured with the pipeline's tokenizers before the "
                                   "call: per prompt parameter and tokenizer")
+    files: dict[OutputPath, FileCheck] | None = Field(
+        default=None, description="size and SHA-256 of each output as committed (absent in runs made before they "
+                                  "were recorded)")
 
     @model_validator(mode="after")
     def _failed_items_say_why(self) -> Self:
@@ -142,7 +155,7 @@ class ItemRecord(Record):
         return self.made is not None and self.made.sample_rate is not None
 
     def to_json(self) -> dict[str, Any]:
-        record = self.model_dump(mode="json", exclude={"error", "made", "prompt_truncated"})
+        record = self.model_dump(mode="json", exclude={"error", "made", "prompt_truncated", "files"})
         record["seconds"] = round(self.seconds, 4)
         if self.error is not None:
             record["error"] = self.error
@@ -151,6 +164,8 @@ class ItemRecord(Record):
         if self.prompt_truncated:
             record["prompt_truncated"] = {key: {slot: cut.to_json() for slot, cut in by_slot.items()}
                                           for key, by_slot in self.prompt_truncated.items()}
+        if self.files is not None:
+            record["files"] = {path: check.to_json() for path, check in self.files.items()}
         return record
 
 
@@ -316,6 +331,10 @@ class Attempt(Record):
     cache: CacheStats
     timings: Timings
     oom_events: list[OomEvent] = Field(default_factory=list)
+    trusted: list[str] = Field(default_factory=list, description="key paths of code the run folder's config names "
+                               "that this attempt ran because the user trusted the folder (--trust)")
+    manifest_offset: Count | None = Field(default=None, description="size of the manifest it appends to when it "
+                                          "started: its own lines follow, to count exactly after a kill")
 
     @classmethod
     def started_now(cls, kind: str, command: list[str], host: str, pid: int, **fields: Any) -> Self:
@@ -325,10 +344,14 @@ class Attempt(Record):
                                    "cache": CacheStats(), "timings": Timings(), **fields})
 
     def to_json(self) -> dict[str, Any]:
-        record = self.model_dump(mode="json", exclude={"timings", "oom_events"})
+        record = self.model_dump(mode="json", exclude={"timings", "oom_events", "trusted", "manifest_offset"})
         record["timings"] = self.timings.to_json()
         if self.oom_events:
             record["oom_events"] = [event.to_json() for event in self.oom_events]
+        if self.trusted:
+            record["trusted"] = list(self.trusted)
+        if self.manifest_offset is not None:
+            record["manifest_offset"] = self.manifest_offset
         return record
 
 
@@ -368,6 +391,7 @@ class BuilderRecord(Record):
     oom_offload_items: list[Count] | None = Field(
         default=None, description="items this builder made with model CPU offload switched on by the out-of-memory "
                                   "fallback (the rest ran as configured)")
+    load_error: str | None = Field(default=None, description="why it could not be loaded (its items were not made)")
 
     @model_validator(mode="before")
     @classmethod
@@ -382,7 +406,8 @@ class BuilderRecord(Record):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=False, exclude={
-            key for key in ("reused_from_cache", "optimization", "oom_offload_items") if getattr(self, key) is None})
+            key for key in ("reused_from_cache", "optimization", "oom_offload_items", "load_error")
+            if getattr(self, key) is None})
 
 
 class Worker(Attempt):
@@ -492,6 +517,9 @@ class RunInfo(Record):
                                   "makes; a resume makes these, not the whole grid")
     shards: Count | None = Field(default=None, description="a distributed run: its shard count")
     config_hash: Digest | None = Field(default=None, description="SHA-256 of the config.yaml the run started with")
+    config_keys: dict[str, str] | None = Field(
+        default=None, description="a short digest of each config value by key path, to name what changed when "
+                                  "config.yaml no longer matches config_hash")
     workers: list[Worker] = Field(default_factory=list, description="a distributed run: the latest worker of each "
                                   "shard, what it did and where")
     tracking: Tracking | None = None
@@ -547,8 +575,10 @@ class RunInfo(Record):
             "attempts": [a.to_json() for a in self.attempts]}
         if self.selected_items is not None:
             record["selected_items"] = self.selected_items
+        if self.config_hash is not None:
+            record.update(config_hash=self.config_hash, config_keys=self.config_keys)
         if self.shards is not None:
-            record.update(shards=self.shards, config_hash=self.config_hash, workers=[w.to_json() for w in self.workers])
+            record.update(shards=self.shards, workers=[w.to_json() for w in self.workers])
         if self.tracking is not None:
             record["tracking"] = self.tracking.to_json()
         return {**record, **(self.model_extra or {})}

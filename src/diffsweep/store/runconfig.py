@@ -8,13 +8,16 @@ literally. diffsweep itself reads both files as data (YAML without tags, never c
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from diffsweep import hashing
 from diffsweep.errors import ConfigError, ConfigIssue
+from diffsweep.hashing import file_digest
 from diffsweep.paths import conf_dir
 from diffsweep.store.atomic import write_atomic
 
@@ -74,27 +77,21 @@ def dump_run_config(doc: Mapping[str, Any], folder: Path | str = "<this folder>"
     return HEADER.format(folder=folder) + yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=120)
 
 
-def write_run_config(folder: Path, doc: Mapping[str, Any]) -> None:
-    write_atomic(folder / CONFIG, dump_run_config(doc, folder))
+def write_run_config(folder: Path, doc: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """Write config.yaml; returns what run.json keeps to check it later: the SHA-256 of the file and the digests of
+    its values as they read back (`config_keys`)."""
+    text = dump_run_config(doc, folder).encode("utf-8")
+    write_atomic(folder / CONFIG, text)
+    return hashlib.sha256(text).hexdigest(), config_keys(read_run_config(folder, trust=True))
 
 
-def read_run_config(folder: Path) -> dict[str, Any]:
-    """The resolved config saved in a run folder, as data, without its Hydra keys; ConfigError (naming the file)
-    when it is missing, is not YAML, holds YAML tags, or is not a mapping."""
-    path = Path(folder) / CONFIG
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(ConfigIssue("", f"{path} not found: not a diffsweep run folder")) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(ConfigIssue("", f"cannot read it: {error}", str(path))) from error
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(ConfigIssue("", f"not valid YAML data: {str(error).splitlines()[0]}", str(path))) from error
-    if not isinstance(doc, dict):
-        raise ConfigError(ConfigIssue("", f"expected a mapping of config keys, got {type(doc).__name__}", str(path)))
-    return _unescape({key: value for key, value in doc.items() if key not in ("defaults", "hydra")})
+def read_run_config(folder: Path, *, trust: bool = False) -> dict[str, Any]:
+    """The resolved config saved in a run folder, as data, without its Hydra keys. ConfigError (naming the file) when
+    it is missing, is not YAML, holds YAML tags or is not a mapping, and, unless the user trusts the folder, when it
+    names code to run (`code_in`)."""
+    raw = read_raw_run_config(folder)
+    refuse_code(folder, raw, trust)
+    return _unescape({key: value for key, value in raw.items() if key not in ("defaults", "hydra")})
 
 
 def write_overrides(folder: Path, overrides: list[str]) -> None:
@@ -113,7 +110,111 @@ def read_overrides(folder: Path) -> list[str]:
 def read_config_data(folder: Path) -> dict[str, Any]:
     """config.yaml for a report that makes do without it: the mapping, or an empty one when it is missing or
     unreadable (the report then lays items out by what the manifest says)."""
-    try:
-        return read_run_config(folder)
+    try:  # a report only reads it: names of code in it are text here, never run
+        return read_run_config(folder, trust=True)
     except ConfigError:
         return {}
+
+
+def config_keys(doc: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """A short digest of every leaf of a config by key path (a list is one leaf): kept in run.json so that a
+    config.yaml edited since the run started is refused naming what changed."""
+    keys: dict[str, str] = {}
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            keys.update(config_keys(value, f"{path}."))
+        else:
+            keys[path] = hashing.short(hashlib.sha256(hashing.canonical_json(value).encode()).hexdigest())
+    return keys
+
+
+def check_unchanged(folder: Path, config_hash: str | None, recorded: Mapping[str, str] | None) -> bool:
+    """Whether config.yaml is still the config the run started with; ConfigError naming the changed keys when it
+    is not. False (nothing to check against) for runs made before run.json kept the config's hash."""
+    if config_hash is None:
+        return False
+    if file_digest(Path(folder) / CONFIG) == config_hash:
+        return True
+    now_keys = config_keys(read_run_config(folder, trust=True))
+    changed = sorted(key for key in {*now_keys, *(recorded or {})} if now_keys.get(key) != (recorded or {}).get(key))
+    named = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+    what = f"changed: {named}" if changed else "its text changed (comments or layout: the values are the same)"
+    raise ConfigError(ConfigIssue("", f"is not the config this run started with ({what}); a run resumes, verifies "
+                                      f"and reruns items only of its own config: restore the file, or start a new "
+                                      f"run from it with `diffsweep-runs rerun`", str(Path(folder) / CONFIG)))
+
+
+# --- a run folder is data: what in its config.yaml would run code --------------------------------------
+
+DEFAULT_MODULES = ("diffusers", "diffsweep")  # conf/config.yaml's allowed_modules: shipped code only
+# the Hydra callbacks diffsweep itself writes into config.yaml, under their current and earlier names
+SHIPPED_TARGETS = frozenset({"diffsweep.cli.multirun.ValidateJobs", "diffsweep.cli.multirun.TrackJobs",
+                             "diffsweep.multirun.ValidateJobs", "diffsweep.multirun.TrackJobs"})
+TRUST_HINT = ("diffsweep runs no code that a run folder names; if you trust this folder and the code it names, "
+              "say so with --trust")
+
+
+def read_raw_run_config(folder: Path) -> dict[str, Any]:
+    """config.yaml as YAML data, Hydra keys included; ConfigError naming the file when it cannot be read."""
+    path = Path(folder) / CONFIG
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(ConfigIssue("", f"{path} not found: not a diffsweep run folder")) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(ConfigIssue("", f"cannot read it: {error}", str(path))) from error
+    except yaml.YAMLError as error:
+        raise ConfigError(ConfigIssue("", f"not valid YAML data: {str(error).splitlines()[0]}", str(path))) from error
+    if not isinstance(doc, dict):
+        raise ConfigError(ConfigIssue("", f"expected a mapping of config keys, got {type(doc).__name__}", str(path)))
+    return doc
+
+
+def code_in(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key path, what it would run) for everything in a run folder's config that would run or import code, or
+    widen what may: `_target_`s (Hydra callbacks, launchers) other than diffsweep's own, defaults that pull in
+    other Hydra options, trust_remote_code, and module prefixes beyond the shipped ones."""
+    found = [(path, f"instantiates {target!r}") for path, target in _targets(raw, "")
+             if not (path.startswith("hydra.callbacks.") and target in SHIPPED_TARGETS)]
+    written = _hydra_part()[0]
+    for position, entry in enumerate(raw.get("defaults") or []):
+        if entry not in written:
+            found.append((f"defaults[{position}]", f"composes {entry!r} into the run (a Hydra option may run code)"))
+    builder = raw.get("builder")
+    if isinstance(builder, Mapping) and builder.get("trust_remote_code") is True:
+        found.append(("builder.trust_remote_code", "runs a model folder's pipeline.py"))
+    sweep = raw.get("sweep")
+    grid = sweep.get("grid") if isinstance(sweep, Mapping) else None
+    if isinstance(grid, Mapping):
+        nested = grid.get("builder")
+        axis = grid.get("builder.trust_remote_code", nested.get("trust_remote_code") if isinstance(nested, Mapping)
+                        else None)
+        if isinstance(axis, list) and True in axis:
+            found.append(("sweep.grid.builder.trust_remote_code", "runs a model folder's pipeline.py"))
+    modules = raw.get("allowed_modules")
+    wider = [m for m in modules if m not in DEFAULT_MODULES] if isinstance(modules, list) else []
+    if wider:
+        found.append(("allowed_modules", f"lets pipelines and metrics be imported from {', '.join(map(str, wider))}"))
+    return found
+
+
+def _targets(node: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(node, Mapping):
+        found = [(f"{path}._target_".lstrip("."), str(node["_target_"]))] if "_target_" in node else []
+        for key, value in node.items():
+            found += _targets(value, f"{path}.{key}".lstrip("."))
+        return found
+    if isinstance(node, list):
+        return [hit for position, value in enumerate(node) for hit in _targets(value, f"{path}[{position}]")]
+    return []
+
+
+def refuse_code(folder: Path, raw: Mapping[str, Any], trust: bool) -> list[str]:
+    """The key paths of code the folder's config names, once the user trusts it; ConfigError (exit 2, nothing
+    written) listing them when the user has not."""
+    found = code_in(raw)
+    if found and not trust:
+        source = str(Path(folder) / CONFIG)
+        raise ConfigError([ConfigIssue(path, f"{what}; {TRUST_HINT}", source) for path, what in found])
+    return [path for path, _ in found]

@@ -8,6 +8,7 @@ writes the same bytes; the sidecar carries the volatile rest.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
 import queue
@@ -23,7 +24,7 @@ from diffsweep.media import Generated
 from diffsweep.planning.plan import BuilderPlan, Item
 from diffsweep.store.atomic import write_atomic, write_json
 from diffsweep.store.folder import RunFolder
-from diffsweep.store.records import ItemRecord, Made, Sidecar, Truncation, now
+from diffsweep.store.records import FileCheck, ItemRecord, Made, Sidecar, Truncation, now
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +139,22 @@ class ItemWriter:
                 return
 
     def commit(self, pending: PendingItem) -> ItemRecord:
+        """The item's output file, then its sidecar, then its manifest line (the commit). The output embeds the
+        record as it stands before the file exists; the sidecar and the line add the file's size and SHA-256."""
         item, stem = pending.item, item_stem(pending.item, self.index_width)
-        outputs = [] if pending.generated is None else [f"items/{stem}{media.EXTENSIONS[pending.generated.kind]}"]
-        made = None if pending.generated is None else measured(pending.generated)
-        record = item_record(item, "failed" if pending.generated is None else "ok", outputs, pending.seconds, pending.error, made,
-                             pending.prompt_truncated)
-        sidecar = sidecar_record(record, pending.builder, self.run_ref, pending.scheduler)
-        if pending.generated is not None:
-            write_atomic(self.run.path / outputs[0], encode(pending.generated, item, pending.builder, sidecar))
-        write_json(self.run.path / f"items/{stem}.json", sidecar)
+        generated = pending.generated
+        outputs = [] if generated is None else [f"items/{stem}{media.EXTENSIONS[generated.kind]}"]
+        made = None if generated is None else measured(generated)
+        record = item_record(item, "failed" if generated is None else "ok", outputs, pending.seconds, pending.error,
+                             made, pending.prompt_truncated)
+        if generated is not None:
+            data = encode(generated, item, pending.builder,
+                          sidecar_record(record, pending.builder, self.run_ref, pending.scheduler))
+            write_atomic(self.run.path / outputs[0], data)
+            checks = {outputs[0]: FileCheck(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())}
+            record = record.model_copy(update={"files": checks})
+        write_json(self.run.path / f"items/{stem}.json",
+                   sidecar_record(record, pending.builder, self.run_ref, pending.scheduler))
         self.run.append_item(record, self.manifest)  # last: the line is the commit
         return record
 
