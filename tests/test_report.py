@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
-
-from conftest import run_json
 from PIL import Image
 
+from conftest import run_json
 from diffsweep.reports.build import write_reports
 
 HOSTILE = "<script>alert(1)</script>"
