@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,19 +64,37 @@ def identity_params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: map_paths(v, _content) if k in FILE_PARAMS else v for k, v in params.items()}
 
 
+# the largest input image diffsweep reads (8192 x 8192): a file that claims more is refused before it is decoded,
+# whatever its size on disk (a decompression bomb states a huge size in a few bytes)
+MAX_INPUT_PIXELS = 8192 * 8192
+
+
 def image_problem(path: str | Path) -> str | None:
-    """Why an input image cannot be used, or None when it decodes."""
+    """Why an input image cannot be used, or None when it decodes: it must be a regular file, an image PIL decodes,
+    of at most MAX_INPUT_PIXELS pixels."""
     path = Path(path)
-    if path.is_dir():
-        return f"input file {path} is a folder, not an image file"
-    if not path.is_file():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
         return f"input file {path} does not exist"
+    except OSError as error:
+        return f"input file {path} cannot be read ({error.strerror})"
+    if stat.S_ISDIR(mode):
+        return f"input file {path} is a folder, not an image file"
+    if not stat.S_ISREG(mode):
+        return f"input file {path} is not a regular file (a pipe, socket or device), so it is not read"
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_INPUT_PIXELS:
+                return (f"input file {path} is {width}x{height} pixels, more than the {MAX_INPUT_PIXELS:,} "
+                        f"(8192x8192) diffsweep reads")
             image.verify()
     except PermissionError:
         return f"input file {path} cannot be read (no permission)"
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except Image.DecompressionBombError:
+        return f"input file {path} states more pixels than the {MAX_INPUT_PIXELS:,} (8192x8192) diffsweep reads"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         return f"input file {path} is not a decodable image ({error})"
     return None
 

@@ -48,18 +48,13 @@ def source_problem(lora: Mapping[str, Any]) -> str | None:
     folder must exist and hold LoRA weights; a hub id must be in the local cache when offline."""
 
     source, weight_name = Path(lora["source"]).expanduser(), lora.get("weight_name")
+    if weight_name and (Path(weight_name).is_absolute() or ".." in Path(weight_name).parts):
+        return f"weight_name {weight_name!r} must name a file inside the adapter's source, not a path out of it"
     if source.is_file():
         return None if source.suffix in WEIGHT_SUFFIXES else (
             f"{source} is not a LoRA weights file (expected {', '.join(WEIGHT_SUFFIXES)})")
     if source.is_dir():
-        if weight_name:
-            return None if (source / weight_name).is_file() else f"{source} has no file {weight_name} (weight_name)"
-        found = sorted(p.name for p in source.iterdir() if p.suffix in (".safetensors", ".bin"))
-        if not found:
-            return f"{source} holds no LoRA weights (*.safetensors or *.bin)"
-        if len(found) > 1 and DEFAULT_WEIGHT_NAME not in found:
-            return f"{source} holds several weight files ({', '.join(found)}); set weight_name to the one to load"
-        return None
+        return _folder_problem(source, weight_name)
     if not HUB_ID.match(lora["source"]):
         return f"{source.absolute()} does not exist (nor is '{lora['source']}' a hub id like owner/name)"
     if hub_offline():
@@ -73,6 +68,20 @@ def source_problem(lora: Mapping[str, Any]) -> str | None:
             return (f"hub LoRA '{lora['source']}' ({weight_name}) is not in the local Hugging Face cache and "
                     f"HF_HUB_OFFLINE is set; download it first with `hf download {lora['source']} {weight_name}` "
                     f"or point source at a local file")
+    return None
+
+
+def _folder_problem(source: Path, weight_name: str | None) -> str | None:
+    """A local adapter folder must hold one weights file, or the one weight_name names, inside it."""
+    if weight_name:
+        if not (source / weight_name).resolve().is_relative_to(source.resolve()):  # no link out of the source
+            return f"weight_name {weight_name!r} leads out of {source} (through a link)"
+        return None if (source / weight_name).is_file() else f"{source} has no file {weight_name} (weight_name)"
+    found = sorted(p.name for p in source.iterdir() if p.suffix in (".safetensors", ".bin"))
+    if not found:
+        return f"{source} holds no LoRA weights (*.safetensors or *.bin)"
+    if len(found) > 1 and DEFAULT_WEIGHT_NAME not in found:
+        return f"{source} holds several weight files ({', '.join(found)}); set weight_name to the one to load"
     return None
 
 

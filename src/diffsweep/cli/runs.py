@@ -206,7 +206,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from diffsweep.run.local import resume_run  # noqa: PLC0415 - start-up time: list and show load no torch
 
     run = RunFolder(find_run(args.run, args.root).absolute())
-    run.check_is_run()
+    run.check_has_run_files()  # an unreadable run.json is rebuilt by the resume
     return resume_run(run.path, here=args.here, trust=args.trust).exit_code
 
 
@@ -288,7 +288,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         if info.tracking:
             print(f"tracking {tracking.describe_tracking(info.tracking)}")
     print(run.path / SCORES)
-    return EXIT_OK
+    return EXIT_FAILED_ITEMS if outcome.damaged else EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
 from diffsweep import providers
@@ -36,11 +37,24 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
+def _whole_pattern(validator: Any, pattern: str, instance: Any, schema: Mapping[str, Any]) -> Iterator[ValidationError]:
+    """JSON Schema's `pattern`, where a `$` does not let a trailing newline through as Python's re.search does: a
+    name that ends in a newline (a folder name, an axis) is not the name the pattern allows."""
+    if not isinstance(instance, str):
+        return
+    if re.search(pattern, instance) is None or (pattern.endswith("$") and instance.endswith("\n")):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# Draft 2020-12 with the `pattern` above
+Validator = validators.extend(Draft202012Validator, {"pattern": _whole_pattern})
+
+
 @functools.cache
-def _validator(name: str) -> Draft202012Validator:
+def _validator(name: str) -> Any:
     schema = load_schema(name)
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    Validator.check_schema(schema)
+    return Validator(schema)
 
 
 def key_path(parts: Iterable[Any]) -> str:
@@ -187,7 +201,7 @@ def subschema_checker(subschema: Mapping[str, Any],
                       source_of: SourceOf | None = None) -> Callable[[Any, str], list[ConfigIssue]]:
     """`check(value, path)`: violations of a value against a fragment of the config schema (e.g. one
     grid element). The validator is made once, for every element of an axis of a million values."""
-    validator = Draft202012Validator({"$defs": load_schema("config")["$defs"], **subschema})
+    validator = Validator({"$defs": load_schema("config")["$defs"], **subschema})
 
     def check(value: Any, path: str) -> list[ConfigIssue]:
         issues = []
@@ -288,7 +302,7 @@ def validate_sections(doc: Mapping[str, Any], keys: Iterable[str], source_of: So
     for key in keys:
         if key not in doc:
             continue
-        validator = Draft202012Validator({"$defs": shipped["$defs"], **shipped["properties"][key]})
+        validator = Validator({"$defs": shipped["$defs"], **shipped["properties"][key]})
         for error in validator.iter_errors(doc[key]):
             for path, message in _issues_for(error):
                 full = key + ("." + path if path and not path.startswith("[") else path)
@@ -297,8 +311,25 @@ def validate_sections(doc: Mapping[str, Any], keys: Iterable[str], source_of: So
         raise ConfigError(issues)
 
 
+def value_issues(node: Any, path: str = "", source_of: SourceOf | None = None) -> list[ConfigIssue]:
+    """Values no key may hold, wherever they are: numbers that are not finite (NaN and infinities, which YAML
+    writes .nan and .inf) and text holding a NUL character."""
+    found = []
+    if isinstance(node, float) and not math.isfinite(node):
+        found.append(ConfigIssue(path, f"expected a finite number, got {node}", source_of(path) if source_of else None))
+    elif isinstance(node, str) and "\0" in node:
+        found.append(ConfigIssue(path, "holds a NUL character", source_of(path) if source_of else None))
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            found += value_issues(value, f"{path}.{key}" if path else str(key), source_of)
+    elif isinstance(node, list):
+        for position, value in enumerate(node):
+            found += value_issues(value, f"{path}[{position}]", source_of)
+    return found
+
+
 def validate_config(doc: Mapping[str, Any], source_of: SourceOf | None = None) -> None:
     """Raise ConfigError listing every schema violation of a resolved config."""
-    issues = schema_issues(doc, "config", source_of=source_of)
+    issues = value_issues(doc, source_of=source_of) or schema_issues(doc, "config", source_of=source_of)
     if issues:
         raise ConfigError(issues)

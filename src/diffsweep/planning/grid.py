@@ -59,15 +59,18 @@ def numbered_lines(path: Path) -> list[tuple[int, str]]:
     data = path.read_bytes()
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise NotTextError(f"{path} is UTF-16 text; save it as UTF-8")
-    if b"\0" in data[:8192]:
-        raise NotTextError(f"{path} is a binary file, not UTF-8 text with one value per line")
+    if b"\0" in data:
+        line = data[:data.index(b"\0")].count(b"\n") + 1
+        raise NotTextError(f"{path} holds a NUL byte on line {line}: it is a binary file, not UTF-8 text with one "
+                           f"value per line")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[:error.start].count(b"\n") + 1
         raise NotTextError(f"{path} is not UTF-8 text: byte 0x{data[error.start]:02x} on line {line} is not UTF-8 "
                            f"(saved in another encoding, e.g. Latin-1 or UTF-16?); save it as UTF-8") from None
-    lines = text.splitlines()
+    # lines end at \n (or \r\n) only: U+2028, form feeds and other separators str.splitlines knows are text
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     return [(number, line.strip()) for number, line in enumerate(lines, 1)
             if line.strip() and not line.lstrip().startswith("#")]
 

@@ -25,6 +25,7 @@ import numpy as np
 from diffsweep import media
 from diffsweep.hashing import short
 from diffsweep.reports.score_stats import summarise
+from diffsweep.reports.sheets import run_layout
 from diffsweep.store.folder import RunFolder
 from diffsweep.store.records import ItemRecord
 from diffsweep.store.runconfig import read_config_data
@@ -128,15 +129,18 @@ def compare_item(run_a: Path, a: ItemRecord, run_b: Path, b: ItemRecord) -> Item
         same = a.ok == b.ok
         return verdict("identical" if same else "different",
                        note=f"status {a.status} in A, {b.status} in B" if not same else f"{a.status} in both")
-    path_a, path_b = run_a / a.outputs[0], run_b / b.outputs[0]
-    try:
-        bytes_a, bytes_b = path_a.read_bytes(), path_b.read_bytes()
-    except OSError as error:
-        return verdict("different", note=f"unreadable output: {error}")
+    damage = [f"{side}'s {problem}" for side, run, record in (("A", run_a, a), ("B", run_b, b))
+              if (problem := RunFolder(run).damage(record))]
+    if damage:  # named, not compared: a file that is not what its record says
+        return verdict("different", note="; ".join(damage))
+    bytes_a, bytes_b = (run_a / a.outputs[0]).read_bytes(), (run_b / b.outputs[0]).read_bytes()
     if bytes_a == bytes_b:
         return verdict("identical")
     kind = media.kind_of(a.outputs[0], a.has_sound)  # a video with sound is compared on its frames and its samples
-    streams_a, streams_b = media.decode_streams(kind, bytes_a), media.decode_streams(kind, bytes_b)
+    try:
+        streams_a, streams_b = media.decode_streams(kind, bytes_a), media.decode_streams(kind, bytes_b)
+    except Exception as error:  # noqa: BLE001 - an output that does not decode is a difference, named
+        return verdict("different", note=f"{a.outputs[0]} or {b.outputs[0]} does not decode: {error}")
     for stream_a, stream_b in zip(streams_a, streams_b, strict=True):
         if stream_a.shape != stream_b.shape:
             return verdict("different", note=f"shape {stream_a.shape} in A, {stream_b.shape} in B")
@@ -155,7 +159,9 @@ def score_deltas(run_a: Path, run_b: Path) -> list[ScoreDelta]:
 
 
 def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
-    items_a, items_b = RunFolder(run_a).items(), RunFolder(run_b).items()
+    # the items each run planned: a line outside a run's grid is named and left out (sheets.placed)
+    items_a = {r.item_id: r for r in run_layout(run_a).records}
+    items_b = {r.item_id: r for r in run_layout(run_b).records}
     result = RunDiff(run_a, run_b, config=changes(read_config_data(run_a), read_config_data(run_b)),
                      builders=builder_changes(builder_identities(run_a, list(items_a.values())),
                                               builder_identities(run_b, list(items_b.values()))))

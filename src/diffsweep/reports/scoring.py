@@ -15,7 +15,7 @@ import io
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class ScoreOutcome:
     outdated: int = 0  # lines scored again because the metric's weights changed
     items: int = 0
     seconds: float = 0.0
+    damaged: list[str] = field(default_factory=list)  # "item <id>: <file> <what is wrong>", not scored
 
     @property
     def items_per_second(self) -> float | None:
@@ -115,10 +116,15 @@ def score_folder(run: RunFolder, settings: ScoreSettings, device: Any,
     weights = {name: cls.weights(settings) for name, cls in classes.items()}
     current = {key for key, line in lines.items() if key[1] in weights and _made_with(line, *weights[key[1]])}
     items = sorted((r for r in run.items().values() if r.ok and r.outputs), key=lambda r: r.index)
+    damaged = {r.item_id: f"item {r.item_id}: {problem}" for r in items if (problem := run.damage(r))}
+    for line in damaged.values():
+        log.error("%s; it is not scored (a resume makes it again)", line)
+    items = [r for r in items if r.item_id not in damaged]
     todo = [(record, [name for name in classes if (record.item_id, name) not in current]) for record in items]
     todo = [(record, names) for record, names in todo if names]
     outcome = ScoreOutcome(kept=sum(1 for r in items for name in classes if (r.item_id, name) in current),
-                           outdated=sum(1 for r, names in todo for name in names if (r.item_id, name) in lines))
+                           outdated=sum(1 for r, names in todo for name in names if (r.item_id, name) in lines),
+                           damaged=list(damaged.values()))
     loaded: dict[str, Metric] = {}
     for chunk in _chunks(todo, settings.batch_size):
         outputs = {record.item_id: decode(run.path / record.outputs[0], settings.video_frames) for record, _ in chunk}

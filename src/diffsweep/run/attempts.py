@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, EXIT_RUNTIME, DiffsweepError
+from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, EXIT_RUNTIME, ConfigError, DiffsweepError
 from diffsweep.hashing import file_digest
 from diffsweep.planning.plan import Plan
 from diffsweep.store.folder import CONFIG, RunFolder
@@ -95,6 +95,8 @@ def read_info_or_rebuild(run: RunFolder, plan: Plan) -> RunInfo:
     the manifest, the unreadable file kept aside under a name the warning gives."""
     try:
         return run.read_info()
+    except ConfigError:
+        raise  # a newer diffsweep's record: not this version's to rewrite
     except DiffsweepError as error:
         if not run.run_json_path.exists():  # killed before its first run.json
             log.warning("%s has no run.json; starting a new run record", run.path)

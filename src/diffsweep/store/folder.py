@@ -32,6 +32,7 @@ from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError, RunLocked
 from diffsweep.hashing import file_digest
 from diffsweep.store.atomic import TEMP_SUFFIX, write_atomic, write_json
 from diffsweep.store.records import (
+    RUN_SCHEMA_VERSION,
     FileCheck,
     ItemRecord,
     RecordError,
@@ -248,9 +249,20 @@ class RunFolder:
 
     # ----- run.json ------------------------------------------------------------------------
     def read_info(self) -> RunInfo:
+        """run.json; DiffsweepError when it cannot be read, ConfigError when a newer diffsweep wrote it (its record
+        is not this version's to rewrite)."""
         try:
-            return RunInfo.from_json_bytes(self.run_json_path.read_bytes())
-        except (OSError, ValueError, RecordError) as error:
+            raw = json.loads(self.run_json_path.read_bytes())
+        except (OSError, ValueError) as error:
+            raise DiffsweepError(f"{self.run_json_path}: not a readable run.json ({error})") from error
+        version = raw.get("schema_version") if isinstance(raw, dict) else None
+        if isinstance(version, int) and version > RUN_SCHEMA_VERSION:
+            raise ConfigError(ConfigIssue("schema_version", f"run.json of schema {version} was written by a newer "
+                                                            f"diffsweep; this one reads schemas up to "
+                                                            f"{RUN_SCHEMA_VERSION}", str(self.run_json_path)))
+        try:
+            return RunInfo.from_json(raw)
+        except RecordError as error:
             raise DiffsweepError(f"{self.run_json_path}: not a readable run.json ({error})") from error
 
     def write_info(self, info: RunInfo) -> None:
@@ -265,13 +277,23 @@ class RunFolder:
     def check_is_run(self) -> RunInfo:
         """The folder is a diffsweep run (a run.json of a known schema version beside a config.yaml and a manifest)
         before a command writes into it; ConfigError (exit 2, nothing written) when it is not."""
+        self.check_has_run_files()
+        try:
+            return self.read_info()
+        except ConfigError:
+            raise
+        except DiffsweepError as error:
+            raise ConfigError(ConfigIssue("", f"{error}; diffsweep writes only into run folders it can read (a "
+                                              f"resume keeps an unreadable run.json aside and rebuilds it)")) from None
+
+    def check_has_run_files(self) -> None:
+        """The files every run folder has: config.yaml, run.json and a manifest (ConfigError, exit 2, when not)."""
         missing = [name for name in (CONFIG, RUN_JSON) if not (self.path / name).is_file()]
         if not missing and not any(p.is_file() for p in self.manifest_paths()):
             missing.append(MANIFEST)
         if missing:
             raise ConfigError(ConfigIssue("", f"{self.path} is not a diffsweep run folder (no {', '.join(missing)}); "
                                               f"diffsweep writes only into run folders"))
-        return self.read_info()
 
     def committed_since(self, manifest: Path, offset: int) -> tuple[int, int]:
         """(ok, failed) lines committed to `manifest` after byte `offset`: what one attempt made, exactly, even when
