@@ -87,7 +87,7 @@ def image_problem(path: str | Path) -> str | None:
         with Image.open(path) as image:
             width, height = image.size
             if width * height > MAX_INPUT_PIXELS:
-                return (f"input file {path} is {width}x{height} pixels, more than the {MAX_INPUT_PIXELS:,} "
+                return (f"input file {path} states {width}x{height}: more pixels than the {MAX_INPUT_PIXELS:,} "
                         f"(8192x8192) diffsweep reads")
             image.verify()
     except PermissionError:

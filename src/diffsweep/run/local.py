@@ -114,7 +114,8 @@ def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache 
         if info.selected_items is not None:
             plan.select(info.selected_items)
         return _attempt(run, plan, info, new_attempt("resume", trusted), done, cache or process_cache(), out,
-                        settled=info.status == "complete" and done.compact and not done.unchecked)
+                        settled=info.status == "complete" and done.compact and not done.unchecked
+                        and len(done) == plan.total)  # no line beside the plan's
 
 
 def _close_dead_attempt(run: RunFolder, info: RunInfo) -> None:
