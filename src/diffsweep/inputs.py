@@ -1,9 +1,11 @@
-"""Input files of generation parameters (`image`, `mask_image`): lookup, checks, identity.
+"""Input files of generation parameters (`image`, `mask_image`, `control_image`, `ip_adapter_image`): lookup, checks,
+identity.
 
 Paths may be absolute or relative to the working directory (then the config tree). `image` may
 also be a list of paths, for pipelines that take several input images (Qwen-Image-Edit-Plus,
 Flux.2's reference images). An item's identity uses each file's content digest, not its path, so
-moving an input changes nothing and editing it in place makes new items.
+moving an input changes nothing and editing it in place makes new items. A control image that is prepared
+(`control_preprocess`) stands for the prepared image's content (diffsweep.control).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-FILE_PARAMS = ("image", "mask_image")
+FILE_PARAMS = ("image", "mask_image", "control_image", "ip_adapter_image")
 DIGEST_PREFIX = "sha256:"
 
 
@@ -60,7 +62,13 @@ def _content(path: str) -> str:
 
 def identity_params(params: dict[str, Any]) -> dict[str, Any]:
     """Params as hashed: input files stand for their content, not their location."""
-    return {k: map_paths(v, _content) if k in FILE_PARAMS else v for k, v in params.items()}
+    from diffsweep import control  # prepares control images from inputs, so it builds on this module
+
+    hashed = {k: map_paths(v, _content) if k in FILE_PARAMS else v for k, v in params.items()}
+    if control.active(params) and "control_image" in params:
+        hashed["control_image"] = map_paths(params["control_image"], lambda path: DIGEST_PREFIX + control.digest(
+            path, params) if Path(path).is_file() else path)
+    return hashed
 
 
 def image_problem(path: str | Path) -> str | None:

@@ -17,6 +17,7 @@ from diffsweep.hashing import canonical_json
 from diffsweep.media import Generated
 from diffsweep.optimize import place_and_optimize
 from diffsweep.planning.plan import Batch, BuilderPlan
+from diffsweep.providers import conditioning
 from diffsweep.providers.base import hub_token
 
 log = logging.getLogger("diffsweep")
@@ -95,6 +96,7 @@ def generate(pipe: Any, batch: Batch, preview_every: int = 0,
     builder = batch.builder
     shared = batch.items[0].params
     lora.apply_scales(pipe, builder.loras, shared)
+    conditioning.apply_ip_adapter_scale(pipe, builder.config, shared)
     generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
     kwargs = builder.provider.call_kwargs(builder.spec, [item.params for item in batch.items], generators)
     builder.provider.prepare_call(pipe, builder.spec, shared)

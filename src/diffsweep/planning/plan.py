@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffsweep import hashing, lora, providers, schedulers
+from diffsweep import hashing, lora, providers, quantize, schedulers
 from diffsweep.config.model import RunConfig
 from diffsweep.config.schema import did_you_mean, load_schema, range_checked_by_ends, subschema_checker
 from diffsweep.devices import resolve_dtype
@@ -28,11 +28,12 @@ from diffsweep.labels import BUILDER_AXIS, BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.planning.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
+from diffsweep.providers.conditioning import default_params as conditioning_defaults
 
 DEFAULT_SEED = 0
 # Builder keys that define what is loaded; everything else in a builder is lossless.
 IDENTITY_KEYS = ("provider", "pipeline", "model", "revision", "variant", "dtype", "scheduler", "components",
-                 "single_file_config")
+                 "single_file_config", "controlnets", "ip_adapter")
 
 
 
@@ -202,6 +203,8 @@ def builder_identity(config: Mapping[str, Any], dtype: str,
     identity["dtype"] = dtype
     if config.get("loras"):
         identity["loras"] = lora.identity(config["loras"])
+    if quantize.active(config):
+        identity["quantization"] = quantize.identity(config["quantization"])
     for key in LOSSY_KEYS:  # optimizations that change pixels; the lossless rest stay out
         if (optimization or {}).get(key):
             identity[key] = optimization[key]
@@ -273,7 +276,8 @@ class Plan:
             raise ConfigError(ConfigIssue(where, f"{config['pipeline']!r} is not a {provider.name} pipeline"
                                           f"{did_you_mean(config['pipeline'], names)}; choose one of {choices}",
                                           self._source_of(where))) from None
-        issues = provider.check_builder(config)
+        issues = self._quantization_issues(provider, config, point)
+        issues += provider.check_builder(config)
         if config.get("loras") and not spec.lora:
             issues.append(("builder.loras", f"{spec.name} has no LoRA support in diffusers"))
         issues += [(f"builder.loras[{i}].source", problem) for i, adapter in enumerate(config.get("loras") or [])
@@ -287,6 +291,20 @@ class Plan:
         weights = {k: v for k, v in identity.items() if k != "scheduler"}
         cache_key = hashing.digest("pipeline", {"weights": weights, "optimization": dict(optimization)})
         return BuilderPlan(hashing.builder_hash(identity), config, identity, provider, spec, cache_key)
+
+    def _quantization_issues(self, provider: Provider, config: dict[str, Any],
+                             point: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Resolve `builder.quantization` (a preset name becomes its mapping, in place) and check it can run here."""
+        where = "sweep.grid.builder.quantization" if "builder.quantization" in point else "builder.quantization"
+        try:
+            config["quantization"] = quantize.resolve(config.get("quantization"))
+        except KeyError as missing:
+            return [(where, f"no quantization preset {missing}; presets: {', '.join(quantize.presets())}")]
+        dtype = resolve_dtype(config.get("dtype", "auto"), self.device)
+        slots = provider.component_slots(config)
+        name = config["quantization"].get("name") or config["quantization"]["backend"]
+        return [(f"{where}.{key}" if where == "builder.quantization" else where, f"{name}: {message}")
+                for key, message in quantize.problems(config["quantization"], slots, self.device, dtype)]
 
     def _check_allowed(self, pipeline: str, where: str) -> None:
         """A dotted pipeline path is imported only from the configured module prefixes."""
@@ -305,7 +323,8 @@ class Plan:
     # pass over the items keeps them, and a dry run touches only the items it prints.
 
     def _params(self, builder: BuilderPlan, point: Mapping[str, Any]) -> dict[str, Any]:
-        params: dict[str, Any] = {"seed": DEFAULT_SEED, **lora.default_scales(builder.loras)}
+        params: dict[str, Any] = {"seed": DEFAULT_SEED, **lora.default_scales(builder.loras),
+                                  **conditioning_defaults(builder.config)}
         layers = [layer for _, layer in param_layers(builder.spec, self.config)]
         for layer in (*layers, {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
             params.update({k: v for k, v in layer.items() if v is not None})

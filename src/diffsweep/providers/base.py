@@ -23,11 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from diffsweep import control, quantize
 from diffsweep.errors import ModelUnavailableError
 from diffsweep.inputs import FILE_PARAMS, image_problem, image_size, load_image, map_paths, named_paths
 from diffsweep.media import KINDS, Generated
 from diffsweep.paths import build_folder_once, cache_dir
+from diffsweep.providers import conditioning
+from diffsweep.providers.conditioning import ControlNetSupport, IPAdapterSupport, TinyPart
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,9 @@ TINY_PREFIX = "tiny:"
 
 # Parameters that may differ between the items of one batched call: each becomes a list.
 PER_ITEM_PARAMS = ("prompt", "negative_prompt", "prompt_2", "negative_prompt_2", "seed")
-# Parameters diffsweep consumes itself instead of passing to the pipeline.
-OUTPUT_PARAMS = ("seed", "fps")
+# Parameters diffsweep consumes itself instead of passing to the pipeline: the seed and frame rate, how a control
+# image is prepared (diffsweep.control) and the IP-Adapter's scale (set on the pipeline before each call).
+OUTPUT_PARAMS = ("seed", "fps", control.PARAM, *control.THRESHOLDS, "ip_adapter_scale")
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,11 @@ class PipelineSpec:
     frame_rate_param: str | None = None
     latent_space: str | None = None  # for cheap previews (diffsweep.previews); None: generic projection
     max_sequence_length: int | None = None  # the text encoder's token limit, where the pipeline takes the param
+    controlnet: ControlNetSupport | None = None  # the ControlNet a ControlNet pipeline takes (builder.controlnets)
+    ip_adapter: IPAdapterSupport | None = None  # where the pipeline takes an IP-Adapter (builder.ip_adapter)
+    # diffsweep's name of a parameter -> the pipeline's keyword for it, where they differ (SD's ControlNet
+    # pipelines call their control image `image`; diffsweep calls it `control_image` in every family)
+    call_names: Mapping[str, str] = field(default_factory=dict)
 
     def load_class(self) -> type:
         """The pipeline class; a missing one (e.g. a deprecated pipeline a later diffusers dropped)
@@ -104,6 +114,8 @@ class Provider:
     name: str = ""
     pipelines: Mapping[str, PipelineSpec] = {}
     tiny_models: Mapping[str, TinyModel] = {}  # tiny model name (`tiny:<name>`, unique across providers) -> stand-in
+    # tiny ControlNets and IP-Adapters for the tiny models (`tiny:<name>` in builder.controlnets / ip_adapter)
+    tiny_parts: Mapping[str, TinyPart] = {}
     # JSON Schemas of generation parameters this family adds to the shared vocabulary (schemas/config.schema.json's
     # $defs.params); each is merged into the config schema, so the key is validated and typed like any other.
     parameters: Mapping[str, Mapping[str, Any]] = {}
@@ -129,6 +141,10 @@ class Provider:
         missing = missing_local_paths(builder)
         if missing:
             return missing
+        if builder.get("pipeline") in self.pipelines:
+            missing = conditioning.builder_problems(self, self.spec(builder["pipeline"]), builder)
+            if missing:
+                return missing
         overrides = builder.get("components") or {}
         source = self.locate(builder, build=False) if overrides else None
         if not isinstance(source, Path) or not (source / "model_index.json").is_file():
@@ -137,6 +153,24 @@ class Provider:
         slots = [key for key in index if not key.startswith("_")]
         return [(f"builder.components.{name}", f"the base model has no component '{name}' (it has: "
                                                f"{', '.join(slots)})") for name in overrides if name not in slots]
+
+    def component_slots(self, builder: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The base model's components as model_index.json lists them (name -> [library, class]), read without
+        loading or building anything; None where that needs the hub or a single file's conversion."""
+        model = builder["model"]
+        if model.startswith(TINY_PREFIX):
+            name = model.removeprefix(TINY_PREFIX)
+            return _tiny_slots(self, name) if name in self.tiny_models else None
+        source = self.locate(builder, build=False)
+        if is_single_file(source):
+            return None
+        if isinstance(source, Path):
+            index = source / "model_index.json"
+            return json.loads(index.read_text(encoding="utf-8")) if index.is_file() else None
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "model_index.json", revision=builder.get("revision"))
+        return json.loads(Path(cached).read_text(encoding="utf-8")) if isinstance(cached, str) else None
 
     def size_multiple(self, spec: PipelineSpec, builder: Mapping[str, Any] | None) -> int:
         """What height and width must be multiples of; a provider whose models differ overrides this."""
@@ -177,6 +211,7 @@ class Provider:
             problems.append(("num_frames", f"num_frames {frames} must be {self.frame_step}k+1 for {self.name}; "
                                            f"nearest: {low} or {low + self.frame_step}"))
         problems += self._input_problems(spec, params)
+        problems += conditioning.param_problems(self, spec, params, builder)
         return problems
 
     def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
@@ -265,6 +300,8 @@ class Provider:
         self.before_load(spec)
         try:
             pipe = self.from_source(spec, source, builder, torch_dtype)
+            conditioning.check_loaded(self, spec, builder, pipe)
+            conditioning.load_ip_adapter(self, pipe, builder)
         except ModelUnavailableError:
             raise
         except Exception as error:  # noqa: BLE001 - translated into one clear message
@@ -275,6 +312,8 @@ class Provider:
         pipeline_class = spec.load_class()
         kwargs = {**hub_kwargs(builder, source), "dtype": torch_dtype}
         kwargs.update(load_components(builder, source, torch_dtype))
+        kwargs.update(conditioning.load_controlnets(self, spec, builder, torch_dtype))
+        kwargs.update(quantize.load_kwargs(builder, source, torch_dtype))
         if is_single_file(source):
             kwargs.pop("variant", None)
             if builder.get("single_file_config"):
@@ -309,9 +348,14 @@ class Provider:
         if spec.frame_rate_param and first.get("fps") is not None:
             kwargs[spec.frame_rate_param] = first["fps"]
         for key in FILE_PARAMS:
-            if key in kwargs:
+            if key == "control_image" and key in kwargs:
+                kwargs[key] = map_paths(kwargs[key], lambda path: Image.fromarray(control.prepared(path, first)))
+            elif key in kwargs:
                 mode = "L" if key == "mask_image" else "RGB"
                 kwargs[key] = map_paths(kwargs[key], functools.partial(load_image, mode=mode))
+        for name, keyword in spec.call_names.items():
+            if name in kwargs:
+                kwargs[keyword] = kwargs.pop(name)
         kwargs["generator"] = generators if spec.batchable else generators[0]
         kwargs["output_type"] = "np"
         return kwargs
@@ -515,6 +559,18 @@ def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error:
     if "does not appear to have a file named" in lowered or "missing" in lowered:
         return f"model '{model}' (revision {revision}) lacks a file or component diffusers needs: {text}"
     return f"model '{model}' could not be loaded: {text}"
+
+
+@functools.cache
+def _tiny_slots(provider: Provider, tiny_name: str) -> dict[str, Any]:
+    """A tiny model's model_index.json entries, from its components made in memory (nothing is written)."""
+    slots: dict[str, Any] = {}
+    for name, component in provider.tiny_models[tiny_name].factory().items():
+        if component is None or isinstance(component, (bool, int, float, str)):
+            slots[name] = [None, None] if component is None else component
+        else:
+            slots[name] = [type(component).__module__.split(".")[0], type(component).__name__]
+    return slots
 
 
 def tiny_folder(provider: Provider, tiny_name: str) -> Path:

@@ -101,3 +101,17 @@ def one_level_vae(latent_channels: int) -> Any:
 
     return AutoencoderKL(block_out_channels=(4,), latent_channels=latent_channels, norm_num_groups=1,
                          use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+
+
+def wake_zero_convolutions(model: Any, names: tuple[str, ...]) -> Any:
+    """Random weights for a ControlNet's zero-initialised output layers (`names` are their module prefixes), which
+    make conditioning scale and weights matter only after training; seeded, so the net is the same every build."""
+    import torch
+
+    reseed()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.startswith(names):
+                parameter.copy_(torch.randn_like(parameter) * 0.5)
+    return model
+
