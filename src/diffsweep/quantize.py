@@ -77,7 +77,7 @@ def identity(setting: Mapping[str, Any]) -> dict[str, Any]:
     entry = {key: setting[key] for key in ("backend", "weights", "components") if setting.get(key) is not None}
     if setting.get("file"):
         path = Path(setting["file"]).expanduser()
-        entry["file"] = {"sha256": file_digest(path)} if path.is_file() else setting["file"]
+        entry["file"] = {"name": path.name, "sha256": file_digest(path)} if path.is_file() else setting["file"]
     return entry
 
 
@@ -328,9 +328,9 @@ def measure(pipe: Any, builder: Mapping[str, Any], dtype: str) -> dict[str, Any]
                                                  if m is not None}))
     element = torch.empty((), dtype=getattr(torch, dtype)).element_size()
     before = after = 0
-    for name in names:
-        tensors = [*slots[name].parameters(), *slots[name].buffers()]
-        before += sum(_logical_numel(t) for t in tensors) * element
-        after += sum(_storage_bytes(t) for t in tensors)
+    for name in names:  # parameters only: quantizers add buffers (activation scales) the original never had
+        weights = list(slots[name].parameters())
+        before += sum(_logical_numel(t) for t in weights) * element
+        after += sum(_storage_bytes(t) for t in weights)
     return {"backend": setting["backend"], "weights": setting.get("weights"), "components": list(names),
             "dtype": dtype, "bytes_before": before, "bytes_after": after, "file": setting.get("file")}

@@ -20,8 +20,10 @@ from diffsweep.errors import EXIT_OK, ConfigError, ConfigIssue, DiffsweepError, 
 from diffsweep.paths import conf_dir
 
 log = logging.getLogger("diffsweep")
-_GROUP_OF_KEY = {"builder": "provider", "generation": "provider", "sweep": "sweep", "optimization": "optimization",
-                 "tracking": "tracking"}
+# the first prefix a key path has names its group (builder.quantization comes from quantization/, the rest of
+# builder from provider/)
+_GROUP_OF_KEY = {"builder.quantization": "quantization", "builder": "provider", "generation": "provider",
+                 "sweep": "sweep", "optimization": "optimization", "tracking": "tracking"}
 
 
 def source_finder(hydra_cfg: DictConfig) -> Callable[[str], str | None]:
@@ -40,7 +42,8 @@ def source_finder(hydra_cfg: DictConfig) -> Callable[[str], str | None]:
             key = override.split("=", 1)[0].lstrip("+~")
             if path == key or path.startswith((key + ".", key + "[")):
                 return f"command-line override '{override}'"
-        group = _GROUP_OF_KEY.get(path.split(".", 1)[0].split("[", 1)[0])
+        key = path.split("[", 1)[0]
+        group = next((g for prefix, g in _GROUP_OF_KEY.items() if key == prefix or key.startswith(prefix + ".")), None)
         if group and choices.get(group):
             return config_file(f"{group}/{choices[group]}.yaml")
         return config_file(f"{config_name}.yaml")

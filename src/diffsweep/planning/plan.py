@@ -303,7 +303,7 @@ class Plan:
         dtype = resolve_dtype(config.get("dtype", "auto"), self.device)
         slots = provider.component_slots(config)
         name = config["quantization"].get("name") or config["quantization"]["backend"]
-        return [(f"{where}.{key}" if where == "builder.quantization" else where, f"{name}: {message}")
+        return [(f"{where}.{key}" if where == "builder.quantization" else where, f"quantization={name}: {message}")
                 for key, message in quantize.problems(config["quantization"], slots, self.device, dtype)]
 
     def _check_allowed(self, pipeline: str, where: str) -> None:
