@@ -99,10 +99,11 @@ def denoisers(slots: Mapping[str, Any]) -> list[str]:
             and kind[0] is not None and name.split("_")[0] in DENOISER_PREFIXES]
 
 
-def problems(setting: Mapping[str, Any], slots: Mapping[str, Any] | None, device: Any,
-             dtype: str) -> list[tuple[str, str]]:
+def problems(setting: Mapping[str, Any], slots: Mapping[str, Any] | None, device: Any, dtype: str,
+             transformer: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
     """(sub-key, message) for a setting this builder cannot have on this device; `slots` is the base model's
-    model_index.json (component -> [library, class]) where it could be read, and `dtype` the builder's."""
+    model_index.json (component -> [library, class]) and `transformer` its transformer's config, each where it could
+    be read without loading, and `dtype` the builder's."""
     backend = setting.get("backend", "none")
     if backend == "none":
         return []
@@ -118,7 +119,7 @@ def problems(setting: Mapping[str, Any], slots: Mapping[str, Any] | None, device
         found.append(("backend", f"torchao's {weights} weight-only layers compute in bfloat16 in diffusers; set "
                                  f"builder.dtype=bfloat16 (this builder's dtype is {dtype})"))
     if backend == "gguf":
-        found += _gguf_problems(setting, slots)
+        found += _gguf_problems(setting, slots, transformer)
     elif slots is not None:
         found += _component_problems(setting, slots, backend)
     return found
@@ -158,7 +159,8 @@ def _component_problems(setting: Mapping[str, Any], slots: Mapping[str, Any],
     return found
 
 
-def _gguf_problems(setting: Mapping[str, Any], slots: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+def _gguf_problems(setting: Mapping[str, Any], slots: Mapping[str, Any] | None,
+                   transformer: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     found = []
     named = setting.get("components")
     if named is not None and list(named) != ["transformer"]:
@@ -175,30 +177,29 @@ def _gguf_problems(setting: Mapping[str, Any], slots: Mapping[str, Any] | None) 
         return found
     if not path.is_file():
         return [*found, ("file", f"{file} does not exist (a local .gguf file, from {Path.cwd()})")]
-    if slots is not None:
-        expected = slots["transformer"][1]
-        problem = gguf_family_problem(path, expected)
+    if slots is not None and transformer is not None:
+        problem = gguf_family_problem(path, slots["transformer"][1], transformer)
         if problem:
             found.append(("file", problem))
     return found
 
 
-def gguf_family_problem(path: Path, transformer_class: str) -> str | None:
-    """Why a .gguf file is not a transformer `transformer_class` loads (its tensor names are neither the class's own
-    nor the original checkpoint's that diffusers converts), or None."""
+def gguf_family_problem(path: Path, transformer_class: str, config: Mapping[str, Any]) -> str | None:
+    """Why a .gguf file is not the transformer of the base model (class and `config`): its tensor names are neither
+    the ones that model has nor the original checkpoint's that diffusers converts; None when it is."""
     try:
         names = _gguf_tensor_names(str(path), path.stat().st_mtime_ns)
     except Exception as error:  # noqa: BLE001 - any read failure means it is not a usable GGUF file
         return f"{path} is not a readable GGUF file ({type(error).__name__}: {error})"
-    expected = _expected_names(transformer_class)
+    expected = _expected_names(transformer_class, json.dumps(dict(config), sort_keys=True, default=str))
     if expected is None:
         return None
     own, original = expected
-    if names <= own and len(names & own) >= len(own) // 2 or names & original:
+    if names <= own or names & original:  # every tensor is one of the class's (at any depth), or an original's
         return None
-    sample = ", ".join(sorted(names)[:3])
-    return (f"{path} is not a {transformer_class} checkpoint: none of its tensors ({sample}, ...) are the "
-            f"{transformer_class} weights diffusers loads (a GGUF of another model family?)")
+    foreign = ", ".join(sorted(names - own)[:3])
+    return (f"{path} is not a {transformer_class} checkpoint: {len(names - own)} of its {len(names)} tensors "
+            f"({foreign}, ...) are no {transformer_class} weights (a transformer of another model family?)")
 
 
 @functools.lru_cache(maxsize=16)
@@ -214,30 +215,19 @@ ORIGINAL_MARKERS = {"FluxTransformer2DModel": {"double_blocks.0.img_attn.qkv.wei
                     "SD3Transformer2DModel": {"joint_blocks.0.x_block.attn.qkv.weight"}}
 
 
-@functools.cache
-def _expected_names(transformer_class: str) -> tuple[frozenset[str], frozenset[str]] | None:
-    """The class's own state-dict names (from a model built on the meta device, no weights) and its family's
-    original-layout marker names; None for a class diffsweep cannot build empty."""
+@functools.lru_cache(maxsize=8)
+def _expected_names(transformer_class: str, config: str) -> tuple[frozenset[str], frozenset[str]] | None:
+    """The state-dict names of the base model's transformer (built from its JSON `config` on the meta device: no
+    weights, no memory) and its family's original-layout marker names; None for a class diffusers lacks."""
     import diffusers
     import torch
 
     model_class = getattr(diffusers, transformer_class, None)
     if model_class is None:
         return None
-    try:
-        with torch.device("meta"):
-            model = model_class.from_config(model_class.load_config(_default_config(model_class)))
-    except Exception:  # noqa: BLE001 - only the originals' markers are known then
-        return frozenset(), frozenset(ORIGINAL_MARKERS.get(transformer_class, ()))
+    with torch.device("meta"):
+        model = model_class.from_config(json.loads(config))
     return frozenset(model.state_dict()), frozenset(ORIGINAL_MARKERS.get(transformer_class, ()))
-
-
-def _default_config(model_class: type) -> dict[str, Any]:
-    """The class's constructor defaults, as a config dict (the names are the same at every size)."""
-    import inspect
-
-    return {name: p.default for name, p in inspect.signature(model_class.__init__).parameters.items()
-            if name != "self" and p.default is not inspect.Parameter.empty}
 
 
 # ----- loading --------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.planning.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
 from diffsweep.providers.conditioning import default_params as conditioning_defaults
+from diffsweep.providers.conditioning import denoiser_config
 
 DEFAULT_SEED = 0
 # Builder keys that define what is loaded; everything else in a builder is lossless.
@@ -302,9 +303,11 @@ class Plan:
             return [(where, f"no quantization preset {missing}; presets: {', '.join(quantize.presets())}")]
         dtype = resolve_dtype(config.get("dtype", "auto"), self.device)
         slots = provider.component_slots(config)
+        transformer = (denoiser_config(provider, config, "transformer")
+                       if config["quantization"].get("backend") == "gguf" and slots and "transformer" in slots else None)
         name = config["quantization"].get("name") or config["quantization"]["backend"]
         return [(f"{where}.{key}" if where == "builder.quantization" else where, f"quantization={name}: {message}")
-                for key, message in quantize.problems(config["quantization"], slots, self.device, dtype)]
+                for key, message in quantize.problems(config["quantization"], slots, self.device, dtype, transformer)]
 
     def _check_allowed(self, pipeline: str, where: str) -> None:
         """A dotted pipeline path is imported only from the configured module prefixes."""

@@ -47,6 +47,11 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = no_source, base_dir
     base_dirs = [base_dir or Path.cwd(), conf_dir()]
     doc = absolutise_inputs(draw_random_seeds(config.to_doc()), base_dirs)
     doc["builder"]["loras"] = lora.absolutise(doc["builder"].get("loras") or [], base_dirs)
+    quantization = doc["builder"].get("quantization")
+    if isinstance(quantization, Mapping) and quantization.get("file"):  # a GGUF file, so config.yaml reruns anywhere
+        found = find_file(quantization["file"], base_dirs)
+        if found.is_file():
+            doc["builder"]["quantization"] = {**quantization, "file": str(found.absolute())}
     doc["output"]["root"] = str(Path(doc["output"]["root"]).expanduser().absolute())
     config = RunConfig.from_doc(doc)
     grid = load_grid(config, base_dirs, source_of)
