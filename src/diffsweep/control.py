@@ -24,7 +24,6 @@ PARAM = "control_preprocess"
 THRESHOLDS = {"control_low_threshold": 100, "control_high_threshold": 200}  # OpenCV's usual Canny pair
 SETTINGS = {"canny": tuple(THRESHOLDS)}
 """Each built-in preprocessor's settings, which are generation parameters (so grid axes), with defaults."""
-CANNY_VERSION = 1  # part of a prepared image's identity: bump when the algorithm's output changes
 # controlnet-aux detectors (name -> class); each loads its own weights from lllyasviel/Annotators
 AUX_DETECTORS = {"depth_midas": "MidasDetector", "lineart": "LineartDetector", "openpose": "OpenposeDetector",
                  "hed": "HEDdetector", "softedge_pidi": "PidiNetDetector", "mlsd": "MLSDdetector",
@@ -120,11 +119,12 @@ def png(array: np.ndarray) -> bytes:
 
 
 def digest(path: str, params: Mapping[str, Any]) -> str:
-    """SHA-256 of a prepared image's PNG: what stands for it in the item id. A controlnet-aux detector cannot run
-    while planning (it loads weights), so its image is named by its input, detector and settings instead."""
+    """SHA-256 of a prepared image's PNG file: what stands for it in the item id (so a change to the algorithm's
+    output makes new items). A controlnet-aux detector cannot run while planning (it loads weights), so its image
+    is named by its input, detector and settings instead."""
     name = active(params)
     if name in SETTINGS:
-        return hashlib.sha256(f"canny-v{CANNY_VERSION}".encode() + png(prepared(path, params))).hexdigest()
+        return hashlib.sha256(png(prepared(path, params))).hexdigest()
     recipe = f"{file_digest(path)}|{name}|{sorted(settings(params).items())}"
     return hashlib.sha256(recipe.encode()).hexdigest()
 
