@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep import __version__, control, hashing, media
+from diffsweep.inputs import named_paths
 from diffsweep.media import Generated
 from diffsweep.planning.plan import BuilderPlan, Item
 from diffsweep.store.atomic import write_atomic, write_json
 from diffsweep.store.folder import RunFolder
-from diffsweep.inputs import named_paths
 from diffsweep.store.records import ItemRecord, Made, PreparedControl, Sidecar, Truncation, now
 
 log = logging.getLogger(__name__)
