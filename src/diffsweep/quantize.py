@@ -111,10 +111,10 @@ def problems(setting: Mapping[str, Any], slots: Mapping[str, Any] | None, device
     weights = setting.get("weights")
     if backend != "gguf" and weights not in WEIGHTS[backend]:
         return [("weights", f"{backend} quantizes weights to {', '.join(WEIGHTS[backend])}; got {weights!r}")]
-    if importlib.util.find_spec(MODULES[backend].split(".")[0]) is None:
-        return [("backend", f"{backend} needs the {MODULES[backend]} package, which is not installed: "
-                            f"pip install 'diffsweep[{EXTRAS[backend]}]'")]
     found += _device_problems(backend, weights, device)
+    if importlib.util.find_spec(MODULES[backend].split(".")[0]) is None:
+        return [*found, ("backend", f"{backend} needs the {MODULES[backend]} package, which is not installed: "
+                                    f"pip install 'diffsweep[{EXTRAS[backend]}]'")]
     if backend == "torchao" and dtype != "bfloat16":
         found.append(("backend", f"torchao's {weights} weight-only layers compute in bfloat16 in diffusers; set "
                                  f"builder.dtype=bfloat16 (this builder's dtype is {dtype})"))
