@@ -59,6 +59,8 @@ def test_describe_states_the_provider_spec_and_the_preset(preset: str, tmp_path:
         expected = generation.get(name) if generation.get(name) is not None else spec.defaults.get(name)
         if name == "seed":
             expected = 0
+        if name == "ip_adapter_scale" and builder.get("ip_adapter"):
+            expected = 1.0  # every item has the loaded adapter's scale
         assert param["value"] == expected, name
         assert param["grid_axis"] is True and param["per_item"] == (name in ("prompt", "negative_prompt", "seed",
                                                                               "prompt_2", "negative_prompt_2"))
@@ -73,6 +75,10 @@ def test_describe_states_the_provider_spec_and_the_preset(preset: str, tmp_path:
     if builder["provider"] == "allegro":
         assert "at most 24 (one VAE tile) or 24 + 16k (whole tiles)" in params["num_frames"]["rules"]
     assert "builder.scheduler" in described["builder_axes"] and "builder.model" in described["builder_axes"]
+    assert (described["controlnet"] is not None) == (spec.controlnet is not None)
+    if builder.get("controlnets"):
+        assert described["controlnet"]["loaded"] == [net["model"] for net in builder["controlnets"]]
+    assert described["quantization"]["current"] == "none" and "none" in described["quantization"]["options"]
 
 
 def test_the_table_shows_each_parameter_and_where_its_value_comes_from(tmp_path: Path) -> None:

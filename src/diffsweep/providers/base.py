@@ -238,6 +238,21 @@ class Provider:
         if self.frame_step and "num_frames" in spec.params:
             step = self.frame_step
             rules["num_frames"] = [f"{step}k+1 (e.g. {step + 1}, {4 * step + 1}, {20 * step + 1})"]
+        if spec.controlnet is not None:
+            rules["control_image"] = ["an image file, or a list of one per net in builder.controlnets (required)"]
+            for key in conditioning.PER_NET_PARAMS[:3]:
+                rules[key] = ["a value for every net, or a list of one per net"]
+            if spec.controlnet.modes:
+                rules["control_mode"] = [f"a Union net's mode, 0 to its {spec.controlnet.modes} - 1 (required for a "
+                                         f"Union net, refused for others)"]
+        if control.PARAM in spec.params:
+            rules[control.PARAM] = [f"none | canny (built in) | {' | '.join(control.AUX_DETECTORS)} "
+                                    f"(controlnet-aux: diffsweep[control])"]
+            for key, default in control.THRESHOLDS.items():
+                rules[key] = [f"canny only; default {default}; low ≤ high"]
+        if spec.ip_adapter is not None:
+            rules["ip_adapter_image"] = ["an image file, or a list; required with builder.ip_adapter"]
+            rules["ip_adapter_scale"] = ["needs builder.ip_adapter; set on the loaded pipeline (no reload)"]
         return rules
 
     @staticmethod
