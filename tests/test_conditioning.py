@@ -163,3 +163,25 @@ def test_control_and_adapter_inputs_that_do_not_fit_are_refused(sd_net_folder: P
         ["provider=tiny_sd_controlnet", "+generation.control_low_threshold=250"], root)
     assert "pip install 'diffsweep[control]'" in _refused(
         ["provider=tiny_sd_controlnet", "generation.control_preprocess=openpose"], root)
+
+
+REAL_PRESETS = ["sd15_controlnet_canny", "sdxl_controlnet_union", "flux_controlnet_union_pro2",
+                "qwen_image_controlnet_union", "flux_dev_nf4", "flux_dev_gguf_q8", "qwen_image_nf4"]
+
+
+@pytest.mark.parametrize("preset", REAL_PRESETS)
+def test_real_presets_compose_validate_and_plan_offline(preset: str, tmp_path: Path) -> None:
+    """Their models cannot be had here; their configs still compose, validate and make a plan (a dry run of a
+    quantization this machine cannot run says so and plans it)."""
+    out = io.StringIO()
+    result = run_sweep(compose_config([f"provider={preset}", "dry_run=true"], tmp_path / "runs"), out=out)
+    assert result.status == "dry_run" and "nothing written" in out.getvalue()
+    described = io.StringIO()
+    run_sweep(compose_config([f"provider={preset}", "describe=json"], tmp_path / "runs"), out=described)
+    description = json.loads(described.getvalue())
+    if "controlnet" in preset:
+        assert description["controlnet"]["loaded"] and "control_image" in {p["name"] for p in
+                                                                          description["parameters"]}
+    else:
+        assert description["quantization"]["current"] in ("bnb_nf4", "gguf")
+    assert not (tmp_path / "runs").exists()

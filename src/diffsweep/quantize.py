@@ -111,10 +111,6 @@ def problems(setting: Mapping[str, Any], slots: Mapping[str, Any] | None, device
     weights = setting.get("weights")
     if backend != "gguf" and weights not in WEIGHTS[backend]:
         return [("weights", f"{backend} quantizes weights to {', '.join(WEIGHTS[backend])}; got {weights!r}")]
-    found += _device_problems(backend, weights, device)
-    if importlib.util.find_spec(MODULES[backend].split(".")[0]) is None:
-        return [*found, ("backend", f"{backend} needs the {MODULES[backend]} package, which is not installed: "
-                                    f"pip install 'diffsweep[{EXTRAS[backend]}]'")]
     if backend == "torchao" and dtype != "bfloat16":
         found.append(("backend", f"torchao's {weights} weight-only layers compute in bfloat16 in diffusers; set "
                                  f"builder.dtype=bfloat16 (this builder's dtype is {dtype})"))
@@ -122,6 +118,19 @@ def problems(setting: Mapping[str, Any], slots: Mapping[str, Any] | None, device
         found += _gguf_problems(setting, slots, transformer)
     elif slots is not None:
         found += _component_problems(setting, slots, backend)
+    return found
+
+
+def environment_problems(setting: Mapping[str, Any], device: Any) -> list[tuple[str, str]]:
+    """(sub-key, message) for a setting this machine cannot run: a backend not installed (the message names the
+    extra), or one the device cannot run (bitsandbytes without CUDA, float8 matmuls before compute capability 8.9)."""
+    backend, weights = setting.get("backend", "none"), setting.get("weights")
+    if backend == "none":
+        return []
+    found = _device_problems(backend, weights, device)
+    if importlib.util.find_spec(MODULES[backend].split(".")[0]) is None:
+        found.append(("backend", f"{backend} needs the {MODULES[backend]} package, which is not installed: "
+                                 f"pip install 'diffsweep[{EXTRAS[backend]}]'"))
     return found
 
 

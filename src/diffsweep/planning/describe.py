@@ -16,10 +16,10 @@ from typing import Any, TextIO
 from diffsweep import devices, lora, providers, quantize
 from diffsweep.config.model import RunConfig
 from diffsweep.config.schema import load_schema
-from diffsweep.providers.conditioning import default_params as conditioning_defaults
 from diffsweep.media import EXTENSIONS
 from diffsweep.planning.plan import BUILDER_AXIS, DEFAULT_SEED, param_layers
 from diffsweep.providers.base import PER_ITEM_PARAMS, PipelineSpec, Provider
+from diffsweep.providers.conditioning import default_params as conditioning_defaults
 
 ALWAYS = ("prompt", "seed")  # every pipeline takes these, whatever its spec lists
 LISTED_PIPELINES = 40  # a provider with more pipeline classes than this (custom: all of diffusers) gives a count
@@ -149,7 +149,8 @@ def _quantization(provider: Provider, builder: dict[str, Any], device_name: str)
     slots = provider.component_slots(builder)
     options = {}
     for name in quantize.presets():
-        found = quantize.problems(quantize.preset(name), slots, device, dtype)
+        setting = quantize.preset(name)
+        found = quantize.problems(setting, slots, device, dtype) + quantize.environment_problems(setting, device)
         options[name] = "ok" if not found else found[0][1]
     setting = builder.get("quantization")
     current = setting if isinstance(setting, str) else (setting or {}).get("name", "none")

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import itertools
 import json
+import logging
 import math
 import operator
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
@@ -31,6 +32,7 @@ from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec,
 from diffsweep.providers.conditioning import default_params as conditioning_defaults
 from diffsweep.providers.conditioning import denoiser_config
 
+log = logging.getLogger("diffsweep")
 DEFAULT_SEED = 0
 # Builder keys that define what is loaded; everything else in a builder is lossless.
 IDENTITY_KEYS = ("provider", "pipeline", "model", "revision", "variant", "dtype", "scheduler", "components",
@@ -305,9 +307,16 @@ class Plan:
         slots = provider.component_slots(config)
         transformer = (denoiser_config(provider, config, "transformer")
                        if config["quantization"].get("backend") == "gguf" and slots and "transformer" in slots else None)
-        name = config["quantization"].get("name") or config["quantization"]["backend"]
+        setting = config["quantization"]
+        name = setting.get("name") or setting["backend"]
+        found = quantize.problems(setting, slots, self.device, dtype, transformer)
+        for key, message in quantize.environment_problems(setting, self.device):
+            if self.config.dry_run:  # a plan for another machine: said, not refused
+                log.warning("quantization=%s cannot run here: %s", name, message)
+            else:
+                found.append((key, message))
         return [(f"{where}.{key}" if where == "builder.quantization" else where, f"quantization={name}: {message}")
-                for key, message in quantize.problems(config["quantization"], slots, self.device, dtype, transformer)]
+                for key, message in found]
 
     def _check_allowed(self, pipeline: str, where: str) -> None:
         """A dotted pipeline path is imported only from the configured module prefixes."""
