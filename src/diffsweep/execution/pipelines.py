@@ -17,7 +17,7 @@ from diffsweep.hashing import canonical_json
 from diffsweep.media import Generated
 from diffsweep.optimize import place_and_optimize
 from diffsweep.planning.plan import Batch, BuilderPlan
-from diffsweep.providers import conditioning
+from diffsweep import conditioning
 from diffsweep.providers.base import hub_token
 
 log = logging.getLogger("diffsweep")

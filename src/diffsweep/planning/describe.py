@@ -19,7 +19,7 @@ from diffsweep.config.schema import load_schema
 from diffsweep.media import EXTENSIONS
 from diffsweep.planning.plan import BUILDER_AXIS, DEFAULT_SEED, param_layers
 from diffsweep.providers.base import PER_ITEM_PARAMS, PipelineSpec, Provider
-from diffsweep.providers.conditioning import default_params as conditioning_defaults
+from diffsweep.conditioning import default_params as conditioning_defaults
 
 ALWAYS = ("prompt", "seed")  # every pipeline takes these, whatever its spec lists
 LISTED_PIPELINES = 40  # a provider with more pipeline classes than this (custom: all of diffusers) gives a count

@@ -29,8 +29,8 @@ from diffsweep.labels import BUILDER_AXIS, BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.planning.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
-from diffsweep.providers.conditioning import default_params as conditioning_defaults
-from diffsweep.providers.conditioning import denoiser_config
+from diffsweep.conditioning import default_params as conditioning_defaults
+from diffsweep.conditioning import denoiser_config
 
 log = logging.getLogger("diffsweep")
 DEFAULT_SEED = 0

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel, pipeline_unpacker
-from diffsweep.providers.conditioning import ControlNetSupport, IPAdapterSupport, TinyPart
+from diffsweep.conditioning import ControlNetSupport, IPAdapterSupport, TinyPart
 from diffsweep.tiny import flux as tiny
 
 SIZE_MULTIPLE = 16

@@ -43,7 +43,7 @@ from typing import Any
 
 from diffsweep.errors import ModelUnavailableError
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel, pipeline_unpacker
-from diffsweep.providers.conditioning import ControlNetSupport
+from diffsweep.conditioning import ControlNetSupport
 from diffsweep.tiny import qwen_image as tiny
 
 SIZE_MULTIPLE = 16

@@ -9,7 +9,7 @@ embeddings (an SD 1.5 net on SDXL is refused before loading). SD 1.x/2.x and SDX
 from __future__ import annotations
 
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
-from diffsweep.providers.conditioning import ControlNetSupport, IPAdapterSupport, TinyPart
+from diffsweep.conditioning import ControlNetSupport, IPAdapterSupport, TinyPart
 from diffsweep.tiny import stable_diffusion as tiny
 
 _SIZE = frozenset({"height", "width"})
