@@ -11,13 +11,12 @@ from typing import Any
 
 import torch
 
-from diffsweep import devices, lora, previews, schedulers
+from diffsweep import conditioning, devices, lora, previews, schedulers
 from diffsweep.execution.cache import Entry, PipelineCache
 from diffsweep.hashing import canonical_json
 from diffsweep.media import Generated
 from diffsweep.optimize import place_and_optimize
 from diffsweep.planning.plan import Batch, BuilderPlan
-from diffsweep import conditioning
 from diffsweep.providers.base import hub_token
 
 log = logging.getLogger("diffsweep")

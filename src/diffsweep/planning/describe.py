@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
 from diffsweep import devices, lora, providers, quantize
+from diffsweep.conditioning import default_params as conditioning_defaults
 from diffsweep.config.model import RunConfig
 from diffsweep.config.schema import load_schema
 from diffsweep.media import EXTENSIONS
 from diffsweep.planning.plan import BUILDER_AXIS, DEFAULT_SEED, param_layers
 from diffsweep.providers.base import PER_ITEM_PARAMS, PipelineSpec, Provider
-from diffsweep.conditioning import default_params as conditioning_defaults
 
 ALWAYS = ("prompt", "seed")  # every pipeline takes these, whatever its spec lists
 LISTED_PIPELINES = 40  # a provider with more pipeline classes than this (custom: all of diffusers) gives a count

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep import hashing, lora, providers, quantize, schedulers
+from diffsweep.conditioning import default_params as conditioning_defaults
+from diffsweep.conditioning import denoiser_config
 from diffsweep.config.model import RunConfig
 from diffsweep.config.schema import did_you_mean, load_schema, range_checked_by_ends, subschema_checker
 from diffsweep.devices import resolve_dtype
@@ -29,8 +31,6 @@ from diffsweep.labels import BUILDER_AXIS, BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.planning.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
-from diffsweep.conditioning import default_params as conditioning_defaults
-from diffsweep.conditioning import denoiser_config
 
 log = logging.getLogger("diffsweep")
 DEFAULT_SEED = 0

@@ -25,13 +25,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from diffsweep import control, quantize
+from diffsweep import conditioning, control, quantize
+from diffsweep.conditioning import ControlNetSupport, IPAdapterSupport, TinyPart
 from diffsweep.errors import ModelUnavailableError
 from diffsweep.inputs import FILE_PARAMS, image_problem, image_size, load_image, map_paths, named_paths
 from diffsweep.media import KINDS, Generated
 from diffsweep.paths import build_folder_once, cache_dir
-from diffsweep import conditioning
-from diffsweep.conditioning import ControlNetSupport, IPAdapterSupport, TinyPart
 
 log = logging.getLogger(__name__)
 

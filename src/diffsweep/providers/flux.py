@@ -37,8 +37,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from diffsweep.providers.base import PipelineSpec, Provider, TinyModel, pipeline_unpacker
 from diffsweep.conditioning import ControlNetSupport, IPAdapterSupport, TinyPart
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel, pipeline_unpacker
 from diffsweep.tiny import flux as tiny
 
 SIZE_MULTIPLE = 16

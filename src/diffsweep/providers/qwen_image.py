@@ -41,9 +41,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from diffsweep.conditioning import ControlNetSupport
 from diffsweep.errors import ModelUnavailableError
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel, pipeline_unpacker
-from diffsweep.conditioning import ControlNetSupport
 from diffsweep.tiny import qwen_image as tiny
 
 SIZE_MULTIPLE = 16

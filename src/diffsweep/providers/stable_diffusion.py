@@ -8,8 +8,8 @@ embeddings (an SD 1.5 net on SDXL is refused before loading). SD 1.x/2.x and SDX
 
 from __future__ import annotations
 
-from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
 from diffsweep.conditioning import ControlNetSupport, IPAdapterSupport, TinyPart
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
 from diffsweep.tiny import stable_diffusion as tiny
 
 _SIZE = frozenset({"height", "width"})
