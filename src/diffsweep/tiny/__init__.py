@@ -9,6 +9,7 @@ called, so importing this package is cheap.
 
 from __future__ import annotations
 
+
 from diffsweep.tiny.common import Components
 
 FACTORY_VERSION = 1
