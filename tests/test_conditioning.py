@@ -21,13 +21,15 @@ from PIL import Image
 from conftest import compose_config, read_manifest, read_run_json, run_cli
 from diffsweep import control
 from diffsweep.errors import EXIT_CONFIG, ConfigError
+from diffsweep.execution.cache import PipelineCache
 from diffsweep.run.local import run_sweep
 
 ONE = ["sweep.grid.prompt=[a fox]", "sweep.grid.seed=[0]"]
 
 
 def _run(overrides: list[str], root: Path) -> tuple[Path, list[dict[str, Any]]]:
-    result = run_sweep(compose_config([*ONE, *overrides], root), out=io.StringIO())
+    # a fresh pipeline cache, so run.json's loads count this run's loads (the process cache outlives tests)
+    result = run_sweep(compose_config([*ONE, *overrides], root), out=io.StringIO(), cache=PipelineCache())
     records = sorted(read_manifest(result.run_dir), key=lambda r: r["index"])
     assert result.status == "complete", records
     return result.run_dir, records
@@ -96,6 +98,7 @@ def test_canny_is_prepared_once_per_setting_recorded_and_part_of_the_item_id(tmp
         assert hashlib.sha256((run_dir / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
         sidecar = json.loads((run_dir / record["outputs"][0]).with_suffix(".json").read_text())
         assert sidecar["control_prepared"] == record["control_prepared"]
+        assert f'"controls":[{{"path":"{entry["path"]}"' in (run_dir / "data.js").read_text()  # the viewer shows it
     assert len({r["control_prepared"][0]["sha256"] for r in records}) == 2
     again_dir, again = _run(["provider=tiny_sd_controlnet", "sweep.grid.seed=[0,1]",
                              "+sweep.grid.control_high_threshold=[150,250]"], tmp_path / "runs")

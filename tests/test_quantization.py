@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import compose_config, read_manifest, read_run_json, run_cli
 from diffsweep.errors import EXIT_CONFIG, ConfigError
+from diffsweep.execution.cache import PipelineCache
 from diffsweep.planning.prepare import prepare
 from diffsweep.run.local import run_sweep
 
@@ -20,7 +21,8 @@ ONE = ["sweep.grid.prompt=[a fox]", "sweep.grid.seed=[0]", "sweep.params.num_inf
 
 
 def _run(overrides: list[str], root: Path) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
-    result = run_sweep(compose_config([*ONE, *overrides], root), out=io.StringIO())
+    # a fresh pipeline cache, so run.json's loads count this run's loads (the process cache outlives tests)
+    result = run_sweep(compose_config([*ONE, *overrides], root), out=io.StringIO(), cache=PipelineCache())
     records = sorted(read_manifest(result.run_dir), key=lambda r: r["index"])
     assert result.status == "complete", records
     return result.run_dir, read_run_json(result.run_dir), records
