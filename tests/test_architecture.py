@@ -1,5 +1,6 @@
-"""The package's shape, read from its source: no import cycles (function-level imports counted), layers that only
-look down, and a reason beside every import kept inside a function."""
+"""The package's shape, read from its source: no import cycles (function-level imports counted; imports for type
+checking only, which never run, are not), layers that only look down, and a reason beside every import kept inside a
+function."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ PACKAGE = SRC / "diffsweep"
 # compose → validate → plan → execute → record → report, and the command lines on top; a module may import its own
 # layer or any below it. The foundation and model-side modules are the ones every layer uses.
 LAYERS = {
-    "foundation": ("diffsweep", "diffsweep.errors", "diffsweep.hashing", "diffsweep.paths",
+    "foundation": ("diffsweep", "diffsweep.errors", "diffsweep.hashing", "diffsweep.paths", "diffsweep.hub",
                    "diffsweep.devices", "diffsweep.console", "diffsweep.labels", "diffsweep.inputs", "diffsweep.media"),
     "models": ("diffsweep.providers", "diffsweep.tiny", "diffsweep.lora", "diffsweep.schedulers",
                "diffsweep.previews", "diffsweep.optimize", "diffsweep.truncation", "diffsweep.metrics",
-               "diffsweep.examples"),
+               "diffsweep.conditioning", "diffsweep.control", "diffsweep.quantize", "diffsweep.examples"),
     "config": ("diffsweep.config",),
     "planning": ("diffsweep.planning",),
     "store": ("diffsweep.store",),
@@ -47,7 +48,11 @@ def imported(module: str, path: Path, known: dict[str, Path]) -> Iterator[tuple[
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     in_function = {id(node) for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
                    for node in ast.walk(fn)}
+    for_types = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                 for node in ast.walk(block)}  # annotations only: these imports never run
     for node in ast.walk(tree):
+        if id(node) in for_types:
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -64,6 +69,11 @@ def imported(module: str, path: Path, known: dict[str, Path]) -> Iterator[tuple[
                 for parent in _parents(name):
                     if parent != module and parent in known and not module.startswith(parent + "."):
                         yield parent, node.lineno, id(node) in in_function
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _parents(name: str) -> list[str]:

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_config
+from diffsweep import quantize
 from diffsweep.config.schema import validate_config
+from diffsweep.devices import resolve_device
+from diffsweep.errors import ConfigError
 from diffsweep.paths import conf_dir
 from diffsweep.run.local import run_sweep
 
@@ -67,6 +70,12 @@ def test_real_preset_offline_fails_with_one_clear_message_and_writes_nothing(pro
     from diffsweep.errors import ModelUnavailableError
 
     doc = compose_config([f"provider={provider}"], tmp_path / "runs")
+    setting = quantize.resolve(doc["builder"].get("quantization"))
+    if quantize.environment_problems(setting, resolve_device("auto")):  # bitsandbytes without CUDA: refused first
+        with pytest.raises(ConfigError, match=r"builder\.quantization\.backend: quantization=bnb_nf4: bitsandbytes"):
+            run_sweep(doc, out=io.StringIO())
+        assert not (tmp_path / "runs").exists()
+        return
     with pytest.raises(ModelUnavailableError) as error:
         run_sweep(doc, out=io.StringIO())
     message = str(error.value)

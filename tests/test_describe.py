@@ -31,6 +31,14 @@ def _files(folder: Path) -> set[Path]:
     return set(folder.rglob("*")) if folder.exists() else set()
 
 
+def _expected_value(name: str, generation: dict[str, Any], defaults: Any, builder: dict[str, Any]) -> Any:
+    if name == "seed":
+        return 0
+    if name == "ip_adapter_scale" and builder.get("ip_adapter"):
+        return 1.0  # every item has the loaded adapter's scale
+    return generation.get(name) if generation.get(name) is not None else defaults.get(name)
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_describe_states_the_provider_spec_and_the_preset(preset: str, tmp_path: Path, tiny_cache: Path) -> None:
     yaml_doc = yaml.safe_load((conf_dir() / "provider" / f"{preset}.yaml").read_text())
@@ -56,10 +64,7 @@ def test_describe_states_the_provider_spec_and_the_preset(preset: str, tmp_path:
     for name, param in params.items():
         assert param["provider_default"] == spec.defaults.get(name), name
         assert param["preset"] == generation.get(name), name
-        expected = generation.get(name) if generation.get(name) is not None else spec.defaults.get(name)
-        if name == "seed":
-            expected = 0
-        assert param["value"] == expected, name
+        assert param["value"] == _expected_value(name, generation, spec.defaults, builder), name
         assert param["grid_axis"] is True and param["per_item"] == (name in ("prompt", "negative_prompt", "seed",
                                                                               "prompt_2", "negative_prompt_2"))
     for side in ("height", "width"):
@@ -73,6 +78,10 @@ def test_describe_states_the_provider_spec_and_the_preset(preset: str, tmp_path:
     if builder["provider"] == "allegro":
         assert "at most 24 (one VAE tile) or 24 + 16k (whole tiles)" in params["num_frames"]["rules"]
     assert "builder.scheduler" in described["builder_axes"] and "builder.model" in described["builder_axes"]
+    assert (described["controlnet"] is not None) == (spec.controlnet is not None)
+    if builder.get("controlnets"):
+        assert described["controlnet"]["loaded"] == [net["model"] for net in builder["controlnets"]]
+    assert described["quantization"]["current"] == "none" and "none" in described["quantization"]["options"]
 
 
 def test_the_table_shows_each_parameter_and_where_its_value_comes_from(tmp_path: Path) -> None:

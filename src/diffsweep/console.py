@@ -32,6 +32,10 @@ def configure_logging(hydra_logs: bool = True) -> None:
         logger.propagate = name == "diffsweep"  # run.log handlers sit on the root logger
     # Hydra logs "Error executing job ..." before re-raising; report_failure says it better.
     logging.getLogger("hydra.core.utils").setLevel(logging.CRITICAL)
+    # transformers imports torchao (the quantization extra) whenever it is installed; torchao then warns about its
+    # optional CUDA kernels and torch about an enum torchao registers: noise on every command, with or without it
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     for noisy, level in (("DIFFUSERS_VERBOSITY", "error"), ("TRANSFORMERS_VERBOSITY", "error")):
         os.environ.setdefault(noisy, level)
 

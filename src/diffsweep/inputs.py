@@ -1,9 +1,11 @@
-"""Input files of generation parameters (`image`, `mask_image`): lookup, checks, identity.
+"""Input files of generation parameters (`image`, `mask_image`, `control_image`, `ip_adapter_image`): lookup, checks,
+identity.
 
 Paths may be absolute or relative to the working directory (then the config tree). `image` may
 also be a list of paths, for pipelines that take several input images (Qwen-Image-Edit-Plus,
 Flux.2's reference images). An item's identity uses each file's content digest, not its path, so
-moving an input changes nothing and editing it in place makes new items.
+moving an input changes nothing and editing it in place makes new items. A control image that is prepared
+(`control_preprocess`) stands for the prepared image's content (diffsweep.control).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-FILE_PARAMS = ("image", "mask_image")
+FILE_PARAMS = ("image", "mask_image", "control_image", "ip_adapter_image")
 DIGEST_PREFIX = "sha256:"
 
 
@@ -52,16 +54,6 @@ def map_paths(value: Any, change: Callable[[str], Any]) -> Any:
     if isinstance(value, (list, tuple)):
         return [change(path) if isinstance(path, str) else path for path in value]
     return value
-
-
-def _content(path: str) -> str:
-    # a path that is no file stays a path here: planning refuses it (image_problem) before any item is made
-    return DIGEST_PREFIX + file_digest(path) if Path(path).is_file() else path
-
-
-def identity_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Params as hashed: input files stand for their content, not their location."""
-    return {k: map_paths(v, _content) if k in FILE_PARAMS else v for k, v in params.items()}
 
 
 # the largest input image diffsweep reads (8192 x 8192): a file that claims more is refused before it is decoded,

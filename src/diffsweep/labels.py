@@ -79,6 +79,17 @@ def loras_label(loras: Sequence[Mapping[str, Any]] | None) -> str:
     return " + ".join(parts)
 
 
+def quantization_label(identity: Mapping[str, Any]) -> str:
+    """`{backend: quanto, weights: int8}` -> `quanto int8`; a GGUF file by its name (it says its type: `...-Q8_0`)."""
+    file = identity.get("file")
+    if identity.get("backend") == "gguf" and file is not None:
+        return "gguf " + model_label(file if isinstance(file, str) else str(file.get("name", "?")))
+    words = [str(identity.get("backend", "?")), *([str(identity["weights"])] if identity.get("weights") else [])]
+    if identity.get("components"):
+        words.append("(" + ", ".join(identity["components"]) + ")")
+    return " ".join(words)
+
+
 def field_label(key: str, value: Any) -> str:
     """One builder field's value, as a label reads it."""
     if key == "model" and isinstance(value, str):
@@ -91,6 +102,8 @@ def field_label(key: str, value: Any) -> str:
         return DTYPES.get(value, value)
     if key == "pipeline" and isinstance(value, str):
         return value.rsplit(".", 1)[-1].removesuffix("Pipeline") or value
+    if key == "quantization" and isinstance(value, Mapping):
+        return "quantization=" + quantization_label(value)
     text = "none" if value is None else compact(value)
     return text if key in SELF_EVIDENT else f"{key}={text}"
 

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from diffsweep.hub import hub_offline
 from diffsweep.inputs import file_digest
 from diffsweep.paths import find_file
-from diffsweep.providers.base import hub_offline
 
 PARAM_PREFIX = "lora."
 

@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from diffsweep.errors import ConfigError, ConfigIssue, ModelUnavailableError, did_you_mean
+from diffsweep.hub import TINY_PREFIX
 from diffsweep.paths import build_folder_once, cache_dir
-from diffsweep.providers.base import TINY_PREFIX
 from diffsweep.tiny.clip import clip_model, clip_processor
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"

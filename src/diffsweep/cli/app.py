@@ -35,8 +35,10 @@ from diffsweep.store.folder import CONFIG, RUN_JSON
 from diffsweep.store.runconfig import dump_run_config, read_raw_run_config, read_run_config, refuse_code
 
 log = logging.getLogger("diffsweep")
-_GROUP_OF_KEY = {"builder": "provider", "generation": "provider", "sweep": "sweep", "optimization": "optimization",
-                 "tracking": "tracking"}
+# the first prefix a key path has names its group (builder.quantization comes from quantization/, the rest of
+# builder from provider/)
+_GROUP_OF_KEY = {"builder.quantization": "quantization", "builder": "provider", "generation": "provider",
+                 "sweep": "sweep", "optimization": "optimization", "tracking": "tracking"}
 
 
 def source_finder(hydra_cfg: Any) -> SourceOf:
@@ -57,7 +59,8 @@ def source_finder(hydra_cfg: Any) -> SourceOf:
             key = override.split("=", 1)[0].lstrip("+~")
             if path == key or path.startswith((key + ".", key + "[")):
                 return f"command-line override '{override}'"
-        group = _GROUP_OF_KEY.get(path.split(".", 1)[0].split("[", 1)[0])
+        key = path.split("[", 1)[0]
+        group = next((g for prefix, g in _GROUP_OF_KEY.items() if key == prefix or key.startswith(prefix + ".")), None)
         if group and choices.get(group):
             return config_file(f"{group}/{choices[group]}.yaml")
         return config_file(f"{config_name}.yaml")

@@ -26,7 +26,7 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from diffsweep import devices
+from diffsweep import devices, quantize
 from diffsweep.errors import ModelUnavailableError
 from diffsweep.execution.cache import PipelineCache
 from diffsweep.execution.pipelines import generate, offload_model, pipeline_for
@@ -34,7 +34,15 @@ from diffsweep.optimize import is_oom
 from diffsweep.planning.plan import Batch, Plan
 from diffsweep.store.atomic import write_atomic
 from diffsweep.store.folder import RunFolder
-from diffsweep.store.records import AppliedOption, Attempt, BuilderRecord, CacheStats, ItemRecord, OomEvent
+from diffsweep.store.records import (
+    AppliedOption,
+    Attempt,
+    BuilderRecord,
+    CacheStats,
+    ItemRecord,
+    OomEvent,
+    QuantizationRecord,
+)
 from diffsweep.store.writer import ItemWriter, PendingItem, item_stem
 from diffsweep.truncation import prompt_truncation
 
@@ -145,6 +153,8 @@ def run_batch(batch: Batch, job: Execution) -> None:
             record.load_seconds = round(loaded.entry.load_seconds, 4) if loaded.fresh else 0.0
             record.reused_from_cache = not loaded.fresh
             record.optimization = [AppliedOption.model_validate(vars(a)) for a in loaded.entry.applied]
+            measured = quantize.measure(loaded.pipeline, batch.builder.config, batch.builder.identity["dtype"])
+            record.quantization = QuantizationRecord.model_validate(measured) if measured else None
     try:
         _call(loaded.pipeline, batch, job)
     finally:

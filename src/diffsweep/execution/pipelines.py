@@ -11,13 +11,13 @@ from typing import Any
 
 import torch
 
-from diffsweep import devices, lora, previews, schedulers
+from diffsweep import conditioning, devices, lora, previews, schedulers
 from diffsweep.execution.cache import Entry, PipelineCache
 from diffsweep.hashing import canonical_json
+from diffsweep.hub import hub_token
 from diffsweep.media import Generated
 from diffsweep.optimize import place_and_optimize
 from diffsweep.planning.plan import Batch, BuilderPlan
-from diffsweep.providers.base import hub_token
 
 log = logging.getLogger("diffsweep")
 
@@ -95,6 +95,7 @@ def generate(pipe: Any, batch: Batch, preview_every: int = 0,
     builder = batch.builder
     shared = batch.items[0].params
     lora.apply_scales(pipe, builder.loras, shared)
+    conditioning.apply_ip_adapter_scale(pipe, builder.config, shared)
     generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
     kwargs = builder.provider.call_kwargs(builder.spec, [item.params for item in batch.items], generators)
     builder.provider.prepare_call(pipe, builder.spec, shared)

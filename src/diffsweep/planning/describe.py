@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
-from diffsweep import lora, providers
+from diffsweep import devices, lora, providers, quantize
+from diffsweep.conditioning import default_params as conditioning_defaults
 from diffsweep.config.model import RunConfig
 from diffsweep.config.schema import load_schema
 from diffsweep.media import EXTENSIONS
@@ -55,6 +56,9 @@ class Description:
     lora: bool
     parameters: list[Parameter]
     builder_axes: list[str]
+    controlnet: dict[str, Any] | None  # the ControlNet class the pipeline takes and the nets configured
+    ip_adapter: dict[str, Any] | None  # whether the pipeline takes an IP-Adapter, and the one configured
+    quantization: dict[str, Any]  # the builder's setting, and each preset with whether it can run here (or why not)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +71,10 @@ def _schema_type(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> str:
         parts = [_schema_type(s, defs) for s in schema.get("oneOf", schema.get("anyOf", []))]
         return " or ".join(p for p in parts if p != "null")
     if "enum" in schema:
-        return " or ".join(json.dumps(v) for v in schema["enum"] if v is not None)
+        values = [v for v in schema["enum"] if v is not None]
+        if len(values) > 4:  # the rules list them
+            return " or ".join(sorted({type(v).__name__.replace("str", "string") for v in values}))
+        return " or ".join(json.dumps(v) for v in values)
     if "const" in schema:
         return json.dumps(schema["const"])
     types = schema.get("type", "any")
@@ -111,6 +118,8 @@ def describe(config: RunConfig, preset: str | None = None) -> Description:
             value, set_by = DEFAULT_SEED, "diffsweep"
         elif name.startswith("lora."):
             value, set_by = lora.default_scales(adapters)[name], "builder.loras"
+        elif name in conditioning_defaults(builder):
+            value, set_by = conditioning_defaults(builder)[name], "builder.ip_adapter"
         for layer_name, layer in layers:
             if layer.get(name) is not None:
                 value, set_by = layer[name], layer_name
@@ -120,12 +129,33 @@ def describe(config: RunConfig, preset: str | None = None) -> Description:
             rules=list(rules.get(name, [])), grid_axis=name in known or name.startswith("lora."),
             per_item=name in PER_ITEM_PARAMS))
     listed = isinstance(provider.pipelines, dict) and len(provider.pipelines) <= LISTED_PIPELINES
+    net = spec.controlnet
     return Description(
         provider=provider.name, pipeline=spec.name, model=builder["model"], preset=preset,
         pipelines=list(provider.pipelines) if listed else [], pipeline_count=len(provider.pipelines),
         output=spec.output, file_extension=EXTENSIONS[spec.output], batchable=spec.batchable,
         auto_batch_size=provider.batch_limit(spec), multiplier=spec.multiplier, lora=spec.lora,
-        parameters=parameters, builder_axes=[BUILDER_AXIS + key for key in defs["builder"]["properties"]])
+        parameters=parameters, builder_axes=[BUILDER_AXIS + key for key in defs["builder"]["properties"]],
+        controlnet=None if net is None else {
+            "model": net.model, "several": net.multi.rsplit(".", 1)[-1], "modes": net.modes,
+            "loaded": [n["model"] for n in builder.get("controlnets") or []]},
+        ip_adapter=None if spec.ip_adapter is None else {"loaded": (builder.get("ip_adapter") or {}).get("source")},
+        quantization=_quantization(provider, builder, config.device))
+
+
+def _quantization(provider: Provider, builder: dict[str, Any], device_name: str) -> dict[str, Any]:
+    """The builder's quantization and every preset: `ok`, or the first reason it cannot run on this builder here."""
+    device = devices.resolve_device(device_name)
+    dtype = devices.resolve_dtype(builder.get("dtype", "auto"), device)
+    slots = provider.component_slots(builder)
+    options = {}
+    for name in quantize.presets():
+        setting = quantize.preset(name)
+        found = quantize.problems(setting, slots, device, dtype) + quantize.environment_problems(setting, device)
+        options[name] = "ok" if not found else found[0][1]
+    chosen = builder.get("quantization")
+    current = chosen if isinstance(chosen, str) else (chosen or {}).get("name", "none")
+    return {"current": current, "options": options}
 
 
 def _cell(value: Any, width: int) -> str:
@@ -152,6 +182,15 @@ def print_description(description: Description, out: TextIO, as_json: bool = Fal
     else:
         out.write("batching   none: one item per pipeline call\n")
     out.write(f"LoRA       {'yes: builder.loras, scales as lora.<name> (a grid axis)' if d.lora else 'no'}\n")
+    if d.controlnet:
+        modes = f", control_mode from the net's {d.controlnet['modes']}" if d.controlnet["modes"] else ""
+        out.write(f"ControlNet builder.controlnets: {d.controlnet['model']} (several: {d.controlnet['several']}{modes}); "
+                  f"loaded: {', '.join(d.controlnet['loaded']) or 'none'}\n")
+    if d.ip_adapter:
+        out.write(f"IP-Adapter builder.ip_adapter; loaded: {d.ip_adapter['loaded'] or 'none'}\n")
+    ready = [name for name, status in d.quantization["options"].items() if status == "ok"]
+    out.write(f"quantize   {d.quantization['current']} (builder.quantization); runs here: {', '.join(ready)}; "
+              f"not here: {', '.join(n for n in d.quantization['options'] if n not in ready)} (describe=json says why)\n")
     out.write("parameters (value: what an item gets unless the grid sets it; '-': the pipeline's own default)\n")
     width = max(len(p.name) for p in d.parameters) + 2
     out.write(f"  {'name':<{width}}{'type':<20}{'provider':<10}{'preset':<10}{'value':<14}{'from':<14}"

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import itertools
 import json
+import logging
 import math
 import operator
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
@@ -18,23 +19,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffsweep import hashing, lora, providers, schedulers
+from diffsweep import control, hashing, lora, providers, quantize, schedulers
+from diffsweep.conditioning import default_params as conditioning_defaults
+from diffsweep.conditioning import denoiser_config
 from diffsweep.config.model import RunConfig
 from diffsweep.config.schema import load_schema, range_checked_by_ends, subschema_checker
 from diffsweep.devices import resolve_dtype
 from diffsweep.errors import ConfigError, ConfigIssue, SourceOf, did_you_mean
-from diffsweep.inputs import identity_params
+from diffsweep.hub import TINY_PREFIX
+from diffsweep.inputs import DIGEST_PREFIX, FILE_PARAMS, file_digest, map_paths
 from diffsweep.labels import BUILDER_AXIS, BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.paths import find_file
 from diffsweep.planning.grid import Axis, Grid, expand_axis, numbered_lines, range_length, repeated
-from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
+from diffsweep.providers.base import PER_ITEM_PARAMS, PipelineSpec, Provider
 from diffsweep.tiny import FACTORY_VERSION
 
+log = logging.getLogger("diffsweep")
 DEFAULT_SEED = 0
 # Builder keys that define what is loaded; everything else in a builder is lossless.
 IDENTITY_KEYS = ("provider", "pipeline", "model", "revision", "variant", "dtype", "scheduler", "components",
-                 "single_file_config")
+                 "single_file_config", "controlnets", "ip_adapter")
 
 
 
@@ -204,12 +209,28 @@ def builder_identity(config: Mapping[str, Any], dtype: str,
     identity["dtype"] = dtype
     if config.get("loras"):
         identity["loras"] = lora.identity(config["loras"])
+    if quantize.active(config):
+        identity["quantization"] = quantize.identity(config["quantization"])
     for key in LOSSY_KEYS:  # optimizations that change pixels; the lossless rest stay out
         if optimization and optimization.get(key):
             identity[key] = optimization[key]
     if config["model"].startswith(TINY_PREFIX) and "revision" not in identity:
         identity["revision"] = f"factory-v{FACTORY_VERSION}"
     return identity
+
+
+def _content(path: str) -> str:
+    # a path that is no file stays a path here: planning refuses it (image_problem) before any item is made
+    return DIGEST_PREFIX + file_digest(path) if Path(path).is_file() else path
+
+
+def identity_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as hashed: input files stand for their content, not their location."""
+    hashed = {k: map_paths(v, _content) if k in FILE_PARAMS else v for k, v in params.items()}
+    if control.active(params) and "control_image" in params:
+        hashed["control_image"] = map_paths(params["control_image"], lambda path: DIGEST_PREFIX + control.digest(
+            path, params) if Path(path).is_file() else path)
+    return hashed
 
 
 def param_layers(spec: PipelineSpec, config: RunConfig) -> list[tuple[str, Mapping[str, Any]]]:
@@ -273,7 +294,8 @@ class Plan:
             raise ConfigError(ConfigIssue(where, f"{config['pipeline']!r} is not a {provider.name} pipeline"
                                           f"{did_you_mean(config['pipeline'], names)}; choose one of {choices}",
                                           self._source_of(where))) from None
-        issues = provider.check_builder(config)
+        issues = self._quantization_issues(provider, config, point)
+        issues += provider.check_builder(config)
         if config.get("loras") and not spec.lora:
             issues.append(("builder.loras", f"{spec.name} has no LoRA support in diffusers"))
         issues += [(f"builder.loras[{i}].source", problem) for i, adapter in enumerate(config.get("loras") or [])
@@ -287,6 +309,29 @@ class Plan:
         weights = {k: v for k, v in identity.items() if k != "scheduler"}
         cache_key = hashing.digest("pipeline", {"weights": weights, "optimization": dict(optimization)})
         return BuilderPlan(hashing.builder_hash(identity), config, identity, provider, spec, cache_key)
+
+    def _quantization_issues(self, provider: Provider, config: dict[str, Any],
+                             point: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Resolve `builder.quantization` (a preset name becomes its mapping, in place) and check it can run here."""
+        where = "sweep.grid.builder.quantization" if "builder.quantization" in point else "builder.quantization"
+        try:
+            config["quantization"] = quantize.resolve(config.get("quantization"))
+        except KeyError as missing:
+            return [(where, f"no quantization preset {missing}; presets: {', '.join(quantize.presets())}")]
+        dtype = resolve_dtype(config.get("dtype", "auto"), self.device)
+        slots = provider.component_slots(config)
+        transformer = (denoiser_config(provider, config, "transformer")
+                       if config["quantization"].get("backend") == "gguf" and slots and "transformer" in slots else None)
+        setting = config["quantization"]
+        name = setting.get("name") or setting["backend"]
+        found = quantize.problems(setting, slots, self.device, dtype, transformer)
+        for key, message in quantize.environment_problems(setting, self.device):
+            if self.config.dry_run:  # a plan for another machine: said, not refused
+                log.warning("quantization=%s cannot run here: %s", name, message)
+            else:
+                found.append((key, message))
+        return [(f"{where}.{key}" if where == "builder.quantization" else where, f"quantization={name}: {message}")
+                for key, message in found]
 
     def _check_allowed(self, pipeline: str, where: str) -> None:
         """A dotted pipeline path is imported only from the configured module prefixes."""
@@ -305,7 +350,8 @@ class Plan:
     # pass over the items keeps them, and a dry run touches only the items it prints.
 
     def _params(self, builder: BuilderPlan, point: Mapping[str, Any]) -> dict[str, Any]:
-        params: dict[str, Any] = {"seed": DEFAULT_SEED, **lora.default_scales(builder.loras)}
+        params: dict[str, Any] = {"seed": DEFAULT_SEED, **lora.default_scales(builder.loras),
+                                  **conditioning_defaults(builder.config)}
         layers = [layer for _, layer in param_layers(builder.spec, self.config)]
         for layer in (*layers, {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
             params.update({k: v for k, v in layer.items() if v is not None})

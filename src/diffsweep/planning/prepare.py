@@ -21,11 +21,11 @@ from diffsweep.config.extras import check_extras
 from diffsweep.config.model import RunConfig
 from diffsweep.config.schema import normalise, validate_config
 from diffsweep.errors import ConfigError, ConfigIssue, ModelUnavailableError, SourceOf, no_source
+from diffsweep.hub import hub_offline, is_single_file
 from diffsweep.inputs import FILE_PARAMS, map_paths
 from diffsweep.metrics import check_metrics
 from diffsweep.paths import conf_dir, find_file
 from diffsweep.planning.plan import Plan, load_grid
-from diffsweep.providers.base import hub_offline, is_single_file
 
 DRY_RUN_ITEMS = 10  # items a dry run lists; the counts cover all of them
 
@@ -46,6 +46,11 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = no_source, base_dir
     base_dirs = [base_dir or Path.cwd(), conf_dir()]
     doc = absolutise_inputs(draw_random_seeds(config.to_doc()), base_dirs)
     doc["builder"]["loras"] = lora.absolutise(doc["builder"].get("loras") or [], base_dirs)
+    quantization = doc["builder"].get("quantization")
+    if isinstance(quantization, Mapping) and quantization.get("file"):  # a GGUF file, so config.yaml reruns anywhere
+        found = find_file(quantization["file"], base_dirs)
+        if found.is_file():
+            doc["builder"]["quantization"] = {**quantization, "file": str(found.absolute())}
     doc["output"]["root"] = str(Path(doc["output"]["root"]).expanduser().absolute())
     config = RunConfig.from_doc(doc)
     grid = load_grid(config, base_dirs, source_of)

@@ -15,8 +15,6 @@ import importlib
 import json
 import logging
 import math
-import os
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -24,8 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from diffsweep import conditioning, control, quantize
+from diffsweep.conditioning import ControlNetSupport, IPAdapterSupport, TinyPart
 from diffsweep.errors import ModelUnavailableError
+from diffsweep.hub import (
+    TINY_PREFIX,
+    describe_load_failure,
+    hub_token,
+    is_single_file,
+    looks_local,
+)
 from diffsweep.inputs import FILE_PARAMS, image_problem, image_size, load_image, map_paths, named_paths
 from diffsweep.media import KINDS, Generated
 from diffsweep.paths import build_folder_once, cache_dir
@@ -33,12 +41,12 @@ from diffsweep.tiny import FACTORY_VERSION
 
 log = logging.getLogger(__name__)
 
-TINY_PREFIX = "tiny:"
 
 # Parameters that may differ between the items of one batched call: each becomes a list.
 PER_ITEM_PARAMS = ("prompt", "negative_prompt", "prompt_2", "negative_prompt_2", "seed")
-# Parameters diffsweep consumes itself instead of passing to the pipeline.
-OUTPUT_PARAMS = ("seed", "fps")
+# Parameters diffsweep consumes itself instead of passing to the pipeline: the seed and frame rate, how a control
+# image is prepared (diffsweep.control) and the IP-Adapter's scale (set on the pipeline before each call).
+OUTPUT_PARAMS = ("seed", "fps", control.PARAM, *control.THRESHOLDS, "ip_adapter_scale")
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,11 @@ class PipelineSpec:
     frame_rate_param: str | None = None
     latent_space: str | None = None  # for cheap previews (diffsweep.previews); None: generic projection
     max_sequence_length: int | None = None  # the text encoder's token limit, where the pipeline takes the param
+    controlnet: ControlNetSupport | None = None  # the ControlNet a ControlNet pipeline takes (builder.controlnets)
+    ip_adapter: IPAdapterSupport | None = None  # where the pipeline takes an IP-Adapter (builder.ip_adapter)
+    # diffsweep's name of a parameter -> the pipeline's keyword for it, where they differ (SD's ControlNet
+    # pipelines call their control image `image`; diffsweep calls it `control_image` in every family)
+    call_names: Mapping[str, str] = field(default_factory=dict)
 
     def load_class(self) -> type[Any]:
         """The pipeline class; a missing one (e.g. a deprecated pipeline a later diffusers dropped)
@@ -106,6 +119,8 @@ class Provider:
     name: str = ""
     pipelines: Mapping[str, PipelineSpec] = {}
     tiny_models: Mapping[str, TinyModel] = {}  # tiny model name (`tiny:<name>`, unique across providers) -> stand-in
+    # tiny ControlNets and IP-Adapters for the tiny models (`tiny:<name>` in builder.controlnets / ip_adapter)
+    tiny_parts: Mapping[str, TinyPart] = {}
     # JSON Schemas of generation parameters this family adds to the shared vocabulary (schemas/config.schema.json's
     # $defs.params); each is merged into the config schema, so the key is validated and typed like any other.
     parameters: Mapping[str, Mapping[str, Any]] = {}
@@ -131,6 +146,10 @@ class Provider:
         missing = missing_local_paths(builder)
         if missing:
             return missing
+        if builder.get("pipeline") in self.pipelines:
+            missing = conditioning.builder_problems(self, self.spec(builder["pipeline"]), builder)
+            if missing:
+                return missing
         overrides = builder.get("components") or {}
         source = self.locate(builder, build=False) if overrides else None
         if not isinstance(source, Path) or not (source / "model_index.json").is_file():
@@ -139,6 +158,24 @@ class Provider:
         slots = [key for key in index if not key.startswith("_")]
         return [(f"builder.components.{name}", f"the base model has no component '{name}' (it has: "
                                                f"{', '.join(slots)})") for name in overrides if name not in slots]
+
+    def component_slots(self, builder: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The base model's components as model_index.json lists them (name -> [library, class]), read without
+        loading or building anything; None where that needs the hub or a single file's conversion."""
+        model = builder["model"]
+        if model.startswith(TINY_PREFIX):
+            name = model.removeprefix(TINY_PREFIX)
+            return _tiny_slots(self, name) if name in self.tiny_models else None
+        source = self.locate(builder, build=False)
+        if is_single_file(source):
+            return None
+        if isinstance(source, Path):
+            index = source / "model_index.json"
+            return json.loads(index.read_text(encoding="utf-8")) if index.is_file() else None
+        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
+
+        cached = try_to_load_from_cache(source, "model_index.json", revision=builder.get("revision"))
+        return json.loads(Path(cached).read_text(encoding="utf-8")) if isinstance(cached, str) else None
 
     def size_multiple(self, spec: PipelineSpec, builder: Mapping[str, Any] | None) -> int:
         """What height and width must be multiples of; a provider whose models differ overrides this."""
@@ -179,6 +216,7 @@ class Provider:
             problems.append(("num_frames", f"num_frames {frames} must be {self.frame_step}k+1 for {self.name}; "
                                            f"nearest: {low} or {low + self.frame_step}"))
         problems += self._input_problems(spec, params)
+        problems += conditioning.param_problems(self, spec, params, builder)
         return problems
 
     def param_rules(self, spec: PipelineSpec) -> dict[str, list[str]]:
@@ -205,6 +243,7 @@ class Provider:
         if self.frame_step and "num_frames" in spec.params:
             step = self.frame_step
             rules["num_frames"] = [f"{step}k+1 (e.g. {step + 1}, {4 * step + 1}, {20 * step + 1})"]
+        rules.update(conditioning.param_rules(spec))
         return rules
 
     @staticmethod
@@ -267,6 +306,8 @@ class Provider:
         self.before_load(spec)
         try:
             pipe = self.from_source(spec, source, builder, torch_dtype)
+            conditioning.check_loaded(self, spec, builder, pipe)
+            conditioning.load_ip_adapter(self, pipe, builder)
         except ModelUnavailableError:
             raise
         except Exception as error:
@@ -277,6 +318,8 @@ class Provider:
         pipeline_class = spec.load_class()
         kwargs = {**hub_kwargs(builder, source), "dtype": torch_dtype}
         kwargs.update(load_components(builder, source, torch_dtype))
+        kwargs.update(conditioning.load_controlnets(self, spec, builder, torch_dtype))
+        kwargs.update(quantize.load_kwargs(builder, source, torch_dtype))
         if is_single_file(source):
             kwargs.pop("variant", None)
             if builder.get("single_file_config"):
@@ -311,9 +354,14 @@ class Provider:
         if spec.frame_rate_param and first.get("fps") is not None:
             kwargs[spec.frame_rate_param] = first["fps"]
         for key in FILE_PARAMS:
-            if key in kwargs:
+            if key == "control_image" and key in kwargs:
+                kwargs[key] = map_paths(kwargs[key], lambda path: Image.fromarray(control.prepared(path, first)))
+            elif key in kwargs:
                 mode = "L" if key == "mask_image" else "RGB"
                 kwargs[key] = map_paths(kwargs[key], functools.partial(load_image, mode=mode))
+        for name, keyword in spec.call_names.items():
+            if name in kwargs:
+                kwargs[keyword] = kwargs.pop(name)
         kwargs["generator"] = generators if spec.batchable else generators[0]
         kwargs["output_type"] = "np"
         return kwargs
@@ -374,17 +422,6 @@ def _numpy(batch: Any) -> Any:
     return batch.detach().float().cpu().numpy() if hasattr(batch, "detach") else batch
 
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".sft", ".pt", ".bin", ".gguf")
-
-
-def looks_local(name: str) -> bool:
-    """A path rather than a hub id (`org/name`, which never starts with '.') or a URL: absolute, `~`,
-    `./` or `../`, deeper than `org/name`, or a checkpoint file name."""
-    if "://" in name or name.startswith(TINY_PREFIX):
-        return False
-    return name.startswith(("/", "~", ".")) or name.count("/") > 1 or name.endswith(SINGLE_FILE_SUFFIXES)
-
-
 def missing_local_paths(builder: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(key, message) for each model, component or config path that names a local file or folder
     that is not there: said before anything loads, instead of a hub error about a malformed id."""
@@ -394,12 +431,6 @@ def missing_local_paths(builder: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(key, f"{value} does not exist (a local path, from {Path.cwd()}; a hub model is named 'org/name')")
             for key, value in named if isinstance(value, str) and looks_local(value)
             and not Path(value).expanduser().exists()]
-
-
-def is_single_file(source: Path | str) -> bool:
-    """A single checkpoint file (local, or a hub file URL) rather than a diffusers folder or repo."""
-    text = str(source)
-    return text.endswith(SINGLE_FILE_SUFFIXES) and (Path(text).is_file() or text.startswith("https://"))
 
 
 def hub_kwargs(builder: Mapping[str, Any], source: Path | str) -> dict[str, Any]:
@@ -466,69 +497,16 @@ def _model_index(source: Path | str, builder: Mapping[str, Any]) -> dict[str, An
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def hub_token() -> str | None:
-    """HF_TOKEN, or its older alias HUGGINGFACE_HUB_ACCESS_TOKEN."""
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGINGFACE_HUB_ACCESS_TOKEN") or None
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def _chain(error: BaseException) -> list[BaseException]:
-    """The error and what caused it (diffusers often wraps hub errors in OSError/EnvironmentError)."""
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-# connection failures of the HTTP clients huggingface_hub uses, by class name (requests, httpx and their forks)
-_CONNECTION_ERRORS = frozenset({"ConnectError", "ConnectTimeout", "ConnectionError", "ProxyError", "SSLError"})
-
-
-def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error: Exception) -> str:
-    """One sentence that names the model, what is missing and what to do about it."""
-    from huggingface_hub.errors import (  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    model = builder["model"]
-    text = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-    if isinstance(source, Path):
-        return f"model '{model}' could not be loaded from {source}: {text}"
-    chain = _chain(error)
-    kinds = tuple(type(e) for e in chain)
-    lowered = " ".join(str(e) for e in chain).lower()
-    revision = builder.get("revision") or "main"
-    if any(issubclass(k, GatedRepoError) for k in kinds) or "gated" in lowered:
-        token = "the token in HF_TOKEN" if hub_token() else "no token (set HF_TOKEN or HUGGINGFACE_HUB_ACCESS_TOKEN)"
-        return (f"model '{model}' is gated: accept its licence on its hub page, then use a token with access "
-                f"(this run had {token})")
-    if any(issubclass(k, RevisionNotFoundError) for k in kinds):
-        return f"model '{model}' has no revision '{revision}' on the hub: check builder.revision"
-    if any(issubclass(k, RepositoryNotFoundError) for k in kinds) or "401" in lowered or "404" in lowered:
-        access = "the token has no access" if hub_token() else "no token is set (HF_TOKEN)"
-        return f"model '{model}' was not found on the hub, or it is private and {access}: check the repo id"
-    if not hub_offline() and (any(issubclass(k, (ConnectionError, TimeoutError, socket.gaierror)) for k in kinds)
-                              or any(k.__name__ in _CONNECTION_ERRORS for k in kinds)):
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-        cause = next(str(e) for e in reversed(chain) if str(e).strip()).splitlines()[0][:120]
-        return (f"model '{model}' could not be fetched: the Hugging Face hub ({endpoint}) is unreachable ({cause}) "
-                f"and the model is not in the local cache; check the network or proxy, or download it where the hub "
-                f"can be reached (`hf download {model}`)")
-    if hub_offline() or any(issubclass(k, LocalEntryNotFoundError) for k in kinds) or "offline" in lowered:
-        return (f"model '{model}' is not available offline (HF_HUB_OFFLINE is set or the hub is unreachable, "
-                f"and it is not in the local Hugging Face cache): download it first with "
-                f"`hf download {model}` on a connected machine, or point builder.model at a local folder")
-    if "does not appear to have a file named" in lowered or "missing" in lowered:
-        return f"model '{model}' (revision {revision}) lacks a file or component diffusers needs: {text}"
-    return f"model '{model}' could not be loaded: {text}"
+@functools.cache
+def _tiny_slots(provider: Provider, tiny_name: str) -> dict[str, Any]:
+    """A tiny model's model_index.json entries, from its components made in memory (nothing is written)."""
+    slots: dict[str, Any] = {}
+    for name, component in provider.tiny_models[tiny_name].factory().items():
+        if component is None or isinstance(component, (bool, int, float, str)):
+            slots[name] = [None, None] if component is None else component
+        else:
+            slots[name] = [type(component).__module__.split(".")[0], type(component).__name__]
+    return slots
 
 
 def tiny_folder(provider: Provider, tiny_name: str) -> Path:

@@ -10,6 +10,10 @@
 Defaults are those of Griptape Nodes' Diffusion Pipeline nodes; the model-card values (schnell: 4 steps, guidance 0;
 dev: 28 steps; Kontext: guidance 2.5; Fill: 50 steps, guidance 30) live in the conf/provider presets.
 
+ControlNet: FluxControlNetPipeline with `builder.controlnets` (FluxControlNetModel: InstantX/Shakker-Labs Union-Pro
+with `control_mode`, Union-Pro 2.0 without); the control image goes through the VAE like the latents. FluxPipeline and
+FluxControlNetPipeline take an IP-Adapter (XLabs' Flux IP-Adapter with its CLIP image encoder).
+
 Load notes: plain `from_pretrained`; FLUX.1-dev, -Fill-dev and -Kontext-dev are gated (HF_TOKEN). The dev models
 are guidance-distilled (`guidance_scale` is an embedding input, not CFG); schnell ignores `guidance_scale`.
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from diffsweep.conditioning import ControlNetSupport, IPAdapterSupport, TinyPart
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel, pipeline_unpacker
 from diffsweep.tiny import flux as tiny
 
@@ -43,6 +48,15 @@ _TEXT = frozenset({"prompt_2", "negative_prompt", "negative_prompt_2", "true_cfg
                    "num_inference_steps", "height", "width", "max_sequence_length"})
 _FILL = frozenset({"prompt_2", "guidance_scale", "num_inference_steps", "height", "width", "strength",
                    "max_sequence_length", "image", "mask_image"})
+_IP = frozenset({"ip_adapter_image", "ip_adapter_scale"})
+_IP_SUPPORT = IPAdapterSupport("transformer", "joint_attention_dim")
+_CONTROL = frozenset({"control_image", "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end",
+                      "control_mode", "control_preprocess", "control_low_threshold", "control_high_threshold"})
+# Griptape's Flux ControlNet defaults; Union-Pro takes control_mode, Union-Pro 2.0 has none (its num_mode is null)
+_CONTROL_DEFAULTS = {"controlnet_conditioning_scale": 0.7, "control_guidance_start": 0.0, "control_guidance_end": 0.8}
+_NET = ControlNetSupport("FluxControlNetModel", "FluxMultiControlNetModel", "transformer",
+                         ("attention_head_dim", "num_attention_heads", "joint_attention_dim", "pooled_projection_dim",
+                          "in_channels"), modes="num_mode")
 _DEFAULTS = {"height": 1024, "width": 1024, "num_inference_steps": 20, "guidance_scale": 3.5}
 _TEXT_DEFAULTS = {**_DEFAULTS, "true_cfg_scale": 1.0}
 
@@ -56,7 +70,9 @@ def _spec(name: str, params: frozenset[str], defaults: Mapping[str, Any], **opti
 class Flux(Provider):
     name = "flux"
     pipelines = {spec.name: spec for spec in (
-        _spec("FluxPipeline", _TEXT, _TEXT_DEFAULTS),
+        _spec("FluxPipeline", _TEXT | _IP, _TEXT_DEFAULTS, ip_adapter=_IP_SUPPORT),
+        _spec("FluxControlNetPipeline", _TEXT | _CONTROL | _IP, {**_TEXT_DEFAULTS, **_CONTROL_DEFAULTS},
+              controlnet=_NET, ip_adapter=_IP_SUPPORT),
         _spec("FluxImg2ImgPipeline", _TEXT | {"image", "strength"}, {**_TEXT_DEFAULTS, "strength": 0.3}),
         _spec("FluxFillPipeline", _FILL, {**_DEFAULTS, "strength": 1.0}),
         _spec("FluxKontextPipeline", _TEXT | {"image"}, _TEXT_DEFAULTS, image_required=False),
@@ -64,6 +80,7 @@ class Flux(Provider):
     tiny_models = {"flux": TinyModel("FluxPipeline", tiny.flux,
                                      {"height": 32, "width": 32, "max_sequence_length": 32, "guidance_scale": 3.5},
                                      (32, 32, 3))}
+    tiny_parts = {"flux_controlnet": TinyPart("controlnet", "flux", tiny.flux_controlnet)}
 
     def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
                     generators: list[Any]) -> dict[str, Any]:

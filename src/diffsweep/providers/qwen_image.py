@@ -41,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from diffsweep.conditioning import ControlNetSupport
 from diffsweep.errors import ModelUnavailableError
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel, pipeline_unpacker
 from diffsweep.tiny import qwen_image as tiny
@@ -51,6 +52,11 @@ MAX_SEQUENCE_LENGTH = 1024
 _TEXT = frozenset({"negative_prompt", "true_cfg_scale", "guidance_scale", "num_inference_steps", "height", "width",
                    "max_sequence_length"})
 _DEFAULTS = {"height": 1024, "width": 1024, "num_inference_steps": 20, "true_cfg_scale": 1.0}
+# the Union ControlNet (InstantX) infers its control type from the image: no control_mode
+_CONTROL = frozenset({"control_image", "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end",
+                      "control_preprocess", "control_low_threshold", "control_high_threshold"})
+_NET = ControlNetSupport("QwenImageControlNetModel", "QwenImageMultiControlNetModel", "transformer",
+                         ("attention_head_dim", "num_attention_heads", "joint_attention_dim"))
 
 
 def _spec(name: str, params: frozenset[str], defaults: Mapping[str, Any], **options: Any) -> PipelineSpec:
@@ -62,6 +68,9 @@ class QwenImage(Provider):
     name = "qwen_image"
     pipelines = {spec.name: spec for spec in (
         _spec("QwenImagePipeline", _TEXT, _DEFAULTS),
+        _spec("QwenImageControlNetPipeline", _TEXT | _CONTROL, {**_DEFAULTS, "controlnet_conditioning_scale": 1.0,
+                                                                  "control_guidance_start": 0.0,
+                                                                  "control_guidance_end": 1.0}, controlnet=_NET),
         _spec("QwenImageImg2ImgPipeline", _TEXT | {"image", "strength"}, {**_DEFAULTS, "strength": 0.6}),
         _spec("QwenImageEditPipeline", _TEXT | {"image"}, {**_DEFAULTS, "true_cfg_scale": 4.0}),
         _spec("QwenImageEditPlusPipeline", _TEXT | {"image"}, {**_DEFAULTS, "true_cfg_scale": 4.0},

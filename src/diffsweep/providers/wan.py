@@ -41,7 +41,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from diffsweep.providers.base import TINY_PREFIX, PipelineSpec, Provider, TinyModel
+from diffsweep.hub import TINY_PREFIX
+from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
 from diffsweep.tiny import wan as tiny
 
 SIZE_MULTIPLE = 16

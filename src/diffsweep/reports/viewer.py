@@ -104,6 +104,9 @@ def _made_item(record: ItemRecord, coords: list[int], sidecar: Sidecar | None,
         "params": dict(record.params), "seed": record.seed, "builder": record.builder_hash,
         "identity": identity, "scheduler": sidecar.scheduler if sidecar else None,
         "outputs": [{"path": path, "kind": media.kind_of(path, record.has_sound)} for path in record.outputs],
+        # prepared control images (run-relative paths the record's schema allows only under control/)
+        "controls": [{"path": c.path, "preprocess": c.preprocess, "settings": c.settings}
+                     for c in record.control_prepared or []],
         "error": record.error, "seconds": record.seconds, "created": sidecar.created if sidecar else None,
         "scores": {metric: {"value": s.value, "model": s.model, "revision": s.revision, "skipped": s.skipped}
                    for metric, s in scores.items()},
@@ -118,7 +121,7 @@ def _unmade_item(index: int, coords: list[int], planned: Any, grid: SweepGrid | 
         params = {axis.name: axis.values[c] for axis, c in zip(grid.axes, coords, strict=True)} if grid else {}
     return {"index": index, "item_id": item_id, "coords": coords, "status": "missing", "params": params,
             "seed": params.get("seed"), "builder": builder, "identity": None, "scheduler": None, "outputs": [],
-            "error": None, "seconds": None, "created": None, "scores": {}}
+            "controls": [], "error": None, "seconds": None, "created": None, "scores": {}}
 
 
 def _builders(run: RunInfo | None, records: Sequence[ItemRecord]) -> dict[str, dict[str, Any]]:

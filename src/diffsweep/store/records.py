@@ -113,6 +113,16 @@ class FileCheck(Record):
     sha256: Digest
 
 
+class PreparedControl(Record):
+    """A control image prepared from an input image (diffsweep.control), kept once per content in the run folder."""
+
+    source: str = Field(description="the input image the item's control_image names")
+    preprocess: str = Field(description="the preprocessor: canny, or a controlnet-aux detector")
+    settings: dict[str, Any] = Field(default_factory=dict, description="the preprocessor's settings (thresholds)")
+    path: Annotated[str, Field(pattern=r"^control/[^/]+\.png$", description="relative to the run folder")]
+    sha256: Digest = Field(description="what stands for the control image in the item id")
+
+
 class ItemRecord(Record):
     """One committed item: a line of manifest.jsonl (and the core of its sidecar)."""
 
@@ -136,6 +146,8 @@ class ItemRecord(Record):
     files: dict[OutputPath, FileCheck] | None = Field(
         default=None, description="size and SHA-256 of each output as committed (absent in runs made before they "
                                   "were recorded)")
+    control_prepared: list[PreparedControl] | None = Field(
+        default=None, description="control images prepared from control_image (control_preprocess), one per file")
 
     @model_validator(mode="after")
     def _failed_items_say_why(self) -> Self:
@@ -155,7 +167,8 @@ class ItemRecord(Record):
         return self.made is not None and self.made.sample_rate is not None
 
     def to_json(self) -> dict[str, Any]:
-        record = self.model_dump(mode="json", exclude={"error", "made", "prompt_truncated", "files"})
+        record = self.model_dump(mode="json", exclude={"error", "made", "prompt_truncated", "files",
+                                                       "control_prepared"})
         record["seconds"] = round(self.seconds, 4)
         if self.error is not None:
             record["error"] = self.error
@@ -166,6 +179,8 @@ class ItemRecord(Record):
                                           for key, by_slot in self.prompt_truncated.items()}
         if self.files is not None:
             record["files"] = {path: check.to_json() for path, check in self.files.items()}
+        if self.control_prepared:
+            record["control_prepared"] = [prepared.to_json() for prepared in self.control_prepared]
         return record
 
 
@@ -364,13 +379,25 @@ class AppliedOption(Record):
     detail: str = ""
 
 
+class QuantizationRecord(Record):
+    """How a quantized builder's weights are stored (diffsweep.quantize), measured once it loaded."""
+
+    backend: Literal["bitsandbytes", "torchao", "quanto", "gguf"]
+    weights: str | None = Field(default=None, description="the quantized type; a GGUF file carries its own")
+    components: list[str] = Field(description="the pipeline components quantized")
+    dtype: str = Field(description="the builder's dtype: what the components compute in")
+    bytes_before: Count = Field(description="bytes of the quantized components' weights at the builder's dtype")
+    bytes_after: Count = Field(description="bytes they hold quantized (packed data, scales and the layers kept)")
+    file: str | None = Field(default=None, description="gguf: the single-file transformer loaded")
+
+
 class BuilderRecord(Record):
     """One entry of run.json's `builders`: what was loaded, and its name among the run's builders.
 
     `label` is short and readable; `identity` holds the fields that tell this builder from the others in the run
     (empty for a lone builder); `full_identity` is the builder hash input. What loading it did is filled in when it
     is first used: `model_path`, `load_seconds` (0 when the process had it cached: `reused_from_cache`) and the
-    speed and memory options applied."""
+    speed and memory options applied, and for a quantized builder how its weights are stored (`quantization`)."""
 
     hash: Digest
     label: Annotated[str, Field(min_length=1, description="short readable name: what tells this builder from the "
@@ -392,6 +419,7 @@ class BuilderRecord(Record):
         default=None, description="items this builder made with model CPU offload switched on by the out-of-memory "
                                   "fallback (the rest ran as configured)")
     load_error: str | None = Field(default=None, description="why it could not be loaded (its items were not made)")
+    quantization: QuantizationRecord | None = Field(default=None, description=QuantizationRecord.__doc__)
 
     @model_validator(mode="before")
     @classmethod

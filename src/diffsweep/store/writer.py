@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffsweep import __version__, hashing, media
+from diffsweep import __version__, control, hashing, media
+from diffsweep.inputs import named_paths
 from diffsweep.media import Generated
 from diffsweep.planning.plan import BuilderPlan, Item
 from diffsweep.store.atomic import write_atomic, write_json
 from diffsweep.store.folder import RunFolder
-from diffsweep.store.records import FileCheck, ItemRecord, Made, Sidecar, Truncation, now
+from diffsweep.store.records import FileCheck, ItemRecord, Made, PreparedControl, Sidecar, Truncation, now
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,22 @@ def item_stem(item: Item, width: int) -> str:
 
 
 def item_record(item: Item, status: str, outputs: list[str], seconds: float, error: str | None = None,
-                made: Mapping[str, int | float] | None = None, prompt_truncated: Mapping[str, Any] | None = None) -> ItemRecord:
+                made: Mapping[str, int | float] | None = None, prompt_truncated: Mapping[str, Any] | None = None,
+                control_prepared: list[dict[str, Any]] | None = None) -> ItemRecord:
     return ItemRecord.model_validate({
         "index": item.index, "item_id": item.item_id, "builder_hash": item.builder_hash, "status": status,
         "params": item.params, "seed": item.seed, "outputs": outputs, "seconds": seconds, "error": error,
         "made": Made.model_validate(made) if made is not None else None,
         "prompt_truncated": {key: {slot: Truncation.model_validate(cut) for slot, cut in by_slot.items()}
-                             for key, by_slot in prompt_truncated.items()} if prompt_truncated else None})
+                             for key, by_slot in prompt_truncated.items()} if prompt_truncated else None,
+        "control_prepared": [PreparedControl.model_validate(p) for p in control_prepared] if control_prepared else None})
+
+
+def prepared_controls(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The records of an item's prepared control images (none when its control images are used as given)."""
+    if not control.active(params):
+        return []
+    return [control.record(path, params) for _, path in named_paths("control_image", params.get("control_image"))]
 
 
 def measured(generated: Generated) -> dict[str, int | float]:
@@ -145,8 +155,13 @@ class ItemWriter:
         generated = pending.generated
         outputs = [] if generated is None else [f"items/{stem}{media.EXTENSIONS[generated.kind]}"]
         made = None if generated is None else measured(generated)
+        prepared = prepared_controls(item.params)
+        for entry in prepared:  # one file per prepared image, shared by every item that uses it
+            target = self.run.path / entry["path"]
+            if not target.is_file():
+                write_atomic(target, control.png(control.prepared(entry["source"], item.params)))
         record = item_record(item, "failed" if generated is None else "ok", outputs, pending.seconds, pending.error,
-                             made, pending.prompt_truncated)
+                             made, pending.prompt_truncated, prepared)
         if generated is not None:
             data = encode(generated, item, pending.builder,
                           sidecar_record(record, pending.builder, self.run_ref, pending.scheduler))

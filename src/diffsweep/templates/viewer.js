@@ -407,6 +407,9 @@
       rows.push(["score " + metric, value + model]);
     }
     for (const output of item.outputs) rows.push(["output", output.path]);
+    for (const prepared of item.controls || []) {
+      rows.push(["control image", `${prepared.path}  (${prepared.preprocess} ${JSON.stringify(prepared.settings)})`]);
+    }
     if (item.error) rows.push(["error", item.error]);
     return rows.map(([key, value]) => `<tr${key === "error" ? ' class="error"' : ""}><th>${esc(key)}</th><td>${esc(value)}</td></tr>`).join("");
   }
@@ -414,8 +417,10 @@
   function openItem(item) {
     state.item = item.item_id || "";
     $("#detail-title").textContent = `#${item.index} · ${item.status}`;
-    $("#detail-media").innerHTML = item.outputs.map(mediaHtml).join("") ||
-      `<p>${item.status === "failed" ? "failed: no output" : "not made yet"}</p>`;
+    $("#detail-media").innerHTML = (item.outputs.map(mediaHtml).join("") ||
+      `<p>${item.status === "failed" ? "failed: no output" : "not made yet"}</p>`) +
+      // the control images the item was conditioned on, beside its output
+      (item.controls || []).map((prepared) => mediaHtml({path: prepared.path, kind: "image"})).join("");
     $("#detail-command").textContent = command(item);
     $("#copied").textContent = "";
     $("#detail-record").innerHTML = recordRows(item);

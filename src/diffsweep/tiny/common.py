@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from diffusers import DDIMScheduler
@@ -15,13 +15,14 @@ if TYPE_CHECKING:
 
 Components = dict[str, Any]
 """Keyword arguments for a pipeline constructor."""
+_Made = TypeVar("_Made")  # what a tiny recipe builds: components, or a part such as an adapter's weights
 
 
-def isolated_rng(factory: Callable[[], Components]) -> Callable[[], Components]:
+def isolated_rng(factory: Callable[[], _Made]) -> Callable[[], _Made]:
     """Run a factory under a forked torch RNG so that building fixtures never moves the caller's seed."""
 
     @functools.wraps(factory)
-    def wrapper() -> Components:
+    def wrapper() -> _Made:
         import torch
 
         with torch.random.fork_rng(devices=[]):
@@ -101,3 +102,17 @@ def one_level_vae(latent_channels: int) -> Any:
 
     return AutoencoderKL(block_out_channels=(4,), latent_channels=latent_channels, norm_num_groups=1,
                          use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+
+
+def wake_zero_convolutions(model: Any, names: tuple[str, ...]) -> Any:
+    """Random weights for a ControlNet's zero-initialised output layers (`names` are their module prefixes), which
+    make conditioning scale and weights matter only after training; seeded, so the net is the same every build."""
+    import torch
+
+    reseed()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.startswith(names):
+                parameter.copy_(torch.randn_like(parameter) * 0.5)
+    return model
+

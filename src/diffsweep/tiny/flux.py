@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from diffsweep.tiny.common import Components, clip_text_config, isolated_rng, one_level_vae, reseed, t5_kwargs
+from typing import Any
+
+from diffsweep.tiny.common import (
+    Components,
+    clip_text_config,
+    isolated_rng,
+    one_level_vae,
+    reseed,
+    t5_kwargs,
+    wake_zero_convolutions,
+)
 from diffsweep.tiny.tokenizers import clip_tokenizer, t5_tokenizer
 
 
@@ -44,3 +54,16 @@ def flux() -> Components:
         "text_encoder_2": text_encoder_2,
         "tokenizer_2": tokenizer_2,
     }
+
+
+@isolated_rng
+def flux_controlnet() -> Any:
+    """A Flux ControlNet for the tiny Flux transformer, without control modes (as Union-Pro 2.0): the control image
+    goes through the VAE and 2x2 packing like the latents; output layers random, not zero."""
+    from diffusers import FluxControlNetModel
+
+    reseed()
+    net = FluxControlNetModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                              num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+                              axes_dims_rope=[4, 4, 8])
+    return wake_zero_convolutions(net, ("controlnet_blocks", "controlnet_single_blocks", "controlnet_x_embedder"))

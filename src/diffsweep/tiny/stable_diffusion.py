@@ -12,6 +12,7 @@ from diffsweep.tiny.common import (
     reseed,
     sd_ddim_scheduler,
     t5_kwargs,
+    wake_zero_convolutions,
 )
 from diffsweep.tiny.tokenizers import clip_tokenizer, t5_tokenizer
 
@@ -166,3 +167,67 @@ def sd3() -> Components:
         "tokenizer_3": tokenizer_3,
         **_NO_IMAGE_EXTRAS,
     }
+
+
+_SD_ZERO_CONVS = ("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")
+
+
+@isolated_rng
+def sd_controlnet() -> Any:
+    """A ControlNet for the tiny SD 1.x UNet, copied from its encoder as diffusers' `from_unet` does; the
+    conditioning embedding downsamples by 2, the tiny VAE's factor, so 64x64 control images meet 32x32 latents."""
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(sd()["unet"], conditioning_embedding_out_channels=(4, 8))
+    return wake_zero_convolutions(net, _SD_ZERO_CONVS)
+
+
+@isolated_rng
+def sdxl_controlnet_union() -> Any:
+    """A ControlNet Union (6 control modes, as xinsir's) for the tiny SDXL UNet; its control-type transformer is
+    as wide as the UNet's first block (the published model's 320)."""
+    import inspect
+
+    from diffusers import ControlNetUnionModel
+
+    unet = sdxl()["unet"]
+    accepted = inspect.signature(ControlNetUnionModel.__init__).parameters
+    config = {key: value for key, value in unet.config.items() if key in accepted}
+    width = unet.config.block_out_channels[0]
+    reseed()
+    net = ControlNetUnionModel(**config, conditioning_embedding_out_channels=(4, 8), num_trans_channel=width,
+                               num_trans_head=2, num_proj_channel=width, num_control_type=6)
+    return wake_zero_convolutions(net, (*_SD_ZERO_CONVS, "spatial_ch_projs"))
+
+
+@isolated_rng
+def sd_ip_adapter() -> tuple[dict[str, dict[str, Any]], Any]:
+    """An IP-Adapter for the tiny SD 1.x UNet in the original layout (`image_proj.*`: the image projection to 4
+    tokens; `ip_adapter.<n>.to_k_ip/to_v_ip`: key/value projections of every cross-attention, numbered 1, 3, 5, ...
+    as diffusers reads them) and the CLIP image encoder whose projection it takes."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    unet = sd()["unet"]
+    embed = 8
+    reseed()
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=8, intermediate_size=16, projection_dim=embed, num_hidden_layers=2, num_attention_heads=2,
+        image_size=32, patch_size=8))
+    cross = unet.config.cross_attention_dim
+    widths = {"down_blocks": list(unet.config.block_out_channels), "up_blocks": list(reversed(
+        unet.config.block_out_channels)), "mid_block": [unet.config.block_out_channels[-1]]}
+    reseed()
+    adapter: dict[str, Any] = {}
+    key_id = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        block = name.split(".")[0]
+        hidden = widths[block][0 if block == "mid_block" else int(name.split(".")[1])]
+        adapter[f"{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.5
+        adapter[f"{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.5
+        key_id += 2
+    projection = {"proj.weight": torch.randn(4 * cross, embed) * 0.5, "proj.bias": torch.zeros(4 * cross),
+                  "norm.weight": torch.ones(cross), "norm.bias": torch.zeros(cross)}
+    return {"image_proj": projection, "ip_adapter": adapter}, image_encoder

@@ -1,0 +1,94 @@
+"""Where models come from: hub ids, local folders, single checkpoint files and diffsweep's tiny stand-ins; the hub's
+token and offline mode; and what a failed load means, said in one sentence."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+TINY_PREFIX = "tiny:"
+
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".sft", ".pt", ".bin", ".gguf")
+
+
+def looks_local(name: str) -> bool:
+    """A path rather than a hub id (`org/name`, which never starts with '.') or a URL: absolute, `~`,
+    `./` or `../`, deeper than `org/name`, or a checkpoint file name."""
+    if "://" in name or name.startswith(TINY_PREFIX):
+        return False
+    return name.startswith(("/", "~", ".")) or name.count("/") > 1 or name.endswith(SINGLE_FILE_SUFFIXES)
+
+
+def is_single_file(source: Path | str) -> bool:
+    """A single checkpoint file (local, or a hub file URL) rather than a diffusers folder or repo."""
+    text = str(source)
+    return text.endswith(SINGLE_FILE_SUFFIXES) and (Path(text).is_file() or text.startswith("https://"))
+
+
+def hub_token() -> str | None:
+    """HF_TOKEN, or its older alias HUGGINGFACE_HUB_ACCESS_TOKEN."""
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGINGFACE_HUB_ACCESS_TOKEN") or None
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and what caused it (diffusers often wraps hub errors in OSError/EnvironmentError)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+# connection failures of the HTTP clients huggingface_hub uses, by class name (requests, httpx and their forks)
+_CONNECTION_ERRORS = frozenset({"ConnectError", "ConnectTimeout", "ConnectionError", "ProxyError", "SSLError"})
+
+
+def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error: Exception) -> str:
+    """One sentence that names the model, what is missing and what to do about it."""
+    from huggingface_hub.errors import (  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    model = builder["model"]
+    text = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    if isinstance(source, Path):
+        return f"model '{model}' could not be loaded from {source}: {text}"
+    chain = _chain(error)
+    kinds = tuple(type(e) for e in chain)
+    lowered = " ".join(str(e) for e in chain).lower()
+    revision = builder.get("revision") or "main"
+    if any(issubclass(k, GatedRepoError) for k in kinds) or "gated" in lowered:
+        token = "the token in HF_TOKEN" if hub_token() else "no token (set HF_TOKEN or HUGGINGFACE_HUB_ACCESS_TOKEN)"
+        return (f"model '{model}' is gated: accept its licence on its hub page, then use a token with access "
+                f"(this run had {token})")
+    if any(issubclass(k, RevisionNotFoundError) for k in kinds):
+        return f"model '{model}' has no revision '{revision}' on the hub: check builder.revision"
+    if any(issubclass(k, RepositoryNotFoundError) for k in kinds) or "401" in lowered or "404" in lowered:
+        access = "the token has no access" if hub_token() else "no token is set (HF_TOKEN)"
+        return f"model '{model}' was not found on the hub, or it is private and {access}: check the repo id"
+    if not hub_offline() and (any(issubclass(k, (ConnectionError, TimeoutError, socket.gaierror)) for k in kinds)
+                              or any(k.__name__ in _CONNECTION_ERRORS for k in kinds)):
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        cause = next(str(e) for e in reversed(chain) if str(e).strip()).splitlines()[0][:120]
+        return (f"model '{model}' could not be fetched: the Hugging Face hub ({endpoint}) is unreachable ({cause}) "
+                f"and the model is not in the local cache; check the network or proxy, or download it where the hub "
+                f"can be reached (`hf download {model}`)")
+    if hub_offline() or any(issubclass(k, LocalEntryNotFoundError) for k in kinds) or "offline" in lowered:
+        return (f"model '{model}' is not available offline (HF_HUB_OFFLINE is set or the hub is unreachable, "
+                f"and it is not in the local Hugging Face cache): download it first with "
+                f"`hf download {model}` on a connected machine, or point builder.model at a local folder")
+    if "does not appear to have a file named" in lowered or "missing" in lowered:
+        return f"model '{model}' (revision {revision}) lacks a file or component diffusers needs: {text}"
+    return f"model '{model}' could not be loaded: {text}"
