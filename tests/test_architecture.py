@@ -51,24 +51,26 @@ def imported(module: str, path: Path, known: dict[str, Path]) -> Iterator[tuple[
     for_types = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
                  for node in ast.walk(block)}  # annotations only: these imports never run
     for node in ast.walk(tree):
-        if id(node) in for_types:
-            continue
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])])
-            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-        else:
-            continue
-        for name in names:
-            while name and name not in known:  # `from x import function` names the module x
-                name = name.rpartition(".")[0]
-            if name:
-                for parent in _parents(name):
+        if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in for_types:
+            for target in _modules_named(node, package, known):
+                for parent in _parents(target):
                     if parent != module and parent in known and not module.startswith(parent + "."):
                         yield parent, node.lineno, id(node) in in_function
+
+
+def _modules_named(node: ast.Import | ast.ImportFrom, package: str, known: dict[str, Path]) -> Iterator[str]:
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        base = node.module or ""
+        if node.level:
+            base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])])
+        names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    for name in names:
+        while name and name not in known:  # `from x import function` names the module x
+            name = name.rpartition(".")[0]
+        if name:
+            yield name
 
 
 def _is_type_checking(test: ast.expr) -> bool:

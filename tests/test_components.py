@@ -59,6 +59,7 @@ def test_an_override_of_a_slot_the_model_leaves_empty_fails_with_what_is_unknown
     """The tiny SD model's index has `image_encoder: [null, null]`: no class to load an override with."""
     result = run_sweep(compose_config([*ARGS, f"+builder.components={{image_encoder: {{model: '{other_vae}'}}}}"],
                                       tmp_path / "r"), out=io.StringIO())
-    assert result.status == "failed"
-    (record,) = read_manifest(result.run_dir)
-    assert "builder.components.image_encoder: the base model leaves its 'image_encoder' slot empty" in record["error"]
+    assert result.status == "failed" and result.exit_code == 3 and read_manifest(result.run_dir) == []
+    (builder,) = read_run_json(result.run_dir)["builders"]  # a load failure of the builder, not failed items
+    assert "builder.components.image_encoder: the base model leaves its 'image_encoder' slot empty" in \
+        builder["load_error"]

@@ -309,7 +309,8 @@ def test_score_and_diff_name_an_item_whose_output_is_cut(run_dir: Path, tmp_path
     assert scored.returncode == EXIT_FAILED_ITEMS and f"item {record['item_id']}: {record['outputs'][0]}" in \
         scored.stderr
     diffed = runs(tmp_path, "diff", str(run_dir), str(twin))
-    assert diffed.returncode == EXIT_FAILED_ITEMS and f"A's {record['outputs'][0]} has 100 bytes" in diffed.stdout
+    assert diffed.returncode == EXIT_FAILED_ITEMS
+    assert f"A: item {record['item_id']}: {record['outputs'][0]} has 100 bytes" in diffed.stdout
 
 
 @pytest.mark.parametrize("command", ["resume", "verify"])
@@ -392,7 +393,7 @@ def test_a_prompts_file_is_split_on_line_ends_only_and_refuses_a_nul(tmp_path: P
     assert "dry run: 9 items" in result.stdout  # 3 prompts x 3 seeds: U+2028 and a form feed are text
     prompts.write_bytes(b"a fox\n" * 500 + b"the sea\0\n")
     stderr = _refused(tmp_path, base=from_file)
-    assert "holds a NUL byte on line 501" in stderr
+    assert "is a binary file, not UTF-8 text with one value per line (a NUL byte on line 501)" in stderr
 
 
 def test_an_image_that_states_too_many_pixels_is_refused_with_its_key(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,24 @@ def test_parallel_launcher_runs_each_job_in_its_own_process(tmp_path: Path) -> N
 
 
 def test_failed_items_exit_1_even_from_a_worker_process(tmp_path: Path) -> None:
+    # a user's pipeline that loads but fails at every call: its items fail (a model that does not load would not)
+    (tmp_path / "breaking_pipes.py").write_text(
+        "from diffsweep.examples.custom_pipeline import TinyCustomPipeline\n"
+        "class Broken(TinyCustomPipeline):\n"
+        "    def __call__(self, prompt, negative_prompt=None, height=64, width=64, num_inference_steps=20,\n"
+        "                 guidance_scale=7.5, num_images_per_prompt=1, generator=None, output_type='pil'):\n"
+        "        raise RuntimeError('this pipeline always breaks')\n")
+    result = run_cli(["-m", "hydra/launcher=parallel", "provider=tiny_custom", "builder.pipeline=breaking_pipes.Broken",
+                      "allowed_modules=[diffusers,diffsweep,breaking_pipes]", "sweep.grid.seed=[0]"], cwd=tmp_path,
+                     env={"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])})
+    assert result.returncode == 1, result.stderr
+    assert "2 of 2 item(s) failed" in result.stderr and "diffsweep-runs resume" in result.stderr
+
+
+def test_a_model_that_cannot_load_exits_3_with_its_reason_even_from_a_worker_process(tmp_path: Path) -> None:
     bad_slot = "+builder.components={vae: {model: nowhere/vae}}"  # not on disk, hub offline: fails at load
     result = run_cli(["-m", "hydra/launcher=parallel", "provider=tiny_sd", bad_slot, "sweep.grid.seed=[0]"],
                      cwd=tmp_path)
-    assert result.returncode == 1, result.stderr
-    assert "2 of 2 item(s) failed" in result.stderr and "diffsweep-runs resume" in result.stderr
+    assert result.returncode == 3, result.stderr
+    assert "builder.components.vae: model 'nowhere/vae' is not available offline" in result.stderr
+    assert "recorded as failed at load" in result.stderr

@@ -17,8 +17,7 @@ import pytest
 from conftest import compose_config, read_run_json, run_cli
 from diffsweep import hashing
 from diffsweep.errors import ConfigError
-from diffsweep.inputs import identity_params
-from diffsweep.planning.plan import Plan
+from diffsweep.planning.plan import Plan, identity_params
 from diffsweep.planning.prepare import prepare
 from diffsweep.run.local import resume_run, run_sweep
 from diffsweep.store import folder as rundir
@@ -137,7 +136,7 @@ def test_a_resume_with_nothing_to_do_reads_the_manifest_once_and_rewrites_nothin
     before = {path: path.stat().st_mtime_ns for path in (manifest, run_dir / "index.html", run_dir / "contact_sheet.png")}
     reads: list[Path] = []
     real = rundir._committed_lines  # what every manifest reader reads lines through
-    monkeypatch.setattr(rundir, "_committed_lines", lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(rundir, "_committed_lines", lambda path, offset=0: reads.append(path) or real(path, offset))
 
     with caplog.at_level(logging.INFO, logger="diffsweep"):
         result = resume_run(run_dir, out=io.StringIO())

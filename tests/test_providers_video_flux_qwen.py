@@ -201,8 +201,8 @@ def test_qwen_image_edit_without_torchvision_fails_with_a_clear_message(pipeline
         pytest.skip("torchvision is installed: the Edit processor can be built")
     result, records = _run(["provider=tiny_qwen_image", f"builder.pipeline={pipeline}",
                             f"+sweep.params.image={image}"], tmp_path)
-    assert result.exit_code == 1
-    assert records and all(r["status"] == "failed" and "needs torchvision" in r["error"] for r in records)
+    assert result.exit_code == 3 and not records  # the builder cannot be built: a load failure, no item made
+    assert all("needs torchvision" in reason for reason in result.load_failures.values())
 
 
 # ----- Wan image-to-video --------------------------------------------------------------------------------------

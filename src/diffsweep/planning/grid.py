@@ -61,8 +61,8 @@ def numbered_lines(path: Path) -> list[tuple[int, str]]:
         raise NotTextError(f"{path} is UTF-16 text; save it as UTF-8")
     if b"\0" in data:
         line = data[:data.index(b"\0")].count(b"\n") + 1
-        raise NotTextError(f"{path} holds a NUL byte on line {line}: it is a binary file, not UTF-8 text with one "
-                           f"value per line")
+        raise NotTextError(f"{path} is a binary file, not UTF-8 text with one value per line (a NUL byte on "
+                           f"line {line})")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -315,14 +315,17 @@ class Plan:
         """Resolve `builder.quantization` (a preset name becomes its mapping, in place) and check it can run here."""
         where = "sweep.grid.builder.quantization" if "builder.quantization" in point else "builder.quantization"
         try:
-            config["quantization"] = quantize.resolve(config.get("quantization"))
+            setting = quantize.resolve(config.get("quantization"))
         except KeyError as missing:
             return [(where, f"no quantization preset {missing}; presets: {', '.join(quantize.presets())}")]
+        if setting.get("backend", "none") == "none":  # nothing to check, and nothing to record of it
+            config.pop("quantization", None)
+            return []
+        config["quantization"] = setting
         dtype = resolve_dtype(config.get("dtype", "auto"), self.device)
         slots = provider.component_slots(config)
         transformer = (denoiser_config(provider, config, "transformer")
-                       if config["quantization"].get("backend") == "gguf" and slots and "transformer" in slots else None)
-        setting = config["quantization"]
+                       if setting.get("backend") == "gguf" and slots and "transformer" in slots else None)
         name = setting.get("name") or setting["backend"]
         found = quantize.problems(setting, slots, self.device, dtype, transformer)
         for key, message in quantize.environment_problems(setting, self.device):

@@ -172,9 +172,14 @@ class Provider:
         if isinstance(source, Path):
             index = source / "model_index.json"
             return json.loads(index.read_text(encoding="utf-8")) if index.is_file() else None
+        if looks_local(source):  # a local path that is not there: check_builder says so
+            return None
         from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
 
-        cached = try_to_load_from_cache(source, "model_index.json", revision=builder.get("revision"))
+        try:
+            cached = try_to_load_from_cache(source, "model_index.json", revision=builder.get("revision"))
+        except ValueError:  # not a valid hub id (HFValidationError): check_builder names what is wrong
+            return None
         return json.loads(Path(cached).read_text(encoding="utf-8")) if isinstance(cached, str) else None
 
     def size_multiple(self, spec: PipelineSpec, builder: Mapping[str, Any] | None) -> int:

@@ -74,10 +74,11 @@ class RunDiff:
     only_a: list[ItemRecord] = field(default_factory=list)
     only_b: list[ItemRecord] = field(default_factory=list)
     scores: list[ScoreDelta] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # outputs that are not what their record says, named
 
     @property
     def items_differ(self) -> bool:
-        return bool(self.only_a or self.only_b or any(c.verdict == "different" for c in self.items))
+        return bool(self.only_a or self.only_b or self.damaged or any(c.verdict == "different" for c in self.items))
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -129,11 +130,10 @@ def compare_item(run_a: Path, a: ItemRecord, run_b: Path, b: ItemRecord) -> Item
         same = a.ok == b.ok
         return verdict("identical" if same else "different",
                        note=f"status {a.status} in A, {b.status} in B" if not same else f"{a.status} in both")
-    damage = [f"{side}'s {problem}" for side, run, record in (("A", run_a, a), ("B", run_b, b))
-              if (problem := RunFolder(run).damage(record))]
-    if damage:  # named, not compared: a file that is not what its record says
-        return verdict("different", note="; ".join(damage))
-    bytes_a, bytes_b = (run_a / a.outputs[0]).read_bytes(), (run_b / b.outputs[0]).read_bytes()
+    try:
+        bytes_a, bytes_b = (run_a / a.outputs[0]).read_bytes(), (run_b / b.outputs[0]).read_bytes()
+    except OSError as error:  # missing or not a file: named in RunDiff.damaged too
+        return verdict("different", note=f"unreadable output: {error.strerror}: {error.filename}")
     if bytes_a == bytes_b:
         return verdict("identical")
     kind = media.kind_of(a.outputs[0], a.has_sound)  # a video with sound is compared on its frames and its samples
@@ -167,6 +167,10 @@ def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
                                               builder_identities(run_b, list(items_b.values()))))
     by_index = sorted(items_a.values(), key=lambda r: r.index)
     result.items = [compare_item(run_a, r, run_b, items_b[r.item_id]) for r in by_index if r.item_id in items_b]
+    result.damaged = [f"{side}: item {record.item_id}: {problem}"
+                      for side, run, items in (("A", run_a, items_a), ("B", run_b, items_b))
+                      for record in sorted(items.values(), key=lambda r: r.index)
+                      if record.ok and (problem := RunFolder(run).damage(record))]
     result.only_a = [r for r in by_index if r.item_id not in items_b]
     result.only_b = sorted((r for r in items_b.values() if r.item_id not in items_a), key=lambda r: r.index)
     result.scores = score_deltas(run_a, run_b)
@@ -185,6 +189,25 @@ def print_diff(diff: RunDiff, out: TextIO) -> None:
     out.write(f"builders: {len(diff.builders) or 'no'} identity field(s) changed\n")
     for change in diff.builders:
         out.write(f"  {change.key}: {_show(change.a)} → {_show(change.b)}\n")
+    _print_items(diff, out)
+    for side, records in (("A", diff.only_a), ("B", diff.only_b)):
+        for record in records[:20]:
+            out.write(f"  only in {side} #{record.index} {short(record.item_id)}  {_params(record)}\n")
+        if len(records) > 20:
+            out.write(f"  only in {side}: {len(records) - 20} more\n")
+    if diff.damaged:
+        out.write(f"outputs not as committed: {len(diff.damaged)}\n")
+        for line in diff.damaged:
+            out.write(f"  {line}\n")
+    if diff.scores:
+        out.write("score means per axis value (B − A):\n")
+        for delta in diff.scores:
+            out.write(f"  {delta.metric}  {delta.axis}={delta.value[:40]}  {delta.mean_a:.4g} → {delta.mean_b:.4g}  "
+                      f"({delta.delta:+.4g})\n")
+    out.write("runs differ\n" if diff.items_differ else "no item differs\n")
+
+
+def _print_items(diff: RunDiff, out: TextIO) -> None:
     counts = {v: sum(1 for c in diff.items if c.verdict == v) for v in ("identical", "equivalent", "different")}
     out.write(f"items in both: {len(diff.items)} ({counts['identical']} identical, {counts['equivalent']} equal up "
               f"to batch rounding, {counts['different']} different); only in A: {len(diff.only_a)}; "
@@ -194,17 +217,6 @@ def print_diff(diff: RunDiff, out: TextIO) -> None:
             note = f"  ({comparison.note})" if comparison.note else ""
             out.write(f"  {comparison.verdict:<10} #{comparison.index_a} {short(comparison.item_id)}  mean |A−B| "
                       f"{comparison.mean_abs_diff:.4f} levels{note}\n")
-    for side, records in (("A", diff.only_a), ("B", diff.only_b)):
-        for record in records[:20]:
-            out.write(f"  only in {side} #{record.index} {short(record.item_id)}  {_params(record)}\n")
-        if len(records) > 20:
-            out.write(f"  only in {side}: {len(records) - 20} more\n")
-    if diff.scores:
-        out.write("score means per axis value (B − A):\n")
-        for delta in diff.scores:
-            out.write(f"  {delta.metric}  {delta.axis}={delta.value[:40]}  {delta.mean_a:.4g} → {delta.mean_b:.4g}  "
-                      f"({delta.delta:+.4g})\n")
-    out.write("runs differ\n" if diff.items_differ else "no item differs\n")
 
 
 def _params(record: ItemRecord) -> str:
