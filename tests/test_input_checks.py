@@ -44,6 +44,27 @@ def test_a_missing_lora_file_is_refused_before_the_run_folder(tmp_path: Path, dr
     assert f"builder.loras[0].source: {missing} does not exist" in stderr
 
 
+@pytest.mark.parametrize("dry_run", ["false", "true"])
+def test_a_relative_lora_path_without_dot_slash_is_a_file_not_a_hub_repo(tmp_path: Path, dry_run: str) -> None:
+    """`loras/style.safetensors` (the README's form) fits the owner/name shape of a hub id; with the hub
+    reachable it used to pass validation and die in the run on a download."""
+    result = run_cli(["+builder.loras=[{name: style, source: loras/missing.safetensors}]", f"dry_run={dry_run}"],
+                     cwd=tmp_path, env={"HF_HUB_OFFLINE": "0"})
+    assert result.returncode == 2, result.stderr
+    assert not (tmp_path / "runs").exists()
+    assert f"builder.loras[0].source: {tmp_path / 'loras' / 'missing.safetensors'} does not exist" in result.stderr
+
+
+def test_what_a_lora_source_is_taken_for() -> None:
+    from diffsweep.lora import looks_like_a_path
+
+    for path in ("loras/style.safetensors", "style.safetensors", "./loras/style", "../style", "~/loras/style",
+                 "/abs/style", "my/loras/style", "C:\\loras\\style"):
+        assert looks_like_a_path(path), path
+    for repo in ("someone/style-lora", "org/detail.v2"):
+        assert not looks_like_a_path(repo), repo
+
+
 def test_a_lora_folder_without_weights_and_an_offline_hub_lora_without_weight_name(tmp_path: Path) -> None:
     empty = tmp_path / "empty_lora"
     empty.mkdir()
