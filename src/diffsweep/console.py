@@ -12,7 +12,15 @@ import os
 import sys
 from collections.abc import Callable
 
-from diffsweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, ConfigError, DiffsweepError
+from diffsweep.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_READER_GONE,
+    EXIT_RUNTIME,
+    ConfigError,
+    DiffsweepError,
+)
 
 log = logging.getLogger("diffsweep")
 
@@ -40,10 +48,47 @@ def _loaded(*names: tuple[str, str]) -> tuple[type, ...]:
     return tuple(getattr(sys.modules[module], attribute) for module, attribute in names if module in sys.modules)
 
 
+class StdoutClosed(BaseException):
+    """stdout's reader has gone, raised from a Hydra job: a BaseException, since Hydra reports an Exception
+    raised in a job ("Error executing job with overrides") before passing it on."""
+
+
 def report_failure(action: Callable[[], int | None]) -> int:
     """Run `action`, turning every failure into one clear line on stderr and its exit code."""
     try:
+        code = _outcome(action)
+    except SystemExit as leaving:  # Hydra's --help and --info end this way
+        if not leaving.code and not _flushed_stdout():
+            raise SystemExit(EXIT_READER_GONE) from None
+        raise
+    return code if _flushed_stdout() else code or EXIT_READER_GONE  # a failure already reported keeps its code
+
+
+def _flushed_stdout() -> bool:
+    """Flush stdout here, not at interpreter exit, where a closed pipe prints "Exception ignored"; False when its
+    reader has gone."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+        return False
+    return True
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that nothing left in its buffer fails again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _outcome(action: Callable[[], int | None]) -> int:
+    try:
         return action() or EXIT_OK
+    except (BrokenPipeError, StdoutClosed):
+        # stdout's reader has gone (`diffsweep-runs list | head -1`): stop quietly, as Unix tools do
+        _discard_stdout()
+        return EXIT_READER_GONE
     except ConfigError as error:
         return _say(str(error), EXIT_CONFIG)
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ EXIT_FAILED_ITEMS = 1
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 3
 EXIT_INTERRUPTED = 130
+EXIT_READER_GONE = 128 + signal.SIGPIPE  # stdout's reader went away (`| head`): what a shell says of a Unix tool
 
 
 class DiffsweepError(Exception):

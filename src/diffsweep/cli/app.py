@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from diffsweep.config.schema import normalise, validate_config
-from diffsweep.console import configure_logging, report_failure
+from diffsweep.console import StdoutClosed, configure_logging, report_failure
 from diffsweep.errors import EXIT_OK, ConfigError, ConfigIssue, DiffsweepError, FailedItemsError, RunUnfinishedError
 from diffsweep.paths import conf_dir
 
@@ -72,6 +72,8 @@ _single_run_failure: list[BaseException] = []
 def _app(cfg: DictConfig) -> None:
     try:
         _run(cfg)
+    except BrokenPipeError as error:  # stdout's reader has gone (`| head`): report_failure ends quietly
+        raise StdoutClosed from error
     except DiffsweepError as error:
         if HydraConfig.get().mode != RunMode.RUN:
             raise

@@ -379,9 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     from diffsweep.console import configure_logging, report_failure
 
-    args = build_parser().parse_args(argv)
     configure_logging()
-    sys.exit(report_failure(lambda: args.func(args)))
+    # parsed inside report_failure, so that `--help` into a closed pipe ends as quietly as a command does
+    sys.exit(report_failure(lambda: (args := build_parser().parse_args(argv)).func(args)))
 
 
 if __name__ == "__main__":
