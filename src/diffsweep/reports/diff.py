@@ -23,7 +23,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from diffsweep import media
-from diffsweep.reports.score_stats import summarise
+from diffsweep.labels import builder_labels, shorten_per_group
+from diffsweep.reports.score_stats import readable_number, summarise
 from diffsweep.store.folder import RunFolder
 from diffsweep.store.records import ItemRecord
 from diffsweep.store.runconfig import read_config_data
@@ -72,6 +73,8 @@ class RunDiff:
     only_a: list[ItemRecord] = field(default_factory=list)
     only_b: list[ItemRecord] = field(default_factory=list)
     scores: list[ScoreDelta] = field(default_factory=list)
+    # builder hash -> what tells it from the other builders of both runs; empty when both runs have one builder
+    builder_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def items_differ(self) -> bool:
@@ -153,11 +156,22 @@ def score_deltas(run_a: Path, run_b: Path) -> list[ScoreDelta]:
             if (key := (s.metric, s.axis, s.label)) in stats_a]
 
 
+def builder_names(identities: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Builder hash -> its label among all of them, when there is more than one to tell apart."""
+    if len(identities) < 2:
+        return {}
+    hashes = list(identities)
+    labels = builder_labels([identities[h] for h in hashes], hashes)
+    return {h: label.label for h, label in zip(hashes, labels, strict=True)}
+
+
 def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
     items_a, items_b = RunFolder(run_a).items(), RunFolder(run_b).items()
+    identities_a = builder_identities(run_a, list(items_a.values()))
+    identities_b = builder_identities(run_b, list(items_b.values()))
     result = RunDiff(run_a, run_b, config=changes(read_config_data(run_a), read_config_data(run_b)),
-                     builders=builder_changes(builder_identities(run_a, list(items_a.values())),
-                                              builder_identities(run_b, list(items_b.values()))))
+                     builders=builder_changes(identities_a, identities_b),
+                     builder_names=builder_names({**identities_a, **identities_b}))
     by_index = sorted(items_a.values(), key=lambda r: r.index)
     result.items = [compare_item(run_a, r, run_b, items_b[r.item_id]) for r in by_index if r.item_id in items_b]
     result.only_a = [r for r in by_index if r.item_id not in items_b]
@@ -189,18 +203,23 @@ def print_diff(diff: RunDiff, out: TextIO) -> None:
                       f"{comparison.mean_abs_diff:.4f} levels{note}\n")
     for side, records in (("A", diff.only_a), ("B", diff.only_b)):
         for record in records[:20]:
-            out.write(f"  only in {side} #{record.index} {record.item_id[:12]}  {_params(record)}\n")
+            out.write(f"  only in {side} #{record.index} {record.item_id[:12]}  "
+                      f"{_params(record, diff.builder_names.get(record.builder_hash))}\n")
         if len(records) > 20:
             out.write(f"  only in {side}: {len(records) - 20} more\n")
     if diff.scores:
         out.write("score means per axis value (B − A):\n")
+        shown = shorten_per_group(((d.axis, d.value) for d in diff.scores), 40)
         for delta in diff.scores:
-            out.write(f"  {delta.metric}  {delta.axis}={delta.value[:40]}  {delta.mean_a:.4g} → {delta.mean_b:.4g}  "
-                      f"({delta.delta:+.4g})\n")
+            sign = "+" if delta.delta >= 0 else "-"
+            out.write(f"  {delta.metric}  {delta.axis}={shown[delta.axis, delta.value]}  "
+                      f"{readable_number(delta.mean_a)} → {readable_number(delta.mean_b)}  "
+                      f"({sign}{readable_number(abs(delta.delta))})\n")
     out.write("runs differ\n" if diff.items_differ else "no item differs\n")
 
 
-def _params(record: ItemRecord) -> str:
+def _params(record: ItemRecord, builder: str | None) -> str:
     shown = {k: record.params[k] for k in ("prompt", "seed", "guidance_scale", "num_inference_steps")
              if k in record.params}
-    return "  ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in shown.items())
+    text = "  ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in shown.items())
+    return f"builder={json.dumps(builder, ensure_ascii=False)}  {text}" if builder else text
