@@ -27,7 +27,7 @@ from diffsweep.inputs import identity_params
 from diffsweep.labels import BUILDER_AXIS, BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.planning.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
-from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineSpec, Provider
+from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineClassError, PipelineSpec, Provider
 
 DEFAULT_SEED = 0
 # Builder keys that define what is loaded; everything else in a builder is lossless.
@@ -267,6 +267,8 @@ class Plan:
         provider = providers.get(config["provider"])
         try:
             spec = provider.spec(config["pipeline"])
+        except PipelineClassError as error:
+            raise ConfigError(ConfigIssue(where, str(error), self._source_of(where))) from None
         except KeyError:
             names = list(provider.pipelines)
             choices = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")

@@ -119,7 +119,8 @@ class Provider:
 
     # ----- rules, checked before anything loads -----------------------------------------
     def spec(self, pipeline: str) -> PipelineSpec:
-        """The spec of a pipeline class name; KeyError when this provider has no such pipeline."""
+        """The spec of a pipeline class name; KeyError when this provider has no such pipeline, PipelineClassError
+        when a dotted path names one that cannot be had (and why)."""
         return self.pipelines[pipeline]
 
     def check_builder(self, builder: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -467,6 +468,11 @@ def _model_index(source: Path | str, builder: Mapping[str, Any]) -> dict[str, An
 def hub_token() -> str | None:
     """HF_TOKEN, or its older alias HUGGINGFACE_HUB_ACCESS_TOKEN."""
     return os.environ.get("HF_TOKEN") or os.environ.get("HUGGINGFACE_HUB_ACCESS_TOKEN") or None
+
+
+class PipelineClassError(LookupError):
+    """A dotted pipeline path (`mypipes.MyPipe`) that names no usable class: its module cannot be imported, has no
+    such class, or the class is no DiffusionPipeline. The message says which, and what to do."""
 
 
 def hub_offline() -> bool:
