@@ -170,6 +170,21 @@ def test_a_users_sweep_file_needs_only_a_name_and_a_grid(tmp_path: Path) -> None
     assert result.stdout.startswith("dry run: 2 items, 1 builder(s), 1 batches")  # product, batched "auto"
 
 
+@pytest.mark.parametrize("where", ["--config-dir", "hydra.searchpath"])
+def test_a_prompt_file_is_found_beside_the_sweep_file_that_names_it(tmp_path: Path, where: str) -> None:
+    """Run from another folder than the sweep file's: `{file: animals.txt}` means the file beside it."""
+    sweeps = tmp_path / "project" / "sweeps"
+    (sweeps / "sweep").mkdir(parents=True)
+    (sweeps / "sweep" / "animals.txt").write_text("a fox\na bird\n")
+    (sweeps / "sweep" / "animals.yaml").write_text("name: animals\ngrid:\n  prompt: {file: animals.txt}\n")
+    (tmp_path / "elsewhere").mkdir()
+    found = ["--config-dir", "../project/sweeps"] if where == "--config-dir" else [
+        f"hydra.searchpath=[file://{sweeps}]"]
+    result = run_cli([*found, "sweep=animals", "dry_run=true"], cwd=tmp_path / "elsewhere")
+    assert result.returncode == 0, result.stderr
+    assert 'prompt="a fox"' in result.stdout and 'prompt="a bird"' in result.stdout
+
+
 def test_every_multirun_job_is_validated_before_the_first_runs(tmp_path: Path) -> None:
     stderr = refused(tmp_path, "-m", "sweep.params.width=64,100", *QUICK)
     assert "sweep.params.width: width 100 must be a multiple of 8" in stderr

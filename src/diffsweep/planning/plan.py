@@ -135,9 +135,11 @@ def load_grid(config: RunConfig, base_dirs: list[Path], source_of: SourceOf) -> 
         if isinstance(spec, Mapping) and "start" in spec and range_length(spec) > limit:
             raise ConfigError(ConfigIssue(where, f"range of {range_length(spec):,} values is more than max_items "
                                                  f"= {limit:,} items; narrow it, or raise max_items", source_of(where)))
+        # a file axis in a config file is looked up beside that file first, as its author sees it
+        axis_dirs = [*_folder_of(source_of(where)), *base_dirs]
         try:
             schema = _axis_schema(name, source_of)
-            axis = expand_axis(name, spec, base_dirs, source_of(where))
+            axis = expand_axis(name, spec, axis_dirs, source_of(where))
         except ConfigError as error:
             issues += error.issues
             continue
@@ -150,7 +152,7 @@ def load_grid(config: RunConfig, base_dirs: list[Path], source_of: SourceOf) -> 
             else:
                 issues += check(value, f"{where}[{position}]")
         if config.sweep.mode == "product":
-            issues += _repeated_value_issues(axis, spec, base_dirs, where, source_of(where))
+            issues += _repeated_value_issues(axis, spec, axis_dirs, where, source_of(where))
         axes.append(axis)
     if issues:
         raise ConfigError(issues)
@@ -163,6 +165,11 @@ def load_grid(config: RunConfig, base_dirs: list[Path], source_of: SourceOf) -> 
     if grid.mode == "zip":
         _refuse_repeated_points(grid, source_of("sweep.grid"))
     return grid
+
+
+def _folder_of(source: str | None) -> list[Path]:
+    """The folder of the config file a value was written in; none for a command-line override."""
+    return [Path(source).parent] if source and Path(source).is_file() else []
 
 
 def _repeated_value_issues(axis: Axis, spec: Any, base_dirs: list[Path], where: str,
