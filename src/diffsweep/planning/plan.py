@@ -11,6 +11,7 @@ import copy
 import hashlib
 import itertools
 import json
+import logging
 import math
 import operator
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
@@ -28,6 +29,8 @@ from diffsweep.labels import BUILDER_AXIS, BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.planning.grid import Axis, Grid, expand_axis, find_file, numbered_lines, range_length, repeated
 from diffsweep.providers.base import PER_ITEM_PARAMS, TINY_PREFIX, PipelineClassError, PipelineSpec, Provider
+
+log = logging.getLogger("diffsweep")
 
 DEFAULT_SEED = 0
 # Builder keys that define what is loaded; everything else in a builder is lossless.
@@ -225,6 +228,23 @@ def param_layers(spec: PipelineSpec, config: RunConfig) -> list[tuple[str, Mappi
     return [("provider", spec.defaults), ("preset", config.generation), ("sweep.params", config.sweep.params)]
 
 
+# Layers of defaults rather than of what the user asked for: a size in them is not applied to a pipeline whose
+# output has its input image's size (a txt2img preset's 64x64 under builder.pipeline=...Img2ImgPipeline).
+DEFAULT_LAYERS = ("provider", "preset")
+
+
+def _without(layer: Mapping[str, Any], keys: Container[str]) -> dict[str, Any]:
+    return {k: v for k, v in layer.items() if k not in keys}
+
+
+def unapplied_defaults(spec: PipelineSpec, config: RunConfig) -> dict[str, Any]:
+    """The default sizes a pipeline sized by its input image does not get, where the user set none (one the user
+    set is refused)."""
+    user_set = {k for k, v in config.sweep.params.items() if v is not None} | set(config.sweep.grid)
+    return {k: v for name, layer in param_layers(spec, config) if name in DEFAULT_LAYERS
+            for k, v in layer.items() if k in spec.sized_by_input - user_set and v is not None}
+
+
 class Plan:
     """Builders, items and batches of one sweep; items are produced lazily."""
 
@@ -241,6 +261,7 @@ class Plan:
         self.total = len(grid)
         self.index_width = max(4, len(str(self.total - 1)))
         self.selected: frozenset[str] | None = None  # see select()
+        self.notes: list[str] = []  # what the plan did not apply as configured, and why
         self._plan_builders()
         self._split_axes()
         self._check_shapes()
@@ -267,6 +288,14 @@ class Plan:
             self.builders.setdefault(plan.hash, plan)
         if issues:
             raise ConfigError(issues)
+        for spec in {b.spec.name: b.spec for b in self.builders.values()}.values():
+            unapplied = unapplied_defaults(spec, self.config)
+            if unapplied:
+                sizes = ", ".join(f"{key}={value}" for key, value in unapplied.items())
+                self.notes.append(f"{sizes} (the preset's defaults) not applied: {spec.name} makes the input "
+                                  f"image's size")
+        for note in self.notes:
+            log.info("%s", note)
 
     def _make_builder(self, config: dict[str, Any], point: Mapping[str, Any]) -> BuilderPlan:
         where = "sweep.grid.builder.pipeline" if "builder.pipeline" in point else "builder.pipeline"
@@ -315,7 +344,8 @@ class Plan:
 
     def _params(self, builder: BuilderPlan, point: Mapping[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {"seed": DEFAULT_SEED, **lora.default_scales(builder.loras)}
-        layers = [layer for _, layer in param_layers(builder.spec, self.config)]
+        layers = [_without(layer, builder.spec.sized_by_input) if name in DEFAULT_LAYERS else layer
+                  for name, layer in param_layers(builder.spec, self.config)]
         for layer in (*layers, {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
             params.update({k: v for k, v in layer.items() if v is not None})
         return {k: hashing.normalise_number(v, self._kinds.get(k, "number" if k.startswith("lora.") else "other"))
@@ -394,11 +424,12 @@ class Plan:
 
     def _where(self, key: str) -> str:
         """The config key path of a parameter problem's key (`image[1]`: the second file of a list of images; on a
-        grid axis, the axis, whose value in question the message names)."""
+        grid axis, the axis, whose value in question the message names): the layer that set it, not one holding
+        null there."""
         root = key.split("[", 1)[0]
         if root in self.config.sweep.grid:
             return f"sweep.grid.{root}"
-        if root in self.config.sweep.params:
+        if self.config.sweep.params.get(root) is not None:
             return f"sweep.params.{key}"
         return f"generation.{key}"
 

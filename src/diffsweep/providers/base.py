@@ -63,6 +63,12 @@ class PipelineSpec:
     latent_space: str | None = None  # for cheap previews (diffsweep.previews); None: generic projection
     max_sequence_length: int | None = None  # the text encoder's token limit, where the pipeline takes the param
 
+    @property
+    def sized_by_input(self) -> frozenset[str]:
+        """height and width where the pipeline takes neither but an input image, whose size its output has."""
+        return frozenset(k for k in ("height", "width") if k not in self.params) if "image" in self.params \
+            else frozenset()
+
     def load_class(self) -> type:
         """The pipeline class; a missing one (e.g. a deprecated pipeline a later diffusers dropped)
         is reported as unavailable rather than crashing the run."""
@@ -152,9 +158,9 @@ class Provider:
             root = key.split(".", 1)[0]
             if root == "lora" and not spec.lora:
                 problems.append((key, f"{spec.name} has no LoRA support in diffusers"))
-            elif root in ("height", "width") and root not in accepted and "image" in spec.params:
+            elif root in spec.sized_by_input:
                 problems.append((key, f"not a parameter of {spec.name}: its output has the input image's size; "
-                                      f"leave {key} out (a preset's value: `~generation.{key}`)"))
+                                      f"leave {key} out"))
             elif root not in accepted:
                 problems.append((key, f"not a parameter of {spec.name} (it takes: "
                                       f"{', '.join(sorted(accepted - {'lora'}))})"))
