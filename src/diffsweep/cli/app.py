@@ -36,10 +36,15 @@ def source_finder(hydra_cfg: DictConfig) -> Callable[[str], str | None]:
         return str(next((f / relative for f in folders if (f / relative).is_file()), folders[0] / relative))
 
     def source_of(path: str) -> str | None:
+        parts = []  # overrides that set a part of this key (`sweep.grid.seed.stop=...` for `sweep.grid.seed`)
         for override in overrides:
             key = override.split("=", 1)[0].lstrip("+~")
             if path == key or path.startswith((key + ".", key + "[")):
                 return f"command-line override '{override}'"
+            if key.startswith(path + "."):
+                parts.append(override)
+        if len(parts) == 1:  # with several, the file they change is the one place to name
+            return f"command-line override '{parts[0]}'"
         group = _GROUP_OF_KEY.get(path.split(".", 1)[0].split("[", 1)[0])
         if group and choices.get(group):
             return config_file(f"{group}/{choices[group]}.yaml")

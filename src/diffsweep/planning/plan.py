@@ -137,7 +137,8 @@ def load_grid(config: RunConfig, base_dirs: list[Path], source_of: SourceOf) -> 
         where = f"sweep.grid.{name}"
         if isinstance(spec, Mapping) and "start" in spec and range_length(spec) > limit:
             raise ConfigError(ConfigIssue(where, f"range of {range_length(spec):,} values is more than max_items "
-                                                 f"= {limit:,} items; narrow it, or raise max_items", source_of(where)))
+                                                 f"= {limit:,} items; narrow it, or raise max_items"
+                                                 f"{_set_in(source_of('max_items'))}", source_of(where)))
         # a file axis in a config file is looked up beside that file first, as its author sees it
         axis_dirs = [*_folder_of(source_of(where)), *base_dirs]
         try:
@@ -163,11 +164,17 @@ def load_grid(config: RunConfig, base_dirs: list[Path], source_of: SourceOf) -> 
     if len(grid) > limit:
         sizes = " × ".join(f"{a.name} {len(a.values):,}" for a in grid.axes)
         raise ConfigError(ConfigIssue("sweep.grid", f"{len(grid):,} items ({sizes}) is more than max_items = "
-                                                    f"{limit:,}; narrow the grid, or raise max_items to plan it",
+                                                    f"{limit:,}; narrow the grid, or raise max_items"
+                                                    f"{_set_in(source_of('max_items'))} to plan it",
                                       source_of("sweep.grid")))
     if grid.mode == "zip":
         _refuse_repeated_points(grid, source_of("sweep.grid"))
     return grid
+
+
+def _set_in(source: str | None) -> str:
+    """Where a limit the message names was set: the grid's source is the issue's, the limit's may be another."""
+    return f" (set in {source})" if source else ""
 
 
 def _folder_of(source: str | None) -> list[Path]:
