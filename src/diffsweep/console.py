@@ -98,7 +98,7 @@ def _outcome(action: Callable[[], int | None]) -> int:
             return _say(str(error.error), EXIT_CONFIG)
         if isinstance(error, _loaded(("hydra.errors", "HydraException"), ("omegaconf.errors", "OmegaConfBaseException"),
                                      ("yaml", "YAMLError"))):
-            return _say(f"invalid configuration: {_composition_message(error)}", EXIT_CONFIG)
+            return _say(f"invalid configuration: {composition_message(error)}", EXIT_CONFIG)
         if isinstance(error, DiffsweepError):
             return _say(f"error: {error}", error.exit_code)
         if not isinstance(error, Exception):
@@ -107,8 +107,10 @@ def _outcome(action: Callable[[], int | None]) -> int:
         return _say(f"error: {type(error).__name__}: {error}", EXIT_RUNTIME)
 
 
-def _composition_message(error: BaseException) -> str:
+def composition_message(error: BaseException) -> str:
     """Hydra's message with its cause, and the way out of the one override trap users meet most."""
+    if isinstance(error, _loaded(("hydra.errors", "MissingConfigException"))) and error.options:
+        return _missing_option(error)
     text = str(error).strip()
     cause = error.__cause__
     if cause is not None and str(cause).strip() and str(cause).strip() not in text:
@@ -118,6 +120,16 @@ def _composition_message(error: BaseException) -> str:
         text += (f"\n  (an override cannot turn a mapping into a list or back: to replace a range or file axis, "
                  f"delete it first: '~{key}' '+{key}=[...]')")
     return text
+
+
+def _missing_option(error: BaseException) -> str:
+    """`provider=tiny_sdx`: one line with the closest option, instead of Hydra's list of seventy, one a line."""
+    from diffsweep.config.schema import did_you_mean  # loaded already: only the Hydra app composes configs
+
+    group, _, name = str(error.missing_cfg_file).rpartition("/")
+    searched = [line.split("path=", 1)[1] for line in str(error).splitlines() if "path=file://" in line]
+    return (f"{group}={name}: no such option in {group}/{did_you_mean(name, error.options)}; options: "
+            f"{', '.join(error.options)}" + (f" (searched {', '.join(searched)})" if searched else ""))
 
 
 def _say(message: str, code: int) -> int:
