@@ -16,6 +16,7 @@ from the `allowed_modules` prefixes, the same rule as custom pipeline classes.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ class ScoreSettings:
     batch_size: int = 64
     video_frames: int = 4
     allowed_modules: tuple[str, ...] = ("diffusers", "diffsweep")
+    clip_model_option: str = "score.clip.model"  # where the user names clip_model (a flag of a command), for messages
 
     @classmethod
     def from_config(cls, doc: Mapping[str, Any]) -> ScoreSettings:
@@ -129,7 +131,8 @@ class ClipScore(Metric):
         super().__init__(settings, device)
         from torchmetrics.multimodal.clip_score import CLIPScore
 
-        model, processor, revision = load_clip(settings.clip_model, settings.clip_revision)
+        model, processor, revision = load_clip(settings.clip_model, settings.clip_revision,
+                                               settings.clip_model_option)
         self.metric = CLIPScore(model_name_or_path=lambda: (FeatureTensors(model), processor))
         self.model, self.revision = settings.clip_model, revision
 
@@ -172,22 +175,87 @@ def _tensor(output: Any) -> Any:
     return getattr(output, "pooler_output", output)
 
 
-def load_clip(source: str, revision: str | None) -> tuple[Any, Any, str | None]:
-    """(CLIPModel, CLIPProcessor, revision actually loaded) from a hub id, a local folder or `tiny:clip`."""
+def load_clip(source: str, revision: str | None,
+              option: str = "score.clip.model") -> tuple[Any, Any, str | None]:
+    """(CLIPModel, CLIPProcessor, revision actually loaded) from a hub id, a local folder or `tiny:clip`. A hub id
+    already in the local cache loads from it without asking the hub (whose retries take a minute when it cannot
+    be reached); one that is not is fetched, after `clip_problem` found the hub reachable."""
     from transformers import CLIPModel, CLIPProcessor
 
     where: str | Path = source
+    cached = False
     if source == TINY_PREFIX + "clip":
         where, revision = ensure_tiny_clip(), f"diffsweep-tiny-v{TINY_CLIP_VERSION}"
     elif Path(source).expanduser().is_dir():
         where = Path(source).expanduser()
+    else:
+        problem = clip_problem(source, revision)
+        if problem:
+            raise ModelUnavailableError(f"{problem}; {clip_advice(source, option)}")
+        cached = in_hub_cache(source, revision)
     try:
-        model = CLIPModel.from_pretrained(str(where), revision=revision).eval()
-        processor = CLIPProcessor.from_pretrained(str(where), revision=revision)
+        model = CLIPModel.from_pretrained(str(where), revision=revision, local_files_only=cached).eval()
+        processor = CLIPProcessor.from_pretrained(str(where), revision=revision, local_files_only=cached)
     except OSError as error:
-        raise ModelUnavailableError(f"CLIP model '{source}' could not be loaded for clip_score: {error}; set "
-                                    f"score.clip.model to a local folder or a cached hub id") from error
+        raise ModelUnavailableError(f"CLIP model '{source}' could not be loaded for clip_score: {error}; "
+                                    f"{clip_advice(source, option)}") from error
     return model, processor, revision or getattr(model.config, "_commit_hash", None)
+
+
+def in_hub_cache(repo: str, revision: str | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host answers at all: one connection, no retries. Through a proxy, assumed (the download
+    then says what went wrong)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def clip_problem(source: str, revision: str | None) -> str | None:
+    """Why clip_score's model cannot be had, found at once: a hub id that is neither cached nor reachable."""
+    from diffsweep.providers.base import hub_offline
+
+    if source == TINY_PREFIX + "clip" or Path(source).expanduser().is_dir() or in_hub_cache(source, revision):
+        return None
+    if hub_offline():
+        return (f"CLIP model '{source}' for clip_score is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                f"set")
+    if not hub_reachable():
+        from huggingface_hub import constants
+
+        return f"CLIP model '{source}' for clip_score is not in the local Hugging Face cache and {constants.ENDPOINT} " \
+               f"cannot be reached"
+    return None
+
+
+def clip_advice(source: str, option: str) -> str:
+    """What to do about a CLIP model that cannot be had, in the words of where it is set."""
+    setting = f"{option} tiny:clip" if option.startswith("--") else f"{option}=tiny:clip"
+    return (f"score with `{setting}` (random weights, offline) or a local folder, or download it first with "
+            f"`hf download {source}`")
+
+
+def check_scoring_models(settings: ScoreSettings) -> None:
+    """Before a run writes anything (a dry run too): the scoring models its score.metrics need can be had."""
+    if "clip_score" in settings.metrics:
+        problem = clip_problem(settings.clip_model, settings.clip_revision)
+        if problem:
+            raise ModelUnavailableError(f"{problem}; {clip_advice(settings.clip_model, settings.clip_model_option)}")
 
 
 TINY_CLIP_VERSION = 1

@@ -96,8 +96,11 @@ def _run(cfg: DictConfig) -> None:
     doc, source_of = normalise(resolve(cfg)), source_finder(hydra_cfg)
     validate_config(doc, source_of)  # before torch is imported: bad configs fail in about a second
 
+    from diffsweep.metrics import ScoreSettings, check_scoring_models  # noqa: PLC0415 - start-up time
     from diffsweep.run.local import run_sweep  # noqa: PLC0415 - start-up time: torch loads after validation
 
+    if not doc.get("describe"):  # before a run folder is made, and in a dry run: a scoring model it cannot have
+        check_scoring_models(ScoreSettings.from_config(doc))
     result = run_sweep(doc, overrides=list(hydra_cfg.overrides.task), source_of=source_of,
                        preset=hydra_cfg.runtime.choices.get("provider"))
     if result.counts.get("failed"):

@@ -256,7 +256,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     settings = config.score_settings()
     settings = replace(settings, metrics=tuple(args.metric or settings.metrics or scoring.MODEL_FREE),
                        clip_model=args.clip_model or settings.clip_model,
-                       clip_revision=args.clip_revision or settings.clip_revision)
+                       clip_revision=args.clip_revision or settings.clip_revision, clip_model_option="--clip-model")
     device = devices.resolve_device(args.device or config.device)
     outcome = scoring.score_run(run.path, settings, device, where="--metric" if args.metric else "score.metrics")
     stats = score_stats.write_summary(run.path)
