@@ -110,6 +110,9 @@ def test_run_json_of_a_distributed_run_merges_every_worker(one_and_two_processes
     from diffsweep.config.schema import load_schema
 
     jsonschema.validate(info, load_schema("run"))
+    # a distributed run has its run.log too: the run as a whole, from its plan to the merge of its shards
+    log = (two / "run.log").read_text()
+    assert "run folder " in log and "planned in 2 shard(s)" in log and "complete: 8 done, 0 failed of 8" in log
 
 
 def test_show_of_a_finished_distributed_run_lists_its_shards(one_and_two_processes: Any) -> None:

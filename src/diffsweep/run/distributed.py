@@ -42,7 +42,7 @@ from diffsweep.planning.prepare import check_models_available, check_output_root
 from diffsweep.planning.shards import cut_shards, shard_batches
 from diffsweep.reports import build as reports
 from diffsweep.run.attempts import RunResult, builder_records, invocation, new_attempt, new_run_info
-from diffsweep.store.folder import CONFIG, SHARDS, RunFolder, allocate
+from diffsweep.store.folder import CONFIG, RUN_LOG, SHARDS, RunFolder, allocate
 from diffsweep.store.records import AttemptCounts, Counts, RunInfo, ShardLayout, Worker, now
 from diffsweep.store.runconfig import read_run_config, write_overrides, write_run_config
 
@@ -75,12 +75,14 @@ def create_run(plan: Plan, overrides: list[str], shards: int) -> RunFolder:
         info.shards, info.config_hash = layout.count, hashing.file_digest(run.path / CONFIG)
         info.attempts.append(new_attempt("run"))
         run.write_info(info)
-    log.info("run folder %s: %d planned in %d shard(s) (%s items)", run.path, plan.total, layout.count,
-             ", ".join(map(str, layout.planned)))
-    idle = layout.planned.count(0)
-    if idle:  # a shard is whole batches: fewer batches than workers leaves some without work
-        log.warning("%d of %d shard(s) have no items: the plan has fewer batches than workers; a smaller "
-                    "sweep.batch_size gives each worker some", idle, layout.count)
+    # run.log holds what the run as a whole did (its plan, its merge); each worker logs to its shard's worker.log
+    with run_log(run.path / RUN_LOG):
+        log.info("run folder %s: %d planned in %d shard(s) (%s items)", run.path, plan.total, layout.count,
+                 ", ".join(map(str, layout.planned)))
+        idle = layout.planned.count(0)
+        if idle:  # a shard is whole batches: fewer batches than workers leaves some without work
+            log.warning("%d of %d shard(s) have no items: the plan has fewer batches than workers; a smaller "
+                        "sweep.batch_size gives each worker some", idle, layout.count)
     return run
 
 
@@ -217,10 +219,11 @@ def finalize(run: RunFolder) -> RunInfo | None:
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
     config = validated(read_run_config(run.path), run.config_source)
-    reports.after_attempt(run, config, info, score=not interrupted, redraw=True)
-    counts = info.counts
-    log.info("%s: %d done, %d failed of %d (%d worker(s))", status, counts.done, counts.failed, counts.planned,
-             len(this_attempt))
+    with run_log(run.path / RUN_LOG):
+        reports.after_attempt(run, config, info, score=not interrupted, redraw=True)
+        counts = info.counts
+        log.info("%s: %d done, %d failed of %d (%d worker(s))", status, counts.done, counts.failed, counts.planned,
+                 len(this_attempt))
     return info
 
 
