@@ -89,3 +89,17 @@ def test_rerun_of_an_unknown_item_is_refused_before_anything_is_written(tmp_path
     with pytest.raises(DiffsweepError, match=message):
         _cli(["--root", str(root), "rerun", "default", flag, value])
     assert sorted(p.name for p in (root / "default").iterdir()) == ["v0001"]
+
+
+def test_list_tells_the_versions_of_a_sweep_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "runs"
+    for extra in (["sweep.grid.seed=[5]"], ["sweep.grid.seed=[6]", "+experiment=sd1_vs_sd2", "sweep.name=default"]):
+        run_sweep(compose_config([*ARGS, *extra], root), overrides=extra, out=io.StringIO())
+    (root / "default" / "v0003").mkdir()  # a folder that is not (yet) a run
+    assert _cli(["--root", str(root), "list"]) == 0
+    header, first, second, unreadable = capsys.readouterr().out.splitlines()
+    assert header.split()[-2:] == ["model", "overrides"]
+    assert first.startswith("default/v0001") and first.endswith("  tiny:sd              sweep.grid.seed=[5]")
+    assert second.startswith("default/v0002") and second.endswith(
+        "  tiny:sd, tiny:sd_v2  sweep.grid.seed=[6] +experiment=sd1_vs_sd2 sweep.name=default")
+    assert unreadable == f"{'default/v0003':<32} unreadable"

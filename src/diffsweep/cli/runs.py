@@ -15,7 +15,7 @@ from typing import Any
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
 from diffsweep.store.folder import SCORES, RunFolder, read_item_lines, versions
 from diffsweep.store.records import Counts, ItemRecord, RunInfo
-from diffsweep.store.runconfig import read_run_config
+from diffsweep.store.runconfig import read_overrides, read_run_config
 
 log = logging.getLogger("diffsweep")
 
@@ -66,15 +66,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs under {args.root.absolute()}")
         return EXIT_OK
-    print(f"{'run':<32} {'status':<12} {'done':>6} {'failed':>6} {'planned':>7}  started")
+    rows = []
     for path in runs:
         info = _run_info(path)
         name = f"{path.parent.name}/{path.name}"
         if info is None:
-            print(f"{name:<32} {'unreadable':<12}")
+            rows.append((f"{name:<32} {'unreadable':<12}", "", ""))
             continue
         counts = info.counts
-        print(f"{name:<32} {info.status:<12} {counts.done:>6} {counts.failed:>6} {counts.planned:>7}  {info.started}")
+        models = ", ".join(dict.fromkeys(builder.model for builder in info.builders)) or "-"
+        rows.append((f"{name:<32} {info.status:<12} {counts.done:>6} {counts.failed:>6} {counts.planned:>7}  "
+                     f"{info.started:<29}", models, " ".join(read_overrides(path)) or "-"))
+    # what tells runs of one sweep apart (default/v0001 from v0010): the model, and the overrides they ran with
+    width = max([len("model")] + [len(models) for _, models, _ in rows])
+    print(f"{'run':<32} {'status':<12} {'done':>6} {'failed':>6} {'planned':>7}  {'started':<29}  "
+          f"{'model':<{width}}  overrides")
+    for line, models, overrides in rows:
+        print(f"{line}  {models:<{width}}  {overrides}".rstrip() if models else line.rstrip())
     return EXIT_OK
 
 
