@@ -20,6 +20,18 @@ from diffsweep.store.runconfig import read_overrides, read_run_config
 log = logging.getLogger("diffsweep")
 
 
+DEFAULT_ROOT = "runs"  # output.root's default: runs go to ./runs of the directory diffsweep ran in
+
+
+def find_root(start: Path) -> Path:
+    """The runs folder a command means without --root: ./runs, else the nearest `runs` folder above `start` (a
+    command started in a subfolder of the project whose runs they are), else ./runs."""
+    for folder in (start, *start.parents):
+        if (folder / DEFAULT_ROOT).is_dir():
+            return folder / DEFAULT_ROOT if folder != start else Path(DEFAULT_ROOT)
+    return Path(DEFAULT_ROOT)
+
+
 def find_run(spec: str, root: Path) -> Path:
     """A run folder from a path, `<sweep>/vNNNN`, or `<sweep>` (its latest version)."""
     for candidate in (Path(spec), root / spec):
@@ -28,7 +40,9 @@ def find_run(spec: str, root: Path) -> Path:
         found = versions(candidate)
         if found:
             return candidate / f"v{found[-1]:04d}"
-    raise DiffsweepError(f"no run folder found for '{spec}' (looked in . and {root})")
+    raise DiffsweepError(f"no run folder found for '{spec}' (looked in . and {root.absolute()}); runs go to the "
+                         f"`runs` folder of the directory diffsweep ran in (or to output.root): give that folder "
+                         f"with --root, or the run folder's path")
 
 
 def all_runs(root: Path) -> list[Path]:
@@ -327,7 +341,8 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffsweep-runs", description=__doc__)
-    parser.add_argument("--root", type=Path, default=Path("runs"), help="output root (default: ./runs)")
+    parser.add_argument("--root", type=Path, default=find_root(Path.cwd()),
+                        help="output root (default: ./runs, else the nearest runs folder above this directory)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every run under the root").set_defaults(func=cmd_list)
     for name, func, text in (("show", cmd_show, "status, counts, builders and failures of a run"),
