@@ -259,6 +259,16 @@ def test_audio_is_skipped_with_a_reason_unless_a_metric_takes_audio(tmp_path: Pa
     assert by_metric["test_scores.AudioPeak"]["skipped"] is None
 
 
+def test_a_scored_audio_run_says_why_it_has_no_table(tmp_path: Path) -> None:
+    run_dir = _run(["provider=tiny_audioldm", "sweep.grid.prompt=[rain]", "sweep.grid.seed=[0,1]"], tmp_path)
+    scored = run_cli(["score", str(run_dir), "--metric", "sharpness"], cwd=tmp_path, module="diffsweep.cli.runs")
+    assert scored.returncode == 0, scored.stderr
+    said = ("no values to summarise: every score was skipped: audio output; sharpness does not take audio (2)")
+    assert scored.stdout.splitlines()[1] == said and "95% CI" not in scored.stdout  # not a header over nothing
+    shown = run_cli(["show", str(run_dir)], cwd=tmp_path, module="diffsweep.cli.runs")
+    assert shown.stdout.splitlines()[-1] == f"         {said}"
+
+
 def test_a_user_metric_outside_allowed_modules_is_refused_and_nothing_is_written(image_run: Path,
                                                                                    tmp_path: Path) -> None:
     before = (image_run / SCORES).read_bytes()

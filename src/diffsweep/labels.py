@@ -16,6 +16,7 @@ from typing import Any
 
 BUILDER_AXIS = "builder."
 ELLIPSIS = "…"
+MIN_CUT = 4  # characters: a shared head or tail shorter than this is kept, not cut
 # Identity fields in the order a label names them; others follow alphabetically.
 FIELD_ORDER = ("model", "pipeline", "provider", "scheduler", "loras", "dtype")
 # Fields whose value reads on its own; the others are printed as `key=value`.
@@ -184,7 +185,8 @@ def differing_spans(texts: Sequence[str]) -> list[tuple[int, int]]:
             start -= 1
         while end < len(text) and _in_word(text[end]) and (end == 0 or _in_word(text[end - 1])):
             end += 1
-        spans.append((start, end))
+        # a shared head or tail of a few characters ("a ") is not worth the ellipsis that would stand for it
+        spans.append((0 if start < MIN_CUT else start, len(text) if len(text) - end < MIN_CUT else end))
     return spans
 
 

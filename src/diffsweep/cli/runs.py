@@ -155,7 +155,7 @@ def _show_scores(path: Path) -> None:
     metrics = sorted({s.metric for s in scores})
     print(f"scores   {len(scores) - skipped} score(s), {skipped} skipped, metrics: {', '.join(metrics)}  "
           f"(95% CI: {score_stats.CI_METHOD})")
-    for line in score_stats.summary_table(score_stats.summarise(path)):
+    for line in score_stats.summary_table(score_stats.summarise(path), scores):
         print(f"         {line}")
 
 
@@ -287,7 +287,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(f"scored {outcome.scored} (item, metric) pair(s), {outcome.skipped} skipped, {outcome.kept} already scored"
           + (f" ({outcome.outdated} scored again: made with other weights)" if outcome.outdated else "")
           + (f"  ({outcome.items} items, {rate:.1f} items/s)" if rate else ""))
-    for line in score_stats.summary_table(stats):
+    for line in score_stats.summary_table(stats, run.read_scores()):
         print(line)
     info = run.read_info()
     # a tracked run that has ended gets its new scores in its tracked run, as a resume would log them; a run still

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from diffsweep.planning.grid import Axis
 from diffsweep.reports.sheets import SweepGrid, sweep_grid
 from diffsweep.store.atomic import write_atomic
 from diffsweep.store.folder import RunFolder
+from diffsweep.store.records import ScoreRecord
 from diffsweep.store.runconfig import read_config_data
 
 SUMMARY = "scores_summary.csv"
@@ -134,10 +136,14 @@ def readable_number(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
 
-def summary_table(stats: Sequence[AxisStat]) -> list[str]:
-    """Aligned text lines of the summary, for `diffsweep-runs show` and `score`."""
+def summary_table(stats: Sequence[AxisStat], scores: Sequence[ScoreRecord] = ()) -> list[str]:
+    """Aligned text lines of the summary, for `diffsweep-runs show` and `score`; without any statistic, the reason
+    (from the run's `scores`), not a table of nothing."""
     def number(value: float | None) -> str:
         return "-" if value is None else readable_number(value)
+
+    if not stats:
+        return [_why_no_summary(scores, number)]
 
     shown = shorten_per_group(((s.axis, s.label) for s in stats), 40)
     rows = [(s.metric, s.axis, shown[s.axis, s.label], str(s.n), number(s.mean), number(s.std),
@@ -146,6 +152,24 @@ def summary_table(stats: Sequence[AxisStat]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             for row in [header, *rows]]
+
+
+def _why_no_summary(scores: Sequence[ScoreRecord], number: Any) -> str:
+    values = [s for s in scores if s.value is not None]
+    if not values:
+        reasons = Counter(s.skipped for s in scores if s.skipped)
+        said = "; ".join(f"{reason} ({count})" for reason, count in reasons.most_common(3))
+        return f"no values to summarise: every score was skipped{f': {said}' if said else ''}"
+    means = "; ".join(f"{metric} mean {number(math.fsum(vs) / len(vs))} over {len(vs)} item(s)"
+                      for metric, vs in _by_metric(values).items())
+    return f"no axis varies, so no per-axis summary: {means}"
+
+
+def _by_metric(scores: Sequence[ScoreRecord]) -> dict[str, list[float]]:
+    found: dict[str, list[float]] = {}
+    for score in sorted(scores, key=lambda s: s.metric):
+        found.setdefault(score.metric, []).append(float(score.value))
+    return found
 
 
 CATEGORICAL = ("seed",)  # numbers that name things: nothing lies between two seeds

@@ -40,6 +40,7 @@
   // The same rule as the sheets' (labels.py): the part between the longest head and the longest tail a value shares
   // with any other value stays, so one unrelated value among several that differ in a word cannot hide that word.
   const ELLIPSIS = "…";
+  const MIN_CUT = 4; // characters, as in labels.py
   const inWord = (char) => /[\p{L}\p{N}._-]/u.test(char);
 
   function sharedHead(a, b) {
@@ -65,7 +66,8 @@
       let end = Math.max(start, text.length - tails[i]);
       while (start > 0 && inWord(text[start - 1]) && (start === text.length || inWord(text[start]))) start--;
       while (end < text.length && inWord(text[end]) && (end === 0 || inWord(text[end - 1]))) end++;
-      return [start, end];
+      // a shared head or tail of a few characters ("a ") is not worth the ellipsis that would stand for it
+      return [start < MIN_CUT ? 0 : start, text.length - end < MIN_CUT ? text.length : end];
     });
   }
 
