@@ -250,6 +250,18 @@ def test_scores_show_per_item_and_colour_the_grid(image_run: Path, page: Any, tm
     assert "heatmap=sharpness" in page.url
 
 
+def test_large_scores_read_in_whole_digits(tmp_path: Path, page: Any) -> None:
+    run_dir = synthetic_run(tmp_path / "sharp" / "v0001", {"prompt": ["a fox"], "seed": [1, 2]}, "product",
+                            [{"prompt": "a fox", "seed": s} for s in (1, 2)])
+    lines = [{"item_id": hashlib.sha256(str(i).encode()).hexdigest(), "metric": "sharpness", "value": value,
+              "model": None, "revision": None, "time": "t", "skipped": None} for i, value in ((0, 5722.4), (1, 12345.6))]
+    (run_dir / "scores.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    write_viewer(run_dir)
+    open_viewer(page, run_dir, "#heatmap=sharpness")
+    assert page.locator(".cell .score").all_inner_texts() == ["5722", "12346"]  # not 1.235e+4
+    assert page.inner_text("#heatmap-legend") == "5722 → 12346"
+
+
 # --- video and audio ---------------------------------------------------------------------------------------------
 
 

@@ -305,6 +305,9 @@
     return values.length ? [Math.min(...values), Math.max(...values)] : null;
   }
 
+  // four significant digits, but 10,000 and more in whole digits, never in e-notation (as the score tables)
+  const readable = (value) => Math.abs(value) >= 1e4 ? value.toFixed(0) : value.toPrecision(4);
+
   function tint(value) {
     const [low, high] = layout.range;
     const t = high > low ? (value - low) / (high - low) : 1;
@@ -348,7 +351,7 @@
     if (layout.metric) {
       const score = item.scores[layout.metric];
       if (score && typeof score.value === "number") {
-        extra = `<span class="tint" style="background:${tint(score.value)}"></span><span class="score">${score.value.toPrecision(4)}</span>`;
+        extra = `<span class="tint" style="background:${tint(score.value)}"></span><span class="score">${readable(score.value)}</span>`;
       } else if (score && score.skipped) {
         extra = '<span class="score">skipped</span>';
       }
@@ -566,8 +569,8 @@
 
   function legend() {
     const range = layout.range;
-    $("#heatmap-legend").innerHTML = range ? `<span class="low">${esc(range[0].toPrecision(4))}</span> → ` +
-      `<span class="high">${esc(range[1].toPrecision(4))}</span>` : state.heatmap ? "no values" : "";
+    $("#heatmap-legend").innerHTML = range ? `<span class="low">${esc(readable(range[0]))}</span> → ` +
+      `<span class="high">${esc(readable(range[1]))}</span>` : state.heatmap ? "no values" : "";
   }
 
   function update() {
