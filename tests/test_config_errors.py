@@ -9,6 +9,8 @@ import pytest
 
 from conftest import run_cli
 
+pytestmark = pytest.mark.quick  # configuration checks: part of make test-fast
+
 CASES = [
     # (id, overrides, extra sweep file content or None, expected substrings)
     ("unknown-key-did-you-mean", ["+sweep.batchsize=4"], None,

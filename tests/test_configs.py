@@ -12,6 +12,8 @@ from diffsweep.config.schema import validate_config
 from diffsweep.paths import conf_dir
 from diffsweep.run.local import run_sweep
 
+pytestmark = pytest.mark.quick  # unit tests: part of make test-fast
+
 PROVIDERS = sorted(p.stem for p in (conf_dir() / "provider").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (conf_dir() / "sweep").glob("*.yaml"))
 OPTIMIZATIONS = sorted(p.stem for p in (conf_dir() / "optimization").glob("*.yaml"))

@@ -15,6 +15,8 @@ from conftest import compose_config, run_cli
 from diffsweep.errors import ConfigError
 from diffsweep.run.local import run_sweep
 
+pytestmark = pytest.mark.quick  # configuration checks: part of make test-fast
+
 QUICK = ["++sweep.params.num_inference_steps=1"]
 
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from diffsweep.errors import ConfigError, ConfigIssue, ModelUnavailableError
-from diffsweep.providers.base import TINY_PREFIX
+from diffsweep.providers.base import TINY_PREFIX, without_progress_bars
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"
 
@@ -268,7 +268,8 @@ def ensure_tiny_clip() -> Path:
 
     def save(folder: Path) -> None:
         processor = clip_processor()
-        clip_model(len(processor.tokenizer)).save_pretrained(folder)
+        with without_progress_bars():
+            clip_model(len(processor.tokenizer)).save_pretrained(folder)
         processor.save_pretrained(folder)
 
     target = cache_dir() / "tiny" / f"clip-v{TINY_CLIP_VERSION}"

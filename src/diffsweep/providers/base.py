@@ -10,13 +10,14 @@ tiny stand-ins (`TinyModel`). Everything else in diffsweep reads those declarati
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -539,6 +540,24 @@ def tiny_folder(provider: Provider, tiny_name: str) -> Path:
     return cache_dir() / "tiny" / f"{tiny_name}-v{FACTORY_VERSION}"
 
 
+@contextlib.contextmanager
+def without_progress_bars() -> Iterator[None]:
+    """transformers' and diffusers' progress bars off for the block: saving a tiny model writes its one shard in no
+    time, and a bar for it is noise on a first run."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    shown = [(lib, lib.is_progress_bar_enabled()) for lib in (transformers_logging, diffusers_logging)]
+    for lib, _ in shown:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, enabled in shown:
+            if enabled:
+                lib.enable_progress_bar()
+
+
 def ensure_tiny(provider: Provider, tiny_name: str) -> Path:
     """Build a tiny random-weight pipeline into the cache once; later calls reuse the folder."""
     target = tiny_folder(provider, tiny_name)
@@ -546,7 +565,8 @@ def ensure_tiny(provider: Provider, tiny_name: str) -> Path:
 
     def save(folder: Path) -> None:
         pipeline_class = provider.spec(tiny.pipeline).load_class()
-        pipeline_class(**tiny.factory()).save_pretrained(folder, safe_serialization=True)
+        with without_progress_bars():
+            pipeline_class(**tiny.factory()).save_pretrained(folder, safe_serialization=True)
 
     if build_folder_once(target, "model_index.json", save):
         log.info("built tiny model %s into %s", tiny_name, target)
