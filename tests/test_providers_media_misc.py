@@ -83,9 +83,9 @@ def test_rules_of_each_family(tmp_path: Path) -> None:
     assert "height: not a parameter of AudioLDM2Pipeline" in refused(
         ["provider=tiny_audioldm2", "sweep.params.height=64"], tmp_path)
     assert "width 48 must be a multiple of 32" in refused(["provider=tiny_amused", "sweep.params.width=48"], tmp_path)
-    assert "not a parameter of AmusedImg2ImgPipeline" in refused(
-        ["provider=tiny_amused", "builder.pipeline=AmusedImg2ImgPipeline", "+sweep.params.image=inputs/example.png"],
-        tmp_path)
+    assert "sweep.params.height: not a parameter of AmusedImg2ImgPipeline" in refused(  # a size the user set
+        ["provider=tiny_amused", "builder.pipeline=AmusedImg2ImgPipeline", "+sweep.params.image=inputs/example.png",
+         "sweep.params.height=256"], tmp_path)
     assert "fps applies to video output" in refused(["provider=tiny_wuerstchen", "+sweep.params.fps=8"], tmp_path)
     assert "builder.pipeline: module 'userpipes' is not in allowed_modules (diffusers, diffsweep)" in refused(
         ["provider=tiny_custom", "builder.pipeline=userpipes.MyPipe"], tmp_path)
