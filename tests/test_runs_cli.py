@@ -99,9 +99,9 @@ def test_list_tells_the_versions_of_a_sweep_apart(tmp_path: Path, capsys: pytest
     assert _cli(["--root", str(root), "list"]) == 0
     header, first, second, unreadable = capsys.readouterr().out.splitlines()
     assert header.split()[-2:] == ["model", "overrides"]
-    assert first.startswith("default/v0001") and first.endswith("  tiny:sd              sweep.grid.seed=[5]")
+    assert first.startswith("default/v0001") and first.endswith(f"  {'tiny:sd':<20}  sweep.grid.seed=[5]")
     assert second.startswith("default/v0002") and second.endswith(
-        "  tiny:sd, tiny:sd_v2  sweep.grid.seed=[6] +experiment=sd1_vs_sd2 sweep.name=default")
+        f"  {'tiny:sd, tiny:sd_v2':<20}  sweep.grid.seed=[6] +experiment=sd1_vs_sd2 sweep.name=default")
     assert unreadable == f"{'default/v0003':<32} unreadable"
 
 

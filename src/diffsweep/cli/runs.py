@@ -75,6 +75,9 @@ def _merge_workers_so_far(run: RunFolder, info: RunInfo) -> None:
     info.merge_workers(w for k in range(run.shard_count()) if (w := run.read_worker(k)) is not None)
 
 
+MODEL_WIDTH = 20  # the model column of `list`: a longer name pushes its overrides along, not every other line
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     runs = all_runs(args.root)
     if not runs:
@@ -92,11 +95,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows.append((f"{name:<32} {info.status:<12} {counts.done:>6} {counts.failed:>6} {counts.planned:>7}  "
                      f"{info.started:<29}", models, " ".join(read_overrides(path)) or "-"))
     # what tells runs of one sweep apart (default/v0001 from v0010): the model, and the overrides they ran with
-    width = max([len("model")] + [len(models) for _, models, _ in rows])
     print(f"{'run':<32} {'status':<12} {'done':>6} {'failed':>6} {'planned':>7}  {'started':<29}  "
-          f"{'model':<{width}}  overrides")
+          f"{'model':<{MODEL_WIDTH}}  overrides")
     for line, models, overrides in rows:
-        print(f"{line}  {models:<{width}}  {overrides}".rstrip() if models else line.rstrip())
+        print(f"{line}  {models:<{MODEL_WIDTH}}  {overrides}".rstrip() if models else line.rstrip())
     return EXIT_OK
 
 
