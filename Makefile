@@ -12,11 +12,14 @@ PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --maxprocesses 4 
 
 .PHONY: setup demo lint test test-fast bench clean
 
+# setuptools explains its editable-install finder at length on every install (a note, not a problem): filtered, so
+# setup says nothing unless something is wrong.
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
 setup: $(BIN)/.installed
@@ -32,8 +35,9 @@ lint: setup
 test: setup
 	$(PYTEST)
 
+# Unit tests and one end-to-end run per output kind (image, video, audio, video with sound): the quick check.
 test-fast: setup
-	$(PYTEST) -m "not slow"
+	$(PYTEST) -m "quick and not slow"
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis

@@ -13,6 +13,8 @@ from diffsweep.errors import DiffsweepError
 from diffsweep.execution.cache import PipelineCache
 from diffsweep.providers import get
 
+pytestmark = pytest.mark.quick  # unit tests: part of make test-fast
+
 CPU = torch.device("cpu")
 SD = get("stable_diffusion")
 

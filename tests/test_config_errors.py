@@ -9,6 +9,8 @@ import pytest
 
 from conftest import run_cli
 
+pytestmark = pytest.mark.quick  # configuration checks: part of make test-fast
+
 CASES = [
     # (id, overrides, extra sweep file content or None, expected substrings)
     ("unknown-key-did-you-mean", ["+sweep.batchsize=4"], None,
@@ -89,3 +91,13 @@ def test_error_names_the_config_file_it_came_from(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "sweep.params.guidance: unknown key (did you mean 'guidance_scale'?)" in result.stderr
     assert f"(in {user_conf / 'sweep' / 'typo.yaml'})" in result.stderr or "typo.yaml" in result.stderr
+
+
+@pytest.mark.parametrize("multirun", [False, True], ids=["run", "multirun"])
+def test_an_unknown_option_gets_a_did_you_mean_on_one_line(tmp_path: Path, multirun: bool) -> None:
+    args = ["-m", "provider=tiny_sd,tiny_sdx"] if multirun else ["provider=tiny_sdx"]
+    result = run_cli([*args, "dry_run=true"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "provider=tiny_sdx: no such option in provider/ (did you mean 'tiny_sdxl'?); options: allegro, " \
+        in result.stderr
+    assert "Available options" not in result.stderr and len(result.stderr.splitlines()) <= 2

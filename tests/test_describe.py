@@ -15,6 +15,8 @@ from diffsweep.errors import ConfigError
 from diffsweep.paths import conf_dir
 from diffsweep.run.local import run_sweep
 
+pytestmark = pytest.mark.quick  # unit tests: part of make test-fast
+
 PRESETS = sorted(path.stem for path in (conf_dir() / "provider").glob("*.yaml"))
 
 

@@ -110,6 +110,9 @@ def test_run_json_of_a_distributed_run_merges_every_worker(one_and_two_processes
     from diffsweep.config.schema import load_schema
 
     jsonschema.validate(info, load_schema("run"))
+    # a distributed run has its run.log too: the run as a whole, from its plan to the merge of its shards
+    log = (two / "run.log").read_text()
+    assert "run folder " in log and "planned in 2 shard(s)" in log and "complete: 8 done, 0 failed of 8" in log
 
 
 def test_show_of_a_finished_distributed_run_lists_its_shards(one_and_two_processes: Any) -> None:
@@ -359,5 +362,17 @@ def test_local_tasks_asking_for_gpus_the_machine_lacks_are_refused_before_anythi
     doc = compose_config([*SMALL, "distribute=local", f"distribute.gpus_per_task={wanted}"], tmp_path / "runs")
     with pytest.raises(ConfigError, match=rf"distribute.gpus_per_task: {wanted} GPU\(s\) per task, but this machine "
                                           rf"has {wanted - 1} CUDA GPU\(s\)"):
+        run_sweep(doc, out=io.StringIO())
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_slurm_job_array_without_slurm_is_refused_before_anything_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffsweep.errors import ConfigError
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # no `sbatch` anywhere on it
+    doc = compose_config([*SMALL, "distribute=slurm"], tmp_path / "runs")
+    with pytest.raises(ConfigError, match=r"distribute: distribute=slurm submits with Slurm's `sbatch`, which is not "
+                                          r"on PATH here"):
         run_sweep(doc, out=io.StringIO())
     assert not (tmp_path / "runs").exists()

@@ -147,7 +147,8 @@ def test_the_loaded_model_is_checked_before_each_call(two_level_vae: str) -> Non
      "the area of 128x128 px at the asked aspect ratio, each side a multiple of 2, and would make 128x128; sizes it "
      "keeps near this aspect ratio (width x height): 128x128"),
     (["sweep.params.width=129"], "129x128 is not a size HiDreamImagePipeline makes: it rescales every size to the area of 128x128 px at the asked aspect ratio, each side a multiple of 2, and would make 128x126"),
-    (["sweep.params.height=96"], "sweep.params.width: width x height 128x96 is not a size"),
+    # the width is the preset's (sweep.params.width is null): the message names where it was set
+    (["sweep.params.height=96"], "generation.width: width x height 128x96 is not a size"),
     (["+sweep.params.max_sequence_length=64"], "sweep.params.max_sequence_length: not a parameter of "
                                                "HiDreamImagePipeline"),
 ])

@@ -12,6 +12,8 @@ from diffsweep.planning.grid import Axis, Grid, expand_axis, expand_range
 from diffsweep.planning.plan import Plan
 from diffsweep.planning.prepare import prepare
 
+pytestmark = pytest.mark.quick  # unit tests: part of make test-fast
+
 
 def plan_for(overrides: list[str], tmp_path: Path) -> Plan:
     return prepare(compose_config(overrides, tmp_path / "runs"), base_dir=tmp_path)

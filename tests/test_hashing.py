@@ -18,6 +18,8 @@ from diffsweep.planning.grid import Grid
 from diffsweep.planning.plan import builder_identity
 from diffsweep.planning.prepare import prepare
 
+pytestmark = pytest.mark.quick  # unit tests: part of make test-fast
+
 IDENTITY = {"provider": "stable_diffusion", "pipeline": "StableDiffusionPipeline", "model": "tiny:sd",
             "revision": "factory-v1", "dtype": "float32"}
 PARAMS = {"prompt": "a fox", "seed": 0, "num_inference_steps": 4, "guidance_scale": 7.5, "height": 64, "width": 64}

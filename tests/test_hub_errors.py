@@ -7,6 +7,8 @@ from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, Repo
 
 from diffsweep.providers.base import describe_load_failure, hub_token
 
+pytestmark = pytest.mark.quick  # unit tests: part of make test-fast
+
 BUILDER = {"model": "org/model", "revision": None}
 
 

@@ -15,6 +15,8 @@ from conftest import compose_config, run_cli
 from diffsweep.errors import ConfigError
 from diffsweep.run.local import run_sweep
 
+pytestmark = pytest.mark.quick  # configuration checks: part of make test-fast
+
 QUICK = ["++sweep.params.num_inference_steps=1"]
 
 
@@ -42,6 +44,27 @@ def test_a_missing_lora_file_is_refused_before_the_run_folder(tmp_path: Path, dr
     missing = tmp_path / "loras" / "style.safetensors"
     stderr = refused(tmp_path, f"+builder.loras=[{{name: style, source: {missing}}}]", f"dry_run={dry_run}")
     assert f"builder.loras[0].source: {missing} does not exist" in stderr
+
+
+@pytest.mark.parametrize("dry_run", ["false", "true"])
+def test_a_relative_lora_path_without_dot_slash_is_a_file_not_a_hub_repo(tmp_path: Path, dry_run: str) -> None:
+    """`loras/style.safetensors` (the README's form) fits the owner/name shape of a hub id; with the hub
+    reachable it used to pass validation and die in the run on a download."""
+    result = run_cli(["+builder.loras=[{name: style, source: loras/missing.safetensors}]", f"dry_run={dry_run}"],
+                     cwd=tmp_path, env={"HF_HUB_OFFLINE": "0"})
+    assert result.returncode == 2, result.stderr
+    assert not (tmp_path / "runs").exists()
+    assert f"builder.loras[0].source: {tmp_path / 'loras' / 'missing.safetensors'} does not exist" in result.stderr
+
+
+def test_what_a_lora_source_is_taken_for() -> None:
+    from diffsweep.lora import looks_like_a_path
+
+    for path in ("loras/style.safetensors", "style.safetensors", "./loras/style", "../style", "~/loras/style",
+                 "/abs/style", "my/loras/style", "C:\\loras\\style"):
+        assert looks_like_a_path(path), path
+    for repo in ("someone/style-lora", "org/detail.v2"):
+        assert not looks_like_a_path(repo), repo
 
 
 def test_a_lora_folder_without_weights_and_an_offline_hub_lora_without_weight_name(tmp_path: Path) -> None:
@@ -147,6 +170,21 @@ def test_a_users_sweep_file_needs_only_a_name_and_a_grid(tmp_path: Path) -> None
     result = run_cli(["--config-dir", "mine", "sweep=foxes", "dry_run=true"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("dry run: 2 items, 1 builder(s), 1 batches")  # product, batched "auto"
+
+
+@pytest.mark.parametrize("where", ["--config-dir", "hydra.searchpath"])
+def test_a_prompt_file_is_found_beside_the_sweep_file_that_names_it(tmp_path: Path, where: str) -> None:
+    """Run from another folder than the sweep file's: `{file: animals.txt}` means the file beside it."""
+    sweeps = tmp_path / "project" / "sweeps"
+    (sweeps / "sweep").mkdir(parents=True)
+    (sweeps / "sweep" / "animals.txt").write_text("a fox\na bird\n")
+    (sweeps / "sweep" / "animals.yaml").write_text("name: animals\ngrid:\n  prompt: {file: animals.txt}\n")
+    (tmp_path / "elsewhere").mkdir()
+    found = ["--config-dir", "../project/sweeps"] if where == "--config-dir" else [
+        f"hydra.searchpath=[file://{sweeps}]"]
+    result = run_cli([*found, "sweep=animals", "dry_run=true"], cwd=tmp_path / "elsewhere")
+    assert result.returncode == 0, result.stderr
+    assert 'prompt="a fox"' in result.stdout and 'prompt="a bird"' in result.stdout
 
 
 def test_every_multirun_job_is_validated_before_the_first_runs(tmp_path: Path) -> None:

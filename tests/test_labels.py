@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from conftest import compose_config, read_run_json, run_cli
-from diffsweep.labels import axis_title, axis_value_labels, builder_labels, differing_spans, fit_all
+from diffsweep.labels import axis_title, axis_value_labels, builder_labels, differing_spans, fit_all, shorten_all
 from diffsweep.paths import schemas_dir
 from diffsweep.run.local import run_sweep
 
@@ -55,8 +55,58 @@ def test_shortening_keeps_what_differs_never_a_shared_prefix() -> None:
     assert len(set(short)) == 3 and all(len(s) <= 9 for s in short)
     assert [s.endswith(v) for s, v in zip(short, ("1.0", "10.0", "7.5"), strict=True)] == [True] * 3
     prompts = ["a cat, oil painting, highly detailed", "a dog, oil painting, highly detailed"]
-    assert differing_spans(prompts) == [(2, 5), (2, 5)]
+    assert differing_spans(prompts) == [(0, 5), (0, 5)]  # "a " is not worth an ellipsis
     assert [s[:5] for s in fit_all(prompts, lambda text: len(text) <= 12)] == ["a cat", "a dog"]
+
+
+ANIMALS = ("red fox", "grey wolf", "arctic hare")
+# three prompts that share a long start and end, beside a fourth that shares nothing with them
+SIMILAR = [f"a highly detailed photograph of a {animal} in fresh snow at first light, award winning" for animal in ANIMALS]
+PROMPTS = [*SIMILAR, "studio portrait of an old fisherman"]
+
+
+def test_shortening_keeps_what_differs_from_the_most_similar_texts() -> None:
+    for limit in (20, 30, 40):
+        short = shorten_all(PROMPTS, limit)
+        assert len(set(short)) == 4 and all(len(text) <= limit for text in short), short
+        assert all(animal in text for animal, text in zip(ANIMALS, short, strict=False)), short
+    assert differing_spans(["number 1", "number 10", "number 2"]) == [(7, 8), (7, 9), (7, 8)]  # whole numbers
+
+
+@pytest.fixture(scope="module")
+def animals(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The four prompts x two seeds, scored by a stand-in metric whose values pass 10,000."""
+    root = tmp_path_factory.mktemp("animals") / "runs"
+    prompts = ",".join(f"'{p}'" for p in PROMPTS)
+    run_dir = run_sweep(compose_config(["sweep.params.num_inference_steps=1", "sweep.params.height=32",
+                                        "sweep.params.width=32", f"sweep.grid.prompt=[{prompts}]",
+                                        "sweep.grid.seed=[1,2]"], root), out=io.StringIO()).run_dir
+    records = [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
+    (run_dir / "scores.jsonl").write_text("".join(json.dumps(
+        {"item_id": r["item_id"], "metric": "sharpness", "value": 12345.6 + r["index"], "model": None,
+         "revision": None, "time": "t", "skipped": None}) + "\n" for r in records))
+    return run_dir
+
+
+def test_sheet_titles_keep_the_axis_name_and_what_differs(animals: Path) -> None:
+    from diffsweep.reports.sheets import write_sheets
+
+    layout = write_sheets(animals, x="seed", z="prompt").drawn[0].layout
+    titles = [" ".join(lines) for _, lines in layout.z_titles]
+    assert len(set(titles)) == 4 and all(title.startswith("prompt: ") for title in titles), titles
+    assert all(animal in title for animal, title in zip(ANIMALS, titles, strict=False)), titles
+
+
+def test_score_tables_and_plots_keep_what_differs(animals: Path) -> None:
+    from diffsweep.reports import score_stats
+
+    table = score_stats.summary_table(score_stats.summarise(animals))
+    rows = [line for line in table[1:] if line.split()[1] == "prompt"]
+    assert len(rows) == 4 and all(animal in row for animal, row in zip(ANIMALS, rows, strict=False)), rows
+    assert "e+" not in "\n".join(table) and "12346" in table[1]  # whole digits past 10,000, not 1.235e+04
+    figure = score_stats.figures(animals)["sharpness_by_prompt.png"]
+    ticks = [label.get_text() for label in figure.axes[0].get_xticklabels()]
+    assert len(set(ticks)) == 4 and all(animal in tick for animal, tick in zip(ANIMALS, ticks, strict=False)), ticks
 
 
 def test_dry_run_names_each_scheduler() -> None:

@@ -27,6 +27,8 @@ from diffsweep.optimize import (
 from diffsweep.paths import conf_dir, schemas_dir
 from diffsweep.providers import tiny_factories
 
+pytestmark = pytest.mark.quick  # unit tests: part of make test-fast
+
 CPU = torch.device("cpu")
 PRESETS = sorted(p.stem for p in (conf_dir() / "optimization").glob("*.yaml"))
 NONE = auto_settings("none")

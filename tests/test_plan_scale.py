@@ -17,6 +17,7 @@ import pytest
 from conftest import compose_config, read_run_json, run_cli
 from diffsweep import hashing
 from diffsweep.errors import ConfigError
+from diffsweep.paths import conf_dir
 from diffsweep.planning.plan import Plan, identity_params
 from diffsweep.planning.prepare import prepare
 from diffsweep.run.local import resume_run, run_sweep
@@ -125,6 +126,15 @@ def test_dry_run_of_a_billion_item_grid_prints_its_size_and_a_bigger_one_is_refu
     assert ("sweep.grid: 1,000,000,000 items (prompt 1,000 × seed 1,000 × num_inference_steps 1,000) is more than "
             "max_items = 999,999,999") in refused.stderr
     assert "MemoryError" not in refused.stderr and not (tmp_path / "runs").exists()
+    # the grid comes from the sweep file and the command line, the limit from the command line: both said
+    assert "raise max_items (set in command-line override 'max_items=999999999') to plan it" in refused.stderr
+
+
+def test_max_items_errors_name_where_the_limit_and_the_range_were_set(tmp_path: Path) -> None:
+    refused = run_cli(["sweep=prompts_file", "sweep.grid.seed.stop=2000000000", "dry_run=true"], cwd=tmp_path)
+    assert refused.returncode == 2
+    assert ("raise max_items (set in " + str(conf_dir() / "config.yaml") + ")  (in command-line override "
+            "'sweep.grid.seed.stop=2000000000')") in refused.stderr
 
 
 def test_a_resume_with_nothing_to_do_reads_the_manifest_once_and_rewrites_nothing(

@@ -12,6 +12,8 @@ from diffsweep import providers
 from diffsweep.previews import FACTORS, LATENT_SPACES, latents_to_rgb, make_callback
 from diffsweep.providers import tiny_factories
 
+pytestmark = pytest.mark.quick  # unit tests: part of make test-fast
+
 SD15_PUBLISHED = [  # ComfyUI comfy/latent_formats.py, class SD15: one (R, G, B) row per latent channel, no bias
     [0.3512, 0.2297, 0.3227],
     [0.3250, 0.4974, 0.2350],

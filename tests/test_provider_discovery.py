@@ -18,6 +18,8 @@ from diffsweep.errors import EXIT_CONFIG
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel
 from diffsweep.tiny import stable_diffusion as tiny_sd
 
+pytestmark = pytest.mark.quick  # unit tests: part of make test-fast
+
 PLUGIN_SITE = Path(__file__).parent / "data" / "entry_point_provider"
 """An installed distribution (package + .dist-info with entry_points.txt), as pip lays it out in site-packages."""
 

@@ -23,6 +23,8 @@ from diffsweep.run.local import run_sweep
 from diffsweep.run.verify import verify_run
 
 TINY_PRESETS = sorted(p.stem for p in (conf_dir() / "provider").glob("tiny_*.yaml"))
+# one end-to-end run per output kind belongs to the quick check (make test-fast)
+QUICK_PRESETS = {"tiny_sd": "image", "tiny_wan": "video", "tiny_audioldm": "audio", "tiny_ltx2": "video_audio"}
 
 
 def decoded(path: Path) -> Any:
@@ -66,7 +68,16 @@ def _outputs(run_dir: Path) -> dict[str, Any]:
     return {r["item_id"]: decoded(run_dir / r["outputs"][0]) for r in read_manifest(run_dir)}
 
 
-@pytest.mark.parametrize("preset", TINY_PRESETS)
+@pytest.mark.quick
+def test_the_quick_check_runs_every_output_kind_end_to_end() -> None:
+    for preset, kind in QUICK_PRESETS.items():
+        builder = compose_config([f"provider={preset}"])["builder"]
+        assert providers.get(builder["provider"]).spec(builder["pipeline"]).output == kind, preset
+    assert set(QUICK_PRESETS.values()) == set(media.KINDS)
+
+
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.quick) if p in QUICK_PRESETS else p
+                                    for p in TINY_PRESETS])
 def test_tiny_provider_contract(preset: str, tmp_path: Path) -> None:
     overrides = [f"provider={preset}", "sweep.name=contract", "sweep.grid.seed=[0,1]",
                  "sweep.grid.prompt=[a red fox in fresh snow]"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +26,7 @@ from diffsweep import media, providers
 from diffsweep.errors import ConfigError, ModelUnavailableError
 from diffsweep.execution.cache import PipelineCache
 from diffsweep.providers.allegro import tiling
-from diffsweep.providers.base import ensure_tiny
+from diffsweep.providers.base import PipelineClassError, ensure_tiny
 from diffsweep.providers.wuerstchen import decoder_latent
 from diffsweep.run.attempts import RunResult
 from diffsweep.run.local import run_sweep
@@ -81,9 +83,9 @@ def test_rules_of_each_family(tmp_path: Path) -> None:
     assert "height: not a parameter of AudioLDM2Pipeline" in refused(
         ["provider=tiny_audioldm2", "sweep.params.height=64"], tmp_path)
     assert "width 48 must be a multiple of 32" in refused(["provider=tiny_amused", "sweep.params.width=48"], tmp_path)
-    assert "not a parameter of AmusedImg2ImgPipeline" in refused(
-        ["provider=tiny_amused", "builder.pipeline=AmusedImg2ImgPipeline", "+sweep.params.image=inputs/example.png"],
-        tmp_path)
+    assert "sweep.params.height: not a parameter of AmusedImg2ImgPipeline" in refused(  # a size the user set
+        ["provider=tiny_amused", "builder.pipeline=AmusedImg2ImgPipeline", "+sweep.params.image=inputs/example.png",
+         "sweep.params.height=256"], tmp_path)
     assert "fps applies to video output" in refused(["provider=tiny_wuerstchen", "+sweep.params.fps=8"], tmp_path)
     assert "builder.pipeline: module 'userpipes' is not in allowed_modules (diffusers, diffsweep)" in refused(
         ["provider=tiny_custom", "builder.pipeline=userpipes.MyPipe"], tmp_path)
@@ -188,9 +190,11 @@ def test_custom_spec_comes_from_the_call_signature(tmp_path: Path) -> None:
     assert (custom.spec("WanPipeline").output, custom.spec("AudioLDM2Pipeline").output) == ("video", "audio")
     example = custom.spec(EXAMPLE_CLASS)
     assert (example.name, example.lora, example.batchable) == (EXAMPLE_CLASS, False, True)
-    for unknown in ("NoSuchPipeline", "AutoencoderKL", "diffsweep.examples.custom_pipeline.Missing"):
+    for unknown in ("NoSuchPipeline", "AutoencoderKL"):
         with pytest.raises(KeyError):
             custom.spec(unknown)
+    with pytest.raises(PipelineClassError, match="has no 'Missing'; its pipeline classes: TinyCustomPipeline"):
+        custom.spec("diffsweep.examples.custom_pipeline.Missing")
     assert "did you mean 'StableDiffusionPipeline'" in refused(
         ["provider=tiny_custom", "builder.pipeline=StableDifusionPipeline"], tmp_path)
 
@@ -210,6 +214,30 @@ def test_custom_runs_a_diffusers_class_by_name_and_a_user_class_by_path(monkeypa
     run_json = read_run_json(result.run_dir)
     assert sorted(b["pipeline"] for b in run_json["builders"]) == ["StableDiffusionPipeline", "userpipes.MyPipe"]
     assert run_json["cache"]["loads"] + run_json["cache"]["hits"] == 2
+
+
+def test_a_pipeline_module_in_the_working_directory_is_said_to_be_unimportable_and_how(tmp_path: Path) -> None:
+    """The `diffsweep` command does not put the working directory on Python's path (`python -m` does): the cause
+    is the import, not an unknown class name among diffusers' hundreds."""
+    from diffsweep.examples import custom_pipeline
+
+    shutil.copy(custom_pipeline.__file__, tmp_path / "mypipes.py")
+    command = [str(Path(sys.executable).parent / "diffsweep"), "provider=tiny_custom", "dry_run=true",
+               "allowed_modules=[diffusers,diffsweep,mypipes]"]
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def dry_run(pipeline: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, f"builder.pipeline={pipeline}"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, env={**environment, **extra})
+
+    refused = dry_run("mypipes.TinyCustomPipeline")
+    assert refused.returncode == 2, refused.stderr
+    assert "module 'mypipes' cannot be imported: no 'mypipes' on Python's path" in refused.stderr
+    assert "PYTHONPATH=. diffsweep" in refused.stderr and "choose one of" not in refused.stderr
+    assert dry_run("mypipes.TinyCustomPipeline", PYTHONPATH=".").returncode == 0  # as the message says
+    misnamed = dry_run("mypipes.TinyCustomPipelin", PYTHONPATH=".")
+    assert misnamed.returncode == 2
+    assert "has no 'TinyCustomPipelin' (did you mean 'TinyCustomPipeline'?)" in misnamed.stderr
 
 
 def test_custom_folder_with_pipeline_code_needs_trust(tmp_path: Path) -> None:

@@ -118,3 +118,13 @@ def test_a_builder_change_is_reported_by_identity_field(runs: dict[str, Path], t
     assert all(key.startswith("scheduler") for key in fields)  # model, dtype, ... unchanged
     assert diff.items_differ and len(diff.only_b) == 4  # the builder hash is part of every item id
     assert "scheduler.name: <absent> → EulerDiscreteScheduler" in _text(runs["a"], other)
+
+
+def test_items_that_differ_only_by_builder_are_listed_with_it(runs: dict[str, Path], tmp_path: Path) -> None:
+    other = _run(tmp_path / "runs", "sweep.batch_size=4", "builder.scheduler={name:EulerDiscreteScheduler}")
+    listed = [line for line in _text(runs["a"], other).splitlines() if line.startswith("  only in ")]
+    assert len(listed) == 8
+    assert all('builder="model\'s scheduler"  prompt=' in line for line in listed if line.startswith("  only in A"))
+    assert all('builder="EulerDiscrete"  prompt=' in line for line in listed if line.startswith("  only in B"))
+    # one builder in both runs: nothing to tell apart, so no builder in the listing
+    assert "builder=" not in _text(runs["a"], runs["more"])

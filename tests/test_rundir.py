@@ -17,6 +17,8 @@ from diffsweep.store.atomic import write_atomic
 from diffsweep.store.folder import RunFolder, allocate
 from diffsweep.store.records import ItemRecord
 
+pytestmark = pytest.mark.quick  # unit tests: part of make test-fast
+
 
 def test_sixteen_processes_allocating_at_once_get_sixteen_folders(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""

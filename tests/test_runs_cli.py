@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_config, read_manifest, read_run_json
+from conftest import compose_config, read_manifest, read_run_json, run_cli
 from diffsweep.cli.runs import build_parser, find_run
 from diffsweep.errors import DiffsweepError
 from diffsweep.run.local import run_sweep
@@ -89,3 +89,34 @@ def test_rerun_of_an_unknown_item_is_refused_before_anything_is_written(tmp_path
     with pytest.raises(DiffsweepError, match=message):
         _cli(["--root", str(root), "rerun", "default", flag, value])
     assert sorted(p.name for p in (root / "default").iterdir()) == ["v0001"]
+
+
+def test_list_tells_the_versions_of_a_sweep_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "runs"
+    for extra in (["sweep.grid.seed=[5]"], ["sweep.grid.seed=[6]", "+experiment=sd1_vs_sd2", "sweep.name=default"]):
+        run_sweep(compose_config([*ARGS, *extra], root), overrides=extra, out=io.StringIO())
+    (root / "default" / "v0003").mkdir()  # a folder that is not (yet) a run
+    assert _cli(["--root", str(root), "list"]) == 0
+    header, first, second, unreadable = capsys.readouterr().out.splitlines()
+    assert header.split()[-2:] == ["model", "overrides"]
+    assert first.startswith("default/v0001") and first.endswith(f"  {'tiny:sd':<20}  sweep.grid.seed=[5]")
+    assert second.startswith("default/v0002") and second.endswith(
+        f"  {'tiny:sd, tiny:sd_v2':<20}  sweep.grid.seed=[6] +experiment=sd1_vs_sd2 sweep.name=default")
+    assert unreadable == f"{'default/v0003':<32} unreadable"
+
+
+def test_show_and_list_from_a_subfolder_find_the_projects_runs(tmp_path: Path) -> None:
+    run_dir = run_sweep(compose_config(ARGS, tmp_path / "project" / "runs"), out=io.StringIO()).run_dir
+    deeper = tmp_path / "project" / "docs" / "notes"
+    deeper.mkdir(parents=True)
+    shown = run_cli(["show", "default"], cwd=deeper, module="diffsweep.cli.runs")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"run      {run_dir}\n")
+    assert "default/v0001" in run_cli(["list"], cwd=deeper, module="diffsweep.cli.runs").stdout
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    lost = run_cli(["show", "default"], cwd=elsewhere, module="diffsweep.cli.runs")
+    assert lost.returncode != 0 and "Traceback" not in lost.stderr
+    assert "give that folder with --root, or the run folder's path" in lost.stderr
+    assert run_cli(["--root", str(run_dir.parent.parent), "show", "default"], cwd=elsewhere,
+                   module="diffsweep.cli.runs").returncode == 0

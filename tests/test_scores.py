@@ -9,6 +9,7 @@ import io
 import json
 import math
 import statistics
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -258,6 +259,16 @@ def test_audio_is_skipped_with_a_reason_unless_a_metric_takes_audio(tmp_path: Pa
     assert by_metric["test_scores.AudioPeak"]["skipped"] is None
 
 
+def test_a_scored_audio_run_says_why_it_has_no_table(tmp_path: Path) -> None:
+    run_dir = _run(["provider=tiny_audioldm", "sweep.grid.prompt=[rain]", "sweep.grid.seed=[0,1]"], tmp_path)
+    scored = run_cli(["score", str(run_dir), "--metric", "sharpness"], cwd=tmp_path, module="diffsweep.cli.runs")
+    assert scored.returncode == 0, scored.stderr
+    said = ("no values to summarise: every score was skipped: audio output; sharpness does not take audio (2)")
+    assert scored.stdout.splitlines()[1] == said and "95% CI" not in scored.stdout  # not a header over nothing
+    shown = run_cli(["show", str(run_dir)], cwd=tmp_path, module="diffsweep.cli.runs")
+    assert shown.stdout.splitlines()[-1] == f"         {said}"
+
+
 def test_a_user_metric_outside_allowed_modules_is_refused_and_nothing_is_written(image_run: Path,
                                                                                    tmp_path: Path) -> None:
     before = (image_run / SCORES).read_bytes()
@@ -300,6 +311,33 @@ def test_unusable_values_and_missing_models_are_reported_not_recorded_as_scores(
     assert {(x["value"], x["skipped"]) for x in lines} == {(None, "test_scores.NotANumber gave nan")}
     without_clip = "".join(json.dumps(x) + "\n" for x in _lines(image_run) if x["metric"] != "clip_score")
     (image_run / SCORES).write_text(without_clip)
-    with pytest.raises(ModelUnavailableError, match="CLIP model 'openai/clip-vit-base-patch16' could not be loaded"):
+    with pytest.raises(ModelUnavailableError, match="CLIP model 'openai/clip-vit-base-patch16' for clip_score is not "
+                                                    "in the local Hugging Face cache"):
         _score(image_run, "colourfulness", "clip_score")  # offline, not cached: fails before anything is written
     assert (image_run / SCORES).read_text() == without_clip
+
+
+# --- a CLIP that cannot be had ----------------------------------------------------------------------------
+
+
+def test_a_dry_run_refuses_a_clip_model_it_cannot_have_at_once(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = run_cli(["score.metrics=[clip_score]", "dry_run=true"], cwd=tmp_path)  # tests run offline
+    assert result.returncode == 3, result.stderr
+    assert ("error: CLIP model 'openai/clip-vit-base-patch16' for clip_score is not in the local Hugging Face cache "
+            "and HF_HUB_OFFLINE is set; score with `score.clip.model=tiny:clip`") in result.stderr
+    assert time.monotonic() - started < 60 and not (tmp_path / "runs").exists()
+
+
+def test_scoring_without_the_hub_fails_at_once_naming_the_flag(tmp_path: Path) -> None:
+    """The hub unreachable but not declared offline: one refused connection, not a minute of retries."""
+    run_dir = _run(["sweep.params.num_inference_steps=1", "sweep.grid.prompt=[a fox]", "sweep.grid.seed=[0]"],
+                   tmp_path / "runs")
+    unreachable = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}  # the discard port: refused
+    started = time.monotonic()
+    result = run_cli(["score", str(run_dir), "--metric", "clip_score"], cwd=tmp_path, module="diffsweep.cli.runs",
+                     env=unreachable)
+    assert result.returncode == 3, result.stderr
+    assert "is not in the local Hugging Face cache and http://127.0.0.1:9 cannot be reached" in result.stderr
+    assert "score with `--clip-model tiny:clip`" in result.stderr and "Retrying" not in result.stderr
+    assert time.monotonic() - started < 30

@@ -117,3 +117,43 @@ def test_a_size_the_pipeline_would_ignore_is_refused(pipeline: str, inputs: dict
             in str(refused.value))
     assert "height" not in str(refused.value)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_presets_size_is_not_applied_to_a_pipeline_sized_by_its_input(inputs: dict[str, str], tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """tiny_sd's 64x64 is a text-to-image default: under an img2img pipeline it is left out and said so, not
+    refused as if the user had set it (in conf/sweep/default.yaml, where it is null)."""
+    with caplog.at_level("INFO", logger="diffsweep"):
+        record, run_dir = _one_item(["builder.pipeline=StableDiffusionImg2ImgPipeline",
+                                     f"+sweep.params.image='{inputs['image']}'", "+sweep.params.strength=0.75"],
+                                    tmp_path)
+    assert _assert_records_state_the_file(record, run_dir) == (INPUT_W, INPUT_H)
+    assert "height" not in record["params"] and "width" not in record["params"]
+    note = "height=64, width=64 (the preset's defaults) not applied: StableDiffusionImg2ImgPipeline makes the input " \
+           "image's size"
+    assert note in caplog.text
+    # and in the record: run.json's notes and the run's own log
+    assert json.loads((run_dir / "run.json").read_text())["notes"] == [note]
+    assert note in (run_dir / "run.log").read_text()
+
+
+@pytest.mark.parametrize("set_in", ["command line", "sweep file"])
+def test_a_size_the_user_set_for_such_a_pipeline_is_refused_where_it_was_set(inputs: dict[str, str], tmp_path: Path,
+                                                                             set_in: str) -> None:
+    from conftest import run_cli
+
+    args = ["builder.pipeline=StableDiffusionImg2ImgPipeline", f"+sweep.params.image='{inputs['image']}'"]
+    if set_in == "sweep file":
+        (tmp_path / "mine" / "sweep").mkdir(parents=True)
+        sweep_file = tmp_path / "mine" / "sweep" / "sized.yaml"
+        sweep_file.write_text("name: sized\ngrid: {prompt: [a fox]}\nparams: {height: 128}\n")
+        args = ["--config-dir", str(tmp_path / "mine"), "sweep=sized", *args]
+        where = str(sweep_file)
+    else:
+        args.append("sweep.params.height=128")
+        where = "command-line override 'sweep.params.height=128'"
+    result = run_cli([*args, "dry_run=true"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert (f"sweep.params.height: not a parameter of StableDiffusionImg2ImgPipeline: its output has the input "
+            f"image's size; leave height out  (in {where})") in result.stderr
+    assert "sweep.params.width" not in result.stderr and "generation.width" not in result.stderr

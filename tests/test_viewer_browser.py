@@ -115,8 +115,22 @@ def box(page: Any, selector: str) -> dict[str, float]:
 # --- images: axes, pins, toggles, swap, the URL --------------------------------------------------------------------
 
 
-def test_axes_pins_toggles_swap_and_the_url(image_run: Path, page: Any) -> None:
+def test_the_first_view_is_what_the_contact_sheet_shows(image_run: Path, page: Any) -> None:
+    from diffsweep.reports.sheets import write_sheets
+
+    choice = write_sheets(image_run).choice  # steps across, guidance down, seed as sub-grids, a sheet per prompt
+    assert (choice.x.name, choice.y.name, choice.z.name, [a.name for a in choice.rest]) == (
+        "num_inference_steps", "guidance_scale", "seed", ["prompt"])
     open_viewer(page, image_run)
+    assert [page.input_value(f"select[name={key}]") for key in ("x", "y", "x2", "y2")] == [
+        "seed", "guidance_scale", "num_inference_steps", ""]
+    assert page.eval_on_selector_all("select[data-axis]", "s => s.map(e => [e.dataset.axis, e.value])") == [
+        ["prompt", "0"]]
+    assert set(cell_ids(page)) == ids_where(image_run, prompt="a red fox")  # 8 of 16, as on contact_sheet.png
+
+
+def test_axes_pins_toggles_swap_and_the_url(image_run: Path, page: Any) -> None:
+    open_viewer(page, image_run, "#x=seed&y=prompt")
     assert [page.input_value(f"select[name={key}]") for key in ("x", "y", "x2", "y2")] == ["seed", "prompt", "", ""]
     pins = page.eval_on_selector_all("select[data-axis]", "s => s.map(e => [e.dataset.axis, e.value])")
     assert pins == [["guidance_scale", "0"], ["num_inference_steps", "0"]]  # pinned at their first value
@@ -157,7 +171,7 @@ def test_axes_pins_toggles_swap_and_the_url(image_run: Path, page: Any) -> None:
 
     # the view is in the URL: a reload, and the link opened afresh, show the same
     url, shown = page.url, sorted(cell_ids(page))
-    assert "x=prompt" in url and "pin.guidance_scale=1" in url and "hide.seed=0" in url
+    assert "x=prompt" in url and "pin.guidance_scale=5.0" in url and "hide.seed=0" in url
     page.reload()
     page.wait_for_selector("#grid .cell")
     assert sorted(cell_ids(page)) == shown and page.input_value("select[name=x2]") == "num_inference_steps"
@@ -167,6 +181,15 @@ def test_axes_pins_toggles_swap_and_the_url(image_run: Path, page: Any) -> None:
     assert sorted(cell_ids(page)) == shown and page.input_value('select[data-axis="guidance_scale"]') == "1"
 
 
+def test_a_pin_in_the_url_is_a_value(image_run: Path, page: Any) -> None:
+    """`pin.guidance_scale=5` pins 5.0 (the second value), as a reader of the link expects; so does 5.0."""
+    for written in ("5", "5.0"):
+        open_viewer(page, image_run, f"#x=seed&y=prompt&pin.guidance_scale={written}&pin.num_inference_steps=2")
+        assert page.input_value('select[data-axis="guidance_scale"]') == "1"
+        assert page.input_value('select[data-axis="num_inference_steps"]') == "1"
+        assert set(cell_ids(page)) == ids_where(image_run, guidance_scale=5.0, num_inference_steps=2)
+        page.goto("about:blank")
+
 def test_a_cell_opens_the_full_item_and_a_command_that_remakes_exactly_it(image_run: Path, page: Any) -> None:
     open_viewer(page, image_run)
     item_id = cell_ids(page)[1]
@@ -175,7 +198,8 @@ def test_a_cell_opens_the_full_item_and_a_command_that_remakes_exactly_it(image_
     page.click(f'[data-item-id="{item_id}"]')
 
     image = page.locator("#detail img")
-    assert image.evaluate("i => i.complete && [i.naturalWidth, i.width]") == [32, 32]  # full size, not a thumbnail
+    natural, shown = image.evaluate("i => i.complete && [i.naturalWidth, i.width]")
+    assert natural == 32 and shown >= box(page, f'.cell[data-item-id="{item_id}"]')["width"]  # never below its cell
     table = page.inner_text("#detail-record")
     builder = read_run_json(image_run)["builders"][0]
     for text in (item_id, record["params"]["prompt"], f"seed\t{record['seed']}", builder["hash"][:12],
@@ -226,6 +250,18 @@ def test_scores_show_per_item_and_colour_the_grid(image_run: Path, page: Any, tm
     assert "heatmap=sharpness" in page.url
 
 
+def test_large_scores_read_in_whole_digits(tmp_path: Path, page: Any) -> None:
+    run_dir = synthetic_run(tmp_path / "sharp" / "v0001", {"prompt": ["a fox"], "seed": [1, 2]}, "product",
+                            [{"prompt": "a fox", "seed": s} for s in (1, 2)])
+    lines = [{"item_id": hashlib.sha256(str(i).encode()).hexdigest(), "metric": "sharpness", "value": value,
+              "model": None, "revision": None, "time": "t", "skipped": None} for i, value in ((0, 5722.4), (1, 12345.6))]
+    (run_dir / "scores.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    write_viewer(run_dir)
+    open_viewer(page, run_dir, "#heatmap=sharpness")
+    assert page.locator(".cell .score").all_inner_texts() == ["5722", "12346"]  # not 1.235e+4
+    assert page.inner_text("#heatmap-legend") == "5722 → 12346"
+
+
 # --- video and audio ---------------------------------------------------------------------------------------------
 
 
@@ -245,6 +281,15 @@ def test_audio_items_have_a_player(root: Path, page: Any) -> None:
     page.locator("[data-item-id]").first.click()
     page.wait_for_function("document.querySelector('#detail audio').readyState >= 1", timeout=10000)
     assert page.evaluate("document.querySelector('#detail audio').duration") == pytest.approx(0.1, abs=0.02)
+
+
+def test_audio_cells_draw_their_waveform(root: Path, page: Any) -> None:
+    run_dir = sweep(root, "provider=tiny_audioldm", *SMALL, "sweep.grid.seed=[1,2]", "sweep.name=waves")
+    open_viewer(page, run_dir)
+    heights = page.eval_on_selector_all(".cell.audio[data-item-id] svg.wave polygon",
+                                        "ps => ps.map(p => p.getBBox().height)")
+    assert len(heights) == 2 and all(height > 0.2 for height in heights)  # an envelope, not a flat line (of 2)
+    assert box(page, ".cell.audio svg.wave >> nth=0")["width"] == pytest.approx(box(page, ".cell.audio >> nth=0")["width"], abs=2)
 
 
 def test_video_with_sound_plays_with_its_sound(root: Path, page: Any) -> None:
@@ -273,14 +318,44 @@ def test_failed_items_are_marked_cells_with_their_error(failing_run: Path, page:
     assert len(failed) == 2
     open_viewer(page, failing_run)
     assert page.input_value("select[name=x]") == "builder.scheduler"
-    assert attribute_values(page, "data-col-label") == ["null", '{"name": "DDIMScheduler", "config": '
-                                                                '{"timestep_spacing": "bogus"}}']
-    assert page.locator("[data-col-label]").all_inner_texts() == ["model's scheduler", "DDIM timestep_spacing=bogus"]
+    # the value shown, as the README says, not its JSON
+    assert attribute_values(page, "data-col-label") == ["model's scheduler", "DDIM timestep_spacing=bogus"]
+    assert page.locator("[data-col-label]").evaluate_all("ls => ls.map(l => l.textContent)") == [
+        "model's scheduler", "DDIM timestep_spacing=bogus"]
     assert set(page.eval_on_selector_all(".cell.failed", "c => c.map(e => e.dataset.itemId)")) == failed
     assert page.locator(".cell.failed").first.inner_text() == "failed"
     page.click(".cell.failed")
     table = page.inner_text("#detail-record")
     assert "bogus is not supported" in table and '"timestep_spacing": "bogus"' in table
+
+
+def test_builder_headers_never_break_inside_a_word(failing_run: Path, page: Any) -> None:
+    open_viewer(page, failing_run, "#x=builder.scheduler&y=seed&size=48")  # the smallest cells
+    labels = page.locator("[data-col-label]")
+    lines = labels.evaluate_all("ls => ls.map(l => [...l.querySelectorAll('.line')].map(line => "
+                                "[line.textContent, line.getClientRects().length]))")
+    assert [[text for text, _ in label] for label in lines] == [["model's", "scheduler"],
+                                                                ["DDIM", "timestep_spacing=bogus"]]
+    assert all(boxes == 1 for label in lines for _, boxes in label)  # each line one line box: no word wrapped
+    overflowing = page.eval_on_selector_all(".collabel .line", "ls => ls.filter(l => l.scrollWidth > l.clientWidth)"
+                                                                ".map(l => getComputedStyle(l).textOverflow)")
+    assert overflowing and set(overflowing) == {"ellipsis"}  # too long for 48 px: cut short, marked, still whole
+
+
+def test_labels_keep_the_words_that_tell_similar_prompts_apart(tmp_path: Path, page: Any) -> None:
+    """Three prompts that share a long start and end, beside a fourth that shares nothing with them."""
+    prompts = [f"a highly detailed photograph of a {animal} in fresh snow at first light, award winning"
+               for animal in ("red fox", "grey wolf", "arctic hare")] + ["studio portrait of an old fisherman"]
+    run_dir = synthetic_run(tmp_path / "animals" / "v0001", {"prompt": prompts, "seed": [1, 2]}, "product",
+                            [{"prompt": p, "seed": s} for p in prompts for s in (1, 2)])
+    for size in (96, 160):
+        open_viewer(page, run_dir, f"#x=prompt&y=seed&size={size}")
+        shown = page.locator("[data-col-label]").evaluate_all("ls => ls.map(l => l.textContent)")
+        assert attribute_values(page, "data-col-label") == prompts
+        assert len(set(shown)) == 4, shown
+        for animal, text in zip(("red fox", "grey wolf", "arctic hare"), shown, strict=False):
+            assert animal in text, (size, text)
+        page.goto("about:blank")
 
 
 def test_items_not_made_yet_are_marked_cells(failing_run: Path, page: Any, tmp_path: Path) -> None:
@@ -294,8 +369,11 @@ def test_items_not_made_yet_are_marked_cells(failing_run: Path, page: Any, tmp_p
     missing = page.eval_on_selector_all(".cell.missing", "c => c.map(e => e.dataset.itemId)")
     assert sorted(missing) == sorted(r["item_id"] for r in records if r["index"] != 0)
     assert page.locator(".cell.ok[data-item-id] img").count() == 1
+    assert page.inner_text("#summary").startswith("status: complete · 1 done · 0 failed · 3 not made · 4 planned "
+                                                  "(1 selected)")  # what the cells show
+    assert set(page.locator(".cell.missing .mark").all_inner_texts()) == {"not made"}
     page.click(".cell.missing")
-    assert page.inner_text("#detail-title").endswith("missing")
+    assert page.inner_text("#detail-title").endswith("not made")
     assert "--item " in page.inner_text("#detail-command")
 
 
@@ -376,10 +454,10 @@ def test_ten_thousand_items_render_only_what_is_visible(big_run: Path, page: Any
     page.click("#swap")
     page.wait_for_function("document.querySelector('select[name=x]').value === 'prompt'")
     assert time.monotonic() - started < 5
-    # 48 px columns hold about 20 characters: long prompts are shortened after what they share, never to it
+    # 48 px columns hold 4 lines of 5 characters: long prompts are shortened after what they share, never to it
     labels = page.locator("[data-col-label]")
-    for value, shown in zip(labels.evaluate_all("ls => ls.map(l => l.dataset.colLabel)"), labels.all_inner_texts(),
-                            strict=True):
+    for value, shown in zip(labels.evaluate_all("ls => ls.map(l => l.dataset.colLabel)"),
+                            labels.evaluate_all("ls => ls.map(l => l.textContent)"), strict=True):
         assert len(shown) <= 20 and shown.startswith("…") and shown.endswith(value.rsplit(" ", 1)[1]), (shown, value)
     page.eval_on_selector("#scroller", "s => { s.scrollTop = 0; s.scrollLeft = 0; }")
     page.click(f'[data-item-id="{hashlib.sha256(b"5").hexdigest()}"]')

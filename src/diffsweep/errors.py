@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ EXIT_FAILED_ITEMS = 1
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 3
 EXIT_INTERRUPTED = 130
+EXIT_READER_GONE = 128 + signal.SIGPIPE  # stdout's reader went away (`| head`): what a shell says of a Unix tool
 
 
 class DiffsweepError(Exception):

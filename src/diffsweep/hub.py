@@ -8,6 +8,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 TINY_PREFIX = "tiny:"
 
@@ -36,6 +37,32 @@ def hub_token() -> str | None:
 
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def in_hub_cache(repo: str, revision: str | None) -> bool:
+    """Whether a hub repo's config.json is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
+
+    return isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host answers at all: one connection, no retries. Through a proxy, assumed (the download
+    then says what went wrong)."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    endpoint = urlparse(hub_endpoint())
+    if not endpoint.hostname:
+        return False
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _chain(error: BaseException) -> list[BaseException]:
@@ -80,7 +107,7 @@ def describe_load_failure(builder: Mapping[str, Any], source: Path | str, error:
         return f"model '{model}' was not found on the hub, or it is private and {access}: check the repo id"
     if not hub_offline() and (any(issubclass(k, (ConnectionError, TimeoutError, socket.gaierror)) for k in kinds)
                               or any(k.__name__ in _CONNECTION_ERRORS for k in kinds)):
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        endpoint = hub_endpoint()
         cause = next(str(e) for e in reversed(chain) if str(e).strip()).splitlines()[0][:120]
         return (f"model '{model}' could not be fetched: the Hugging Face hub ({endpoint}) is unreachable ({cause}) "
                 f"and the model is not in the local cache; check the network or proxy, or download it where the hub "

@@ -10,12 +10,13 @@ prefix every value shares.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 BUILDER_AXIS = "builder."
 ELLIPSIS = "…"
+MIN_CUT = 4  # characters: a shared head or tail shorter than this is kept, not cut
 # Identity fields in the order a label names them; others follow alphabetically.
 FIELD_ORDER = ("model", "pipeline", "provider", "scheduler", "loras", "dtype")
 # Fields whose value reads on its own; the others are printed as `key=value`.
@@ -184,26 +185,60 @@ def shorten_middle(text: str, keep: int, core: tuple[int, int] | None = None) ->
 
 
 def differing_spans(texts: Sequence[str]) -> list[tuple[int, int]]:
-    """For each text, (start, end) of what lies between the head and tail all texts share."""
-    if len(texts) < 2:
-        return [(0, len(t)) for t in texts]
-    head = 0
-    shortest = min(len(t) for t in texts)
-    while head < shortest and len({t[head] for t in texts}) == 1:
-        head += 1
-    tail = 0
-    while tail < shortest - head and len({t[len(t) - 1 - tail] for t in texts}) == 1:
-        tail += 1
-    # widen to whole words, so what differs is never shown as a piece of a word or number
-    while head > 0 and _in_word(texts[0][head - 1]) and any(len(t) > head and _in_word(t[head]) for t in texts):
-        head -= 1
-    while tail > 0 and _in_word(texts[0][-tail]) and any(len(t) > tail and _in_word(t[-tail - 1]) for t in texts):
-        tail -= 1
-    return [(head, len(t) - tail) for t in texts]
+    """For each text, (start, end) of what tells it from the texts most like it: what lies between the longest
+    head and the longest tail it shares with any other text. Measured against its nearest neighbours, not against
+    all texts at once, so one unrelated text among three that differ in a word cannot hide that word."""
+    heads = _longest_shared(texts, lambda text: text)
+    tails = _longest_shared(texts, lambda text: text[::-1])
+    spans = []
+    for text, head, tail in zip(texts, heads, tails, strict=True):
+        start, end = head, max(head, len(text) - tail)
+        # widen to whole words, so what differs is never shown as a piece of a word or number
+        while start > 0 and _in_word(text[start - 1]) and (start == len(text) or _in_word(text[start])):
+            start -= 1
+        while end < len(text) and _in_word(text[end]) and (end == 0 or _in_word(text[end - 1])):
+            end += 1
+        # a shared head or tail of a few characters ("a ") is not worth the ellipsis that would stand for it
+        spans.append((0 if start < MIN_CUT else start, len(text) if len(text) - end < MIN_CUT else end))
+    return spans
+
+
+def _longest_shared(texts: Sequence[str], key: Callable[[str], str]) -> list[int]:
+    """For each text, the longest head it shares with another (different) text, of `key(text)`. Sorted, the text
+    sharing the longest head with a text is next to it, so this takes n log n comparisons, not n²."""
+    keyed = [key(text) for text in texts]
+    order = sorted(set(keyed))
+    longest = {}
+    for position, value in enumerate(order):
+        neighbours = order[max(0, position - 1):position] + order[position + 1:position + 2]
+        longest[value] = max((_shared_head(value, other) for other in neighbours), default=0)
+    return [longest[value] for value in keyed]
+
+
+def _shared_head(a: str, b: str) -> int:
+    n = 0
+    while n < len(a) and n < len(b) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _in_word(char: str) -> bool:
     return char.isalnum() or char in "._-"
+
+
+def shorten_all(texts: Sequence[str], limit: int) -> list[str]:
+    """Each text in at most `limit` characters, shortened around what tells it from the others."""
+    return fit_all(texts, lambda text: len(text) <= limit)
+
+
+def shorten_per_group(pairs: Iterable[tuple[str, str]], limit: int) -> dict[tuple[str, str], str]:
+    """(group, text) -> the text in at most `limit` characters, shortened around what tells it from the other
+    texts of its group (the values of one axis, say)."""
+    by_group: dict[str, dict[str, None]] = {}
+    for group, text in pairs:
+        by_group.setdefault(group, {})[text] = None
+    return {(group, text): short for group, texts in by_group.items()
+            for text, short in zip(texts, shorten_all(list(texts), limit), strict=True)}
 
 
 def fit_all(texts: Sequence[str], fits: Callable[[str], bool]) -> list[str]:

@@ -40,7 +40,15 @@ def absolutise(loras: Sequence[Mapping[str, Any]], base_dirs: list[Path]) -> lis
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+PATH_PREFIXES = ("./", "../", "/", "~", ".\\")
 DEFAULT_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers picks among several files
+
+
+def looks_like_a_path(source: str) -> bool:
+    """A source a hub repo id cannot be: a weights file name (`loras/style.safetensors`), a path that starts
+    like one, or one with a backslash or more than one folder. `owner/name` alone stays a hub id."""
+    return (source.endswith(WEIGHT_SUFFIXES) or source.startswith(PATH_PREFIXES) or "\\" in source
+            or source.count("/") > 1)
 
 
 def source_problem(lora: Mapping[str, Any]) -> str | None:
@@ -55,6 +63,9 @@ def source_problem(lora: Mapping[str, Any]) -> str | None:
             f"{source} is not a LoRA weights file (expected {', '.join(WEIGHT_SUFFIXES)})")
     if source.is_dir():
         return _folder_problem(source, weight_name)
+    if looks_like_a_path(lora["source"]):
+        return (f"{source.absolute()} does not exist (read as a file path; a hub LoRA is named owner/name, "
+                f"with weight_name for the file in it)")
     if not HUB_ID.match(lora["source"]):
         return f"{source.absolute()} does not exist (nor is '{lora['source']}' a hub id like owner/name)"
     if hub_offline():

@@ -24,8 +24,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from diffsweep.errors import ConfigError, ConfigIssue, ModelUnavailableError, did_you_mean
-from diffsweep.hub import TINY_PREFIX
+from diffsweep.hub import TINY_PREFIX, hub_endpoint, hub_offline, hub_reachable, in_hub_cache
 from diffsweep.paths import build_folder_once, cache_dir
+from diffsweep.providers.base import without_progress_bars
 from diffsweep.tiny.clip import clip_model, clip_processor
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"
@@ -41,6 +42,7 @@ class ScoreSettings:
     batch_size: int = 64
     video_frames: int = 4
     allowed_modules: tuple[str, ...] = ("diffusers", "diffsweep")
+    clip_model_option: str = "score.clip.model"  # where the user names clip_model (a flag of a command), for messages
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,8 @@ class ClipScore(Metric):
         super().__init__(settings, device)
         from torchmetrics.multimodal.clip_score import CLIPScore  # noqa: PLC0415 - optional extra (scores): loaded only to score or plot
 
-        model, processor, revision = load_clip(settings.clip_model, settings.clip_revision)
+        model, processor, revision = load_clip(settings.clip_model, settings.clip_revision,
+                                               settings.clip_model_option)
         self.metric = CLIPScore(model_name_or_path=lambda: (FeatureTensors(model), processor))
         self.model, self.revision = settings.clip_model, revision
 
@@ -170,22 +173,59 @@ def _tensor(output: Any) -> Any:
     return getattr(output, "pooler_output", output)
 
 
-def load_clip(source: str, revision: str | None) -> tuple[Any, Any, str | None]:
-    """(CLIPModel, CLIPProcessor, revision actually loaded) from a hub id, a local folder or `tiny:clip`."""
+def load_clip(source: str, revision: str | None,
+              option: str = "score.clip.model") -> tuple[Any, Any, str | None]:
+    """(CLIPModel, CLIPProcessor, revision actually loaded) from a hub id, a local folder or `tiny:clip`. A hub id
+    already in the local cache loads from it without asking the hub (whose retries take a minute when it cannot
+    be reached); one that is not is fetched, after `clip_problem` found the hub reachable."""
     from transformers import CLIPModel, CLIPProcessor  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
     where: str | Path = source
+    cached = False
     if source == TINY_PREFIX + "clip":
         where, revision = ensure_tiny_clip(), f"diffsweep-tiny-v{TINY_CLIP_VERSION}"
     elif Path(source).expanduser().is_dir():
         where = Path(source).expanduser()
+    else:
+        problem = clip_problem(source, revision)
+        if problem:
+            raise ModelUnavailableError(f"{problem}; {clip_advice(source, option)}")
+        cached = in_hub_cache(source, revision)
     try:
-        model = CLIPModel.from_pretrained(str(where), revision=revision).eval()
-        processor = CLIPProcessor.from_pretrained(str(where), revision=revision)
+        model = CLIPModel.from_pretrained(str(where), revision=revision, local_files_only=cached).eval()
+        processor = CLIPProcessor.from_pretrained(str(where), revision=revision, local_files_only=cached)
     except OSError as error:
-        raise ModelUnavailableError(f"CLIP model '{source}' could not be loaded for clip_score: {error}; set "
-                                    f"score.clip.model to a local folder or a cached hub id") from error
+        raise ModelUnavailableError(f"CLIP model '{source}' could not be loaded for clip_score: {error}; "
+                                    f"{clip_advice(source, option)}") from error
     return model, processor, revision or getattr(model.config, "_commit_hash", None)
+
+
+def clip_problem(source: str, revision: str | None) -> str | None:
+    """Why clip_score's model cannot be had, found at once: a hub id that is neither cached nor reachable."""
+    if source == TINY_PREFIX + "clip" or Path(source).expanduser().is_dir() or in_hub_cache(source, revision):
+        return None
+    if hub_offline():
+        return (f"CLIP model '{source}' for clip_score is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                f"set")
+    if not hub_reachable():
+        return (f"CLIP model '{source}' for clip_score is not in the local Hugging Face cache and {hub_endpoint()} "
+                f"cannot be reached")
+    return None
+
+
+def clip_advice(source: str, option: str) -> str:
+    """What to do about a CLIP model that cannot be had, in the words of where it is set."""
+    setting = f"{option} tiny:clip" if option.startswith("--") else f"{option}=tiny:clip"
+    return (f"score with `{setting}` (random weights, offline) or a local folder, or download it first with "
+            f"`hf download {source}`")
+
+
+def check_scoring_models(settings: ScoreSettings) -> None:
+    """Before a run writes anything (a dry run too): the scoring models its score.metrics need can be had."""
+    if "clip_score" in settings.metrics:
+        problem = clip_problem(settings.clip_model, settings.clip_revision)
+        if problem:
+            raise ModelUnavailableError(f"{problem}; {clip_advice(settings.clip_model, settings.clip_model_option)}")
 
 
 TINY_CLIP_VERSION = 1
@@ -195,7 +235,8 @@ def ensure_tiny_clip() -> Path:
     """Build the tiny CLIP into diffsweep's cache once; later calls reuse the folder."""
     def save(folder: Path) -> None:
         processor = clip_processor()
-        clip_model(len(processor.tokenizer)).save_pretrained(folder)
+        with without_progress_bars():
+            clip_model(len(processor.tokenizer)).save_pretrained(folder)
         processor.save_pretrained(folder)
 
     target = cache_dir() / "tiny" / f"clip-v{TINY_CLIP_VERSION}"

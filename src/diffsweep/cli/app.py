@@ -18,8 +18,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
+from diffsweep.config.model import RunConfig
 from diffsweep.config.schema import normalise, validate_config
-from diffsweep.console import configure_logging, report_failure
+from diffsweep.console import StdoutClosed, configure_logging, report_failure
 from diffsweep.errors import (
     EXIT_OK,
     ConfigError,
@@ -55,10 +56,15 @@ def source_finder(hydra_cfg: Any) -> SourceOf:
         return str(next((f / relative for f in folders if (f / relative).is_file()), folders[0] / relative))
 
     def source_of(path: str) -> str | None:
+        parts = []  # overrides that set a part of this key (`sweep.grid.seed.stop=...` for `sweep.grid.seed`)
         for override in overrides:
             key = override.split("=", 1)[0].lstrip("+~")
             if path == key or path.startswith((key + ".", key + "[")):
                 return f"command-line override '{override}'"
+            if key.startswith(path + "."):
+                parts.append(override)
+        if len(parts) == 1:  # with several, the file they change is the one place to name
+            return f"command-line override '{parts[0]}'"
         key = path.split("[", 1)[0]
         group = next((g for prefix, g in _GROUP_OF_KEY.items() if key == prefix or key.startswith(prefix + ".")), None)
         if group and choices.get(group):
@@ -92,6 +98,8 @@ _single_run_failure: list[BaseException] = []
 def _app(cfg: DictConfig) -> None:
     try:
         _run(cfg)
+    except BrokenPipeError as error:  # stdout's reader has gone (`| head`): report_failure ends quietly
+        raise StdoutClosed from error
     except DiffsweepError as error:
         if HydraConfig.get().mode != RunMode.RUN:
             raise
@@ -109,8 +117,11 @@ def _run(cfg: DictConfig) -> None:
     doc, source_of = normalise(resolve(cfg)), source_finder(hydra_cfg)
     validate_config(doc, source_of)  # before torch is imported: bad configs fail in about a second
 
+    from diffsweep.metrics import check_scoring_models  # noqa: PLC0415 - start-up time: torch loads after validation
     from diffsweep.run.local import run_sweep  # noqa: PLC0415 - start-up time: torch loads after validation
 
+    if not doc.get("describe"):  # before a run folder is made, and in a dry run: a scoring model it cannot have
+        check_scoring_models(RunConfig.from_doc(doc).score_settings())
     result = run_sweep(doc, overrides=list(hydra_cfg.overrides.task), source_of=source_of,
                        preset=hydra_cfg.runtime.choices.get("provider"),
                        trusted=[key for rerun in _folder_rerun for key in rerun.trusted])

@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from diffsweep.cli.app import resolve, source_finder
 from diffsweep.config.model import TrackingSettings
 from diffsweep.config.schema import normalise
+from diffsweep.console import composition_message
 from diffsweep.errors import ConfigError, ConfigIssue
 from diffsweep.reports.tracking import ParentRun, end_parent, start_parent
 
@@ -79,7 +80,7 @@ class ValidateJobs(Callback):
             except ConfigError as error:
                 issues += [ConfigIssue(i.path, f"{i.message} [{job}]", i.source) for i in error.issues]
             except (HydraException, OmegaConfBaseException) as error:
-                issues.append(ConfigIssue("", f"{job}: {str(error).strip().splitlines()[0]}"))
+                issues.append(ConfigIssue("", f"{job}: {composition_message(error).splitlines()[0]}"))
         if issues:
             raise InvalidJobs(ConfigError(issues))
 

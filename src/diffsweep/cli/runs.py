@@ -18,9 +18,21 @@ from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, DiffsweepError
 from diffsweep.reports import MAX_PIXELS
 from diffsweep.store.folder import SCORES, RunFolder, read_item_lines, versions
 from diffsweep.store.records import Counts, ItemRecord, RunInfo
-from diffsweep.store.runconfig import read_run_config
+from diffsweep.store.runconfig import read_overrides, read_run_config
 
 log = logging.getLogger("diffsweep")
+
+
+DEFAULT_ROOT = "runs"  # output.root's default: runs go to ./runs of the directory diffsweep ran in
+
+
+def find_root(start: Path) -> Path:
+    """The runs folder a command means without --root: ./runs, else the nearest `runs` folder above `start` (a
+    command started in a subfolder of the project whose runs they are), else ./runs."""
+    for folder in (start, *start.parents):
+        if (folder / DEFAULT_ROOT).is_dir():
+            return folder / DEFAULT_ROOT if folder != start else Path(DEFAULT_ROOT)
+    return Path(DEFAULT_ROOT)
 
 
 def find_run(spec: str, root: Path) -> Path:
@@ -31,7 +43,9 @@ def find_run(spec: str, root: Path) -> Path:
         found = versions(candidate)
         if found:
             return candidate / f"v{found[-1]:04d}"
-    raise DiffsweepError(f"no run folder found for '{spec}' (looked in . and {root})")
+    raise DiffsweepError(f"no run folder found for '{spec}' (looked in . and {root.absolute()}); runs go to the "
+                         f"`runs` folder of the directory diffsweep ran in (or to output.root): give that folder "
+                         f"with --root, or the run folder's path")
 
 
 def all_runs(root: Path) -> list[Path]:
@@ -64,20 +78,30 @@ def _merge_workers_so_far(run: RunFolder, info: RunInfo) -> None:
     info.merge_workers(w for k in range(run.shard_count()) if (w := run.read_worker(k)) is not None)
 
 
+MODEL_WIDTH = 20  # the model column of `list`: a longer name pushes its overrides along, not every other line
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     runs = all_runs(args.root)
     if not runs:
         print(f"no runs under {args.root.absolute()}")
         return EXIT_OK
-    print(f"{'run':<32} {'status':<12} {'done':>6} {'failed':>6} {'planned':>7}  started")
+    rows = []
     for path in runs:
         info = _run_info(path)
         name = f"{path.parent.name}/{path.name}"
         if info is None:
-            print(f"{name:<32} {'unreadable':<12}")
+            rows.append((f"{name:<32} {'unreadable':<12}", "", ""))
             continue
         counts = info.counts
-        print(f"{name:<32} {info.status:<12} {counts.done:>6} {counts.failed:>6} {counts.planned:>7}  {info.started}")
+        models = ", ".join(dict.fromkeys(builder.model for builder in info.builders)) or "-"
+        rows.append((f"{name:<32} {info.status:<12} {counts.done:>6} {counts.failed:>6} {counts.planned:>7}  "
+                     f"{info.started:<29}", models, " ".join(read_overrides(path)) or "-"))
+    # what tells runs of one sweep apart (default/v0001 from v0010): the model, and the overrides they ran with
+    print(f"{'run':<32} {'status':<12} {'done':>6} {'failed':>6} {'planned':>7}  {'started':<29}  "
+          f"{'model':<{MODEL_WIDTH}}  overrides")
+    for line, models, overrides in rows:
+        print(f"{line}  {models:<{MODEL_WIDTH}}  {overrides}".rstrip() if models else line.rstrip())
     return EXIT_OK
 
 
@@ -136,7 +160,7 @@ def _show_scores(path: Path) -> None:
     metrics = sorted({s.metric for s in scores})
     print(f"scores   {len(scores) - skipped} score(s), {skipped} skipped, metrics: {', '.join(metrics)}  "
           f"(95% CI: {score_stats.CI_METHOD})")
-    for line in score_stats.summary_table(score_stats.summarise(path)):
+    for line in score_stats.summary_table(score_stats.summarise(path), scores):
         print(f"         {line}")
 
 
@@ -270,7 +294,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     settings = config.score_settings()
     settings = replace(settings, metrics=tuple(args.metric or settings.metrics or scoring.MODEL_FREE),
                        clip_model=args.clip_model or settings.clip_model,
-                       clip_revision=args.clip_revision or settings.clip_revision)
+                       clip_revision=args.clip_revision or settings.clip_revision, clip_model_option="--clip-model")
     device = devices.resolve_device(args.device or config.device)
     outcome = scoring.score_run(run.path, settings, device, where="--metric" if args.metric else "score.metrics")
     stats = score_stats.write_summary(run.path)
@@ -279,7 +303,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(f"scored {outcome.scored} (item, metric) pair(s), {outcome.skipped} skipped, {outcome.kept} already scored"
           + (f" ({outcome.outdated} scored again: made with other weights)" if outcome.outdated else "")
           + (f"  ({outcome.items} items, {rate:.1f} items/s)" if rate else ""))
-    for line in score_stats.summary_table(stats):
+    for line in score_stats.summary_table(stats, run.read_scores()):
         print(line)
     # a tracked run that has ended gets its new scores in its tracked run, as a resume would log them; a run still
     # going logs them itself when it ends
@@ -338,7 +362,8 @@ def _trust_flag(command: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffsweep-runs", description=__doc__)
-    parser.add_argument("--root", type=Path, default=Path("runs"), help="output root (default: ./runs)")
+    parser.add_argument("--root", type=Path, default=find_root(Path.cwd()),
+                        help="output root (default: ./runs, else the nearest runs folder above this directory)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every run under the root").set_defaults(func=cmd_list)
     for name, func, text in (("show", cmd_show, "status, counts, builders and failures of a run"),
@@ -398,9 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
     configure_logging()
-    sys.exit(report_failure(lambda: args.func(args)))
+    # parsed inside report_failure, so that `--help` into a closed pipe ends as quietly as a command does
+    sys.exit(report_failure(lambda: (args := build_parser().parse_args(argv)).func(args)))
 
 
 if __name__ == "__main__":

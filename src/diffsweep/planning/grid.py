@@ -101,8 +101,8 @@ def repeated(values: Sequence[Any]) -> list[list[int]]:
 def expand_axis(name: str, spec: Any, base_dirs: Sequence[Path], source: str | None = None) -> Axis:
     """Turn one config axis into its list of values (errors name `sweep.grid.<name>`).
 
-    Relative file paths are looked up in `base_dirs` in order (the working directory, then the
-    config tree), so shipped sweeps can reference files beside them.
+    Relative file paths are looked up in `base_dirs` in order (the folder of the config file the axis is
+    written in, the working directory, then the config tree), so sweeps can reference files beside them.
     """
     where = f"sweep.grid.{name}"
     if isinstance(spec, Mapping) and "file" in spec:

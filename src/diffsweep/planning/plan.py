@@ -32,7 +32,7 @@ from diffsweep.labels import BUILDER_AXIS, BuilderLabel, builder_labels
 from diffsweep.optimize import LOSSY_KEYS
 from diffsweep.paths import find_file
 from diffsweep.planning.grid import Axis, Grid, expand_axis, numbered_lines, range_length, repeated
-from diffsweep.providers.base import PER_ITEM_PARAMS, PipelineSpec, Provider
+from diffsweep.providers.base import PER_ITEM_PARAMS, PipelineClassError, PipelineSpec, Provider
 from diffsweep.tiny import FACTORY_VERSION
 
 log = logging.getLogger("diffsweep")
@@ -141,10 +141,13 @@ def load_grid(config: RunConfig, base_dirs: list[Path], source_of: SourceOf) -> 
         where = f"sweep.grid.{name}"
         if isinstance(spec, Mapping) and "start" in spec and range_length(spec) > limit:
             raise ConfigError(ConfigIssue(where, f"range of {range_length(spec):,} values is more than max_items "
-                                                 f"= {limit:,} items; narrow it, or raise max_items", source_of(where)))
+                                                 f"= {limit:,} items; narrow it, or raise max_items"
+                                                 f"{_set_in(source_of('max_items'))}", source_of(where)))
+        # a file axis in a config file is looked up beside that file first, as its author sees it
+        axis_dirs = [*_folder_of(source_of(where)), *base_dirs]
         try:
             schema = _axis_schema(name, source_of)
-            axis = expand_axis(name, spec, base_dirs, source_of(where))
+            axis = expand_axis(name, spec, axis_dirs, source_of(where))
         except ConfigError as error:
             issues += error.issues
             continue
@@ -157,7 +160,7 @@ def load_grid(config: RunConfig, base_dirs: list[Path], source_of: SourceOf) -> 
             else:
                 issues += check(value, f"{where}[{position}]")
         if config.sweep.mode == "product":
-            issues += _repeated_value_issues(axis, spec, base_dirs, where, source_of(where))
+            issues += _repeated_value_issues(axis, spec, axis_dirs, where, source_of(where))
         axes.append(axis)
     if issues:
         raise ConfigError(issues)
@@ -165,11 +168,22 @@ def load_grid(config: RunConfig, base_dirs: list[Path], source_of: SourceOf) -> 
     if len(grid) > limit:
         sizes = " × ".join(f"{a.name} {len(a.values):,}" for a in grid.axes)
         raise ConfigError(ConfigIssue("sweep.grid", f"{len(grid):,} items ({sizes}) is more than max_items = "
-                                                    f"{limit:,}; narrow the grid, or raise max_items to plan it",
+                                                    f"{limit:,}; narrow the grid, or raise max_items"
+                                                    f"{_set_in(source_of('max_items'))} to plan it",
                                       source_of("sweep.grid")))
     if grid.mode == "zip":
         _refuse_repeated_points(grid, source_of("sweep.grid"))
     return grid
+
+
+def _set_in(source: str | None) -> str:
+    """Where a limit the message names was set: the grid's source is the issue's, the limit's may be another."""
+    return f" (set in {source})" if source else ""
+
+
+def _folder_of(source: str | None) -> list[Path]:
+    """The folder of the config file a value was written in; none for a command-line override."""
+    return [Path(source).parent] if source and Path(source).is_file() else []
 
 
 def _repeated_value_issues(axis: Axis, spec: Any, base_dirs: list[Path], where: str,
@@ -239,6 +253,23 @@ def param_layers(spec: PipelineSpec, config: RunConfig) -> list[tuple[str, Mappi
     return [("provider", spec.defaults), ("preset", config.generation), ("sweep.params", config.sweep.params)]
 
 
+# Layers of defaults rather than of what the user asked for: a size in them is not applied to a pipeline whose
+# output has its input image's size (a txt2img preset's 64x64 under builder.pipeline=...Img2ImgPipeline).
+DEFAULT_LAYERS = ("provider", "preset")
+
+
+def _without(layer: Mapping[str, Any], keys: Container[str]) -> dict[str, Any]:
+    return {k: v for k, v in layer.items() if k not in keys}
+
+
+def unapplied_defaults(spec: PipelineSpec, config: RunConfig) -> dict[str, Any]:
+    """The default sizes a pipeline sized by its input image does not get, where the user set none (one the user
+    set is refused)."""
+    user_set = {k for k, v in config.sweep.params.items() if v is not None} | set(config.sweep.grid)
+    return {k: v for name, layer in param_layers(spec, config) if name in DEFAULT_LAYERS
+            for k, v in layer.items() if k in spec.sized_by_input - user_set and v is not None}
+
+
 class Plan:
     """Builders, items and batches of one sweep; items are produced lazily."""
 
@@ -255,6 +286,7 @@ class Plan:
         self.total = len(grid)
         self.index_width = max(4, len(str(self.total - 1)))
         self.selected: frozenset[str] | None = None  # see select()
+        self.notes: list[str] = []  # what the plan did not apply as configured, and why
         self._plan_builders()
         self._split_axes()
         self._check_shapes()
@@ -281,6 +313,14 @@ class Plan:
             self.builders.setdefault(plan.hash, plan)
         if issues:
             raise ConfigError(issues)
+        for spec in {b.spec.name: b.spec for b in self.builders.values()}.values():
+            unapplied = unapplied_defaults(spec, self.config)
+            if unapplied:
+                sizes = ", ".join(f"{key}={value}" for key, value in unapplied.items())
+                self.notes.append(f"{sizes} (the preset's defaults) not applied: {spec.name} makes the input "
+                                  f"image's size")
+        for note in self.notes:
+            log.info("%s", note)
 
     def _make_builder(self, config: dict[str, Any], point: Mapping[str, Any]) -> BuilderPlan:
         where = "sweep.grid.builder.pipeline" if "builder.pipeline" in point else "builder.pipeline"
@@ -288,6 +328,8 @@ class Plan:
         provider = providers.get(config["provider"])
         try:
             spec = provider.spec(config["pipeline"])
+        except PipelineClassError as error:
+            raise ConfigError(ConfigIssue(where, str(error), self._source_of(where))) from None
         except KeyError:
             names = list(provider.pipelines)
             choices = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
@@ -355,7 +397,8 @@ class Plan:
     def _params(self, builder: BuilderPlan, point: Mapping[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {"seed": DEFAULT_SEED, **lora.default_scales(builder.loras),
                                   **conditioning_defaults(builder.config)}
-        layers = [layer for _, layer in param_layers(builder.spec, self.config)]
+        layers = [_without(layer, builder.spec.sized_by_input) if name in DEFAULT_LAYERS else layer
+                  for name, layer in param_layers(builder.spec, self.config)]
         for layer in (*layers, {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
             params.update({k: v for k, v in layer.items() if v is not None})
         return {k: hashing.normalise_number(v, self._kinds.get(k, "number" if k.startswith("lora.") else "other"))
@@ -434,11 +477,12 @@ class Plan:
 
     def _where(self, key: str) -> str:
         """The config key path of a parameter problem's key (`image[1]`: the second file of a list of images; on a
-        grid axis, the axis, whose value in question the message names)."""
+        grid axis, the axis, whose value in question the message names): the layer that set it, not one holding
+        null there."""
         root = key.split("[", 1)[0]
         if root in self.config.sweep.grid:
             return f"sweep.grid.{root}"
-        if root in self.config.sweep.params:
+        if self.config.sweep.params.get(root) is not None:
             return f"sweep.params.{key}"
         return f"generation.{key}"
 

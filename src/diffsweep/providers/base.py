@@ -10,12 +10,13 @@ tiny stand-ins (`TinyModel`). Everything else in diffsweep reads those declarati
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -78,6 +79,12 @@ class PipelineSpec:
     # pipelines call their control image `image`; diffsweep calls it `control_image` in every family)
     call_names: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def sized_by_input(self) -> frozenset[str]:
+        """height and width where the pipeline takes neither but an input image, whose size its output has."""
+        return frozenset(k for k in ("height", "width") if k not in self.params) if "image" in self.params \
+            else frozenset()
+
     def load_class(self) -> type[Any]:
         """The pipeline class; a missing one (e.g. a deprecated pipeline a later diffusers dropped)
         is reported as unavailable rather than crashing the run."""
@@ -136,7 +143,8 @@ class Provider:
 
     # ----- rules, checked before anything loads -----------------------------------------
     def spec(self, pipeline: str) -> PipelineSpec:
-        """The spec of a pipeline class name; KeyError when this provider has no such pipeline."""
+        """The spec of a pipeline class name; KeyError when this provider has no such pipeline, PipelineClassError
+        when a dotted path names one that cannot be had (and why)."""
         return self.pipelines[pipeline]
 
     def check_builder(self, builder: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -195,9 +203,9 @@ class Provider:
             root = key.split(".", 1)[0]
             if root == "lora" and not spec.lora:
                 problems.append((key, f"{spec.name} has no LoRA support in diffusers"))
-            elif root in ("height", "width") and root not in accepted and "image" in spec.params:
+            elif root in spec.sized_by_input:
                 problems.append((key, f"not a parameter of {spec.name}: its output has the input image's size; "
-                                      f"leave {key} out (a preset's value: `~generation.{key}`)"))
+                                      f"leave {key} out"))
             elif root not in accepted:
                 problems.append((key, f"not a parameter of {spec.name} (it takes: "
                                       f"{', '.join(sorted(accepted - {'lora'}))})"))
@@ -502,6 +510,11 @@ def _model_index(source: Path | str, builder: Mapping[str, Any]) -> dict[str, An
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+class PipelineClassError(LookupError):
+    """A dotted pipeline path (`mypipes.MyPipe`) that names no usable class: its module cannot be imported, has no
+    such class, or the class is no DiffusionPipeline. The message says which, and what to do."""
+
+
 @functools.cache
 def _tiny_slots(provider: Provider, tiny_name: str) -> dict[str, Any]:
     """A tiny model's model_index.json entries, from its components made in memory (nothing is written)."""
@@ -522,6 +535,24 @@ def tiny_folder(provider: Provider, tiny_name: str) -> Path:
     return cache_dir() / "tiny" / f"{tiny_name}-v{FACTORY_VERSION}"
 
 
+@contextlib.contextmanager
+def without_progress_bars() -> Iterator[None]:
+    """transformers' and diffusers' progress bars off for the block: saving a tiny model writes its one shard in no
+    time, and a bar for it is noise on a first run."""
+    from diffusers.utils import logging as diffusers_logging  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
+    from transformers.utils import logging as transformers_logging  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
+
+    shown = [(lib, lib.is_progress_bar_enabled()) for lib in (transformers_logging, diffusers_logging)]
+    for lib, _ in shown:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, enabled in shown:
+            if enabled:
+                lib.enable_progress_bar()
+
+
 def ensure_tiny(provider: Provider, tiny_name: str) -> Path:
     """Build a tiny random-weight pipeline into the cache once; later calls reuse the folder."""
     target = tiny_folder(provider, tiny_name)
@@ -529,7 +560,8 @@ def ensure_tiny(provider: Provider, tiny_name: str) -> Path:
 
     def save(folder: Path) -> None:
         pipeline_class = provider.spec(tiny.pipeline).load_class()
-        pipeline_class(**tiny.factory()).save_pretrained(folder, safe_serialization=True)
+        with without_progress_bars():
+            pipeline_class(**tiny.factory()).save_pretrained(folder, safe_serialization=True)
 
     if build_folder_once(target, "model_index.json", save):
         log.info("built tiny model %s into %s", tiny_name, target)

@@ -4,6 +4,7 @@
 | -------------------------------------------------- | ------------------------------------------------------- |
 | a diffusers class name (`StableDiffusionPipeline`) | `diffusers.<name>`                                      |
 | a dotted path (`mypkg.pipes.MyPipe`)               | imported; plan allows only `allowed_modules` prefixes   |
+| a dotted path that cannot be had                   | PipelineClassError, saying why (plan: a config error)   |
 | anything else                                      | KeyError, which plan reports as a configuration error   |
 
 | spec field | derived from the class                                                                     |
@@ -36,9 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffsweep.errors import ConfigError, ConfigIssue
+from diffsweep.errors import ConfigError, ConfigIssue, did_you_mean
 from diffsweep.providers import generation_parameters
-from diffsweep.providers.base import OUTPUT_PARAMS, PipelineSpec, Provider, TinyModel, hub_kwargs, load_components
+from diffsweep.providers.base import (
+    OUTPUT_PARAMS,
+    PipelineClassError,
+    PipelineSpec,
+    Provider,
+    TinyModel,
+    hub_kwargs,
+    load_components,
+)
 from diffsweep.tiny import stable_diffusion as tiny_sd
 
 EXAMPLE = "diffsweep.examples.custom_pipeline.TinyCustomPipeline"
@@ -61,17 +70,39 @@ def generation_params() -> frozenset[str]:
 
 
 def pipeline_class(name: str) -> type[Any]:
-    """The DiffusionPipeline subclass a config names; KeyError when there is none."""
+    """The DiffusionPipeline subclass a config names; KeyError when a diffusers name names none, PipelineClassError
+    (saying why) when a dotted path does not."""
     from diffusers import DiffusionPipeline  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline
 
     module, _, attr = name.rpartition(".")
+    if not module:
+        found = getattr(importlib.import_module("diffusers"), attr, None)
+        if not (isinstance(found, type) and issubclass(found, DiffusionPipeline) and found is not DiffusionPipeline):
+            raise KeyError(name)
+        return found
     try:
-        found = getattr(importlib.import_module(module or "diffusers"), attr)
-    except (ImportError, AttributeError):
-        raise KeyError(name) from None
+        imported = importlib.import_module(module)
+    except ImportError as error:
+        raise PipelineClassError(_not_importable(module, error)) from None
+    found = getattr(imported, attr, None)
+    if found is None:
+        classes = [n for n, v in vars(imported).items() if isinstance(v, type) and issubclass(v, DiffusionPipeline)
+                   and v is not DiffusionPipeline]
+        raise PipelineClassError(f"module '{module}' ({imported.__file__}) has no '{attr}'{did_you_mean(attr, classes)}"
+                                 f"; its pipeline classes: {', '.join(classes) or 'none'}")
     if not (isinstance(found, type) and issubclass(found, DiffusionPipeline) and found is not DiffusionPipeline):
-        raise KeyError(name)
+        raise PipelineClassError(f"'{name}' is not a subclass of diffusers.DiffusionPipeline")
     return found
+
+
+def _not_importable(module: str, error: ImportError) -> str:
+    """Why a pipeline's module cannot be imported. The usual case is a module in the working directory: the
+    `diffsweep` command (unlike `python -m diffsweep`) does not put that folder on Python's path."""
+    if isinstance(error, ModuleNotFoundError) and error.name and (module + ".").startswith(error.name + "."):
+        return (f"module '{module}' cannot be imported: no '{error.name}' on Python's path; for a module in "
+                f"the working directory run `PYTHONPATH=. diffsweep ...` (or `python -m diffsweep ...`), else "
+                f"install the package that holds it (`pip install -e .` in its project)")
+    return f"module '{module}' cannot be imported: {type(error).__name__}: {error}"
 
 
 @functools.cache

@@ -24,7 +24,8 @@ import numpy as np
 
 from diffsweep import media
 from diffsweep.hashing import short
-from diffsweep.reports.score_stats import summarise
+from diffsweep.labels import builder_labels, shorten_per_group
+from diffsweep.reports.score_stats import readable_number, summarise
 from diffsweep.reports.sheets import run_layout
 from diffsweep.store.folder import RunFolder
 from diffsweep.store.records import ItemRecord
@@ -75,6 +76,8 @@ class RunDiff:
     only_b: list[ItemRecord] = field(default_factory=list)
     scores: list[ScoreDelta] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)  # outputs that are not what their record says, named
+    # builder hash -> what tells it from the other builders of both runs; empty when both runs have one builder
+    builder_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def items_differ(self) -> bool:
@@ -158,13 +161,24 @@ def score_deltas(run_a: Path, run_b: Path) -> list[ScoreDelta]:
             if (key := (s.metric, s.axis, s.label)) in stats_a]
 
 
+def builder_names(identities: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Builder hash -> its label among all of them, when there is more than one to tell apart."""
+    if len(identities) < 2:
+        return {}
+    hashes = list(identities)
+    labels = builder_labels([identities[h] for h in hashes], hashes)
+    return {h: label.label for h, label in zip(hashes, labels, strict=True)}
+
+
 def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
     # the items each run planned: a line outside a run's grid is named and left out (sheets.placed)
     items_a = {r.item_id: r for r in run_layout(run_a).records}
     items_b = {r.item_id: r for r in run_layout(run_b).records}
+    identities_a = builder_identities(run_a, list(items_a.values()))
+    identities_b = builder_identities(run_b, list(items_b.values()))
     result = RunDiff(run_a, run_b, config=changes(read_config_data(run_a), read_config_data(run_b)),
-                     builders=builder_changes(builder_identities(run_a, list(items_a.values())),
-                                              builder_identities(run_b, list(items_b.values()))))
+                     builders=builder_changes(identities_a, identities_b),
+                     builder_names=builder_names({**identities_a, **identities_b}))
     by_index = sorted(items_a.values(), key=lambda r: r.index)
     result.items = [compare_item(run_a, r, run_b, items_b[r.item_id]) for r in by_index if r.item_id in items_b]
     result.damaged = [f"{side}: item {record.item_id}: {problem}"
@@ -192,7 +206,8 @@ def print_diff(diff: RunDiff, out: TextIO) -> None:
     _print_items(diff, out)
     for side, records in (("A", diff.only_a), ("B", diff.only_b)):
         for record in records[:20]:
-            out.write(f"  only in {side} #{record.index} {short(record.item_id)}  {_params(record)}\n")
+            out.write(f"  only in {side} #{record.index} {short(record.item_id)}  "
+                      f"{_params(record, diff.builder_names.get(record.builder_hash))}\n")
         if len(records) > 20:
             out.write(f"  only in {side}: {len(records) - 20} more\n")
     if diff.damaged:
@@ -201,9 +216,12 @@ def print_diff(diff: RunDiff, out: TextIO) -> None:
             out.write(f"  {line}\n")
     if diff.scores:
         out.write("score means per axis value (B − A):\n")
+        shown = shorten_per_group(((d.axis, d.value) for d in diff.scores), 40)
         for delta in diff.scores:
-            out.write(f"  {delta.metric}  {delta.axis}={delta.value[:40]}  {delta.mean_a:.4g} → {delta.mean_b:.4g}  "
-                      f"({delta.delta:+.4g})\n")
+            sign = "+" if delta.delta >= 0 else "-"
+            out.write(f"  {delta.metric}  {delta.axis}={shown[delta.axis, delta.value]}  "
+                      f"{readable_number(delta.mean_a)} → {readable_number(delta.mean_b)}  "
+                      f"({sign}{readable_number(abs(delta.delta))})\n")
     out.write("runs differ\n" if diff.items_differ else "no item differs\n")
 
 
@@ -219,7 +237,8 @@ def _print_items(diff: RunDiff, out: TextIO) -> None:
                       f"{comparison.mean_abs_diff:.4f} levels{note}\n")
 
 
-def _params(record: ItemRecord) -> str:
+def _params(record: ItemRecord, builder: str | None) -> str:
     shown = {k: record.params[k] for k in ("prompt", "seed", "guidance_scale", "num_inference_steps")
              if k in record.params}
-    return "  ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in shown.items())
+    text = "  ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in shown.items())
+    return f"builder={json.dumps(builder, ensure_ascii=False)}  {text}" if builder else text

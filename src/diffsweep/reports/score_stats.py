@@ -18,15 +18,18 @@ import io
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffsweep.labels import shorten_all, shorten_per_group
 from diffsweep.planning.grid import Axis
 from diffsweep.reports.sheets import SweepGrid, run_layout
 from diffsweep.store.atomic import write_atomic
 from diffsweep.store.folder import RunFolder
+from diffsweep.store.records import ScoreRecord
 
 SUMMARY = "scores_summary.csv"
 PLOTS = "scores"
@@ -127,17 +130,46 @@ def summary_csv(stats: Sequence[AxisStat]) -> str:
     return buffer.getvalue()
 
 
-def summary_table(stats: Sequence[AxisStat]) -> list[str]:
-    """Aligned text lines of the summary, for `diffsweep-runs show` and `score`."""
-    def number(value: float | None) -> str:
-        return "-" if value is None else f"{value:.4g}"
+def readable_number(value: float) -> str:
+    """Four significant digits, but a value of 10,000 or more in whole digits, never in e-notation."""
+    return f"{value:.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
-    rows = [(s.metric, s.axis, s.label[:40], str(s.n), number(s.mean), number(s.std),
+
+def summary_table(stats: Sequence[AxisStat], scores: Sequence[ScoreRecord] = ()) -> list[str]:
+    """Aligned text lines of the summary, for `diffsweep-runs show` and `score`; without any statistic, the reason
+    (from the run's `scores`), not a table of nothing."""
+    def number(value: float | None) -> str:
+        return "-" if value is None else readable_number(value)
+
+    if not stats:
+        return [_why_no_summary(scores, number)]
+
+    shown = shorten_per_group(((s.axis, s.label) for s in stats), 40)
+    rows = [(s.metric, s.axis, shown[s.axis, s.label], str(s.n), number(s.mean), number(s.std),
              "-" if s.ci_low is None else f"[{number(s.ci_low)}, {number(s.ci_high)}]") for s in stats]
     header = ("metric", "axis", "value", "n", "mean", "std", "95% CI (t)")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             for row in [header, *rows]]
+
+
+def _why_no_summary(scores: Sequence[ScoreRecord], number: Any) -> str:
+    values = [s for s in scores if s.value is not None]
+    if not values:
+        reasons = Counter(s.skipped for s in scores if s.skipped)
+        said = "; ".join(f"{reason} ({count})" for reason, count in reasons.most_common(3))
+        return f"no values to summarise: every score was skipped{f': {said}' if said else ''}"
+    means = "; ".join(f"{metric} mean {number(math.fsum(vs) / len(vs))} over {len(vs)} item(s)"
+                      for metric, vs in _by_metric(values).items())
+    return f"no axis varies, so no per-axis summary: {means}"
+
+
+def _by_metric(scores: Sequence[ScoreRecord]) -> dict[str, list[float]]:
+    found: dict[str, list[float]] = {}
+    for score in sorted(scores, key=lambda s: s.metric):
+        if score.value is not None:
+            found.setdefault(score.metric, []).append(float(score.value))
+    return found
 
 
 CATEGORICAL = ("seed",)  # numbers that name things: nothing lies between two seeds
@@ -179,6 +211,8 @@ def _line_figure(metric: str, axis: Axis, by: Axis | None, scores: Sequence[Scor
     ax = figure.add_subplot()
     groups = [(None, list(scores))] if by is None else [(v, [s for s in scores if s.point[by.name] == p])
                                                          for p, v in enumerate(by.values)]
+    by_texts = [value_label(value) for value in by.values] if by is not None else []
+    by_labels = dict(zip(by_texts, shorten_all(by_texts, 30), strict=True))
     for value, members in groups:
         xs, means, halves = [], [], []
         for position, x in enumerate(axis.values):
@@ -188,7 +222,7 @@ def _line_figure(metric: str, axis: Axis, by: Axis | None, scores: Sequence[Scor
                 xs.append(x)
                 means.append(mean)
                 halves.append(half)
-        label = None if by is None else f"{by.name}={value_label(value)[:30]}"
+        label = None if by is None else f"{by.name}={by_labels[value_label(value)]}"
         ax.errorbar(xs, means, yerr=halves, marker="o", capsize=3, label=label)
     ax.set_xlabel(axis.name)
     ax.set_ylabel(f"{metric} (mean, 95% CI)")
@@ -208,9 +242,10 @@ def _bar_figure(metric: str, axis: Axis, scores: Sequence[ScoredItem]) -> Any:
         values = [s.value for s in scores if s.point[axis.name] == position]
         if values:
             mean, half = _stat(values)
-            labels.append(value_label(value)[:30])
+            labels.append(value_label(value))
             means.append(mean)
             halves.append(half)
+    labels = shorten_all(labels, 30)
     ax.bar(range(len(labels)), means, yerr=halves, capsize=4)
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize="small")
     ax.set_xlabel(axis.name)

@@ -4,7 +4,7 @@ Any varying axis of the grid can run across (X), down (Y) or between titled sub-
 by side (Z); one sheet is drawn per combination of the other varying axes, into `sheets/`, and
 `contact_sheet.png` is the first of them. Labels are wrapped, and shortened from the middle only
 around what tells values apart. Images show as thumbnails, videos as strips of frames, audio as
-waveforms; failed and missing items as marked cells. A pixel cap shrinks thumbnails (then the
+waveforms; failed items and items not made as marked cells. A pixel cap shrinks thumbnails (then the
 whole sheet) and says so on the sheet and in the log.
 """
 
@@ -58,6 +58,7 @@ INK = (0, 0, 0)
 TITLE_INK = (20, 40, 90)
 MUTED = (90, 90, 90)
 MISSING = (200, 200, 200)  # not made yet (or its file is gone)
+NOT_MADE = "not made"  # the viewer's word for such a cell too
 FAILED = (190, 60, 60)
 SLATE = (50, 60, 80)  # background of waveforms and unknown outputs
 WAVE = (140, 210, 255)
@@ -290,11 +291,11 @@ Tile = Image.Image | str  # a thumbnail, or the word printed on a marked cell
 def tile(run_dir: Path, record: ItemRecord | None) -> Tile:
     """The thumbnail of an item: image, strip of video frames, or audio waveform; else a mark."""
     if record is None:
-        return "missing"
+        return NOT_MADE
     if not record.ok:
         return "failed"
     if not record.outputs:
-        return "missing"
+        return NOT_MADE
     path = run_dir / record.outputs[0]
     kind = media.kind_of(record.outputs[0], record.has_sound)
     try:
@@ -308,7 +309,7 @@ def tile(run_dir: Path, record: ItemRecord | None) -> Tile:
             return waveform(path)
     except (OSError, ValueError, RuntimeError, Image.DecompressionBombError) as error:
         log.debug("no thumbnail for %s: %s", path, error)
-        return "missing" if not path.is_file() else "unreadable"
+        return "file gone" if not path.is_file() else "unreadable"
     return kind
 
 
@@ -330,23 +331,29 @@ def video_strip(path: Path, frames: int = VIDEO_FRAMES) -> Image.Image:
     return strip
 
 
-def waveform(path: Path, size: tuple[int, int] = (THUMB, THUMB // 2)) -> Image.Image:
-    """The samples' envelope (min and max per pixel column) on a dark ground."""
+def envelope(path: Path, columns: int) -> list[tuple[float, float]]:
+    """(min, max) of an audio file's samples (channels mixed) in each of `columns` columns, scaled so that the
+    loudest sample is 1: what sheets draw as its waveform, and the viewer too."""
     import soundfile  # noqa: PLC0415 - start-up time: codecs load only for the media that need them
 
     samples, _ = soundfile.read(str(path), dtype="float32", always_2d=True)
     mono = samples.mean(axis=1)
+    if not mono.size:
+        return []
+    peak = max(float(np.abs(mono).max()), 1e-6)
+    return [(float(chunk.min()) / peak, float(chunk.max()) / peak)
+            for chunk in np.array_split(mono, columns) if chunk.size]
+
+
+def waveform(path: Path, size: tuple[int, int] = (THUMB, THUMB // 2)) -> Image.Image:
+    """The samples' envelope (min and max per pixel column) on a dark ground."""
     width, height = size
     image = Image.new("RGB", size, SLATE)
     draw = ImageDraw.Draw(image)
     middle = height / 2
     draw.line((0, middle, width, middle), fill=MUTED)
-    if mono.size:
-        peak = max(float(np.abs(mono).max()), 1e-6)
-        for x, chunk in enumerate(np.array_split(mono, width)):
-            if chunk.size:
-                top, bottom = middle - chunk.max() / peak * (middle - 2), middle - chunk.min() / peak * (middle - 2)
-                draw.line((x, top, x, bottom), fill=WAVE)
+    for x, (low, high) in enumerate(envelope(path, width)):
+        draw.line((x, middle - high * (middle - 2), x, middle - low * (middle - 2)), fill=WAVE)
     return image
 
 
@@ -391,12 +398,12 @@ class Fonts:
         self.line = self.text.line_height
 
 
-def _wrap_all(face: Typeface, texts: Sequence[str], width: int, lines: int) -> list[list[str]]:
-    """Each text wrapped to `width`; one that needs more than `lines` lines is shortened from the
-    middle, around what tells it from the others, until it fits."""
+def _wrap_all(face: Typeface, texts: Sequence[str], width: int, lines: int, prefix: str = "") -> list[list[str]]:
+    """Each text (after `prefix`, which is never shortened) wrapped to `width`; one that needs more than
+    `lines` lines is shortened from the middle, around what tells it from the others, until it fits."""
     width = max(width, 8)
-    fitted = fit_all(texts, lambda text: len(face.wrap(text, width)) <= lines)
-    return [face.wrap(text, width) for text in fitted]
+    fitted = fit_all(texts, lambda text: len(face.wrap(prefix + text, width)) <= lines)
+    return [face.wrap(prefix + text, width) for text in fitted]
 
 
 def _column_width(choice: Choice, width: int, fonts: Fonts) -> int:
@@ -433,7 +440,7 @@ def layout_sheet(choice: Choice, page: Page, cell: tuple[int, int], texts: Texts
     title = (PAD, y, inner, len(title_lines) * line) if title_lines else None
     y += len(title_lines) * line + (GAP * 2 if title_lines else 0)
 
-    z_lines = (_wrap_all(fonts.bold, [f"{choice.z.title}: {label}" for label in choice.z.labels], sub_w, 2)
+    z_lines = (_wrap_all(fonts.bold, list(choice.z.labels), sub_w, 2, prefix=f"{choice.z.title}: ")
                if choice.z else [[] for _ in range(nz)])
     z_h = max(len(lines) for lines in z_lines) * line + (GAP if choice.z else 0)
     x_title = _wrap_all(fonts.bold, [choice.x.title], nx * (cw + GAP), 2)[0] if choice.x else []
@@ -539,7 +546,7 @@ def render(layout: SheetLayout, page: Page, tiles: Mapping[int, Tile], fonts: Fo
     draw = ImageDraw.Draw(image)
     for key, box in layout.cells.items():
         index = page.cells.get(key)
-        _draw_tile(image, draw, box, "missing" if index is None else tiles.get(index, "missing"), fonts)
+        _draw_tile(image, draw, box, NOT_MADE if index is None else tiles.get(index, NOT_MADE), fonts)
     if layout.title:
         _text(image, layout.title, layout.title_lines, fonts.bold, TITLE_INK, centre=False)
     for box, lines in layout.z_titles:
@@ -561,7 +568,7 @@ def _draw_tile(image: Image.Image, draw: ImageDraw.ImageDraw, box: Box, item: Ti
     if isinstance(item, Image.Image):
         image.paste(item, (x + (w - item.width) // 2, y + (h - item.height) // 2))
         return
-    fill = {"missing": MISSING, "failed": FAILED}.get(item, SLATE)
+    fill = {NOT_MADE: MISSING, "file gone": MISSING, "failed": FAILED}.get(item, SLATE)
     draw.rectangle((x, y, x + w - 1, y + h - 1), fill=fill)
     _text(image, box, [item], fonts.bold, MARK_INK[fill])
 

@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from diffsweep import hashing, media
 from diffsweep.labels import axis_value_labels
-from diffsweep.reports.sheets import RunLayout, SweepGrid
+from diffsweep.reports.sheets import RunGrid, RunLayout, SheetAxis, SweepGrid, default_choice, envelope
 from diffsweep.store.atomic import write_atomic
 from diffsweep.store.folder import RunFolder
 from diffsweep.store.records import BuilderRecord, ItemRecord, RunInfo, ScoreRecord, Sidecar
@@ -30,6 +30,7 @@ log = logging.getLogger("diffsweep")
 INDEX = "index.html"
 DATA = "data.js"
 DATA_SCHEMA = 1
+WAVEFORM_COLUMNS = 64  # an audio cell's envelope: enough for its shape, small in data.js
 
 
 class PlannedItems(Protocol):
@@ -80,7 +81,8 @@ def run_payload(run_dir: Path, title: str, layout: RunLayout, sheet: bool,
         if record is None:
             items.append(_unmade_item(index, coords, plan.item(index) if plan else None, grid))
         else:
-            items.append(_made_item(record, coords, sidecars.get(record.item_id), scores.get(record.item_id, {})))
+            items.append(_made_item(run_dir, record, coords, sidecars.get(record.item_id),
+                                    scores.get(record.item_id, {})))
     if grid:
         axes = [{"name": axis.name, "values": axis_value_labels(axis.name, axis.values),  # as the sheets say them
                  "full": [_full_text(v) for v in axis.values]} for axis in grid.axes]
@@ -91,19 +93,31 @@ def run_payload(run_dir: Path, title: str, layout: RunLayout, sheet: bool,
     return {
         "schema": DATA_SCHEMA, "title": title, "version": run_dir.name, "run_dir": str(run_dir.absolute()),
         "status": run.status if run else "unknown", "counts": run.counts.model_dump() if run else None,
-        "mode": grid.mode if grid else "product", "sheet": sheet, "axes": axes, "metrics": metrics,
+        "mode": grid.mode if grid else "product", "view": default_view(grid, axes), "sheet": sheet, "axes": axes,
+        "metrics": metrics,
         "builders": list(builders.values()), "fixed": _fixed_params(records, grid), "items": items,
     }
 
 
-def _made_item(record: ItemRecord, coords: list[int], sidecar: Sidecar | None,
+def default_view(grid: SweepGrid | None, axes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The viewer's first view: what contact_sheet.png shows. The sheet's titled sub-grids (Z) are the viewer's X,
+    with the sheet's X inside them (X2), and its Y is Y; the axes it draws a sheet per value of stay pinned."""
+    varying = [SheetAxis(a["name"], a["name"], tuple(a["values"]), (a["name"],)) for a in axes if len(a["values"]) > 1]
+    if grid is None:  # items laid out by grid index alone
+        return {"x": varying[0].name} if varying else {}
+    choice = default_choice(RunGrid(varying, [], grid.mode))
+    outer, inner = (choice.z, choice.x) if choice.z else (choice.x, None)
+    return {key: axis.name for key, axis in (("x", outer), ("x2", inner), ("y", choice.y)) if axis is not None}
+
+
+def _made_item(run_dir: Path, record: ItemRecord, coords: list[int], sidecar: Sidecar | None,
                scores: Mapping[str, ScoreRecord]) -> dict[str, Any]:
     identity = dict(sidecar.builder.identity) if sidecar else None
     return {
         "index": record.index, "item_id": record.item_id, "coords": coords, "status": record.status,
         "params": dict(record.params), "seed": record.seed, "builder": record.builder_hash,
         "identity": identity, "scheduler": sidecar.scheduler if sidecar else None,
-        "outputs": [{"path": path, "kind": media.kind_of(path, record.has_sound)} for path in record.outputs],
+        "outputs": [_output(run_dir, path, media.kind_of(path, record.has_sound)) for path in record.outputs],
         # prepared control images (run-relative paths the record's schema allows only under control/)
         "controls": [{"path": c.path, "preprocess": c.preprocess, "settings": c.settings}
                      for c in record.control_prepared or []],
@@ -111,6 +125,18 @@ def _made_item(record: ItemRecord, coords: list[int], sidecar: Sidecar | None,
         "scores": {metric: {"value": s.value, "model": s.model, "revision": s.revision, "skipped": s.skipped}
                    for metric, s in scores.items()},
     }
+
+
+def _output(run_dir: Path, path: str, kind: str) -> dict[str, Any]:
+    """An output as the page shows it; audio with its waveform, which the page cannot read from a file:// page."""
+    output: dict[str, Any] = {"path": path, "kind": kind}
+    if kind == "audio":
+        try:
+            output["waveform"] = [[round(low, 3), round(high, 3)] for low, high in
+                                  envelope(run_dir / path, WAVEFORM_COLUMNS)]
+        except (OSError, RuntimeError, ValueError) as error:  # a cell without its waveform, not a viewer without cells
+            log.info("no waveform for %s: %s", path, error)
+    return output
 
 
 def _unmade_item(index: int, coords: list[int], planned: Any, grid: SweepGrid | None) -> dict[str, Any]:

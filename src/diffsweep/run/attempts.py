@@ -45,7 +45,7 @@ def new_run_info(run: RunFolder, plan: Plan) -> RunInfo:
     return RunInfo(status="running", name=plan.config.sweep.name, version=run.path.name, started=now(), finished=None,
                    device=str(plan.device), counts=Counts(planned=plan.total, skipped=plan.total), attempts=[],
                    builders=builder_records(plan), versions=Versions.model_validate(software_versions()),
-                   command=invocation(), optimization=dict(plan.config.optimization))
+                   command=invocation(), optimization=dict(plan.config.optimization), notes=list(plan.notes))
 
 
 def builder_records(plan: Plan) -> list[BuilderRecord]:

@@ -52,7 +52,7 @@ from diffsweep.run.attempts import (
     read_info_or_rebuild,
     trusted_config,
 )
-from diffsweep.store.folder import CONFIG, SHARDS, RunFolder, allocate
+from diffsweep.store.folder import CONFIG, RUN_LOG, SHARDS, RunFolder, allocate
 from diffsweep.store.records import AttemptCounts, Counts, RunInfo, ShardLayout, Status, Worker, now
 from diffsweep.store.runconfig import write_overrides, write_run_config
 
@@ -86,12 +86,14 @@ def create_run(plan: Plan, overrides: list[str], shards: int, trusted: Sequence[
         info.shards, info.config_hash, info.config_keys = layout.count, config_hash, config_keys
         info.attempts.append(new_attempt("run", trusted))
         run.write_info(info)
-    log.info("run folder %s: %d planned in %d shard(s) (%s items)", run.path, plan.total, layout.count,
-             ", ".join(map(str, layout.planned)))
-    idle = layout.planned.count(0)
-    if idle:  # a shard is whole batches: fewer batches than workers leaves some without work
-        log.warning("%d of %d shard(s) have no items: the plan has fewer batches than workers; a smaller "
-                    "sweep.batch_size gives each worker some", idle, layout.count)
+    # run.log holds what the run as a whole did (its plan, its merge); each worker logs to its shard's worker.log
+    with run_log(run.path / RUN_LOG):
+        log.info("run folder %s: %d planned in %d shard(s) (%s items)", run.path, plan.total, layout.count,
+                 ", ".join(map(str, layout.planned)))
+        idle = layout.planned.count(0)
+        if idle:  # a shard is whole batches: fewer batches than workers leaves some without work
+            log.warning("%d of %d shard(s) have no items: the plan has fewer batches than workers; a smaller "
+                        "sweep.batch_size gives each worker some", idle, layout.count)
     return run
 
 
@@ -239,10 +241,11 @@ def finalize(run: RunFolder, trust: bool = False) -> RunInfo | None:
         attempt.status, attempt.finished = status, now()
         info.status, info.finished = status, attempt.finished
         run.write_info(info)
-    reports.after_attempt(run, plan.config, info, score=not interrupted, redraw=True, plan=plan)
-    counts = info.counts
-    log.info("%s: %d done, %d failed of %d (%d worker(s))", status, counts.done, counts.failed, counts.planned,
-             len(this_attempt))
+    with run_log(run.path / RUN_LOG):
+        reports.after_attempt(run, plan.config, info, score=not interrupted, redraw=True, plan=plan)
+        counts = info.counts
+        log.info("%s: %d done, %d failed of %d (%d worker(s))", status, counts.done, counts.failed, counts.planned,
+                 len(this_attempt))
     return info
 
 
@@ -358,11 +361,10 @@ class RankZeroFailed(DiffsweepError):
 
 def submit_run(plan: Plan, *, overrides: list[str], out: TextIO, trusted: Sequence[str] = ()) -> RunResult:
     """Allocate the run folder, then submit one array task per shard; prints the folder and job id."""
-    from diffsweep.run.submit import cuda_gpus, local_gpus  # noqa: PLC0415 - submitit loads only for job arrays
+    from diffsweep.run.submit import check_backend_available  # noqa: PLC0415 - submitit loads only for job arrays
 
     settings = plan.config.distribute
-    if settings.backend == "local":  # GPUs the tasks cannot have are refused before the run folder is made
-        local_gpus(list(range(settings.tasks)), settings.gpus_per_task, cuda_gpus())
+    check_backend_available(settings)
     run = create_run(plan, overrides, settings.tasks, trusted)
     info = _submit_and_maybe_wait(run, settings, list(range(settings.tasks)), trust=bool(trusted))
     out.write(f"{run.path}\n")

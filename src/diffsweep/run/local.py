@@ -144,6 +144,8 @@ def _attempt(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, done: 
         info.status, info.finished = "running", None
         run.write_info(info)
         log.info("run folder %s: %d planned, %d already done", run.path, plan.total, kept)
+        for note in plan.notes:  # said on the console when the plan was made
+            log.info("%s", note, extra={"console": False})
         nothing_to_do = kept == plan.total
         if nothing_to_do:
             log.info("nothing to do: all %d planned item(s) are done", plan.total)

@@ -7,6 +7,7 @@ shard, `diffsweep.run.distributed.run_shard_task`); submitit's own logs go to `<
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,7 @@ class SubmittedArray:
 def submit_shards(run: RunFolder, settings: DistributeSettings, shards: list[int], task: ShardTask,
                   kind: str = "run", trust: bool = False) -> SubmittedArray:
     """Submit one `task` per shard in `shards` (all of them, or those a resume must finish)."""
+    check_backend_available(settings)
     folder = run.path / SHARDS / "submitit" / "%j"
     if settings.requeue_on_timeout:
         task = RequeuedShardTask(task)
@@ -84,6 +86,16 @@ def submit_shards(run: RunFolder, settings: DistributeSettings, shards: list[int
     with executor.batch():
         jobs = [executor.submit(task, str(run.path), shard, kind, trust) for shard in shards]
     return SubmittedArray(jobs)
+
+
+def check_backend_available(settings: DistributeSettings) -> None:
+    """Refuse a job array this machine cannot submit, before a run folder is made for it: Slurm needs `sbatch`."""
+    if settings.backend == "local":  # GPUs the tasks cannot have
+        local_gpus(list(range(settings.tasks)), settings.gpus_per_task, cuda_gpus())
+    elif settings.backend == "slurm" and shutil.which("sbatch") is None:
+        raise ConfigError(ConfigIssue("distribute", "distribute=slurm submits with Slurm's `sbatch`, which is not on "
+                                                    "PATH here: submit from a Slurm login node, or run the shards as "
+                                                    "local processes (distribute=local) or under torchrun"))
 
 
 def cuda_gpus() -> int:

@@ -551,6 +551,9 @@ class RunInfo(Record):
     workers: list[Worker] = Field(default_factory=list, description="a distributed run: the latest worker of each "
                                   "shard, what it did and where")
     tracking: Tracking | None = None
+    notes: list[str] = Field(default_factory=list, description="what the run did not apply as configured, and why "
+                                                               "(a preset's size for a pipeline that makes the input "
+                                                               "image's size)")
 
     @classmethod
     def from_json(cls, raw: Any) -> Self:
@@ -609,6 +612,8 @@ class RunInfo(Record):
             record.update(shards=self.shards, workers=[w.to_json() for w in self.workers])
         if self.tracking is not None:
             record["tracking"] = self.tracking.to_json()
+        if self.notes:
+            record["notes"] = self.notes
         return {**record, **(self.model_extra or {})}
 
 

@@ -9,6 +9,7 @@
     return;
   }
   const LABEL_WIDTH = 180;
+  const NOT_MADE = "not made"; // an item of the grid without an output yet; the sheets say the same
   const OVERSCAN = 2;
   const axes = RUN.axes;
   const axisIndex = new Map(axes.map((axis, i) => [axis.name, i]));
@@ -17,13 +18,17 @@
   const byCoords = new Map(RUN.items.map((item) => [item.coords.join(","), item]));
   const byIndex = new Map(RUN.items.map((item) => [item.index, item]));
   const byId = new Map(RUN.items.filter((item) => item.item_id).map((item) => [item.item_id, item]));
-  for (const axis of axes) axis.short = shortLabels(axis.values);
-  const fitted = new Map(); // "<axis>|<characters>" -> labels shortened to fit a label box
+  const fitted = new Map(); // "<axis>|<characters per line>|<lines>" -> each value's label lines in that box
 
-  // A label box holds about `characters`; longer values are shortened so what differs stays in it.
-  function fittedLabels(name, characters) {
-    const key = name + "|" + characters;
-    if (!fitted.has(key)) fitted.set(key, shortLabels(axes[axisIndex.get(name)].values, characters));
+  // A label box holds `lines` lines of about `perLine` characters; longer values are shortened so what differs
+  // stays in it. Words are never broken across lines: one too long for a line is cut short with an ellipsis.
+  function fittedLabels(name, perLine, lines) {
+    const key = name + "|" + perLine + "|" + lines;
+    if (!fitted.has(key)) {
+      const values = axes[axisIndex.get(name)].values;
+      const spans = differingSpans(values);
+      fitted.set(key, values.map((value, i) => fitLines(value, perLine, lines, spans[i])));
+    }
     return fitted.get(key);
   }
 
@@ -31,26 +36,86 @@
     return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
   }
 
-  function commonPrefix(values) {
-    if (!values.length) return 0;
+  // --- labels: shortened from the middle around what tells a value from the values most like it ------------------
+  // The same rule as the sheets' (labels.py): the part between the longest head and the longest tail a value shares
+  // with any other value stays, so one unrelated value among several that differ in a word cannot hide that word.
+  const ELLIPSIS = "…";
+  const MIN_CUT = 4; // characters, as in labels.py
+  const inWord = (char) => /[\p{L}\p{N}._-]/u.test(char);
+
+  function sharedHead(a, b) {
     let n = 0;
-    while (values.every((v) => v.length > n && v[n] === values[0][n])) n++;
+    while (n < a.length && n < b.length && a[n] === b[n]) n++;
     return n;
   }
 
-  // Long values are abbreviated from the middle after any prefix they all share, so what tells
-  // them apart stays in view; the full text is in each label's title.
-  function shortLabels(values, max = 80) {
-    if (values.every((v) => v.length <= max)) return values.slice();
-    const shared = commonPrefix(values);
-    return values.map((value) => {
-      let text = shared > 12 ? "…" + value.slice(shared - 6) : value;
-      if (text.length > max) {
-        const half = Math.floor((max - 1) / 2);
-        text = text.slice(0, half) + "…" + text.slice(text.length - half);
-      }
-      return text;
+  // for each value, the longest head it shares with another value (of key(value)); sorted, that one is next to it
+  function longestShared(values, key) {
+    const keyed = values.map(key);
+    const order = [...new Set(keyed)].sort();
+    const longest = new Map(order.map((value, i) => [value, Math.max(0,
+      ...[order[i - 1], order[i + 1]].filter((other) => other !== undefined).map((other) => sharedHead(value, other)))]));
+    return keyed.map((value) => longest.get(value));
+  }
+
+  function differingSpans(values) {
+    const heads = longestShared(values, (value) => value);
+    const tails = longestShared(values, (value) => [...value].reverse().join(""));
+    return values.map((text, i) => {
+      let start = heads[i];
+      let end = Math.max(start, text.length - tails[i]);
+      while (start > 0 && inWord(text[start - 1]) && (start === text.length || inWord(text[start]))) start--;
+      while (end < text.length && inWord(text[end]) && (end === 0 || inWord(text[end - 1]))) end++;
+      // a shared head or tail of a few characters ("a ") is not worth the ellipsis that would stand for it
+      return [start < MIN_CUT ? 0 : start, text.length - end < MIN_CUT ? text.length : end];
     });
+  }
+
+  function shortenMiddle(text, keep, [start, end]) {
+    if (text.length <= keep) return text;
+    const lead = start > 0 ? 1 : 0;
+    const trail = end < text.length ? 1 : 0;
+    let room = keep - lead - trail;
+    if (end - start <= room) { // the part that differs fits: widen it evenly into the shared head and tail
+      const spare = room - (end - start);
+      let before = Math.min(start, Math.floor(spare / 2));
+      const after = Math.min(text.length - end, spare - before);
+      before = Math.min(start, spare - after);
+      const a = start - before;
+      const b = end + after;
+      return (a > 0 ? ELLIPSIS : "") + text.slice(a, b) + (b < text.length ? ELLIPSIS : "");
+    }
+    const core = text.slice(start, end);
+    room = Math.max(2, room - 1);
+    const head = Math.ceil(room / 2);
+    return (lead ? ELLIPSIS : "") + core.slice(0, head) + ELLIPSIS + core.slice(core.length - (room - head)) +
+      (trail ? ELLIPSIS : "");
+  }
+
+  // words in lines of at most `perLine` characters; a longer word has a line of its own
+  function wrapWords(text, perLine) {
+    const lines = [];
+    for (const word of text.split(/\s+/).filter(Boolean)) {
+      const last = lines.length - 1;
+      if (last >= 0 && lines[last].length + 1 + word.length <= perLine) lines[last] += " " + word;
+      else lines.push(word);
+    }
+    return lines.length ? lines : [""];
+  }
+
+  function fitLines(value, perLine, lines, span) {
+    let shown = value;
+    let keep = value.length;
+    while (keep > 1 && wrapWords(shown, perLine).length > lines) {
+      keep = Math.max(1, Math.min(keep - 1, Math.floor(keep * 0.9)));
+      shown = shortenMiddle(value, keep, span);
+    }
+    return wrapWords(shown, perLine);
+  }
+
+  for (const axis of axes) {
+    const spans = differingSpans(axis.values);
+    axis.short = axis.values.map((value, i) => shortenMiddle(value, 80, spans[i])); // for pins and toggles
   }
 
   function quote(word) {
@@ -64,13 +129,14 @@
   // cell exists where the placed axes sit at the same point (one axis alone lists every point).
   const zip = RUN.mode === "zip";
 
+  // The first view is what contact_sheet.png shows (data.js says which axes go where); every other axis pinned
+  // at its first value, as on that first sheet.
   function defaults() {
     if (zip) {
       state.y = varying[0] || "";
       return;
     }
-    state.y = varying.length > 1 ? varying[0] : "";
-    state.x = varying.length > 1 ? varying[1] : varying[0] || "";
+    Object.assign(state, RUN.view);
   }
 
   function readFragment() {
@@ -86,10 +152,8 @@
     }
     for (const [key, value] of params) {
       if (key.startsWith("pin.") && axisIndex.has(key.slice(4))) {
-        const position = Number(value);
-        if (Number.isInteger(position) && position >= 0 && position < axes[axisIndex.get(key.slice(4))].values.length) {
-          state.pins[key.slice(4)] = position;
-        }
+        const position = positionOf(axes[axisIndex.get(key.slice(4))], value);
+        if (position >= 0) state.pins[key.slice(4)] = position;
       } else if (key.startsWith("hide.") && axisIndex.has(key.slice(5))) {
         state.hide[key.slice(5)] = value.split(",").filter((v) => v !== "").map(Number).filter(Number.isInteger);
       }
@@ -100,10 +164,19 @@
     if (byId.has(params.get("item"))) state.item = params.get("item");
   }
 
+  // A pinned value in the URL is the value as its label says it (`pin.guidance_scale=7.5`), or as written in the
+  // config; a number matches the same number however written (`pin.guidance_scale=1` pins 1.0).
+  function positionOf(axis, text) {
+    const exact = [axis.values, axis.full].map((texts) => texts.indexOf(text)).find((position) => position >= 0);
+    if (exact !== undefined) return exact;
+    const number = text.trim() === "" ? NaN : Number(text);
+    return Number.isNaN(number) ? -1 : axis.full.findIndex((full) => full.trim() !== "" && Number(full) === number);
+  }
+
   function fragment() {
     const params = new URLSearchParams();
     for (const key of ["x", "y", "x2", "y2"]) if (state[key]) params.set(key, state[key]);
-    for (const name of pinned()) params.set("pin." + name, String(pin(name)));
+    for (const name of pinned()) params.set("pin." + name, axes[axisIndex.get(name)].values[pin(name)]);
     for (const [name, hidden] of Object.entries(state.hide)) if (hidden.length) params.set("hide." + name, hidden.join(","));
     params.set("size", String(state.size));
     if (state.heatmap) params.set("heatmap", state.heatmap);
@@ -232,17 +305,28 @@
     return values.length ? [Math.min(...values), Math.max(...values)] : null;
   }
 
+  // four significant digits, but 10,000 and more in whole digits, never in e-notation (as the score tables)
+  const readable = (value) => Math.abs(value) >= 1e4 ? value.toFixed(0) : value.toPrecision(4);
+
   function tint(value) {
     const [low, high] = layout.range;
     const t = high > low ? (value - low) / (high - low) : 1;
     return `hsla(${Math.round(t * 120)},85%,50%,0.45)`; // red (lowest) to green (highest)
   }
 
-  function label(name, position, cls, attr, characters) {
+  function label(name, position, cls, attr, perLine, lines) {
     const axis = axes[axisIndex.get(name)];
-    const text = fittedLabels(name, characters)[position];
-    return `<span class="${cls}" data-${attr}="${esc(axis.full[position])}" data-axis-name="${esc(name)}" ` +
-      `title="${esc(name + " = " + axis.full[position])}">${esc(text)}</span>`;
+    const shown = fittedLabels(name, perLine, lines)[position].map((line) => `<span class="line">${esc(line)}</span>`);
+    return `<span class="${cls}" data-${attr}="${esc(axis.values[position])}" data-axis-name="${esc(name)}" ` +
+      `title="${esc(name + " = " + axis.full[position])}">${shown.join(" ")}</span>`;
+  }
+
+  // audio: its envelope, drawn as the sheets draw it (data.js has the min and max of each column)
+  function waveformSvg(envelope) {
+    const top = envelope.map(([, high], x) => `${x},${(1 - high).toFixed(3)}`);
+    const bottom = envelope.map(([low], x) => `${x},${(1 - low).toFixed(3)}`).reverse();
+    return `<svg class="wave" viewBox="0 0 ${Math.max(1, envelope.length - 1)} 2" preserveAspectRatio="none">` +
+      `<line x1="0" y1="1" x2="${envelope.length}" y2="1"></line><polygon points="${top.concat(bottom).join(" ")}"></polygon></svg>`;
   }
 
   function cellHtml(item) {
@@ -252,19 +336,22 @@
     let cls = item.status;
     let inner;
     if (item.status === "failed") inner = '<span class="mark">failed</span>';
-    else if (item.status === "missing") inner = '<span class="mark">not made</span>';
+    else if (item.status === "missing") inner = `<span class="mark">${NOT_MADE}</span>`;
     else if (!first) inner = '<span class="mark">no output</span>';
     else if (first.kind === "image") inner = `<img src="${esc(encodeURI(first.path))}" alt="" decoding="async">`;
     else if (first.kind === "video" || first.kind === "video_audio") {
       inner = `<video src="${esc(encodeURI(first.path))}#t=0.01" preload="metadata" muted loop playsinline></video>`;
       if (first.kind === "video_audio") { cls += " sound"; inner += '<span class="mark sound">♪</span>'; }
     }
-    else { cls += " audio"; inner = '<span class="mark">♪ audio</span>'; }
+    else {
+      cls += " audio";
+      inner = first.waveform ? waveformSvg(first.waveform) : '<span class="mark">♪ audio</span>';
+    }
     let extra = "";
     if (layout.metric) {
       const score = item.scores[layout.metric];
       if (score && typeof score.value === "number") {
-        extra = `<span class="tint" style="background:${tint(score.value)}"></span><span class="score">${score.value.toPrecision(4)}</span>`;
+        extra = `<span class="tint" style="background:${tint(score.value)}"></span><span class="score">${readable(score.value)}</span>`;
       } else if (score && score.skipped) {
         extra = '<span class="score">skipped</span>';
       }
@@ -292,7 +379,7 @@
         let end = c;
         while (end + 1 <= c1 && layout.cols[end + 1][0] === layout.cols[c][0]) end++;
         html += `<div class="collabel outer" style="width:${(end - c + 1) * size}px">` +
-          label(state.x, layout.cols[c][0], "", "col-label", columnCharacters((end - c + 1) * size)) + "</div>";
+          label(state.x, layout.cols[c][0], "", "col-label", perLine((end - c + 1) * size), COLUMN_LINES) + "</div>";
         c = end + 1;
       }
       outer = `<div class="row">${corner}${pads(html)}</div>`;
@@ -303,21 +390,22 @@
       for (let c = c0; c <= c1; c++) {
         const position = state.x2 ? layout.cols[c][1] : layout.cols[c][0];
         html += `<div class="collabel" style="width:${size}px">` +
-          `${label(innerAxis, position, "", "col-label", columnCharacters(size))}</div>`;
+          `${label(innerAxis, position, "", "col-label", perLine(size), COLUMN_LINES)}</div>`;
       }
       inner = `<div class="row">${outer ? '<div class="corner"></div>' : corner}${pads(html)}</div>`;
     }
     return `<div class="head">${outer}${inner || `<div class="row">${corner}</div>`}</div>`;
   }
 
-  const columnCharacters = (width) => Math.max(8, Math.floor(width / 7) * 4 - 4);
+  // characters of 12 px text a line of a label box this wide holds (7 px a character, 8 px of padding)
+  const perLine = (width) => Math.max(1, Math.floor((width - 8) / 7));
+  const COLUMN_LINES = 4; // .collabel's max-height
 
   function rowLabelHtml(row) {
     const lines = Math.max(1, Math.floor((layout.size - 8) / 15 / (state.y && state.y2 ? 2 : 1)));
-    const characters = Math.max(8, Math.floor(LABEL_WIDTH / 7) * lines - 4);
     let html = "";
-    if (state.y) html += label(state.y, row[0], "outer", "row-label", characters);
-    if (state.y2) html += label(state.y2, row[1], "inner", "row-label", characters);
+    if (state.y) html += label(state.y, row[0], "outer", "row-label", perLine(LABEL_WIDTH), lines);
+    if (state.y2) html += label(state.y2, row[1], "inner", "row-label", perLine(LABEL_WIDTH), lines);
     return `<div class="rowlabel" style="height:${layout.size}px">${html}</div>`;
   }
 
@@ -416,9 +504,9 @@
 
   function openItem(item) {
     state.item = item.item_id || "";
-    $("#detail-title").textContent = `#${item.index} · ${item.status}`;
+    $("#detail-title").textContent = `#${item.index} · ${item.status === "missing" ? NOT_MADE : item.status}`;
     $("#detail-media").innerHTML = (item.outputs.map(mediaHtml).join("") ||
-      `<p>${item.status === "failed" ? "failed: no output" : "not made yet"}</p>`) +
+      `<p>${item.status === "failed" ? "failed: no output" : NOT_MADE + " yet"}</p>`) +
       // the control images the item was conditioned on, beside its output
       (item.controls || []).map((prepared) => mediaHtml({path: prepared.path, kind: "image"})).join("");
     $("#detail-command").textContent = command(item);
@@ -471,10 +559,13 @@
   });
 
   // --- header texts and start -----------------------------------------------------------------------
+  // Counted from the cells, so the header says what the grid shows: after a rerun of single items, the items it
+  // left out are "not made" in both.
   function summary() {
-    const counts = RUN.counts;
-    const tally = counts ? `${counts.done} done · ${counts.failed} failed · ${counts.skipped} not made · ${counts.planned} planned`
-      : "no readable run.json";
+    const count = (status) => RUN.items.filter((item) => item.status === status).length;
+    const selected = RUN.counts && RUN.counts.planned < RUN.items.length ? ` (${RUN.counts.planned} selected)` : "";
+    const tally = `${count("ok")} done · ${count("failed")} failed · ${count("missing")} ${NOT_MADE} · ` +
+      `${RUN.items.length} planned${selected}` + (RUN.counts ? "" : " · no readable run.json");
     const sheet = RUN.sheet ? ' · <a href="contact_sheet.png">contact sheet</a>' : "";
     $("#summary").innerHTML = `status: <b>${esc(RUN.status)}</b> · ${esc(tally)}${sheet}`;
     const fixed = Object.entries(RUN.fixed).map(([k, v]) => `${k}=${v}`);
@@ -483,8 +574,8 @@
 
   function legend() {
     const range = layout.range;
-    $("#heatmap-legend").innerHTML = range ? `<span class="low">${esc(range[0].toPrecision(4))}</span> → ` +
-      `<span class="high">${esc(range[1].toPrecision(4))}</span>` : state.heatmap ? "no values" : "";
+    $("#heatmap-legend").innerHTML = range ? `<span class="low">${esc(readable(range[0]))}</span> → ` +
+      `<span class="high">${esc(readable(range[1]))}</span>` : state.heatmap ? "no values" : "";
   }
 
   function update() {
