@@ -80,6 +80,11 @@ class _Broken(Provider):
                                                          frozenset({"height", "clip_skip"}))}
 
 
+class _BadSchema(Provider):
+    name = "bad_schema"
+    parameters = {"shade": {"type": "colour"}}  # not a JSON Schema type
+
+
 class _SameTiny(Provider):
     name = "same_tiny"
     tiny_models = {"sd": TinyModel("StableDiffusionPipeline", tiny_sd.sd)}
@@ -102,6 +107,10 @@ def rediscover(monkeypatch: pytest.MonkeyPatch):
 def test_contradictory_declarations_fail_loudly(rediscover) -> None:
     rediscover(_Broken())
     with pytest.raises(providers.ProviderError, match="StableDiffusionPipeline declares parameter.*clip_skip.*no schema"):
+        load_schema("config")
+    rediscover(_BadSchema())
+    with pytest.raises(providers.ProviderError, match="provider 'bad_schema': generation parameter 'shade' has an "
+                                                      "invalid JSON Schema: 'colour' is not valid"):
         load_schema("config")
     rediscover(_SameTiny())
     with pytest.raises(providers.ProviderError, match="tiny model 'sd' is declared by providers 'stable_diffusion' "

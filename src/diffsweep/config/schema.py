@@ -52,9 +52,7 @@ Validator = validators.extend(Draft202012Validator, {"pattern": _whole_pattern})
 
 @functools.cache
 def _validator(name: str) -> Any:
-    schema = load_schema(name)
-    Validator.check_schema(schema)
-    return Validator(schema)
+    return Validator(load_schema(name))  # no check of the schema itself: see providers.parameter_schemas
 
 
 def key_path(parts: Iterable[Any]) -> str:

@@ -20,6 +20,8 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
 
+from jsonschema import Draft202012Validator, SchemaError
+
 from diffsweep.errors import DiffsweepError
 from diffsweep.paths import schemas_dir
 from diffsweep.providers.base import OUTPUT_PARAMS, Provider, TinyModel
@@ -126,6 +128,11 @@ def parameter_schemas(shared: Mapping[str, Any]) -> dict[str, Any]:
             if name in merged and merged[name] != dict(schema):
                 raise ProviderError(f"provider '{provider.name}' defines generation parameter '{name}' as "
                                     f"{dict(schema)}, but {owner[name]} defines it as {merged[name]}")
+            try:  # the shipped schema file is checked by the tests; a provider's additions are checked here
+                Draft202012Validator.check_schema(dict(schema))
+            except SchemaError as error:
+                raise ProviderError(f"provider '{provider.name}': generation parameter '{name}' has an invalid "
+                                    f"JSON Schema: {error.message}") from None
             merged[name], owner[name] = dict(schema), f"provider '{provider.name}'"
     for provider in registry().values():
         for spec in provider.declared_specs():

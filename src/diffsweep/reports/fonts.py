@@ -26,6 +26,9 @@ PRIMARY = {False: "DejaVuSans.ttf", True: "DejaVuSans-Bold.ttf"}
 FALLBACKS = ("NotoSans-Regular.ttf", "NotoSansCJK-Regular.ttc", "NotoSansCJKjp-Regular.otf",
              "NotoSansCJKsc-Regular.otf", "NotoSansSymbols2-Regular.ttf", "NotoColorEmoji.ttf", "DejaVuSans.ttf")
 BITMAP_STRIKE = 109  # the only size Noto Color Emoji's bitmaps come in
+# What the primary face (DejaVu Sans, or Pillow's own font) surely has: printable ASCII and the marks diffsweep's own
+# labels use. Most sheets then read no character map, and fontTools is not even loaded for them.
+PRIMARY_HAS = frozenset(map(chr, range(0x20, 0x7F))) | frozenset("·…−→×±²√")
 
 
 @functools.cache
@@ -102,7 +105,7 @@ class Typeface:
         return self.faces[0]
 
     def face_for(self, char: str) -> Face:
-        if char.isspace() or self.primary.covers(char):
+        if char in PRIMARY_HAS or char.isspace() or self.primary.covers(char):
             return self.primary
         return next((face for face in self.faces[1:] if face.covers(char)), self.primary)
 
