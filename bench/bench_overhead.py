@@ -4,7 +4,12 @@ Both sides are fresh processes on the same tiny Stable Diffusion folder (built o
 the same steps and size, batches of 4 with one CPU generator per item, and a PNG file per item. diffsweep also does
 what a user runs it for: planning, hashing, sidecars and PNG metadata, the manifest and run.json, the contact sheet
 and the viewer. Runs alternate (diffsweep, script, diffsweep, ...) so drifting machine load hits both alike; the
-ratio is of the median wall times. Each child times its own phases, which are printed as a breakdown.
+ratio is of the median wall times. Each child times its own phases, which are printed as a breakdown; "the rest" is
+what no phase timed: process start and exit, and for diffsweep Hydra's composition (twice: Hydra composes once to
+learn the run mode), validation, the run records, and the torch and diffusers imports that diffsweep makes lazily,
+outside the phases (the script makes them in its "imports").
+
+The ratio depends on how long generation takes: the fixed cost a run, printed too, is what changes with diffsweep.
 
     python bench/bench_overhead.py                   # 48 items (4 prompts x 12 seeds), 20 steps, 64x64, 3 rounds
     python bench/bench_overhead.py --rounds 5 --json overhead.json
@@ -167,6 +172,12 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) -> N
         for name in names:
             value = statistics.median(r["phases"].get(name, 0.0) for r in rs)
             print(f"    {name:<32} {value:6.2f}s")
+        # what no phase timed: process start and exit, and for diffsweep Hydra's composition, validation, the run
+        # records and the library imports that happen outside the phases above (torch and diffusers load lazily)
+        rest = statistics.median(r["wall"] - sum(v for n, v in r["phases"].items() if "overlaps" not in n) for r in rs)
+        print(f"    {'the rest (see the docstring)':<32} {rest:6.2f}s")
+    print(f"diffsweep's overhead: {medians['diffsweep'] - medians['script']:.2f}s a run, "
+          f"{(medians['diffsweep'] - medians['script']) / items * 1000:.0f} ms an item")
     print(f"ratio diffsweep / hand-written script: {ratio:.3f}")
     if args.json:
         args.json.write_text(json.dumps({"ratio": ratio, "medians": medians, "runs": runs}, indent=2) + "\n")
