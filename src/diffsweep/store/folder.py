@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError, RunLockedError
 from diffsweep.hashing import file_digest
@@ -209,26 +209,14 @@ class RunFolder:
 
     def read_layout(self) -> ShardLayout | None:
         """The shard layout of a distributed run; None for a run made by one process."""
-        path = self.path / SHARDS / LAYOUT
-        try:
-            return ShardLayout.from_json_bytes(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, RecordError) as error:
-            raise DiffsweepError(f"{path}: not a readable shard layout ({error})") from error
+        return _read_if_there(self.path / SHARDS / LAYOUT, ShardLayout, "shard layout")
 
     def write_layout(self, layout: ShardLayout) -> None:
         write_json(self.path / SHARDS / LAYOUT, layout.to_json())
 
     def read_worker(self, shard: int) -> Worker | None:
         """The latest worker record of a shard; None before any worker started on it."""
-        path = self.shard_dir(shard) / WORKER
-        try:
-            return Worker.from_json_bytes(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, RecordError) as error:
-            raise DiffsweepError(f"{path}: not a readable worker record ({error})") from error
+        return _read_if_there(self.shard_dir(shard) / WORKER, Worker, "worker record")
 
     def write_worker(self, worker: Worker) -> None:
         write_json(self.shard_dir(worker.shard) / WORKER, worker.to_json())
@@ -525,3 +513,16 @@ def read_item_lines(path: Path, offset: int = 0) -> Iterator[ItemRecord]:
             yield ItemRecord.from_json_bytes(raw)
         except RecordError:
             continue
+
+
+_Read = TypeVar("_Read", ShardLayout, Worker)
+
+
+def _read_if_there(path: Path, record_type: type[_Read], what: str) -> _Read | None:
+    """A record file that may not exist yet (None then); one that exists but does not read is an error."""
+    try:
+        return record_type.from_json_bytes(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecordError) as error:
+        raise DiffsweepError(f"{path}: not a readable {what} ({error})") from error
