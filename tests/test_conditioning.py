@@ -74,6 +74,20 @@ def test_sdxl_union_scale_zero_is_the_base_model_and_its_mode_matters(tmp_path: 
     assert not np.array_equal(by_point[1.0, 0], by_point[1.0, 3])
 
 
+def test_sd3_controlnet_loads_through_the_real_path_and_scale_zero_is_the_base_model(tmp_path: Path) -> None:
+    """SD3's control image goes through its VAE, not the item's generator, so at scale 0 the pipeline makes tiny_sd3's
+    pixels exactly. The tiny SD3 transformer's one block is context-only, which takes no ControlNet residual, so
+    steering itself is not shown offline: the real SD3 models have 24 or more blocks."""
+    run_dir, records = _run(["provider=tiny_sd3_controlnet", "generation.num_inference_steps=2",
+                             "+sweep.grid.controlnet_conditioning_scale=[0.0,1.0]"], tmp_path / "runs")
+    run = read_run_json(run_dir)
+    assert run["cache"]["loads"] == 1
+    assert run["builders"][0]["full_identity"]["controlnets"] == [{"model": "tiny:sd3_controlnet"}]
+    assert [r["control_prepared"][0]["preprocess"] for r in records] == ["canny", "canny"]
+    base_dir, (base,) = _run(["provider=tiny_sd3", "generation.guidance_scale=5.0"], tmp_path / "runs")
+    assert np.array_equal(_pixels(run_dir, records[0]), _pixels(base_dir, base))
+
+
 def test_flux_controlnet_steers_with_its_scale(tmp_path: Path) -> None:
     """diffsweep passes Flux's control image through diffusers' FluxControlNetPipeline, which samples its VAE latents
     from the item's generator before the noise: so unlike SD, scale 0 is not FluxPipeline's image, only a

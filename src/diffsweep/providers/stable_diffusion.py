@@ -80,6 +80,7 @@ class StableDiffusion(Provider):
     tiny_parts = {
         "sd_controlnet": TinyPart("controlnet", "sd", tiny.sd_controlnet),
         "sdxl_controlnet_union": TinyPart("controlnet", "sdxl", tiny.sdxl_controlnet_union),
+        "sd3_controlnet": TinyPart("controlnet", "sd3", tiny.sd3_controlnet),
         "sd_ip_adapter": TinyPart("ip_adapter", "sd", tiny.sd_ip_adapter),
     }
 

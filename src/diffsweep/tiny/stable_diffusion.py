@@ -231,3 +231,16 @@ def sd_ip_adapter() -> tuple[dict[str, dict[str, Any]], Any]:
     projection = {"proj.weight": torch.randn(4 * cross, embed) * 0.5, "proj.bias": torch.zeros(4 * cross),
                   "norm.weight": torch.ones(cross), "norm.bias": torch.zeros(cross)}
     return {"image_proj": projection, "ip_adapter": adapter}, image_encoder
+
+
+@isolated_rng
+def sd3_controlnet() -> Any:
+    """An SD3 ControlNet for the tiny SD3 transformer (same widths; its block is a full joint block, where the base's
+    one block is context-only): the control image goes through the VAE like the latents; output layers random."""
+    from diffusers import SD3ControlNetModel
+
+    reseed()
+    net = SD3ControlNetModel(sample_size=32, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
+                             num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32,
+                             pooled_projection_dim=64, out_channels=4)
+    return wake_zero_convolutions(net, ("controlnet_blocks", "pos_embed_input"))
