@@ -122,6 +122,30 @@ def test_canny_is_prepared_once_per_setting_recorded_and_part_of_the_item_id(tmp
     assert plain[0]["item_id"] not in {r["item_id"] for r in records}
 
 
+def test_sheets_show_the_control_image_beside_the_output(tmp_path: Path) -> None:
+    from diffsweep.reports.sheets import tile
+    from diffsweep.store.folder import RunFolder
+
+    run_dir, (record,) = _run(["provider=tiny_sd_controlnet", "generation.num_inference_steps=2"], tmp_path / "runs")
+    (item,) = RunFolder(run_dir).items().values()
+    cell = tile(run_dir, item)
+    assert isinstance(cell, Image.Image) and cell.width > cell.height  # the output, then its control image
+    left = np.asarray(cell.crop((0, 0, cell.height, cell.height)).resize((64, 64))).astype(int)
+    right = np.asarray(cell.crop((cell.width - cell.height, 0, cell.width, cell.height)).resize((64, 64))).astype(int)
+    output = _pixels(run_dir, record)
+    with Image.open(run_dir / record["control_prepared"][0]["path"]) as control:
+        edges = np.asarray(control.convert("RGB")).astype(int)
+    assert np.abs(left - output).mean() < np.abs(left - edges).mean()  # the output on the left ...
+    assert np.abs(right - edges).mean() < np.abs(right - output).mean()  # ... and the edges on the right
+    # a control image that is a link out of the folder is not drawn: the cell is the output alone
+    control_file = run_dir / record["control_prepared"][0]["path"]
+    control_file.unlink()
+    control_file.symlink_to(tmp_path / "elsewhere.png")
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(tmp_path / "elsewhere.png")
+    alone = tile(run_dir, item)
+    assert isinstance(alone, Image.Image) and alone.size == (cell.height, cell.height)
+
+
 def test_canny_finds_the_edges_of_a_square() -> None:
     image = np.zeros((32, 32), np.uint8)
     image[8:24, 8:24] = 255

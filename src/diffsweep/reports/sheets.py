@@ -302,7 +302,9 @@ def tile(run_dir: Path, record: ItemRecord | None) -> Tile:
         if kind == "image":
             with Image.open(path) as image:
                 image.thumbnail((THUMB, THUMB))
-                return image.convert("RGB")
+                output = image.convert("RGB")
+            controls = [run_dir / prepared.path for prepared in record.control_prepared or []]
+            return beside(output, controls) if controls else output
         if kind in media.KINDS and media.KINDS[kind].moving:  # video, with or without sound: its frames
             return video_strip(path)
         if kind == "audio":
@@ -311,6 +313,29 @@ def tile(run_dir: Path, record: ItemRecord | None) -> Tile:
         log.debug("no thumbnail for %s: %s", path, error)
         return "file gone" if not path.is_file() else "unreadable"
     return kind
+
+
+def beside(output: Image.Image, controls: Sequence[Path]) -> Image.Image:
+    """An output with the control images it was conditioned on to its right (each at the output's height), fitted
+    in a cell as wide as a video strip's. A control image that cannot be read, or is a link, is left out, not the
+    cell."""
+    parts = [output]
+    for path in controls:
+        if path.is_symlink():  # a run folder is data: its records name files in it, not elsewhere
+            continue
+        try:
+            with Image.open(path) as control:
+                control.thumbnail((output.width * 4, output.height))
+                parts.append(control.convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            log.debug("control image %s not drawn: %s", path, error)
+    row = Image.new("RGB", (sum(p.width for p in parts) + 2 * (len(parts) - 1), output.height), BACKGROUND)
+    x = 0
+    for part in parts:
+        row.paste(part, (x, 0))
+        x += part.width + 2
+    row.thumbnail((2 * THUMB, THUMB))
+    return row
 
 
 def video_strip(path: Path, frames: int = VIDEO_FRAMES) -> Image.Image:
