@@ -88,15 +88,19 @@ def test_sd3_controlnet_loads_through_the_real_path_and_scale_zero_is_the_base_m
     assert np.array_equal(_pixels(run_dir, records[0]), _pixels(base_dir, base))
 
 
-def test_flux_controlnet_steers_with_its_scale(tmp_path: Path) -> None:
-    """diffsweep passes Flux's control image through diffusers' FluxControlNetPipeline, which samples its VAE latents
-    from the item's generator before the noise: so unlike SD, scale 0 is not FluxPipeline's image, only a
-    scale-independent one."""
-    run_dir, records = _run(["provider=tiny_flux_controlnet", "+sweep.grid.controlnet_conditioning_scale=[0.0,1.0]"],
+@pytest.mark.parametrize("preset", ["tiny_flux_controlnet", "tiny_qwen_image_controlnet"])
+def test_flux_and_qwen_image_controlnets_steer_with_their_scale(tmp_path: Path, preset: str) -> None:
+    """diffsweep passes the control image through diffusers' Flux and Qwen-Image ControlNet pipelines, which sample
+    its VAE latents from the item's generator before the noise: so unlike SD, scale 0 is not the base pipeline's
+    image, only a scale-independent one, the same on every run."""
+    run_dir, records = _run([f"provider={preset}", "+sweep.grid.controlnet_conditioning_scale=[0.0,1.0]"],
                             tmp_path / "runs")
     assert read_run_json(run_dir)["cache"]["loads"] == 1
     off, on = (_pixels(run_dir, r) for r in records)
     assert not np.array_equal(off, on)
+    again_dir, (again,) = _run([f"provider={preset}", "+sweep.grid.controlnet_conditioning_scale=[0.0]"],
+                               tmp_path / "runs")
+    assert np.array_equal(_pixels(again_dir, again), off)
 
 
 def test_canny_is_prepared_once_per_setting_recorded_and_part_of_the_item_id(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from diffsweep.conditioning import ControlNetSupport
+from diffsweep.conditioning import ControlNetSupport, TinyPart
 from diffsweep.errors import ModelUnavailableError
 from diffsweep.providers.base import PipelineSpec, Provider, TinyModel, pipeline_unpacker
 from diffsweep.tiny import qwen_image as tiny
@@ -79,6 +79,7 @@ class QwenImage(Provider):
     tiny_models = {"qwen_image": TinyModel("QwenImagePipeline", tiny.qwen_image,
                                            {"height": 32, "width": 32, "max_sequence_length": 64,
                                             "true_cfg_scale": 1.0}, (32, 32, 3))}
+    tiny_parts = {"qwen_image_controlnet": TinyPart("controlnet", "qwen_image", tiny.qwen_image_controlnet)}
 
     def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
                     generators: list[Any]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from diffsweep.tiny.common import Components, isolated_rng, reseed
+from typing import Any
+
+from diffsweep.tiny.common import Components, isolated_rng, reseed, wake_zero_convolutions
 from diffsweep.tiny.tokenizers import qwen2_tokenizer
 
 _HIDDEN = 16
@@ -77,3 +79,15 @@ def qwen_image() -> Components:
         "text_encoder": text_encoder,
         "tokenizer": tokenizer,
     }
+
+
+@isolated_rng
+def qwen_image_controlnet() -> Any:
+    """A Qwen-Image ControlNet (as InstantX's Union: no control modes) for the tiny transformer, with its widths; the
+    control image goes through the VAE and 2x2 packing like the latents. Output layers random, not zero."""
+    from diffusers import QwenImageControlNetModel
+
+    reseed()
+    net = QwenImageControlNetModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,
+                                   num_attention_heads=3, joint_attention_dim=_HIDDEN, axes_dims_rope=(8, 4, 4))
+    return wake_zero_convolutions(net, ("controlnet_blocks", "controlnet_x_embedder"))
