@@ -18,6 +18,7 @@ from diffsweep.execution.cache import PipelineCache, process_cache
 from diffsweep.execution.core import Execution, execute, run_log
 from diffsweep.planning.plan import Plan
 from diffsweep.planning.prepare import check_models_available, check_output_root, prepare, print_plan, validated
+from diffsweep.planning.stages import StagedPlan
 from diffsweep.reports import build as reports
 from diffsweep.run import distributed
 from diffsweep.run.attempts import (
@@ -26,6 +27,7 @@ from diffsweep.run.attempts import (
     new_attempt,
     new_run_info,
     read_info_or_rebuild,
+    stage_records,
     trusted_config,
 )
 from diffsweep.store.folder import RUN_LOG, DoneItems, RunFolder, allocate
@@ -153,15 +155,20 @@ def _attempt(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, done: 
         outcome = execute(job, [] if nothing_to_do else plan.batches(skip=done), todo=plan.total - kept,
                           label=plan.config.sweep.name)
         unchanged = settled and nothing_to_do and not outcome.interrupted
+
+        def planned(record: Any) -> bool:
+            return plan.is_planned(record.index, record.item_id)
+
         if unchanged:  # every planned item done and intact, the manifest already compact
             info.counts = Counts(planned=plan.total, done=plan.total)
+            counted = list(run.items().values()) if isinstance(plan, StagedPlan) else []
         else:
-            def planned(record: Any) -> bool:
-                return plan.is_planned(record.index, record.item_id)
-
             records = ({k: r for k, r in run.items().items() if planned(r)} if outcome.interrupted
                        else run.compact_manifest(planned, add_checks=True))
-            info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or run.is_intact(r)))
+            counted = [r for r in records.values() if not r.ok or run.is_intact(r)]
+            info.counts = Counts.of(plan.total, counted)
+        if isinstance(plan, StagedPlan):
+            info.stages = stage_records(plan, info, counted)
         counts = info.counts
         status: Status = ("interrupted" if outcome.interrupted
                           else "failed" if counts.failed or counts.skipped or job.load_failures else "complete")
