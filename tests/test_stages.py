@@ -24,6 +24,8 @@ from diffsweep.planning.prepare import prepare
 from diffsweep.planning.stages import StagedPlan
 from diffsweep.providers import get
 from diffsweep.run.local import resume_run, run_sweep
+from diffsweep.run.sources import source_reader
+from diffsweep.run.verify import verify_run
 
 PROMPT = "a lion on a rock at night"
 IMG2IMG = ["+stages.chain.img2img.source=base", "+stages.chain.img2img.builder.pipeline=StableDiffusionImg2ImgPipeline",
@@ -71,6 +73,9 @@ def test_sdxl_base_to_refiner_through_latents_equals_the_diffusers_recipe(tmp_pa
     assert torch.equal(load_file(str(run_dir / base["outputs"][1]))["latents"], latents[0])
     image = refiner(**common, image=latents, denoising_start=0.75, generator=torch.Generator("cpu").manual_seed(3)).images[0]
     assert np.array_equal(_pixels(run_dir / refined["outputs"][0]), np.asarray(image))
+
+    found = verify_run(run_dir)  # the chain regenerated from its records: the latents, then the refined image
+    assert found.passed and found.verdicts["identical"] == 2
 
     info = read_run_json(run_dir)
     assert [(s["name"], s["loads"], s["counts"]["done"]) for s in info["stages"]] == [("base", 1, 1), ("refine", 1, 1)]
@@ -136,6 +141,8 @@ def test_a_child_id_follows_its_parent_its_builder_and_its_own_params(tmp_path: 
      "StableDiffusionXLImg2ImgPipeline takes 'sdxl' latents"),
     (["+stages.chain.b.source=base", "+stages.chain.b.take=latents"],
      "stages.chain.b.take: StableDiffusionPipeline cannot take latents; take: image gives it the decoded image"),
+    (["+stages.chain.b.source={run: /nowhere/v0001}", "+stages.chain.b.builder.pipeline=StableDiffusionImg2ImgPipeline"],
+     "stages.chain.b.source.run: /nowhere/v0001 is not a run folder diffsweep can read"),
     (["+stages.chain.b.source=base"], "stages.chain.b.into: StableDiffusionPipeline takes no 'image'"),
     ([*IMG2IMG, "+stages.chain.img2img.grid.strenght=[0.5]"],
      "stages.chain.img2img.grid.strenght: unknown generation parameter (did you mean 'strength'?)"),
@@ -145,7 +152,7 @@ def test_a_child_id_follows_its_parent_its_builder_and_its_own_params(tmp_path: 
 ])
 def test_a_bad_chain_is_refused_before_anything_is_written(overrides: list[str], message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        prepare(compose_config(overrides, tmp_path / "runs"))
+        prepare(compose_config(overrides, tmp_path / "runs"), read_source=source_reader())
     assert message in str(caught.value)
     assert caught.value.exit_code == EXIT_CONFIG
     assert not (tmp_path / "runs").exists()
@@ -164,6 +171,12 @@ def test_dry_run_and_describe_say_what_each_stage_takes_and_gives(tmp_path: Path
     assert "stage base: the sweep; 1 items, 1 load(s)" in dry.stdout
     assert "stage upscale: takes image of 'base' into image; 4 items, 1 load(s)" in dry.stdout
     assert "stage upscale <- " in dry.stdout and not (tmp_path / "runs").exists()
+    described = run_cli(["+experiment=tiny_sdxl_refiner", "describe=true"], tmp_path)
+    assert described.returncode == 0, described.stderr
+    assert ("  base: stable_diffusion/StableDiffusionXLPipeline (tiny:sdxl); takes the sweep (builder + sweep.grid); "
+            "gives latents (safetensors + preview)") in described.stdout
+    assert ("  refine: stable_diffusion/StableDiffusionXLImg2ImgPipeline (tiny:sdxl); takes latents of base into image; "
+            "gives image") in described.stdout
 
 
 def test_the_tiny_twins_run_offline_and_record_their_stages(tmp_path: Path) -> None:
@@ -178,6 +191,8 @@ def test_the_tiny_twins_run_offline_and_record_their_stages(tmp_path: Path) -> N
         assert all(stage["loads"] == 1 for stage in info["stages"])  # each stage's builder loaded once
         if experiment == "tiny_hires_fix":  # the upscale factor is the made size
             assert sorted({(r["params"]["upscale"], r["made"]["width"]) for r in children}) == [(1.5, 96), (2.0, 128)]
+            verified = run_cli(["verify", str(run_dir)], tmp_path, module="diffsweep.cli.runs")
+            assert verified.returncode == 0 and "verified 5 item(s): 5 identical" in verified.stdout, verified
         else:  # LTX-2 animates the still with sound
             assert children[0]["made"]["sample_rate"] > 0
 
@@ -223,3 +238,37 @@ def test_kill_9_during_a_later_stage_then_resume_makes_only_the_missing_children
     assert resumed["counts"]["generated"] == planned - len(before)
     assert resumed["stages"]["base"]["loads"] == 0 and resumed["stages"]["base"]["generated"] == 0
     assert resumed["stages"]["img2img"]["generated"] == planned - len(before)
+
+
+def test_a_stage_fed_from_the_top_k_of_another_run_by_score_records_its_source(tmp_path: Path) -> None:
+    source_dir, _ = _run(["sweep.grid.prompt=[a boat]", "sweep.grid.seed=[0,1,2]", "sweep.params.num_inference_steps=2"],
+                         tmp_path / "runs")
+    scored = run_cli(["score", str(source_dir), "--metric", "sharpness"], tmp_path, module="diffsweep.cli.runs")
+    assert scored.returncode == 0, scored.stderr
+    scores = {json.loads(line)["item_id"]: json.loads(line)["value"]
+              for line in (source_dir / "scores.jsonl").read_text().splitlines()}
+    best = sorted(scores, key=lambda item_id: -scores[item_id])[:2]
+    source = f"{{run: {source_dir}, top: {{metric: sharpness, k: 2}}}}"
+    run_dir, records = _run(["sweep.name=fed", "sweep.grid.prompt=[a boat]", "sweep.grid.seed=[9]",
+                             "sweep.params.num_inference_steps=2", f"+stages.chain.again.source={source}",
+                             "+stages.chain.again.builder.pipeline=StableDiffusionImg2ImgPipeline",
+                             "+stages.chain.again.params.num_inference_steps=4", "+stages.chain.again.params.strength=0.5"],
+                            tmp_path / "runs")
+    children = [r for r in records if r["stage"] == "again"]
+    assert sorted(r["parent"] for r in children) == sorted(best)
+    assert all(r["params"]["image"].startswith(str(source_dir / "items")) for r in children)
+    recorded = read_run_json(run_dir)["stages"][1]["source_run"]
+    assert recorded["run_id"] == "default/v0001" and sorted(recorded["items"]) == sorted(best)
+    assert recorded["chosen_by"] == "done items, top 2 by sharpness"
+    assert resume_run(run_dir, out=io.StringIO()).status == "complete"  # the source as it was: resumable
+
+    manifest = source_dir / "manifest.jsonl"  # the source changes: a run fed from it is refused, naming it
+    manifest.write_text(manifest.read_text() + manifest.read_text().splitlines()[0] + "\n")
+    with pytest.raises(ConfigError) as caught:
+        resume_run(run_dir, out=io.StringIO())
+    assert "stages.chain.again.source: the source run default/v0001" in str(caught.value)
+    assert "changed since this run read it (its manifest)" in str(caught.value)
+    with pytest.raises(ConfigError, match="has no clip_score scores"):
+        prepare(compose_config([f"+stages.chain.b.source={{run: {source_dir}, top: {{metric: clip_score, k: 1}}}}",
+                                "+stages.chain.b.builder.pipeline=StableDiffusionImg2ImgPipeline"], tmp_path / "x"),
+                read_source=source_reader())

@@ -207,9 +207,22 @@ def _enter_stage(batch: Batch, job: Execution) -> None:
 
 
 def _parent_inputs(batch: Batch, job: Execution) -> dict[str, Any] | None:
-    """What a later stage's batch takes from its parent (its items share one): the parent's file, or its latents
-    loaded; None when the parent's output is not there (it failed, or was not made): the children wait for it."""
-    plan = job.plan
+    """What a later stage's batch takes from its parent; None (and the items counted as waiting) when the parent's
+    output is not there."""
+    inputs = parent_inputs(job.plan, job.run.path, batch)
+    if inputs is None:
+        first = batch.items[0]
+        log.warning("stage %s: item(s) %s wait for their parent %s, whose output is not there", first.stage,
+                    ", ".join(str(item.index) for item in batch.items), (first.parent or "")[:12])
+        with job.lock:
+            job.stage_times[first.stage or ""].waiting += len(batch.items)
+    return inputs
+
+
+def parent_inputs(plan: Plan, run_dir: Path, batch: Batch) -> dict[str, Any] | None:
+    """What a later stage's batch takes from its parent (its items share one), as call arguments: the parent's file
+    (read as any input file is), its image resized (`upscale`), or its latents loaded; {} for a batch with no parent;
+    None when the parent's output is not there (it failed, or is not made yet)."""
     first = batch.items[0]
     if first.parent is None or not isinstance(plan, StagedPlan):
         return {}
@@ -217,12 +230,8 @@ def _parent_inputs(batch: Batch, job: Execution) -> dict[str, Any] | None:
     assert stage is not None
     into, take = stage.settings.into, stage.settings.take
     path = Path(first.params[into])
-    path = path if path.is_absolute() else job.run.path / path
+    path = path if path.is_absolute() else run_dir / path
     if not path.is_file():
-        log.warning("stage %s: item(s) %s wait for their parent %s, whose output %s is not there", stage.name,
-                    ", ".join(str(item.index) for item in batch.items), first.parent[:12], first.params[into])
-        with job.lock:
-            job.stage_times[stage.name].waiting += len(batch.items)
         return None
     if take == "latents":
         from safetensors.torch import load_file  # noqa: PLC0415 - start-up time: only a chain handing latents on

@@ -55,6 +55,11 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = no_source, base_dir
         if found.is_file():
             doc["builder"]["quantization"] = {**quantization, "file": str(found.absolute())}
     doc["output"]["root"] = str(Path(doc["output"]["root"]).expanduser().absolute())
+    for stage in ((doc.get("stages") or {}).get("chain") or {}).values():
+        source = stage.get("source")
+        if isinstance(source, Mapping) and isinstance(source.get("run"), str):  # so config.yaml reruns anywhere
+            run = Path(source["run"]).expanduser()
+            stage["source"] = {**source, "run": str(run if run.is_absolute() else (base_dirs[0] / run).absolute())}
     config = RunConfig.from_doc(doc)
     grid = load_grid(config, base_dirs, source_of)
     inlined = {axis.name: list(axis.values) for axis in grid.axes  # so config.yaml reruns without the file

@@ -30,6 +30,7 @@ from diffsweep.run.attempts import (
     stage_records,
     trusted_config,
 )
+from diffsweep.run.sources import check_sources_unchanged, source_reader
 from diffsweep.store.folder import RUN_LOG, DoneItems, RunFolder, allocate
 from diffsweep.store.records import Attempt, AttemptCounts, Counts, RunInfo, Status, now
 from diffsweep.store.runconfig import write_overrides, write_run_config
@@ -61,7 +62,7 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
     if state is not None:
         return distributed.run_launched(doc, state, overrides=overrides or [], source_of=source_of,
                                         base_dir=base_dir, out=out, cache=cache, trusted=trusted)
-    plan = prepare(doc, source_of=source_of, base_dir=base_dir)
+    plan = prepare(doc, source_of=source_of, base_dir=base_dir, read_source=source_reader(base_dir))
     if only:
         plan.select(only)
     config = plan.config
@@ -102,9 +103,10 @@ def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache 
         return distributed.resume_distributed(run, here=here, cache=cache, out=out, trust=trust)
     with run.locked():
         doc, trusted = trusted_config(run, trust)
-        plan = prepare(doc, source_of=run.config_source, base_dir=run.path)
+        plan = prepare(doc, source_of=run.config_source, base_dir=run.path, read_source=source_reader(run.path))
         info = read_info_or_rebuild(run, plan)
         check_config_unchanged(run, info)
+        check_sources_unchanged(plan, info, run.config_source)
         removed = run.clean_temps()
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted writer", removed)
