@@ -272,3 +272,27 @@ def test_a_stage_fed_from_the_top_k_of_another_run_by_score_records_its_source(t
         prepare(compose_config([f"+stages.chain.b.source={{run: {source_dir}, top: {{metric: clip_score, k: 1}}}}",
                                 "+stages.chain.b.builder.pipeline=StableDiffusionImg2ImgPipeline"], tmp_path / "x"),
                 read_source=source_reader())
+
+
+def test_sheets_lay_a_chain_out_by_stage_and_a_child_reruns_with_its_parent(tmp_path: Path) -> None:
+    from diffsweep.reports.sheets import run_grid, run_layout
+
+    run_dir, records = _run(["+experiment=tiny_hires_fix", "sweep.grid.seed=[0,1]"], tmp_path / "runs")
+    layout = run_layout(run_dir)
+    grid = run_grid(layout.config, layout.size)
+    assert [a.name for a in grid.axes] == ["stage", "seed", "upscale", "strength"]
+    assert grid.axis("stage").labels == ("base", "upscale")  # type: ignore[union-attr]
+    child = next(r for r in records if r["stage"] == "upscale" and r["seed"] == 1)
+    # a child sits where its first-stage parent does on the parent's axes (a base seed against a child's strength)
+    assert grid.coords[child["index"]]["seed"] == 1
+    sheet = run_cli(["sheet", str(run_dir), "--x", "strength", "--y", "seed", "--z", "stage"], tmp_path,
+                    module="diffsweep.cli.runs")
+    assert sheet.returncode == 0, sheet.stderr
+
+    again = run_cli(["rerun", str(run_dir), "--item", child["item_id"]], tmp_path, module="diffsweep.cli.runs")
+    assert again.returncode == 0, again.stderr
+    remade_dir = Path(again.stdout.strip().splitlines()[-1])
+    remade = {r["item_id"]: r for r in read_manifest(remade_dir)}
+    assert set(remade) == {child["item_id"], child["parent"]}  # the child, and the parent it is made from
+    assert (remade_dir / remade[child["item_id"]]["outputs"][0]).read_bytes() == \
+        (run_dir / child["outputs"][0]).read_bytes()

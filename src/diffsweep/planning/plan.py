@@ -604,7 +604,7 @@ class Plan:
             return
         for batch in self._batches(()):
             if any(item.item_id in self.selected and item.item_id not in skip for item in batch.items):
-                yield Batch(batch.builder, batch.items, self.selected)
+                yield Batch(batch.builder, batch.items, self.selected, batch.stage)
 
     def _batches(self, skip: Container[str]) -> Iterator[Batch]:
         if self.grid.mode == "zip":

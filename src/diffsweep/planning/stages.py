@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -361,11 +361,44 @@ class StagedPlan(Plan):
         raise IndexError(f"item index {index} is not in 0..{self.total - 1}")
 
     def is_planned(self, index: int, item_id: str) -> bool:
-        return 0 <= index < self.total and self.item(index).item_id == item_id
+        return (0 <= index < self.size and self.item(index).item_id == item_id
+                and (self.selected is None or item_id in self.selected))
 
-    def select(self, wanted: Any) -> None:
-        raise ConfigError(ConfigIssue("--item/--index", "a rerun of single items of a chain of stages is not "
-                                                        "supported: rerun the whole run, or resume it"))
+    @property
+    def size(self) -> int:
+        """Every item of the chain (`total` counts a selection's)."""
+        return self.base_total + sum(len(stage.items) for stage in self.stages)
+
+    def select(self, wanted: Iterable[str | int]) -> None:
+        """Narrow the chain to some items and their ancestors: a later item is made from its parent's output in the
+        same run folder."""
+        everything = {item.item_id: item for item in self._all_items()}
+        chosen: set[str] = set()
+        for key in wanted:
+            if isinstance(key, int):
+                if not 0 <= key < self.size:
+                    raise ConfigError(ConfigIssue("--index", f"no item with index {key}: this run's items have "
+                                                             f"indices 0 to {self.size - 1}"))
+                chosen.add(self.item(key).item_id)
+                continue
+            found = [item_id for item_id in everything if item_id.startswith(key.lower())] if key else []
+            if len(found) != 1:
+                raise ConfigError(ConfigIssue("--item", f"item '{key}' is {'ambiguous' if found else 'not'} in this "
+                                                        f"run's plan{' (give more of its id)' if found else ''}"))
+            chosen.add(found[0])
+        for item_id in list(chosen):
+            parent = everything[item_id].parent
+            while parent in everything:
+                chosen.add(parent)
+                parent = everything[parent].parent
+        self.selected = frozenset(chosen)
+        self.total = len(chosen)
+
+    def stage_planned(self, name: str) -> int:
+        """How many of a stage's items the run plans (of a selection: the selected ones)."""
+        stage = self.stage_of(name)
+        ids = [i.item_id for i in stage.items] if stage else list(super()._all_item_ids())
+        return len(ids) if self.selected is None else sum(1 for item_id in ids if item_id in self.selected)
 
     def stage_of(self, name: str) -> Stage | None:
         return next((stage for stage in self.stages if stage.name == name), None)

@@ -75,7 +75,7 @@ def stage_records(plan: StagedPlan, info: RunInfo, latest: Iterable[ItemRecord])
     for name in plan.stage_names():
         stage = plan.stage_of(name)
         times = StageTimes.total(a.stages[name] for a in info.attempts if a.stages and name in a.stages)
-        planned = len(stage.items) if stage else plan.base_total
+        planned = plan.stage_planned(name)
         source_run = None
         if stage is not None and stage.source_run is not None:
             chosen = stage.source_run
