@@ -20,6 +20,7 @@ from PIL import Image
 
 from conftest import compose_config, read_manifest, read_run_json, run_cli
 from diffsweep.errors import EXIT_CONFIG, ConfigError
+from diffsweep.execution.cache import PipelineCache
 from diffsweep.planning.prepare import prepare
 from diffsweep.planning.stages import StagedPlan
 from diffsweep.providers import get
@@ -33,7 +34,8 @@ IMG2IMG = ["+stages.chain.img2img.source=base", "+stages.chain.img2img.builder.p
 
 
 def _run(overrides: list[str], root: Path) -> tuple[Path, list[dict[str, Any]]]:
-    result = run_sweep(compose_config(overrides, root), out=io.StringIO())
+    # a cache of its own: each run loads what it uses (the process cache may hold another test's pipelines)
+    result = run_sweep(compose_config(overrides, root), out=io.StringIO(), cache=PipelineCache())
     assert result.status == "complete", result
     assert result.run_dir is not None
     return result.run_dir, sorted(read_manifest(result.run_dir), key=lambda r: r["index"])
