@@ -455,10 +455,36 @@ def test_ten_thousand_items_render_only_what_is_visible(big_run: Path, page: Any
     page.wait_for_function("document.querySelector('select[name=x]').value === 'prompt'")
     assert time.monotonic() - started < 5
     # 48 px columns hold 4 lines of 5 characters: long prompts are shortened after what they share, never to it
-    labels = page.locator("[data-col-label]")
-    for value, shown in zip(labels.evaluate_all("ls => ls.map(l => l.dataset.colLabel)"),
-                            labels.evaluate_all("ls => ls.map(l => l.textContent)"), strict=True):
+    labels = page.locator("[data-col-label]")  # read in one go: a scroll's frame may redraw the header between two
+    for value, shown in labels.evaluate_all("ls => ls.map(l => [l.dataset.colLabel, l.textContent])"):
         assert len(shown) <= 20 and shown.startswith("…") and shown.endswith(value.rsplit(" ", 1)[1]), (shown, value)
     page.eval_on_selector("#scroller", "s => { s.scrollTop = 0; s.scrollLeft = 0; }")
     page.click(f'[data-item-id="{hashlib.sha256(b"5").hexdigest()}"]')
     assert "RuntimeError: synthetic" in page.inner_text("#detail-record")
+
+
+# --- a chain of stages: `stage` is an axis, the item panel shows the lineage ------------------------------------------
+
+
+def test_a_chain_shows_its_stages_and_each_item_its_lineage(root: Path, page: Any) -> None:
+    run_dir = sweep(root, "+experiment=tiny_hires_fix", "sweep.grid.seed=[0,1]", "stages.chain.upscale.grid.upscale=[2.0]")
+    records = {r["item_id"]: r for r in read_manifest(run_dir)}
+    open_viewer(page, run_dir)
+    assert page.input_value("select[name=y]") == "stage" and page.input_value("select[name=x]") == "seed"
+    assert page.input_value("select[name=x2]") == "strength"
+    # every item is in the first view: a first-stage item beside its children, whatever strength is pinned
+    assert set(cell_ids(page)) == set(records)
+    assert page.eval_on_selector_all("[data-row-label]", "els => els.map(e => e.textContent)") == ["base", "upscale"]
+
+    child = next(r for r in records.values() if r["stage"] == "upscale" and r["seed"] == 1)
+    parent = records[child["parent"]]
+    page.click(f'[data-item-id="{child["item_id"]}"]')
+    page.wait_for_selector("#detail-lineage:not([hidden]) figure")
+    assert page.eval_on_selector_all("#detail-lineage figure", "fs => fs.map(f => f.dataset.itemId)") == [
+        parent["item_id"]]
+    assert page.inner_text("#detail-lineage figcaption").startswith(f"base #{parent['index']}")
+    table = page.inner_text("#detail-record")
+    assert "stage\tupscale" in table and f"parent\t{parent['item_id']}" in table
+    page.click("#detail-lineage figure")  # the parent opens in its turn; it has no lineage of its own
+    page.wait_for_function(f"document.querySelector('#detail').dataset.itemId === '{parent['item_id']}'")
+    assert page.is_hidden("#detail-lineage")

@@ -37,6 +37,43 @@ class SweepSettings(Section):
     batch_size: int | Literal["auto"] = "auto"
 
 
+class TopK(Section):
+    metric: str
+    k: int
+    lowest: bool = False
+
+
+class SourceRun(Section):
+    """A stage's source that is an existing run folder: its done items, those matching `where`, or its `top` k by
+    a stored score."""
+
+    run: str
+    stage: str | None = None
+    where: dict[str, list[Any]] = Field(default_factory=dict)
+    top: TopK | None = None
+
+
+class StageSettings(Section):
+    """A later stage of a chain: its source, what it takes into which parameter, its builder, params and grid."""
+
+    source: str | SourceRun
+    take: Literal["image", "video", "latents"] = "image"
+    into: Literal["image", "control_image", "ip_adapter_image", "video"] = "image"
+    inherit: list[str] | dict[str, str] | None = None
+    builder: dict[str, Any] = Field(default_factory=dict)
+    generation: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, Any] = Field(default_factory=dict)
+    mode: Literal["product", "zip"] = "product"
+    batch_size: int | Literal["auto"] = "auto"
+
+
+class StagesSettings(Section):
+    order: Literal["auto", "breadth", "depth"] = "auto"
+    first: str = "base"
+    chain: dict[str, StageSettings] = Field(default_factory=dict)
+
+
 class PreviewSettings(Section):
     every: int = 0
 
@@ -86,6 +123,7 @@ class RunConfig(Section):
     builder: dict[str, Any]
     generation: dict[str, Any]
     sweep: SweepSettings
+    stages: StagesSettings | None = None
     optimization: dict[str, Any]
     allowed_modules: tuple[str, ...] = ("diffusers", "diffsweep")
     previews: PreviewSettings = Field(default_factory=PreviewSettings)
@@ -116,6 +154,11 @@ class RunConfig(Section):
     def replace(self, **sections: Any) -> RunConfig:
         """A copy with some top-level keys replaced."""
         return self.model_copy(update=sections)
+
+    @property
+    def chained(self) -> bool:
+        """Whether the sweep is a chain of stages (a `stages.chain` with at least one later stage)."""
+        return self.stages is not None and bool(self.stages.chain)
 
     def score_settings(self) -> ScoreSettings:
         return ScoreSettings(metrics=tuple(self.score.metrics), clip_model=self.score.clip.model,

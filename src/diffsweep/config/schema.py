@@ -269,10 +269,24 @@ def normalise(doc: Mapping[str, Any]) -> dict[str, Any]:
                 sweep[key] = _flatten(sweep[key], NESTED_PREFIXES if key == "grid" else ("lora",))
     if isinstance(doc.get("generation"), Mapping):
         doc["generation"] = _flatten(doc["generation"], ("lora",))
+    stages = doc.get("stages")
+    if isinstance(stages, Mapping) and isinstance(stages.get("chain"), Mapping):
+        doc["stages"] = {**stages, "chain": {name: _flat_stage(stage) for name, stage in stages["chain"].items()}}
     tracking = doc.get("tracking", {})  # run folders saved before tracking existed have none
     if isinstance(tracking, Mapping):
         doc["tracking"] = {**_defaults("tracking"), **tracking}
     return doc
+
+
+def _flat_stage(stage: Any) -> Any:
+    """A later stage of a chain, its grid, params and generation flattened as the sweep's are."""
+    if not isinstance(stage, Mapping):
+        return stage
+    stage = dict(stage)
+    for key in ("grid", "params", "generation"):
+        if isinstance(stage.get(key), Mapping):
+            stage[key] = _flatten(stage[key], NESTED_PREFIXES if key == "grid" else ("lora",))
+    return stage
 
 
 def _defaults(section: str) -> dict[str, Any]:

@@ -30,8 +30,11 @@ from diffsweep import devices, quantize
 from diffsweep.errors import ModelUnavailableError
 from diffsweep.execution.cache import PipelineCache
 from diffsweep.execution.pipelines import generate, offload_model, pipeline_for
+from diffsweep.inputs import load_image
 from diffsweep.optimize import is_oom
 from diffsweep.planning.plan import Batch, Plan
+from diffsweep.planning.stages import UPSCALE, StagedPlan
+from diffsweep.previews import latents_to_rgb
 from diffsweep.store.atomic import write_atomic
 from diffsweep.store.folder import RunFolder
 from diffsweep.store.records import (
@@ -42,6 +45,7 @@ from diffsweep.store.records import (
     ItemRecord,
     OomEvent,
     QuantizationRecord,
+    StageTimes,
 )
 from diffsweep.store.writer import ItemWriter, PendingItem, item_stem
 from diffsweep.truncation import prompt_truncation
@@ -68,6 +72,8 @@ class Execution:
     # builder hash -> why it could not be loaded: its items are not made (a load failure, not item failures)
     load_failures: dict[str, str] = field(default_factory=dict)
     writer: ItemWriter | None = None
+    stage: str | None = None  # a chain: the stage whose batches run now
+    stage_times: dict[str, StageTimes] = field(default_factory=dict)  # a chain: this attempt's work per stage
 
 
 @dataclass
@@ -91,9 +97,19 @@ def execute(job: Execution, batches: Iterable[Batch], *, todo: int, label: str) 
     ended, then calls `Outcome.reraise`."""
     progress = tqdm(total=todo, unit="item", desc=label, file=sys.stderr, dynamic_ncols=True, disable=None)
 
+    chained = isinstance(job.plan, StagedPlan)
+    if chained:
+        assert isinstance(job.plan, StagedPlan)
+        job.stage_times = {name: StageTimes() for name in job.plan.stage_names()}
+        job.attempt.stages = job.stage_times
+
     def committed(record: ItemRecord) -> None:
         with job.lock:
             job.attempt.counts.count(record)
+            if record.stage in job.stage_times:
+                times = job.stage_times[record.stage]
+                times.generated += record.ok
+                times.failed += not record.ok
         progress.update(1)
 
     job.writer = ItemWriter(job.run, job.plan.index_width, {"name": job.plan.config.sweep.name,
@@ -131,6 +147,10 @@ def run_batch(batch: Batch, job: Execution) -> None:
     builder = batch.builder
     if builder.hash in job.load_failures:
         return
+    _enter_stage(batch, job)
+    inputs = _parent_inputs(batch, job)
+    if inputs is None:
+        return
     try:
         loaded = pipeline_for(builder, job.cache, job.plan.device, job.plan.config.optimization)
     except Exception as error:  # noqa: BLE001 - recorded as the builder's load failure; the run goes on without it
@@ -147,6 +167,9 @@ def run_batch(batch: Batch, job: Execution) -> None:
     with job.lock:
         if loaded.fresh:
             job.attempt.timings.load_seconds += loaded.entry.load_seconds
+            if batch.stage in job.stage_times:
+                job.stage_times[batch.stage].loads += 1
+                job.stage_times[batch.stage].load_seconds += loaded.entry.load_seconds
         record = job.builders.get(batch.builder.hash)
         if record is not None and not record.loaded:  # first use in this run (earlier attempts' stay)
             record.model_path = batch.builder.provider.model_path(batch.builder.config)
@@ -156,7 +179,7 @@ def run_batch(batch: Batch, job: Execution) -> None:
             measured = quantize.measure(loaded.pipeline, batch.builder.config, batch.builder.identity["dtype"])
             record.quantization = QuantizationRecord.model_validate(measured) if measured else None
     try:
-        _call(loaded.pipeline, batch, job)
+        _call(loaded.pipeline, batch, job, inputs)
     finally:
         if batch.builder.cache_key in job.offloaded:
             # the offload was for these items only: the cached pipeline is dropped, so later batches (and later
@@ -165,7 +188,65 @@ def run_batch(batch: Batch, job: Execution) -> None:
             job.cache.evict(batch.builder.cache_key, job.plan.device)
 
 
-def _call(pipe: Any, batch: Batch, job: Execution) -> None:
+def _enter_stage(batch: Batch, job: Execution) -> None:
+    """A chain: before a stage's first batch, what earlier batches committed is on disk (its parents' outputs); in
+    breadth order the stage before it is finished, so its pipelines no later stage uses are unloaded."""
+    plan = job.plan
+    if not isinstance(plan, StagedPlan) or batch.stage == job.stage:
+        if batch.items and batch.items[0].parent is not None and job.writer is not None:
+            job.writer.flush()  # depth first: the parents were made by the batch just before
+        return
+    if job.writer is not None:
+        job.writer.flush()
+    if plan.order == "breadth" and job.stage is not None:
+        for builder in plan.released_after(job.stage):
+            if builder.cache_key in job.cache:
+                log.info("stage %s finished: unloading %s", job.stage, builder.short)
+                job.cache.evict(builder.cache_key, plan.device)
+    job.stage = batch.stage
+
+
+def _parent_inputs(batch: Batch, job: Execution) -> dict[str, Any] | None:
+    """What a later stage's batch takes from its parent; None (and the items counted as waiting) when the parent's
+    output is not there."""
+    inputs = parent_inputs(job.plan, job.run.path, batch)
+    if inputs is None:
+        first = batch.items[0]
+        log.warning("stage %s: item(s) %s wait for their parent %s, whose output is not there", first.stage,
+                    ", ".join(str(item.index) for item in batch.items), (first.parent or "")[:12])
+        with job.lock:
+            job.stage_times[first.stage or ""].waiting += len(batch.items)
+    return inputs
+
+
+def parent_inputs(plan: Plan, run_dir: Path, batch: Batch) -> dict[str, Any] | None:
+    """What a later stage's batch takes from its parent (its items share one), as call arguments: the parent's file
+    (read as any input file is), its image resized (`upscale`), or its latents loaded; {} for a batch with no parent;
+    None when the parent's output is not there (it failed, or is not made yet)."""
+    first = batch.items[0]
+    if first.parent is None or not isinstance(plan, StagedPlan):
+        return {}
+    stage = plan.stage_of(first.stage or "")
+    assert stage is not None
+    into, take = stage.settings.into, stage.settings.take
+    path = Path(first.params[into])
+    path = path if path.is_absolute() else run_dir / path
+    if not path.is_file():
+        return None
+    if take == "latents":
+        from safetensors.torch import load_file  # noqa: PLC0415 - start-up time: only a chain handing latents on
+
+        return {into: load_file(str(path))["latents"].unsqueeze(0)}
+    factor = first.params.get(UPSCALE)
+    if factor is not None:  # a hires fix: the source image resized before it is denoised again
+        multiple = batch.builder.provider.size_multiple(batch.builder.spec, batch.builder.config)
+        image = load_image(path)
+        size = tuple(max(multiple, round(side * factor / multiple) * multiple) for side in image.size)
+        return {into: image.resize(size, Image.Resampling.LANCZOS)}
+    return {into: str(path)}
+
+
+def _call(pipe: Any, batch: Batch, job: Execution, inputs: dict[str, Any] | None = None) -> None:
     """Generate a batch and hand its outputs to the writer. Out of memory, it retries in halves down to one item,
     then once with model offload; any other failure fails just these items."""
     device = job.plan.device
@@ -173,7 +254,7 @@ def _call(pipe: Any, batch: Batch, job: Execution) -> None:
     _measure_prompts(pipe, batch, job)
     started = time.perf_counter()
     try:
-        generated = generate(pipe, batch, every, _preview_writer(job, batch) if every else None)
+        generated = generate(pipe, batch, every, _preview_writer(job, batch) if every else None, inputs)
     except Exception as error:  # noqa: BLE001 - one failed batch must not stop the sweep
         devices.empty_cache(device)
         if job.plan.config.optimization.get("oom_fallback") and is_oom(error):
@@ -182,13 +263,13 @@ def _call(pipe: Any, batch: Batch, job: Execution) -> None:
                 half = len(batch.items) // 2
                 _record_oom(job, indices, "split", f"retrying as {half} + {len(batch.items) - half}")
                 for part in (batch.items[:half], batch.items[half:]):
-                    _call(pipe, Batch(batch.builder, part, batch.keep), job)
+                    _call(pipe, Batch(batch.builder, part, batch.keep, batch.stage), job, inputs)
                 return
             if devices.can_offload(device) and batch.builder.cache_key not in job.offloaded:
                 _record_oom(job, indices, "offload", "retrying with model CPU offload")
                 job.offloaded.add(batch.builder.cache_key)
                 offload_model(pipe, device)
-                _call(pipe, batch, job)
+                _call(pipe, batch, job, inputs)
                 return
             _record_oom(job, indices, "failed", "out of memory even for one item")
         log.error("batch of %d item(s) failed: %s\n%s", len(batch.items), error, traceback.format_exc())
@@ -204,12 +285,21 @@ def _call(pipe: Any, batch: Batch, job: Execution) -> None:
         if not timings.made_calls:
             log.info("first call (%d item(s)) took %.2fs", len(batch.items), seconds)
         timings.call(seconds, len(batch.items))
-    scheduler = type(pipe.scheduler).__name__ if hasattr(pipe, "scheduler") else None
+        if batch.stage in job.stage_times:
+            job.stage_times[batch.stage].calls += 1
+            job.stage_times[batch.stage].call_seconds += seconds
+    _submit(batch, generated, seconds, type(pipe.scheduler).__name__ if hasattr(pipe, "scheduler") else None, job)
+
+
+def _submit(batch: Batch, generated: list[Any], seconds: float, scheduler: str | None, job: Execution) -> None:
+    """A batch's outputs to the writer; latents with their cheap RGB preview."""
     assert job.writer is not None
     for item, output in zip(batch.items, generated, strict=True):
         if batch.commits(item):
+            preview = (latents_to_rgb(output.array.unsqueeze(0), batch.builder.provider.preview_space(
+                batch.builder.spec))[0] if output.kind == "latents" else None)
             job.writer.submit(PendingItem(item, batch.builder, output, seconds / len(batch.items), scheduler=scheduler,
-                                     prompt_truncated=job.truncated.pop(item.index, None)))
+                                     prompt_truncated=job.truncated.pop(item.index, None), preview=preview))
 
 
 def _measure_prompts(pipe: Any, batch: Batch, job: Execution) -> None:

@@ -87,17 +87,29 @@ def offload_model(pipe: Any, device: torch.device) -> None:
 
 
 def generate(pipe: Any, batch: Batch, preview_every: int = 0,
-             on_preview: Callable[[int, list[Any]], None] | None = None) -> list[Generated]:
+             on_preview: Callable[[int, list[Any]], None] | None = None,
+             inputs: Mapping[str, Any] | None = None) -> list[Generated]:
     """One pipeline call for a batch; each item draws its noise from its own CPU generator.
 
     With previews on, a step callback projects the latents to RGB every `preview_every` steps; with them off no
-    callback is installed at all, so they cost nothing."""
+    callback is installed at all, so they cost nothing. `inputs` are call arguments a chain's later stage takes from
+    its parent (the loaded image, or latents), in place of the parameter that names the parent's file. Items called
+    with output_type=latent give their latents undecoded (kind "latents")."""
     builder = batch.builder
     shared = batch.items[0].params
     lora.apply_scales(pipe, builder.loras, shared)
     conditioning.apply_ip_adapter_scale(pipe, builder.config, shared)
     generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
-    kwargs = builder.provider.call_kwargs(builder.spec, [item.params for item in batch.items], generators)
+    inputs = inputs or {}
+    latent = shared.get("output_type") == "latent"
+    files = {k: v for k, v in inputs.items() if isinstance(v, str)}  # a parent's file: read as an input file is
+    tensors = {k: v for k, v in inputs.items() if k not in files}
+    params = [{k: files.get(k, v) for k, v in item.params.items() if k not in tensors and k != "output_type"}
+              for item in batch.items]
+    kwargs = builder.provider.call_kwargs(builder.spec, params, generators)
+    kwargs.update({builder.spec.call_names.get(k, k): v for k, v in tensors.items()})
+    if latent:
+        kwargs["output_type"] = "latent"
     builder.provider.prepare_call(pipe, builder.spec, shared)
     if preview_every and on_preview and "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
         unpack = builder.provider.preview_unpacker(pipe, builder.spec, shared)
@@ -106,4 +118,6 @@ def generate(pipe: Any, batch: Batch, preview_every: int = 0,
         kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
     with torch.inference_mode():
         result = pipe(**kwargs)
+    if latent:
+        return [Generated("latents", latents) for latents in result.images]
     return builder.provider.outputs(builder.spec, result, pipe)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from diffsweep import devices, lora, providers, quantize
@@ -19,6 +19,7 @@ from diffsweep.config.model import RunConfig
 from diffsweep.config.schema import load_schema
 from diffsweep.media import EXTENSIONS
 from diffsweep.planning.plan import BUILDER_AXIS, DEFAULT_SEED, param_layers
+from diffsweep.planning.stages import DEFAULT_INHERIT, stage_builder
 from diffsweep.providers.base import PER_ITEM_PARAMS, PipelineSpec, Provider
 
 ALWAYS = ("prompt", "seed")  # every pipeline takes these, whatever its spec lists
@@ -59,6 +60,7 @@ class Description:
     controlnet: dict[str, Any] | None  # the ControlNet class the pipeline takes and the nets configured
     ip_adapter: dict[str, Any] | None  # whether the pipeline takes an IP-Adapter, and the one configured
     quantization: dict[str, Any]  # the builder's setting, and each preset with whether it can run here (or why not)
+    stages: list[dict[str, Any]] = field(default_factory=list)  # a chain: what each stage takes and gives
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,7 +142,37 @@ def describe(config: RunConfig, preset: str | None = None) -> Description:
             "model": net.model, "several": net.multi.rsplit(".", 1)[-1], "modes": net.modes,
             "loaded": [n["model"] for n in builder.get("controlnets") or []]},
         ip_adapter=None if spec.ip_adapter is None else {"loaded": (builder.get("ip_adapter") or {}).get("source")},
-        quantization=_quantization(provider, builder, config.device))
+        quantization=_quantization(provider, builder, config.device), stages=_stages(config, spec))
+
+
+def _stages(config: RunConfig, first: PipelineSpec) -> list[dict[str, Any]]:
+    """A chain's stages as their config states them: each one's builder, what it takes from which stage (into which
+    parameter, inheriting which parameters) and what it gives."""
+    if not config.chained:
+        return []
+    assert config.stages is not None
+    chain = config.stages.chain
+    latents_from = {s.source for s in chain.values() if s.take == "latents" and isinstance(s.source, str)}
+
+    def gives(name: str, spec: PipelineSpec) -> str:
+        return "latents (safetensors + preview)" if name in latents_from else spec.output
+
+    found = [{"name": config.stages.first, "builder": f"{config.builder['provider']}/{first.name}",
+              "model": config.builder["model"], "takes": "the sweep (builder + sweep.grid)",
+              "gives": gives(config.stages.first, first)}]
+    for name, stage in chain.items():
+        builder = stage_builder(config.builder, stage.builder)
+        try:
+            spec = providers.get(builder["provider"]).spec(builder["pipeline"])
+        except (KeyError, LookupError):
+            spec = None
+        source = stage.source if isinstance(stage.source, str) else f"run {stage.source.run}"
+        inherit = stage.inherit if stage.inherit is not None else list(DEFAULT_INHERIT)
+        found.append({"name": name, "builder": f"{builder.get('provider')}/{builder.get('pipeline')}",
+                      "model": builder.get("model"), "takes": f"{stage.take} of {source} into {stage.into}",
+                      "inherits": inherit, "mode": stage.mode, "grid": sorted(stage.grid),
+                      "gives": gives(name, spec) if spec else "?"})
+    return found
 
 
 def _quantization(provider: Provider, builder: dict[str, Any], device_name: str) -> dict[str, Any]:
@@ -203,3 +235,10 @@ def print_description(description: Description, out: TextIO, as_json: bool = Fal
                   f"{_cell(p.value, 14)}{p.set_by:<14}{'yes' if p.grid_axis else 'no':<6}"
                   f"{'yes' if p.per_item else 'no':<10}{rules}\n".rstrip() + "\n")
     out.write(f"builder axes  {', '.join(d.builder_axes)}  (each builder is loaded once)\n")
+    if d.stages:
+        out.write("stages (a chain: each item of a stage's source goes through its builder)\n")
+        for stage in d.stages:
+            extra = (f"; inherits {stage['inherits']}; {stage['mode']} over {stage['grid'] or 'no grid'}"
+                     if "inherits" in stage else "")
+            out.write(f"  {stage['name']}: {stage['builder']} ({stage['model']}); takes {stage['takes']}; gives "
+                      f"{stage['gives']}{extra}\n")

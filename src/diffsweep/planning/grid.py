@@ -127,12 +127,12 @@ def expand_axis(name: str, spec: Any, base_dirs: Sequence[Path], source: str | N
 class Grid:
     """A product or zip of axes with random access by grid index."""
 
-    def __init__(self, axes: Sequence[Axis], mode: str):
+    def __init__(self, axes: Sequence[Axis], mode: str, where: str = "sweep.grid"):
         self.axes = list(axes)
         self.mode = mode
         if mode == "zip" and len({len(a.values) for a in self.axes}) > 1:
             lengths = ", ".join(f"{a.name} has {len(a.values)}" for a in self.axes)
-            raise ConfigError(ConfigIssue("sweep.grid", f"zip mode needs axes of equal length; {lengths}"))
+            raise ConfigError(ConfigIssue(where, f"zip mode needs axes of equal length; {lengths}"))
 
     def __len__(self) -> int:
         if not self.axes:

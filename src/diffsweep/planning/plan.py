@@ -67,6 +67,8 @@ class Item:
     item_id: str
     builder_hash: str
     params: dict[str, Any]  # every generation parameter, seed included
+    stage: str | None = None  # in a chain of stages: the stage's name (diffsweep.planning.stages)
+    parent: str | None = None  # in a later stage: the id of the source item it takes its input from
 
     @property
     def seed(self) -> int:
@@ -80,6 +82,7 @@ class Batch:
     # Items to commit when the plan is narrowed to some items: the others only share the call, so
     # the selected ones come out of the same batch, and so with the same bytes, as in a full run.
     keep: frozenset[str] | None = None
+    stage: str | None = None  # in a chain: the stage whose items it holds
 
     def commits(self, item: Item) -> bool:
         return self.keep is None or item.item_id in self.keep
@@ -111,22 +114,22 @@ def _number_kinds() -> dict[str, str]:
     return kinds
 
 
-def _axis_schema(name: str, source_of: SourceOf) -> dict[str, Any]:
+def _axis_schema(name: str, source_of: SourceOf, prefix: str = "sweep.grid") -> dict[str, Any]:
     config_schema = load_schema("config")
     params = config_schema["$defs"]["params"]
     if name.startswith(BUILDER_AXIS):
         key = name.removeprefix(BUILDER_AXIS)
         builder_props = config_schema["$defs"]["builder"]["properties"]
         if key not in builder_props:
-            raise ConfigError(ConfigIssue(f"sweep.grid.{name}", f"unknown builder key{did_you_mean(key, builder_props)}; "
+            raise ConfigError(ConfigIssue(f"{prefix}.{name}", f"unknown builder key{did_you_mean(key, builder_props)}; "
                                           f"builder axes: {', '.join('builder.' + k for k in builder_props)}",
-                                          source_of(f"sweep.grid.{name}")))
+                                          source_of(f"{prefix}.{name}")))
         return builder_props[key]
     if name.startswith("lora."):
         return next(iter(params["patternProperties"].values()))
     if name not in params["properties"]:
-        raise ConfigError(ConfigIssue(f"sweep.grid.{name}", f"unknown generation parameter"
-                                      f"{did_you_mean(name, params['properties'])}", source_of(f"sweep.grid.{name}")))
+        raise ConfigError(ConfigIssue(f"{prefix}.{name}", f"unknown generation parameter"
+                                      f"{did_you_mean(name, params['properties'])}", source_of(f"{prefix}.{name}")))
     return params["properties"][name]
 
 
@@ -134,11 +137,16 @@ def load_grid(config: RunConfig, base_dirs: list[Path], source_of: SourceOf) -> 
     """Expand and type-check every grid axis; all element errors are reported together. A grid
     larger than `max_items` is refused before its values are made (a range typed with three
     extra zeros must fail as a config error, not as a MemoryError)."""
+    return load_axes(config.sweep.grid, config.sweep.mode, config.max_items, base_dirs, source_of)
+
+
+def load_axes(grid_spec: Mapping[str, Any], mode: str, limit: int, base_dirs: list[Path], source_of: SourceOf,
+              prefix: str = "sweep.grid") -> Grid:
+    """`load_grid` for any grid of the config: the sweep's (`sweep.grid`) or a stage's (`stages.chain.<name>.grid`)."""
     axes: list[Axis] = []
     issues: list[ConfigIssue] = []
-    limit = config.max_items
-    for name, spec in config.sweep.grid.items():
-        where = f"sweep.grid.{name}"
+    for name, spec in grid_spec.items():
+        where = f"{prefix}.{name}"
         if isinstance(spec, Mapping) and "start" in spec and range_length(spec) > limit:
             raise ConfigError(ConfigIssue(where, f"range of {range_length(spec):,} values is more than max_items "
                                                  f"= {limit:,} items; narrow it, or raise max_items"
@@ -146,7 +154,7 @@ def load_grid(config: RunConfig, base_dirs: list[Path], source_of: SourceOf) -> 
         # a file axis in a config file is looked up beside that file first, as its author sees it
         axis_dirs = [*_folder_of(source_of(where)), *base_dirs]
         try:
-            schema = _axis_schema(name, source_of)
+            schema = _axis_schema(name, source_of, prefix)
             axis = expand_axis(name, spec, axis_dirs, source_of(where))
         except ConfigError as error:
             issues += error.issues
@@ -159,20 +167,19 @@ def load_grid(config: RunConfig, base_dirs: list[Path], source_of: SourceOf) -> 
                 issues.append(ConfigIssue(f"{where}[{position}]", "null is not a grid value", source_of(where)))
             else:
                 issues += check(value, f"{where}[{position}]")
-        if config.sweep.mode == "product":
+        if mode == "product":
             issues += _repeated_value_issues(axis, spec, axis_dirs, where, source_of(where))
         axes.append(axis)
     if issues:
         raise ConfigError(issues)
-    grid = Grid(axes, config.sweep.mode)
+    grid = Grid(axes, mode, prefix)
     if len(grid) > limit:
         sizes = " × ".join(f"{a.name} {len(a.values):,}" for a in grid.axes)
-        raise ConfigError(ConfigIssue("sweep.grid", f"{len(grid):,} items ({sizes}) is more than max_items = "
-                                                    f"{limit:,}; narrow the grid, or raise max_items"
-                                                    f"{_set_in(source_of('max_items'))} to plan it",
-                                      source_of("sweep.grid")))
+        raise ConfigError(ConfigIssue(prefix, f"{len(grid):,} items ({sizes}) is more than max_items = "
+                                              f"{limit:,}; narrow the grid, or raise max_items"
+                                              f"{_set_in(source_of('max_items'))} to plan it", source_of(prefix)))
     if grid.mode == "zip":
-        _refuse_repeated_points(grid, source_of("sweep.grid"))
+        _refuse_repeated_points(grid, source_of(prefix), prefix)
     return grid
 
 
@@ -205,13 +212,13 @@ def _repeated_value_issues(axis: Axis, spec: Any, base_dirs: list[Path], where: 
                                f"item id must name one item", source) for found in groups]
 
 
-def _refuse_repeated_points(grid: Grid, source: str | None) -> None:
+def _refuse_repeated_points(grid: Grid, source: str | None, prefix: str = "sweep.grid") -> None:
     """In zip mode a value may repeat on one axis, but not a whole point."""
     points = [grid.point(index) for index in range(len(grid))]
     groups = repeated([list(point.values()) for point in points])
     if groups:
         raise ConfigError([ConfigIssue(
-            "sweep.grid", f"zipped points {', '.join(map(str, found))} are the same "
+            prefix, f"zipped points {', '.join(map(str, found))} are the same "
             f"({', '.join(f'{name}={value!r}' for name, value in points[found[0]].items())}); each point may "
             f"appear once, since every item id must name one item", source) for found in groups])
 
@@ -272,6 +279,11 @@ def unapplied_defaults(spec: PipelineSpec, config: RunConfig) -> dict[str, Any]:
 
 class Plan:
     """Builders, items and batches of one sweep; items are produced lazily."""
+
+    # In a chain (diffsweep.planning.stages), set before __init__: the first stage's name, and what its items are
+    # called with beyond their parameters (output_type=latent where a later stage takes its latents).
+    stage_name: str | None = None
+    forced_params: Mapping[str, Any] = {}
 
     def __init__(self, config: RunConfig, grid: Grid, device: Any, source_of: SourceOf):
         self.config = config
@@ -401,6 +413,7 @@ class Plan:
                   for name, layer in param_layers(builder.spec, self.config)]
         for layer in (*layers, {k: v for k, v in point.items() if not k.startswith(BUILDER_AXIS)}):
             params.update({k: v for k, v in layer.items() if v is not None})
+        params.update(self.forced_params)
         return {k: hashing.normalise_number(v, self._kinds.get(k, "number" if k.startswith("lora.") else "other"))
                 for k, v in params.items()}
 
@@ -442,7 +455,8 @@ class Plan:
         params = dict(shape.params)
         for axis, values, position in zip(self._item_axes, self._item_values, positions, strict=True):
             params[axis.name] = values[position]
-        return Item(self._index(shape, positions), self._item_id(shape, positions), shape.builder.hash, params)
+        return Item(self._index(shape, positions), self._item_id(shape, positions), shape.builder.hash, params,
+                    self.stage_name)
 
     def _index(self, shape: Shape, positions: tuple[int, ...]) -> int:
         return shape.first_index + sum(map(operator.mul, self._item_strides, positions))
@@ -467,6 +481,7 @@ class Plan:
         seen = hashlib.blake2b(key.encode(), digest_size=16).digest()  # a grid may have a million shapes
         if seen in self._checked_shapes:
             return
+        params = {k: v for k, v in params.items() if k not in self.forced_params}
         problems = (builder.provider.check_params(builder.spec, params, builder.config)
                     + lora.problems(builder.loras, params))
         if "prompt" not in params:
@@ -492,7 +507,8 @@ class Plan:
                                                                  if k.startswith(BUILDER_AXIS)})]
         params = self._params(builder, point)
         self._check_shape(builder, params, self.shape_key(builder, params))
-        return Item(index, hashing.item_id(builder.hash, identity_params(params)), builder.hash, params)
+        return Item(index, hashing.item_id(builder.hash, identity_params(params)), builder.hash, params,
+                    self.stage_name)
 
     def _zip_items(self) -> Iterator[Item]:
         return (self._zip_item(index) for index in range(len(self.grid)))
@@ -588,7 +604,7 @@ class Plan:
             return
         for batch in self._batches(()):
             if any(item.item_id in self.selected and item.item_id not in skip for item in batch.items):
-                yield Batch(batch.builder, batch.items, self.selected)
+                yield Batch(batch.builder, batch.items, self.selected, batch.stage)
 
     def _batches(self, skip: Container[str]) -> Iterator[Batch]:
         if self.grid.mode == "zip":

@@ -25,7 +25,8 @@ from diffsweep.hub import hub_offline, is_single_file
 from diffsweep.inputs import FILE_PARAMS, map_paths
 from diffsweep.metrics import check_metrics
 from diffsweep.paths import conf_dir, find_file
-from diffsweep.planning.plan import Plan, load_grid
+from diffsweep.planning.plan import Plan, load_axes, load_grid
+from diffsweep.planning.stages import SourceReader, StagedPlan
 
 DRY_RUN_ITEMS = 10  # items a dry run lists; the counts cover all of them
 
@@ -37,9 +38,11 @@ def validated(doc: Mapping[str, Any], source_of: SourceOf = no_source) -> RunCon
     return RunConfig.from_doc(doc)
 
 
-def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = no_source, base_dir: Path | None = None) -> Plan:
+def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = no_source, base_dir: Path | None = None,
+            read_source: SourceReader | None = None) -> Plan:
     """Validate and plan a resolved config; raises ConfigError before anything is written. The plan's config is
-    what config.yaml records: seeds drawn, inputs absolute, file axes inlined, the output root absolute."""
+    what config.yaml records: seeds drawn, inputs absolute, file axes inlined, the output root absolute. A chain of
+    stages is a StagedPlan; `read_source` reads a stage's source run folder (the run layer's reader)."""
     config = validated(doc, source_of)
     check_metrics(config.score_settings().metrics, config.allowed_modules)
     check_extras(config, source_of)
@@ -52,24 +55,55 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = no_source, base_dir
         if found.is_file():
             doc["builder"]["quantization"] = {**quantization, "file": str(found.absolute())}
     doc["output"]["root"] = str(Path(doc["output"]["root"]).expanduser().absolute())
+    for stage in ((doc.get("stages") or {}).get("chain") or {}).values():
+        source = stage.get("source")
+        if isinstance(source, Mapping) and isinstance(source.get("run"), str):  # so config.yaml reruns anywhere
+            run = Path(source["run"]).expanduser()
+            stage["source"] = {**source, "run": str(run if run.is_absolute() else (base_dirs[0] / run).absolute())}
     config = RunConfig.from_doc(doc)
     grid = load_grid(config, base_dirs, source_of)
     inlined = {axis.name: list(axis.values) for axis in grid.axes  # so config.yaml reruns without the file
                if isinstance(config.sweep.grid[axis.name], Mapping) and "file" in config.sweep.grid[axis.name]}
     if inlined:
         config = config.replace(sweep=config.sweep.model_copy(update={"grid": {**config.sweep.grid, **inlined}}))
-    return Plan(config, grid, devices.resolve_device(config.device), source_of)
+    if not config.chained:
+        return Plan(config, grid, devices.resolve_device(config.device), source_of)
+    if config.distribute.backend != "none":
+        raise ConfigError(ConfigIssue("distribute.backend", "a chain of stages runs in one process: leave "
+                                                            "distribute at none", source_of("distribute.backend")))
+    assert config.stages is not None
+    stage_grids = {}
+    chain = dict(config.stages.chain)
+    for name, stage in chain.items():
+        prefix = f"stages.chain.{name}.grid"
+        stage_grid = load_axes(stage.grid, stage.mode, config.max_items, base_dirs, source_of, prefix)
+        stage_grids[name] = stage_grid
+        inlined = {axis.name: list(axis.values) for axis in stage_grid.axes
+                   if isinstance(stage.grid[axis.name], Mapping) and "file" in stage.grid[axis.name]}
+        if inlined:
+            chain[name] = stage.model_copy(update={"grid": {**stage.grid, **inlined}})
+    config = config.replace(stages=config.stages.model_copy(update={"chain": chain}))
+    return StagedPlan(config, grid, devices.resolve_device(config.device), source_of, stage_grids, read_source)
+
+
+def _sections(doc: dict[str, Any]) -> list[tuple[list[dict[str, Any]], dict[str, Any]]]:
+    """(params-like layers, grid) of the sweep and of every later stage of a chain."""
+    found = [([doc["generation"], doc["sweep"].setdefault("params", {})], doc["sweep"]["grid"])]
+    for stage in ((doc.get("stages") or {}).get("chain") or {}).values():
+        found.append(([stage.setdefault("generation", {}), stage.setdefault("params", {})], stage.setdefault("grid", {})))
+    return found
 
 
 def draw_random_seeds(doc: dict[str, Any]) -> dict[str, Any]:
     """A copy of `doc` where every `seed: random` is replaced by a drawn integer (recorded in config.yaml)."""
     doc = copy.deepcopy(doc)
-    for params in (doc["generation"], doc["sweep"].setdefault("params", {})):
-        if params.get("seed") == "random":
-            params["seed"] = secrets.randbelow(2**32)
-    seeds = doc["sweep"]["grid"].get("seed")
-    if isinstance(seeds, list):
-        doc["sweep"]["grid"]["seed"] = [secrets.randbelow(2**32) if s == "random" else s for s in seeds]
+    for layers, grid in _sections(doc):
+        for params in layers:
+            if params.get("seed") == "random":
+                params["seed"] = secrets.randbelow(2**32)
+        seeds = grid.get("seed")
+        if isinstance(seeds, list):
+            grid["seed"] = [secrets.randbelow(2**32) if s == "random" else s for s in seeds]
     return doc
 
 
@@ -80,14 +114,15 @@ def absolutise_inputs(doc: dict[str, Any], base_dirs: list[Path]) -> dict[str, A
     def absolute(path: str) -> str:
         return str(find_file(path, base_dirs).absolute())
 
-    for params in (doc["generation"], doc["sweep"].setdefault("params", {})):
+    for layers, grid in _sections(doc):
+        for params in layers:
+            for key in FILE_PARAMS:
+                if key in params:
+                    params[key] = map_paths(params[key], absolute)
         for key in FILE_PARAMS:
-            if key in params:
-                params[key] = map_paths(params[key], absolute)
-    for key in FILE_PARAMS:
-        values = doc["sweep"]["grid"].get(key)
-        if isinstance(values, list):  # each grid value is a path, or a list of paths
-            doc["sweep"]["grid"][key] = [map_paths(value, absolute) for value in values]
+            values = grid.get(key)
+            if isinstance(values, list):  # each grid value is a path, or a list of paths
+                grid[key] = [map_paths(value, absolute) for value in values]
     return doc
 
 
@@ -140,8 +175,18 @@ def print_plan(plan: Plan, out: TextIO) -> None:
     for b in summary["builders"]:
         out.write(f"  builder {b['hash']}  {b['label']}  ({b['provider']}/{b['pipeline']}  {b['model']}  "
                   f"dtype={b['dtype']})  items={b['items']}  batch_size={b['batch_size']}\n")
+    for stage in summary.get("stages", ()):
+        takes = (f"takes {stage['take']} of '{stage['source']}' into {stage['into']}" if stage["source"] else
+                 "the sweep")
+        out.write(f"  stage {stage['name']}: {takes}; {stage['items']} items, {len(stage['builders'])} load(s) "
+                  f"(builder {', '.join(stage['builders'])}), {stage['batches']} calls; gives {stage['output']}\n")
+    if "order" in summary:
+        out.write(f"  stage order: {summary['order']['order']} ({summary['order']['why']})\n")
     labels = {hashing.short(h): label.label for h, label in plan.builder_labels().items()}
     varying = [axis.name for axis in plan.grid.axes if len(axis.values) > 1]
+    if isinstance(plan, StagedPlan):
+        varying += [axis.name for stage in plan.stages for axis in stage.planner.grid.axes
+                    if len(axis.values) > 1 and axis.name not in varying]
     first = [plan.item(index) for index in range(min(DRY_RUN_ITEMS, plan.total))]
     more = f" (first {len(first)} of {plan.total})" if plan.total > len(first) else ""
     out.write(f"  items{more}, by grid index:\n")
@@ -150,6 +195,8 @@ def print_plan(plan: Plan, out: TextIO) -> None:
         shown["seed"] = item.seed
         values = "  ".join(f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in shown.items())
         builder = hashing.short(item.builder_hash)
-        out.write(f"    #{item.index:<4} {hashing.short(item.item_id)}  builder {builder} [{labels[builder]}]  "
+        lineage = (f"  stage {item.stage}" + (f" <- {hashing.short(item.parent)}" if item.parent else "")
+                   if item.stage else "")
+        out.write(f"    #{item.index:<4} {hashing.short(item.item_id)}  builder {builder} [{labels[builder]}]{lineage}  "
                   f"{values}\n")
     out.write(f"  output: {Path(plan.config.output.root) / plan.config.sweep.name}/v<next>\n")

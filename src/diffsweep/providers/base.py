@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 # Parameters that may differ between the items of one batched call: each becomes a list.
 PER_ITEM_PARAMS = ("prompt", "negative_prompt", "prompt_2", "negative_prompt_2", "seed")
 # Parameters diffsweep consumes itself instead of passing to the pipeline: the seed and frame rate, how a control
-# image is prepared (diffsweep.control) and the IP-Adapter's scale (set on the pipeline before each call).
-OUTPUT_PARAMS = ("seed", "fps", control.PARAM, *control.THRESHOLDS, "ip_adapter_scale")
+# image is prepared (diffsweep.control), the IP-Adapter's scale (set on the pipeline before each call) and how a
+# chain's later stage resizes its source image (`upscale`, a hires fix).
+OUTPUT_PARAMS = ("seed", "fps", control.PARAM, *control.THRESHOLDS, "ip_adapter_scale", "upscale")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class PipelineSpec:
     # conditions on (and, with sound, how long the sound lasts) is the rate the MP4 is written at
     frame_rate_param: str | None = None
     latent_space: str | None = None  # for cheap previews (diffsweep.previews); None: generic projection
+    # chains of stages (diffsweep.planning.stages): the pipeline gives its denoised latents undecoded with
+    # output_type="latent", and the parameter that takes such latents in place of an image (SDXL's refiner recipe)
+    latents_out: bool = False
+    latents_in: str | None = None
     max_sequence_length: int | None = None  # the text encoder's token limit, where the pipeline takes the param
     controlnet: ControlNetSupport | None = None  # the ControlNet a ControlNet pipeline takes (builder.controlnets)
     ip_adapter: IPAdapterSupport | None = None  # where the pipeline takes an IP-Adapter (builder.ip_adapter)

@@ -19,6 +19,10 @@ _SDXL_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 5.0}
 _SDXL_TEXT = _TEXT | {"prompt_2", "negative_prompt_2"}
 _SD3_TEXT = _SDXL_TEXT | {"max_sequence_length"}
 _IMG2IMG = frozenset({"image", "strength"})
+# the ensemble of experts (base `denoising_end` + output_type="latent", refiner `denoising_start`)
+_DENOISE_END = frozenset({"denoising_end"})
+_DENOISE_BOTH = frozenset({"denoising_start", "denoising_end"})
+_FRACTION = {"type": ["number", "null"], "exclusiveMinimum": 0, "exclusiveMaximum": 1}
 _INPAINT = frozenset({"image", "mask_image", "strength"})
 # ControlNet parameters; control_preprocess and its thresholds are diffsweep's (diffsweep.control)
 _CONTROL = frozenset({"control_image", "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end",
@@ -40,21 +44,29 @@ _IMAGE_IS_CONTROL = {"control_image": "image"}  # SD and SDXL ControlNet pipelin
 
 class StableDiffusion(Provider):
     name = "stable_diffusion"
+    parameters = {
+        "denoising_end": {**_FRACTION, "description": "SDXL: stop denoising at this fraction of the schedule (the "
+                                                      "base of an ensemble of experts; high_noise_frac)"},
+        "denoising_start": {**_FRACTION, "description": "SDXL img2img: start denoising at this fraction (the "
+                                                        "refiner of an ensemble of experts; high_noise_frac)"},
+    }
     pipelines = {spec.name: spec for spec in (
         PipelineSpec("StableDiffusionPipeline", "image", _TEXT | _IP, _SD_DEFAULTS, latent_space="sd",
-                     ip_adapter=_IP_SUPPORT),
+                     ip_adapter=_IP_SUPPORT, latents_out=True),
         # img2img takes no height/width: its output has the input image's size (diffusers would swallow them)
         PipelineSpec("StableDiffusionImg2ImgPipeline", "image", _TEXT - _SIZE | _IMG2IMG | _IP, _SD_DEFAULTS,
-                     latent_space="sd", truncates_strength_steps=True, ip_adapter=_IP_SUPPORT),
+                     latent_space="sd", truncates_strength_steps=True, ip_adapter=_IP_SUPPORT, latents_out=True,
+                     latents_in="image"),
         PipelineSpec("StableDiffusionInpaintPipeline", "image", _TEXT | _INPAINT | _IP, _SD_DEFAULTS, latent_space="sd",
                      truncates_strength_steps=True, ip_adapter=_IP_SUPPORT),
         PipelineSpec("StableDiffusionControlNetPipeline", "image", _TEXT | _CONTROL | _IP,
                      {**_SD_DEFAULTS, **_CONTROL_DEFAULTS}, latent_space="sd", controlnet=_NET,
                      ip_adapter=_IP_SUPPORT, call_names=_IMAGE_IS_CONTROL),
-        PipelineSpec("StableDiffusionXLPipeline", "image", _SDXL_TEXT | _IP, _SDXL_DEFAULTS, max_batch=4,
-                     latent_space="sdxl", ip_adapter=_IP_SUPPORT),
-        PipelineSpec("StableDiffusionXLImg2ImgPipeline", "image", _SDXL_TEXT - _SIZE | _IMG2IMG | _IP, _SDXL_DEFAULTS,
-                     max_batch=4, latent_space="sdxl", truncates_strength_steps=True, ip_adapter=_IP_SUPPORT),
+        PipelineSpec("StableDiffusionXLPipeline", "image", _SDXL_TEXT | _IP | _DENOISE_END, _SDXL_DEFAULTS, max_batch=4,
+                     latent_space="sdxl", ip_adapter=_IP_SUPPORT, latents_out=True),
+        PipelineSpec("StableDiffusionXLImg2ImgPipeline", "image", _SDXL_TEXT - _SIZE | _IMG2IMG | _IP | _DENOISE_BOTH,
+                     _SDXL_DEFAULTS, max_batch=4, latent_space="sdxl", truncates_strength_steps=True,
+                     ip_adapter=_IP_SUPPORT, latents_out=True, latents_in="image"),
         PipelineSpec("StableDiffusionXLInpaintPipeline", "image", _SDXL_TEXT | _INPAINT | _IP, _SDXL_DEFAULTS,
                      max_batch=4, latent_space="sdxl", truncates_strength_steps=True, ip_adapter=_IP_SUPPORT),
         PipelineSpec("StableDiffusionXLControlNetPipeline", "image", _SDXL_TEXT | _CONTROL | _IP,

@@ -117,12 +117,116 @@ class SweepGrid:
         return self.positions.mode
 
     def position(self, index: int, axis: Axis) -> int:
-        return self.positions.point(index)[axis.name]
+        return self.point(index)[axis.name]
+
+    def point(self, index: int) -> dict[str, int]:
+        """Axis name -> position of the item at a grid index."""
+        return self.positions.point(index)
+
+
+NOT_ON_AXIS = "—"  # a chain's item on an axis of another stage: the label of that axis's last position
+STAGE_AXIS = "stage"
+
+
+@dataclass(frozen=True)
+class ChainGrid(SweepGrid):
+    """A chain of stages laid out as one grid: a `stage` axis, the first stage's axes (a later item sits where its
+    first-stage ancestor does), and each later stage's own axes (named `<stage>.<axis>` where two stages share a name);
+    an item on an axis of another stage sits at its last position, labelled NOT_ON_AXIS."""
+
+    table: list[dict[str, int]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.table)
+
+    @property
+    def mode(self) -> str:
+        return "product"
+
+    def point(self, index: int) -> dict[str, int]:
+        return self.table[index]
+
+
+def _stage_sizes(first: str, size: int, chain: Mapping[str, Any]) -> tuple[
+        dict[str, int], dict[str, tuple[list[Axis], Grid]], dict[str, str]] | None:
+    """Each stage's item count, grid and source stage; None for a stage fed from another run (its size is that
+    run's, not in the config)."""
+    sizes, grids, sources = {first: size}, {}, {}
+    for name, stage in chain.items():
+        if not isinstance(stage, Mapping) or not isinstance(stage.get("source"), str) or stage["source"] not in sizes:
+            return None
+        axes, positions = _stage_grid(stage.get("grid"), stage.get("mode"))
+        grids[str(name)], sources[str(name)] = (axes, positions), str(stage["source"])
+        zipped = positions.mode == "zip" and axes
+        sizes[str(name)] = sizes[sources[str(name)]] * (1 if zipped else len(positions))
+    return sizes, grids, sources
+
+
+def _stage_grid(spec: Any, mode: Any) -> tuple[list[Axis], Grid]:
+    if not isinstance(spec, Mapping):
+        spec = {}
+    axes = [Axis(str(name), tuple(_axis_values(values))) for name, values in spec.items()]
+    return axes, Grid([Axis(a.name, tuple(range(len(a.values)))) for a in axes], "zip" if mode == "zip" else "product")
+
+
+def chain_grid(config: Mapping[str, Any], base: SweepGrid, planned: int | None) -> ChainGrid | None:
+    """The grid of a chain of stages, from its config alone (read as data): the index arithmetic of its plan (a later
+    stage's items follow in source-item order, each fanned out over the stage's grid, or zipped with it)."""
+    stages = config.get("stages")
+    chain = stages.get("chain") if isinstance(stages, Mapping) else None
+    if not isinstance(chain, Mapping) or not chain:
+        return None
+    first = str(stages.get("first") or "base") if isinstance(stages, Mapping) else "base"
+    names = [first, *map(str, chain)]
+    found = _stage_sizes(first, base.size, chain)
+    if found is None:
+        return None
+    sizes, grids, sources = found
+    total = sum(sizes.values())
+    if total > MAX_REPORT_ITEMS or (planned is not None and total != planned):
+        return None
+    taken = {a.name for a in base.axes} | {STAGE_AXIS}
+    named: dict[tuple[str, str], str] = {}
+    all_axes = [Axis(STAGE_AXIS, tuple(names)), *base.axes]
+    for name, (axes, _) in grids.items():
+        for axis in axes:
+            if len(axis.values) < 2:  # one value: the stage's legend, not an axis beside NOT_ON_AXIS
+                continue
+            label = axis.name if axis.name not in taken else f"{name}.{axis.name}"
+            taken.add(label)
+            named[name, axis.name] = label
+            all_axes.append(Axis(label, (*axis.values, NOT_ON_AXIS)))
+    empty = {a.name: len(a.values) - 1 for a in all_axes}
+    base_missing = {a.name: len(a.values) for a in base.axes}  # base axes have no NOT_ON_AXIS position
+
+    def coords(stage: str, local: int) -> dict[str, int]:
+        if stage == first:
+            return {**{k: v for k, v in empty.items() if k not in base_missing}, **base.point(local),
+                    STAGE_AXIS: 0}
+        axes, positions = grids[stage]
+        zipped = positions.mode == "zip" and axes
+        parent, position = (local, local) if zipped else divmod(local, len(positions))
+        found = coords(sources[stage], parent)
+        found[STAGE_AXIS] = names.index(stage)
+        found.update({named[stage, axis]: p for axis, p in positions.point(position).items() if (stage, axis) in named})
+        return found
+
+    table = [coords(name, local) for name in names for local in range(sizes[name])]
+    return ChainGrid(all_axes, base.positions, [{a.name: point[a.name] for a in all_axes} for point in table])
 
 
 def sweep_grid(config: Mapping[str, Any], planned: int | None = None) -> SweepGrid | None:
     """The saved grid, or None when it is absent, malformed, larger than a report lays out, or of another size than
-    the run planned (`planned`, from run.json). Its size is measured before any axis is made."""
+    the run planned (`planned`, from run.json). Its size is measured before any axis is made. A chain of stages is a
+    ChainGrid."""
+    stages = config.get("stages")
+    if isinstance(stages, Mapping) and isinstance(stages.get("chain"), Mapping) and stages["chain"]:
+        base = sweep_grid({k: v for k, v in config.items() if k != "stages"})
+        try:
+            return chain_grid(config, base, planned) if base else None
+        except (ConfigError, KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError):
+            return None
     sweep = _sweep(config)
     spec = sweep.get("grid")
     if not isinstance(spec, Mapping):
@@ -182,11 +286,11 @@ def run_grid(config: Mapping[str, Any], planned: int) -> RunGrid:
         down = SheetAxis("row", "item", tuple(f"#{r * cols}" for r in range(rows)), ("row",))
         coords = [{"row": i // cols, "column": i % cols} for i in range(total)]
         return RunGrid([a for a in (down, across) if len(a) > 1] or [across], coords, "product")
-    mode, positions = saved.mode, saved.positions
+    mode = saved.mode
     varying = [a for a in saved.axes if len(a.values) > 1]
     sheet_axes = [SheetAxis(a.name, axis_title(a.name), tuple(axis_value_labels(a.name, a.values)), (a.name,))
                   for a in varying]
-    points = [positions.point(i) for i in range(len(positions))]
+    points = [saved.point(i) for i in range(saved.size)]
     if mode == "zip" and len(sheet_axes) > 1:  # zipped axes move together: one axis of points
         labels = tuple(" · ".join(f"{a.title}={a.labels[point[a.name]]}" for a in sheet_axes) for point in points)
         name = ",".join(a.name for a in sheet_axes)

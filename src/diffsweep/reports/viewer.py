@@ -20,7 +20,17 @@ from markupsafe import Markup
 
 from diffsweep import hashing, media
 from diffsweep.labels import axis_value_labels
-from diffsweep.reports.sheets import RunGrid, RunLayout, SheetAxis, SweepGrid, default_choice, envelope
+from diffsweep.reports.sheets import (
+    NOT_ON_AXIS,
+    STAGE_AXIS,
+    ChainGrid,
+    RunGrid,
+    RunLayout,
+    SheetAxis,
+    SweepGrid,
+    default_choice,
+    envelope,
+)
 from diffsweep.store.atomic import write_atomic
 from diffsweep.store.folder import RunFolder
 from diffsweep.store.records import BuilderRecord, ItemRecord, RunInfo, ScoreRecord, Sidecar
@@ -94,7 +104,7 @@ def run_payload(run_dir: Path, title: str, layout: RunLayout, sheet: bool,
         "schema": DATA_SCHEMA, "title": title, "version": run_dir.name, "run_dir": str(run_dir.absolute()),
         "status": run.status if run else "unknown", "counts": run.counts.model_dump() if run else None,
         "mode": grid.mode if grid else "product", "view": default_view(grid, axes), "sheet": sheet, "axes": axes,
-        "metrics": metrics,
+        "metrics": metrics, "not_on_axis": NOT_ON_AXIS if isinstance(grid, ChainGrid) else None,
         "builders": list(builders.values()), "fixed": _fixed_params(records, grid), "items": items,
     }
 
@@ -105,6 +115,12 @@ def default_view(grid: SweepGrid | None, axes: Sequence[Mapping[str, Any]]) -> d
     varying = [SheetAxis(a["name"], a["name"], tuple(a["values"]), (a["name"],)) for a in axes if len(a["values"]) > 1]
     if grid is None:  # items laid out by grid index alone
         return {"x": varying[0].name} if varying else {}
+    if isinstance(grid, ChainGrid):  # a chain: its stages down, a first-stage axis across, a later one inside it
+        others = [a.name for a in varying if a.name != STAGE_AXIS]
+        firsts = [a.name for a in grid.axes[1:] if a.values[-1:] != (NOT_ON_AXIS,) and a.name in others]
+        laters = [name for name in others if name not in firsts]
+        view = {"y": STAGE_AXIS, "x": (firsts or laters or [""])[0], "x2": (laters or [""])[0]}
+        return {key: name for key, name in view.items() if name and (key != "x2" or name != view["x"])}
     choice = default_choice(RunGrid(varying, [], grid.mode))
     outer, inner = (choice.z, choice.x) if choice.z else (choice.x, None)
     return {key: axis.name for key, axis in (("x", outer), ("x2", inner), ("y", choice.y)) if axis is not None}
@@ -115,6 +131,7 @@ def _made_item(run_dir: Path, record: ItemRecord, coords: list[int], sidecar: Si
     identity = dict(sidecar.builder.identity) if sidecar else None
     return {
         "index": record.index, "item_id": record.item_id, "coords": coords, "status": record.status,
+        **_lineage(record.stage, record.parent),
         "params": dict(record.params), "seed": record.seed, "builder": record.builder_hash,
         "identity": identity, "scheduler": sidecar.scheduler if sidecar else None,
         "outputs": [_output(run_dir, path, media.kind_of(path, record.has_sound)) for path in record.outputs],
@@ -139,13 +156,23 @@ def _output(run_dir: Path, path: str, kind: str) -> dict[str, Any]:
     return output
 
 
+def _lineage(stage: str | None, parent: str | None) -> dict[str, str]:
+    """A chain's item: its stage and its parent's id (none for an item of a sweep without stages)."""
+    return {key: value for key, value in (("stage", stage), ("parent", parent)) if value is not None}
+
+
 def _unmade_item(index: int, coords: list[int], planned: Any, grid: SweepGrid | None) -> dict[str, Any]:
+    stage = parent = None
     if planned is not None:
         item_id, builder, params = planned.item_id, planned.builder_hash, dict(planned.params)
+        stage, parent = getattr(planned, "stage", None), getattr(planned, "parent", None)
     else:  # read as data only: what the grid says of this item
         item_id, builder = None, None
-        params = {axis.name: axis.values[c] for axis, c in zip(grid.axes, coords, strict=True)} if grid else {}
+        params = {axis.name: axis.values[c] for axis, c in zip(grid.axes, coords, strict=True)
+                  if axis.values[c] != NOT_ON_AXIS} if grid else {}
+        stage = params.pop(STAGE_AXIS, None) if isinstance(grid, ChainGrid) else None
     return {"index": index, "item_id": item_id, "coords": coords, "status": "missing", "params": params,
+            **_lineage(stage, parent),
             "seed": params.get("seed"), "builder": builder, "identity": None, "scheduler": None, "outputs": [],
             "controls": [], "error": None, "seconds": None, "created": None, "scores": {}}
 

@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,21 @@ from typing import Any
 from diffsweep.errors import EXIT_FAILED_ITEMS, EXIT_OK, EXIT_RUNTIME, ConfigError, DiffsweepError
 from diffsweep.hashing import file_digest
 from diffsweep.planning.plan import Plan
+from diffsweep.planning.stages import StagedPlan
 from diffsweep.store.folder import CONFIG, RunFolder
-from diffsweep.store.records import Attempt, BuilderRecord, Counts, RunInfo, Versions, now
+from diffsweep.store.records import (
+    Attempt,
+    BuilderRecord,
+    Counts,
+    ItemRecord,
+    RunInfo,
+    SourceRunRecord,
+    StageOrder,
+    StageRecord,
+    StageTimes,
+    Versions,
+    now,
+)
 from diffsweep.store.runconfig import check_unchanged, config_keys, read_raw_run_config, read_run_config, refuse_code
 from diffsweep.store.writer import software_versions
 
@@ -42,10 +55,40 @@ class RunResult:
 
 
 def new_run_info(run: RunFolder, plan: Plan) -> RunInfo:
-    return RunInfo(status="running", name=plan.config.sweep.name, version=run.path.name, started=now(), finished=None,
+    info = RunInfo(status="running", name=plan.config.sweep.name, version=run.path.name, started=now(), finished=None,
                    device=str(plan.device), counts=Counts(planned=plan.total, skipped=plan.total), attempts=[],
                    builders=builder_records(plan), versions=Versions.model_validate(software_versions()),
                    command=invocation(), optimization=dict(plan.config.optimization), notes=list(plan.notes))
+    if isinstance(plan, StagedPlan):
+        info.stage_order = StageOrder(order=plan.order, why=plan.order_reason)  # type: ignore[arg-type]
+        info.stages = stage_records(plan, info, [])
+    return info
+
+
+def stage_records(plan: StagedPlan, info: RunInfo, latest: Iterable[ItemRecord]) -> list[StageRecord]:
+    """run.json's stages: each stage's counts from the latest record of each of its items (those that count: failed,
+    or ok with intact files), its loads and timings over every attempt."""
+    by_stage: dict[str, list[ItemRecord]] = {}
+    for record in latest:
+        by_stage.setdefault(record.stage or plan.first_stage, []).append(record)
+    found = []
+    for name in plan.stage_names():
+        stage = plan.stage_of(name)
+        times = StageTimes.total(a.stages[name] for a in info.attempts if a.stages and name in a.stages)
+        planned = plan.stage_planned(name)
+        source_run = None
+        if stage is not None and stage.source_run is not None:
+            chosen = stage.source_run
+            source_run = SourceRunRecord(run=chosen.run, run_id=chosen.run_id, config_hash=chosen.config_hash,
+                                         manifest_sha256=chosen.manifest_sha256, chosen_by=chosen.chosen_by,
+                                         items=[item.item_id for item in chosen.items])
+        found.append(StageRecord(
+            name=name, source=stage.source if stage else None, take=stage.settings.take if stage else None,
+            into=stage.settings.into if stage else None,
+            output=stage.output if stage else plan.summary_output(), builders=[b.hash for b in plan.stage_builders(name)],
+            counts=Counts.of(planned, by_stage.get(name, [])), loads=times.loads, load_seconds=times.load_seconds,
+            call_seconds=times.call_seconds, source_run=source_run))
+    return found
 
 
 def builder_records(plan: Plan) -> list[BuilderRecord]:

@@ -18,6 +18,7 @@ from diffsweep.execution.cache import PipelineCache, process_cache
 from diffsweep.execution.core import Execution, execute, run_log
 from diffsweep.planning.plan import Plan
 from diffsweep.planning.prepare import check_models_available, check_output_root, prepare, print_plan, validated
+from diffsweep.planning.stages import StagedPlan
 from diffsweep.reports import build as reports
 from diffsweep.run import distributed
 from diffsweep.run.attempts import (
@@ -26,8 +27,10 @@ from diffsweep.run.attempts import (
     new_attempt,
     new_run_info,
     read_info_or_rebuild,
+    stage_records,
     trusted_config,
 )
+from diffsweep.run.sources import check_sources_unchanged, source_reader
 from diffsweep.store.folder import RUN_LOG, DoneItems, RunFolder, allocate
 from diffsweep.store.records import Attempt, AttemptCounts, Counts, RunInfo, Status, now
 from diffsweep.store.runconfig import write_overrides, write_run_config
@@ -59,7 +62,7 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
     if state is not None:
         return distributed.run_launched(doc, state, overrides=overrides or [], source_of=source_of,
                                         base_dir=base_dir, out=out, cache=cache, trusted=trusted)
-    plan = prepare(doc, source_of=source_of, base_dir=base_dir)
+    plan = prepare(doc, source_of=source_of, base_dir=base_dir, read_source=source_reader(base_dir))
     if only:
         plan.select(only)
     config = plan.config
@@ -100,9 +103,10 @@ def resume_run(run_dir: Path, *, out: TextIO = sys.stdout, cache: PipelineCache 
         return distributed.resume_distributed(run, here=here, cache=cache, out=out, trust=trust)
     with run.locked():
         doc, trusted = trusted_config(run, trust)
-        plan = prepare(doc, source_of=run.config_source, base_dir=run.path)
+        plan = prepare(doc, source_of=run.config_source, base_dir=run.path, read_source=source_reader(run.path))
         info = read_info_or_rebuild(run, plan)
         check_config_unchanged(run, info)
+        check_sources_unchanged(plan, info, run.config_source)
         removed = run.clean_temps()
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted writer", removed)
@@ -153,15 +157,20 @@ def _attempt(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, done: 
         outcome = execute(job, [] if nothing_to_do else plan.batches(skip=done), todo=plan.total - kept,
                           label=plan.config.sweep.name)
         unchanged = settled and nothing_to_do and not outcome.interrupted
+
+        def planned(record: Any) -> bool:
+            return plan.is_planned(record.index, record.item_id)
+
         if unchanged:  # every planned item done and intact, the manifest already compact
             info.counts = Counts(planned=plan.total, done=plan.total)
+            counted = list(run.items().values()) if isinstance(plan, StagedPlan) else []
         else:
-            def planned(record: Any) -> bool:
-                return plan.is_planned(record.index, record.item_id)
-
             records = ({k: r for k, r in run.items().items() if planned(r)} if outcome.interrupted
                        else run.compact_manifest(planned, add_checks=True))
-            info.counts = Counts.of(plan.total, (r for r in records.values() if not r.ok or run.is_intact(r)))
+            counted = [r for r in records.values() if not r.ok or run.is_intact(r)]
+            info.counts = Counts.of(plan.total, counted)
+        if isinstance(plan, StagedPlan):
+            info.stages = stage_records(plan, info, counted)
         counts = info.counts
         status: Status = ("interrupted" if outcome.interrupted
                           else "failed" if counts.failed or counts.skipped or job.load_failures else "complete")

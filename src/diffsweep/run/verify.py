@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from diffsweep import hashing, media
 from diffsweep.execution.cache import process_cache
+from diffsweep.execution.core import parent_inputs
 from diffsweep.execution.pipelines import generate, pipeline_for
 from diffsweep.planning.plan import Batch
 from diffsweep.planning.prepare import prepare
 from diffsweep.run.attempts import check_config_unchanged, trusted_config
+from diffsweep.run.sources import check_sources_unchanged, source_reader
 from diffsweep.store.folder import RunFolder
 from diffsweep.store.writer import encode
 
@@ -62,6 +65,18 @@ class Verification:
         return self.checked > 0 and not self.different and not self.damaged
 
 
+def _compare_latents(fresh: Any, saved: Path) -> str:
+    """A chain's undecoded latents against those saved: equal, equal up to float rounding in batched kernels, or
+    different."""
+    import torch  # noqa: PLC0415 - start-up time, as above
+    from safetensors.torch import load_file  # noqa: PLC0415 - start-up time: only a chain's latents need it
+
+    kept = load_file(str(saved))["latents"]
+    if torch.equal(kept, fresh.to(kept.dtype)):
+        return "identical"
+    return "equivalent" if torch.allclose(kept, fresh.to(kept.dtype), atol=1e-4, rtol=1e-4) else "different"
+
+
 def verify_run(run_dir: Path, limit: int | None = None, trust: bool = False) -> Verification:
     """Regenerate the run's ok items (the first `limit` by index) and compare them with their saved outputs. An
     output that is missing, cut or altered since it was committed is named, not regenerated; a config.yaml edited
@@ -70,7 +85,8 @@ def verify_run(run_dir: Path, limit: int | None = None, trust: bool = False) -> 
     info = run.check_is_run()
     doc, _ = trusted_config(run, trust)
     check_config_unchanged(run, info)
-    plan = prepare(doc, source_of=run.config_source, base_dir=run.path)
+    plan = prepare(doc, source_of=run.config_source, base_dir=run.path, read_source=source_reader(run.path))
+    check_sources_unchanged(plan, info, run.config_source)
     saved = {item_id: r for item_id, r in run.items().items() if r.ok and plan.is_planned(r.index, r.item_id)}
     wanted = sorted(saved.values(), key=lambda r: r.index)[:limit]
     found = Verification()
@@ -85,11 +101,19 @@ def verify_run(run_dir: Path, limit: int | None = None, trust: bool = False) -> 
         batch = Batch(batch.builder, [i for i in batch.items if i.item_id in wanted_ids])
         if not batch.items:
             continue
-        outputs = generate(pipeline_for(batch.builder, cache, plan.device, plan.config.optimization).pipeline, batch)
+        inputs = parent_inputs(plan, run.path, batch)  # a chain's later stage: from its parent as saved
+        if inputs is None:
+            continue
+        outputs = generate(pipeline_for(batch.builder, cache, plan.device, plan.config.optimization).pipeline, batch,
+                           inputs=inputs)
         for item, generated in zip(batch.items, outputs, strict=True):
-            path = run.path / saved[item.item_id].outputs[0]
-            fresh = media.decode_streams(generated.kind, encode(generated, item, batch.builder, {}))
-            verdict = compare_all(fresh, media.decode_streams(generated.kind, path.read_bytes()))
+            if generated.kind == "latents":
+                verdict = _compare_latents(generated.array, run.path / saved[item.item_id].outputs[-1])
+                path = run.path / saved[item.item_id].outputs[-1]
+            else:
+                path = run.path / saved[item.item_id].outputs[0]
+                fresh = media.decode_streams(generated.kind, encode(generated, item, batch.builder, {}))
+                verdict = compare_all(fresh, media.decode_streams(generated.kind, path.read_bytes()))
             found.verdicts[verdict] += 1
             if verdict == "different":
                 found.different.append(item.index)

@@ -148,6 +148,9 @@ class ItemRecord(Record):
                                   "were recorded)")
     control_prepared: list[PreparedControl] | None = Field(
         default=None, description="control images prepared from control_image (control_preprocess), one per file")
+    stage: str | None = Field(default=None, description="in a chain of stages: the stage that made it")
+    parent: Digest | None = Field(default=None, description="in a later stage of a chain: the id of the source "
+                                  "item whose output it took")
 
     @model_validator(mode="after")
     def _failed_items_say_why(self) -> Self:
@@ -168,7 +171,11 @@ class ItemRecord(Record):
 
     def to_json(self) -> dict[str, Any]:
         record = self.model_dump(mode="json", exclude={"error", "made", "prompt_truncated", "files",
-                                                       "control_prepared"})
+                                                       "control_prepared", "stage", "parent"})
+        if self.stage is not None:
+            record["stage"] = self.stage
+        if self.parent is not None:
+            record["parent"] = self.parent
         record["seconds"] = round(self.seconds, 4)
         if self.error is not None:
             record["error"] = self.error
@@ -324,6 +331,72 @@ class Timings(Record):
                 "peak_memory_bytes": self.peak_memory_bytes, **(self.model_extra or {})}
 
 
+class StageTimes(Record):
+    """What one attempt did for one stage of a chain: its pipeline loads and calls, the items it made."""
+
+    loads: Count = 0
+    load_seconds: Seconds = 0.0
+    calls: Count = 0
+    call_seconds: Seconds = 0.0
+    generated: Count = 0
+    failed: Count = 0
+    waiting: Count = Field(default=0, description="items not made because their parent's output was not there")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.model_dump(mode="json"), "load_seconds": round(self.load_seconds, 4),
+                "call_seconds": round(self.call_seconds, 4)}
+
+    @classmethod
+    def total(cls, parts: Iterable[StageTimes]) -> StageTimes:
+        parts = list(parts)
+        return cls(**{key: sum(getattr(p, key) for p in parts) for key in cls.model_fields})
+
+
+class SourceRunRecord(Record):
+    """A stage's source that is another run folder: which run, how its items were chosen, and what it was when read
+    (a resume or verify refuses it once either changed)."""
+
+    run: str = Field(description="the source run folder, absolute")
+    run_id: str = Field(description="<sweep name>/<version> of the source run")
+    config_hash: Digest | None = None
+    manifest_sha256: Digest = Field(description="SHA-256 of the source run's manifest.jsonl when it was read")
+    chosen_by: str
+    items: list[Digest] = Field(description="the ids of the source items taken, in order")
+
+
+class StageRecord(Record):
+    """One stage of a chain in run.json: what it takes and gives, its builders, its items' counts, its loads and
+    timings over every attempt."""
+
+    name: str
+    source: str | None = Field(description="the source stage's name, run:<folder> for a run folder, null for the "
+                                           "first stage")
+    take: Literal["image", "video", "latents"] | None = None
+    into: str | None = None
+    output: str = Field(description="what its items give: an output kind, or latents (safetensors + preview)")
+    builders: list[Digest]
+    counts: Counts
+    loads: Count = Field(description="pipeline loads for this stage, over every attempt")
+    load_seconds: Seconds = 0.0
+    call_seconds: Seconds = 0.0
+    source_run: SourceRunRecord | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        record = self.model_dump(mode="json", exclude={"source_run"})
+        record["load_seconds"], record["call_seconds"] = round(self.load_seconds, 4), round(self.call_seconds, 4)
+        if self.source_run is not None:
+            record["source_run"] = self.source_run.to_json()
+        return record
+
+
+class StageOrder(Record):
+    """How a chain ran: breadth (a stage finished and unloaded before the next loads) or depth (children as soon as
+    their parents' batch is done), and why."""
+
+    order: Literal["breadth", "depth"]
+    why: str
+
+
 class OomEvent(Record):
     """Out of memory on some items, and what the fallback did about it."""
 
@@ -350,6 +423,8 @@ class Attempt(Record):
                                "that this attempt ran because the user trusted the folder (--trust)")
     manifest_offset: Count | None = Field(default=None, description="size of the manifest it appends to when it "
                                           "started: its own lines follow, to count exactly after a kill")
+    stages: dict[str, StageTimes] | None = Field(default=None, description="a chain: per stage, its loads, calls "
+                                                 "and items in this attempt")
 
     @classmethod
     def started_now(cls, kind: str, command: list[str], host: str, pid: int, **fields: Any) -> Self:
@@ -359,7 +434,8 @@ class Attempt(Record):
                                    "cache": CacheStats(), "timings": Timings(), **fields})
 
     def to_json(self) -> dict[str, Any]:
-        record = self.model_dump(mode="json", exclude={"timings", "oom_events", "trusted", "manifest_offset"})
+        record = self.model_dump(mode="json", exclude={"timings", "oom_events", "trusted", "manifest_offset",
+                                                       "stages"})
         record["timings"] = self.timings.to_json()
         if self.oom_events:
             record["oom_events"] = [event.to_json() for event in self.oom_events]
@@ -367,6 +443,8 @@ class Attempt(Record):
             record["trusted"] = list(self.trusted)
         if self.manifest_offset is not None:
             record["manifest_offset"] = self.manifest_offset
+        if self.stages is not None:
+            record["stages"] = {name: times.to_json() for name, times in self.stages.items()}
         return record
 
 
@@ -554,6 +632,8 @@ class RunInfo(Record):
     notes: list[str] = Field(default_factory=list, description="what the run did not apply as configured, and why "
                                                                "(a preset's size for a pipeline that makes the input "
                                                                "image's size)")
+    stages: list[StageRecord] | None = Field(default=None, description="a chain of stages: each stage, first to last")
+    stage_order: StageOrder | None = None
 
     @classmethod
     def from_json(cls, raw: Any) -> Self:
@@ -614,6 +694,10 @@ class RunInfo(Record):
             record["tracking"] = self.tracking.to_json()
         if self.notes:
             record["notes"] = self.notes
+        if self.stages is not None:
+            record["stages"] = [stage.to_json() for stage in self.stages]
+        if self.stage_order is not None:
+            record["stage_order"] = self.stage_order.to_json()
         return {**record, **(self.model_extra or {})}
 
 

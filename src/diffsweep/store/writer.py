@@ -9,6 +9,7 @@ writes the same bytes; the sidecar carries the volatile rest.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import platform
 import queue
@@ -23,6 +24,7 @@ from diffsweep import __version__, control, hashing, media
 from diffsweep.inputs import named_paths
 from diffsweep.media import Generated
 from diffsweep.planning.plan import BuilderPlan, Item
+from diffsweep.planning.stages import LATENTS_EXTENSION
 from diffsweep.store.atomic import write_atomic, write_json
 from diffsweep.store.folder import RunFolder
 from diffsweep.store.records import FileCheck, ItemRecord, Made, PreparedControl, Sidecar, Truncation, now
@@ -30,6 +32,7 @@ from diffsweep.store.records import FileCheck, ItemRecord, Made, PreparedControl
 log = logging.getLogger(__name__)
 
 VOLATILE_FIELDS = ("seconds", "created", "run")  # differ between reruns that make the same pixels
+LATENTS = "latents"  # the kind of a chain's intermediate output that a later stage takes undecoded
 
 
 def software_versions() -> dict[str, Any]:
@@ -55,6 +58,7 @@ def item_record(item: Item, status: str, outputs: list[str], seconds: float, err
     return ItemRecord.model_validate({
         "index": item.index, "item_id": item.item_id, "builder_hash": item.builder_hash, "status": status,
         "params": item.params, "seed": item.seed, "outputs": outputs, "seconds": seconds, "error": error,
+        "stage": item.stage, "parent": item.parent,
         "made": Made.model_validate(made) if made is not None else None,
         "prompt_truncated": {key: {slot: Truncation.model_validate(cut) for slot, cut in by_slot.items()}
                              for key, by_slot in prompt_truncated.items()} if prompt_truncated else None,
@@ -72,6 +76,8 @@ def measured(generated: Generated) -> dict[str, int | float]:
     """What an output holds, read off the generated array: the truth where a pipeline sized it from an input
     (img2img, edit) or from its own defaults rather than from a recorded parameter."""
     shape = generated.array.shape
+    if generated.kind == LATENTS:  # what the latents decode to is not known here: the next stage's record says
+        return {}
     if generated.kind == "image":
         return {"width": int(shape[1]), "height": int(shape[0])}
     if generated.kind == "video":
@@ -109,6 +115,7 @@ class PendingItem:
     error: str | None = None
     scheduler: str | None = None  # the scheduler class that sampled it (the model's own or a swapped one)
     prompt_truncated: Mapping[str, Any] | None = None  # what a text encoder cut (diffsweep.truncation)
+    preview: Any = None  # latents: their cheap RGB projection (uint8 H,W,3), written beside them
 
 
 class ItemWriter:
@@ -121,7 +128,7 @@ class ItemWriter:
         self.index_width = index_width
         self.run_ref = dict(run_ref)
         self.on_done = on_done
-        self.queue: queue.Queue[PendingItem | None] = queue.Queue(maxsize=depth)
+        self.queue: queue.Queue[PendingItem | threading.Event | None] = queue.Queue(maxsize=depth)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._work, name="diffsweep-writer", daemon=True)
         self.thread.start()
@@ -130,6 +137,14 @@ class ItemWriter:
         if self.failure is not None:
             raise RuntimeError("the item writer stopped") from self.failure
         self.queue.put(pending)
+
+    def flush(self) -> None:
+        """Wait until every item submitted so far is committed (a later stage reads its parents' files)."""
+        reached = threading.Event()
+        self.queue.put(reached)
+        while not reached.wait(0.05):
+            if not self.thread.is_alive():
+                raise RuntimeError(f"the item writer failed: {self.failure}") from self.failure
 
     def close(self, quiet: bool = False) -> None:
         """Wait until every submitted item is committed; a writer that failed raises, unless `quiet` (the attempt
@@ -141,6 +156,9 @@ class ItemWriter:
 
     def _work(self) -> None:
         while (pending := self.queue.get()) is not None:
+            if isinstance(pending, threading.Event):
+                pending.set()
+                continue
             try:
                 self.on_done(self.commit(pending))
             except BaseException as error:  # noqa: BLE001 - surfaced by close()/submit()
@@ -153,8 +171,11 @@ class ItemWriter:
         record as it stands before the file exists; the sidecar and the line add the file's size and SHA-256."""
         item, stem = pending.item, item_stem(pending.item, self.index_width)
         generated = pending.generated
-        outputs = [] if generated is None else [f"items/{stem}{media.EXTENSIONS[generated.kind]}"]
-        made = None if generated is None else measured(generated)
+        if generated is not None and generated.kind == LATENTS:  # a preview to look at, the latents to hand on
+            outputs = [f"items/{stem}.png", f"items/{stem}{LATENTS_EXTENSION}"]
+        else:
+            outputs = [] if generated is None else [f"items/{stem}{media.EXTENSIONS[generated.kind]}"]
+        made = None if generated is None else (measured(generated) or None)
         prepared = prepared_controls(item.params)
         for entry in prepared:  # one file per prepared image, shared by every item that uses it
             target = self.run.path / entry["path"]
@@ -163,15 +184,30 @@ class ItemWriter:
         record = item_record(item, "failed" if generated is None else "ok", outputs, pending.seconds, pending.error,
                              made, pending.prompt_truncated, prepared)
         if generated is not None:
-            data = encode(generated, item, pending.builder,
-                          sidecar_record(record, pending.builder, self.run_ref, pending.scheduler))
-            write_atomic(self.run.path / outputs[0], data)
-            checks = {outputs[0]: FileCheck(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())}
+            sidecar = sidecar_record(record, pending.builder, self.run_ref, pending.scheduler)
+            if generated.kind == LATENTS:
+                blobs = [encode(Generated("image", pending.preview), item, pending.builder, sidecar),
+                         latents_bytes(generated.array, reproducible(sidecar))]
+            else:
+                blobs = [encode(generated, item, pending.builder, sidecar)]
+            checks = {}
+            for output, data in zip(outputs, blobs, strict=True):
+                write_atomic(self.run.path / output, data)
+                checks[output] = FileCheck(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
             record = record.model_copy(update={"files": checks})
         write_json(self.run.path / f"items/{stem}.json",
                    sidecar_record(record, pending.builder, self.run_ref, pending.scheduler))
         self.run.append_item(record, self.manifest)  # last: the line is the commit
         return record
+
+
+def latents_bytes(latents: Any, record: Mapping[str, Any]) -> bytes:
+    """An item's latents as safetensors (tensor `latents`, as the pipeline gave them, undecoded), with the item's
+    reproducible record as metadata."""
+    from safetensors.torch import save  # noqa: PLC0415 - start-up time: torch loads only with a pipeline
+
+    return save({"latents": latents.detach().to("cpu").contiguous()},
+                metadata={"diffsweep": json.dumps(record, sort_keys=True, ensure_ascii=False)})
 
 
 def encode(generated: Generated, item: Item, builder: BuilderPlan, sidecar: Mapping[str, Any]) -> bytes:

@@ -296,6 +296,14 @@
     };
     set(state.x, col[0]); set(state.x2, col[1]); set(state.y, row[0]); set(state.y2, row[1]);
     if (zip) return chosen.length && chosen.every((p) => p === chosen[0]) ? byIndex.get(chosen[0]) : undefined;
+    const found = byCoords.get(coords.join(","));
+    if (found || !RUN.not_on_axis) return found;
+    // a chain: an item of a stage that has no such axis (its value there is "—") matches whatever that axis is
+    // pinned at, so a first-stage item shows beside its children whichever strength is pinned
+    for (const name of pinned()) {
+      const axis = axes[axisIndex.get(name)];
+      if (axis.values[axis.values.length - 1] === RUN.not_on_axis) coords[axisIndex.get(name)] = axis.values.length - 1;
+    }
     return byCoords.get(coords.join(","));
   }
 
@@ -471,6 +479,8 @@
     const builder = builders.get(item.builder) || null;
     const rows = [["item id", item.item_id || "(not made yet; its id is not known here)"], ["index", item.index],
       ["status", item.status]];
+    if (item.stage) rows.push(["stage", item.stage]);
+    if (item.parent) rows.push(["parent", item.parent]);
     for (const [key, value] of Object.entries(item.params)) {
       // an axis value reads as on the axis labels (1.0 stays 1.0); other values as JSON
       const text = axisIndex.has(key) ? axes[axisIndex.get(key)].full[item.coords[axisIndex.get(key)]] : null;
@@ -502,6 +512,26 @@
     return rows.map(([key, value]) => `<tr${key === "error" ? ' class="error"' : ""}><th>${esc(key)}</th><td>${esc(value)}</td></tr>`).join("");
   }
 
+  // a chain's item: its parent, the parent's parent, ... up to the first stage, each with what it was made with
+  function lineageHtml(item) {
+    const parts = [];
+    const seen = new Set();
+    let parent = item.parent ? byId.get(item.parent) : null;
+    while (parent && !seen.has(parent.item_id)) {
+      seen.add(parent.item_id);
+      const first = parent.outputs[0];
+      const thumb = first ? (first.kind === "image" ? `<img src="${esc(encodeURI(first.path))}" alt="">` :
+        `<video src="${esc(encodeURI(first.path))}#t=0.01" preload="metadata" muted></video>`) : `<span>${NOT_MADE}</span>`;
+      const params = Object.entries(parent.params).filter(([key]) => key !== "prompt")
+        .map(([key, value]) => `${key}=${typeof value === "string" ? value : JSON.stringify(value)}`).join(" ");
+      parts.push(`<figure class="parent" data-item-id="${esc(parent.item_id)}">${thumb}<figcaption>` +
+        `${esc((parent.stage || "") + " #" + parent.index)}<br>${esc(params)}</figcaption></figure>`);
+      parent = parent.parent ? byId.get(parent.parent) : null;
+    }
+    if (item.parent && !parts.length) parts.push(`<span>parent ${esc(item.parent.slice(0, 12))} (not in this run)</span>`);
+    return parts.length ? `<b>lineage</b> ${parts.join("")}` : "";
+  }
+
   function openItem(item) {
     state.item = item.item_id || "";
     $("#detail-title").textContent = `#${item.index} · ${item.status === "missing" ? NOT_MADE : item.status}`;
@@ -509,6 +539,9 @@
       `<p>${item.status === "failed" ? "failed: no output" : NOT_MADE + " yet"}</p>`) +
       // the control images the item was conditioned on, beside its output
       (item.controls || []).map((prepared) => mediaHtml({path: prepared.path, kind: "image"})).join("");
+    const lineage = $("#detail-lineage");
+    lineage.innerHTML = lineageHtml(item);
+    lineage.hidden = !lineage.innerHTML;
     $("#detail-command").textContent = command(item);
     $("#copied").textContent = "";
     $("#detail-record").innerHTML = recordRows(item);
@@ -535,6 +568,10 @@
     if (event.target.tagName === "VIDEO") event.target.pause();
   });
   $("#detail-close").addEventListener("click", closeItem);
+  $("#detail-lineage").addEventListener("click", (event) => {
+    const figure = event.target.closest("figure[data-item-id]");
+    if (figure && byId.has(figure.dataset.itemId)) openItem(byId.get(figure.dataset.itemId));
+  });
   document.addEventListener("keydown", (event) => { if (event.key === "Escape" && !detail.hidden) closeItem(); });
 
   async function copyText(text) {

@@ -1,0 +1,300 @@
+"""Chains of stages: a later stage takes each item of an earlier one (its image, or its latents) through the real
+load and call path, and its outputs equal a hand-written diffusers chain with the same seeds."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import compose_config, read_manifest, read_run_json, run_cli
+from diffsweep.errors import EXIT_CONFIG, ConfigError
+from diffsweep.execution.cache import PipelineCache
+from diffsweep.planning.prepare import prepare
+from diffsweep.planning.stages import StagedPlan
+from diffsweep.providers import get
+from diffsweep.run.local import resume_run, run_sweep
+from diffsweep.run.sources import source_reader
+from diffsweep.run.verify import verify_run
+
+PROMPT = "a lion on a rock at night"
+IMG2IMG = ["+stages.chain.img2img.source=base", "+stages.chain.img2img.builder.pipeline=StableDiffusionImg2ImgPipeline",
+           "+stages.chain.img2img.params.num_inference_steps=4"]
+
+
+def _run(overrides: list[str], root: Path) -> tuple[Path, list[dict[str, Any]]]:
+    # a cache of its own: each run loads what it uses (the process cache may hold another test's pipelines)
+    result = run_sweep(compose_config(overrides, root), out=io.StringIO(), cache=PipelineCache())
+    assert result.status == "complete", result
+    assert result.run_dir is not None
+    return result.run_dir, sorted(read_manifest(result.run_dir), key=lambda r: r["index"])
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _tiny(name: str) -> str:
+    return str(get("stable_diffusion").locate({"model": f"tiny:{name}"}))
+
+
+def test_sdxl_base_to_refiner_through_latents_equals_the_diffusers_recipe(tmp_path: Path) -> None:
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    run_dir, records = _run(["+experiment=tiny_sdxl_refiner", f"sweep.grid.prompt=[{PROMPT}]", "sweep.grid.seed=[3]",
+                             "sweep.grid.denoising_end=[0.75]"], tmp_path / "runs")
+    base, refined = records
+    assert (base["stage"], refined["stage"], refined["parent"]) == ("base", "refine", base["item_id"])
+    assert "parent" not in base and base["params"]["output_type"] == "latent"
+    assert refined["params"]["denoising_start"] == 0.75 and refined["params"]["image"] == base["outputs"][1]
+    # the latents are kept, undecoded, beside a preview a person can look at
+    assert [Path(p).suffix for p in base["outputs"]] == [".png", ".safetensors"]
+
+    folder = _tiny("sdxl")
+    base_pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+    refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(folder)
+    for pipe in (base_pipe, refiner):
+        pipe.set_progress_bar_config(disable=True)
+    common = {"prompt": PROMPT, "num_inference_steps": 4, "guidance_scale": 5.0}
+    latents = base_pipe(**common, height=64, width=64, denoising_end=0.75, output_type="latent",
+                        generator=torch.Generator("cpu").manual_seed(3)).images
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(str(run_dir / base["outputs"][1]))["latents"], latents[0])
+    image = refiner(**common, image=latents, denoising_start=0.75, generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    assert np.array_equal(_pixels(run_dir / refined["outputs"][0]), np.asarray(image))
+
+    found = verify_run(run_dir)  # the chain regenerated from its records: the latents, then the refined image
+    assert found.passed and found.verdicts["identical"] == 2
+
+    info = read_run_json(run_dir)
+    assert [(s["name"], s["loads"], s["counts"]["done"]) for s in info["stages"]] == [("base", 1, 1), ("refine", 1, 1)]
+    assert info["stages"][1]["take"] == "latents" and info["stages"][0]["output"] == "latents"
+    assert info["stage_order"]["order"] in ("breadth", "depth")
+
+
+def test_text_to_image_then_img2img_equals_its_hand_written_twin(tmp_path: Path) -> None:
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+
+    run_dir, records = _run([f"sweep.grid.prompt=[{PROMPT}]", "sweep.grid.seed=[5]",
+                             "sweep.params.num_inference_steps=2", *IMG2IMG,
+                             "+stages.chain.img2img.grid.strength=[0.5,0.75]"], tmp_path / "runs")
+    first, *children = records
+    assert [c["params"]["strength"] for c in children] == [0.5, 0.75]
+    assert {c["parent"] for c in children} == {first["item_id"]} and {c["seed"] for c in children} == {5}
+
+    folder = _tiny("sd")
+    text = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    again = StableDiffusionImg2ImgPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    for pipe in (text, again):
+        pipe.set_progress_bar_config(disable=True)
+    still = text(PROMPT, height=64, width=64, num_inference_steps=2, guidance_scale=7.5,
+                 generator=torch.Generator("cpu").manual_seed(5)).images[0]
+    assert np.array_equal(_pixels(run_dir / first["outputs"][0]), np.asarray(still))
+    for child in children:
+        made = again(PROMPT, image=still, strength=child["params"]["strength"], num_inference_steps=4, guidance_scale=7.5,
+                     generator=torch.Generator("cpu").manual_seed(5)).images[0]
+        assert np.array_equal(_pixels(run_dir / child["outputs"][0]), np.asarray(made))
+
+
+def test_a_child_id_follows_its_parent_its_builder_and_its_own_params(tmp_path: Path) -> None:
+    def ids(*extra: str) -> dict[str, list[str]]:
+        plan = prepare(compose_config(["sweep.grid.seed=[0,1]", *IMG2IMG, *extra], tmp_path / "runs"))
+        assert isinstance(plan, StagedPlan)
+        found: dict[str, list[str]] = {}
+        for item in plan.items():
+            found.setdefault(item.stage or "", []).append(item.item_id)
+        return found
+
+    plain = ids("+stages.chain.img2img.params.strength=0.5")
+    later = ids("+stages.chain.img2img.params.strength=0.6")  # a later stage's params: only that stage changes
+    assert later["base"] == plain["base"] and not set(later["img2img"]) & set(plain["img2img"])
+    earlier = ids("+stages.chain.img2img.params.strength=0.5", "sweep.params.guidance_scale=6.0")  # upstream
+    assert not set(earlier["base"]) & set(plain["base"]) and not set(earlier["img2img"]) & set(plain["img2img"])
+    # a sweep without stages plans as it always did: its ids are a chain's first stage's
+    no_stages = prepare(compose_config(["sweep.grid.seed=[0,1]"], tmp_path / "runs"))
+    assert [item.item_id for item in no_stages.items()] == plain["base"]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["+stages.chain.b.source=nowhere"], "stages.chain.b.source: no stage named 'nowhere'; the stages are base, b"),
+    (["+stages.chain.b.source=c", "+stages.chain.c.source=b"],
+     "stages.chain.b.source: a cycle: b -> c -> b; a stage takes items of an earlier stage only"),
+    (["+stages.chain.b.source=c", "+stages.chain.c.source=base"],
+     "stages.chain.b.source: stage 'c' comes after 'b'; a stage takes items of an earlier stage only"),
+    (["provider=tiny_audioldm", "+stages.chain.b.source=base", "+stages.chain.b.builder.provider=stable_diffusion",
+      "+stages.chain.b.builder.pipeline=StableDiffusionImg2ImgPipeline", "+stages.chain.b.builder.model=tiny:sd"],
+     "stages.chain.b.take: stage 'b' takes image from 'base', whose items (AudioLDMPipeline) make audio"),
+    (["provider=tiny_sd", "+stages.chain.b.source=base", "+stages.chain.b.take=latents",
+      "+stages.chain.b.builder.pipeline=StableDiffusionXLImg2ImgPipeline", "+stages.chain.b.builder.model=tiny:sdxl"],
+     "stages.chain.b.take: stage 'b' cannot take latents from 'base': StableDiffusionPipeline makes 'sd' latents and "
+     "StableDiffusionXLImg2ImgPipeline takes 'sdxl' latents"),
+    (["+stages.chain.b.source=base", "+stages.chain.b.take=latents"],
+     "stages.chain.b.take: StableDiffusionPipeline cannot take latents; take: image gives it the decoded image"),
+    (["+stages.chain.b.source={run: /nowhere/v0001}", "+stages.chain.b.builder.pipeline=StableDiffusionImg2ImgPipeline"],
+     "stages.chain.b.source.run: /nowhere/v0001 is not a run folder diffsweep can read"),
+    (["+stages.chain.b.source=base"], "stages.chain.b.into: StableDiffusionPipeline takes no 'image'"),
+    ([*IMG2IMG, "+stages.chain.img2img.grid.strenght=[0.5]"],
+     "stages.chain.img2img.grid.strenght: unknown generation parameter (did you mean 'strength'?)"),
+    ([*IMG2IMG, "+stages.chain.img2img.params.strength=0.1"], "stages.chain.img2img.params.strength: strength 0.1 x "
+                                                              "num_inference_steps 4 leaves no denoising step"),
+    ([*IMG2IMG, "distribute=local"], "distribute.backend: a chain of stages runs in one process"),
+])
+def test_a_bad_chain_is_refused_before_anything_is_written(overrides: list[str], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        prepare(compose_config(overrides, tmp_path / "runs"), read_source=source_reader())
+    assert message in str(caught.value)
+    assert caught.value.exit_code == EXIT_CONFIG
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_command_line_refuses_a_bad_chain_with_exit_2_and_writes_nothing(tmp_path: Path) -> None:
+    result = run_cli(["+stages.chain.b.source=later", "output.root=runs"], tmp_path)
+    assert result.returncode == EXIT_CONFIG
+    assert "stages.chain.b.source: no stage named 'later'" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_and_describe_say_what_each_stage_takes_and_gives(tmp_path: Path) -> None:
+    dry = run_cli(["+experiment=tiny_hires_fix", "dry_run=true", "output.root=runs"], tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "stage base: the sweep; 1 items, 1 load(s)" in dry.stdout
+    assert "stage upscale: takes image of 'base' into image; 4 items, 1 load(s)" in dry.stdout
+    assert "stage upscale <- " in dry.stdout and not (tmp_path / "runs").exists()
+    described = run_cli(["+experiment=tiny_sdxl_refiner", "describe=true"], tmp_path)
+    assert described.returncode == 0, described.stderr
+    assert ("  base: stable_diffusion/StableDiffusionXLPipeline (tiny:sdxl); takes the sweep (builder + sweep.grid); "
+            "gives latents (safetensors + preview)") in described.stdout
+    assert ("  refine: stable_diffusion/StableDiffusionXLImg2ImgPipeline (tiny:sdxl); takes latents of base into image; "
+            "gives image") in described.stdout
+
+
+def test_the_tiny_twins_run_offline_and_record_their_stages(tmp_path: Path) -> None:
+    for experiment, later, kind in (("tiny_hires_fix", "upscale", ".png"), ("tiny_image_to_video", "animate", ".mp4")):
+        result = run_cli([f"+experiment={experiment}", "output.root=runs"], tmp_path)
+        assert result.returncode == 0, result.stderr
+        run_dir = Path(result.stdout.strip().splitlines()[-1])
+        records = read_manifest(run_dir)
+        children = [r for r in records if r["stage"] == later]
+        assert children and all(Path(r["outputs"][0]).suffix == kind for r in children)
+        info = read_run_json(run_dir)
+        assert all(stage["loads"] == 1 for stage in info["stages"])  # each stage's builder loaded once
+        if experiment == "tiny_hires_fix":  # the upscale factor is the made size
+            assert sorted({(r["params"]["upscale"], r["made"]["width"]) for r in children}) == [(1.5, 96), (2.0, 128)]
+            verified = run_cli(["verify", str(run_dir)], tmp_path, module="diffsweep.cli.runs")
+            assert verified.returncode == 0 and "verified 5 item(s): 5 identical" in verified.stdout, verified
+        else:  # LTX-2 animates the still with sound
+            assert children[0]["made"]["sample_rate"] > 0
+
+
+def _wait_for(predicate: Any, process: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_kill_9_during_a_later_stage_then_resume_makes_only_the_missing_children(tmp_path: Path) -> None:
+    overrides = ["sweep.grid.seed=[0]", "sweep.params.num_inference_steps=2", *IMG2IMG, "+stages.order=breadth",
+                 "+stages.chain.img2img.grid.strength=[0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0]",
+                 "stages.chain.img2img.params.num_inference_steps=20", "sweep.batch_size=1",
+                 "+stages.chain.img2img.batch_size=1", "output.root=runs"]
+    process = subprocess.Popen([sys.executable, "-m", "diffsweep", *overrides], cwd=tmp_path, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    manifest = tmp_path / "runs" / "default" / "v0001" / "manifest.jsonl"
+
+    def children_made() -> int:
+        lines = manifest.read_text().splitlines() if manifest.is_file() else []
+        return sum(json.loads(line).get("stage") == "img2img" for line in lines if line.endswith("}"))
+
+    try:
+        _wait_for(lambda: children_made() >= 2, process)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    run_dir = manifest.parent
+    before = {r["item_id"]: r for r in read_manifest(run_dir) if r["status"] == "ok"}
+    parents = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in (run_dir / "items").glob("000[01]-*")}
+    assert 2 <= sum(r["stage"] == "img2img" for r in before.values()) < 16
+
+    result = resume_run(run_dir, out=io.StringIO())
+    assert result.status == "complete"
+    after = read_manifest(run_dir)
+    planned = read_run_json(run_dir)["counts"]["planned"]
+    assert len(after) == planned == 2 + 2 * 8 and {r["item_id"] for r in after} >= set(before)
+    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in parents} == parents  # parents untouched
+    resumed = read_run_json(run_dir)["attempts"][-1]
+    assert resumed["counts"]["generated"] == planned - len(before)
+    assert resumed["stages"]["base"]["loads"] == 0 and resumed["stages"]["base"]["generated"] == 0
+    assert resumed["stages"]["img2img"]["generated"] == planned - len(before)
+
+
+def test_a_stage_fed_from_the_top_k_of_another_run_by_score_records_its_source(tmp_path: Path) -> None:
+    source_dir, _ = _run(["sweep.grid.prompt=[a boat]", "sweep.grid.seed=[0,1,2]", "sweep.params.num_inference_steps=2"],
+                         tmp_path / "runs")
+    scored = run_cli(["score", str(source_dir), "--metric", "sharpness"], tmp_path, module="diffsweep.cli.runs")
+    assert scored.returncode == 0, scored.stderr
+    scores = {json.loads(line)["item_id"]: json.loads(line)["value"]
+              for line in (source_dir / "scores.jsonl").read_text().splitlines()}
+    best = sorted(scores, key=lambda item_id: -scores[item_id])[:2]
+    source = f"{{run: {source_dir}, top: {{metric: sharpness, k: 2}}}}"
+    run_dir, records = _run(["sweep.name=fed", "sweep.grid.prompt=[a boat]", "sweep.grid.seed=[9]",
+                             "sweep.params.num_inference_steps=2", f"+stages.chain.again.source={source}",
+                             "+stages.chain.again.builder.pipeline=StableDiffusionImg2ImgPipeline",
+                             "+stages.chain.again.params.num_inference_steps=4", "+stages.chain.again.params.strength=0.5"],
+                            tmp_path / "runs")
+    children = [r for r in records if r["stage"] == "again"]
+    assert sorted(r["parent"] for r in children) == sorted(best)
+    assert all(r["params"]["image"].startswith(str(source_dir / "items")) for r in children)
+    recorded = read_run_json(run_dir)["stages"][1]["source_run"]
+    assert recorded["run_id"] == "default/v0001" and sorted(recorded["items"]) == sorted(best)
+    assert recorded["chosen_by"] == "done items, top 2 by sharpness"
+    assert resume_run(run_dir, out=io.StringIO()).status == "complete"  # the source as it was: resumable
+
+    manifest = source_dir / "manifest.jsonl"  # the source changes: a run fed from it is refused, naming it
+    manifest.write_text(manifest.read_text() + manifest.read_text().splitlines()[0] + "\n")
+    with pytest.raises(ConfigError) as caught:
+        resume_run(run_dir, out=io.StringIO())
+    assert "stages.chain.again.source: the source run default/v0001" in str(caught.value)
+    assert "changed since this run read it (its manifest)" in str(caught.value)
+    with pytest.raises(ConfigError, match="has no clip_score scores"):
+        prepare(compose_config([f"+stages.chain.b.source={{run: {source_dir}, top: {{metric: clip_score, k: 1}}}}",
+                                "+stages.chain.b.builder.pipeline=StableDiffusionImg2ImgPipeline"], tmp_path / "x"),
+                read_source=source_reader())
+
+
+def test_sheets_lay_a_chain_out_by_stage_and_a_child_reruns_with_its_parent(tmp_path: Path) -> None:
+    from diffsweep.reports.sheets import run_grid, run_layout
+
+    run_dir, records = _run(["+experiment=tiny_hires_fix", "sweep.grid.seed=[0,1]"], tmp_path / "runs")
+    layout = run_layout(run_dir)
+    grid = run_grid(layout.config, layout.size)
+    assert [a.name for a in grid.axes] == ["stage", "seed", "upscale", "strength"]
+    assert grid.axis("stage").labels == ("base", "upscale")  # type: ignore[union-attr]
+    child = next(r for r in records if r["stage"] == "upscale" and r["seed"] == 1)
+    # a child sits where its first-stage parent does on the parent's axes (a base seed against a child's strength)
+    assert grid.coords[child["index"]]["seed"] == 1
+    sheet = run_cli(["sheet", str(run_dir), "--x", "strength", "--y", "seed", "--z", "stage"], tmp_path,
+                    module="diffsweep.cli.runs")
+    assert sheet.returncode == 0, sheet.stderr
+
+    again = run_cli(["rerun", str(run_dir), "--item", child["item_id"]], tmp_path, module="diffsweep.cli.runs")
+    assert again.returncode == 0, again.stderr
+    remade_dir = Path(again.stdout.strip().splitlines()[-1])
+    remade = {r["item_id"]: r for r in read_manifest(remade_dir)}
+    assert set(remade) == {child["item_id"], child["parent"]}  # the child, and the parent it is made from
+    assert (remade_dir / remade[child["item_id"]]["outputs"][0]).read_bytes() == \
+        (run_dir / child["outputs"][0]).read_bytes()
