@@ -8,12 +8,12 @@ refused.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 from diffsweep.config.model import SourceRun
 from diffsweep.errors import ConfigError, ConfigIssue, DiffsweepError
+from diffsweep.hashing import file_digest
 from diffsweep.media import kind_of
 from diffsweep.planning.stages import LATENTS_EXTENSION, SourceItem, SourceReader, SourceRunItems, StagedPlan
 from diffsweep.store.folder import RunFolder
@@ -62,7 +62,7 @@ def read_source_run(path: Path, source: SourceRun, where: str) -> SourceRunItems
         raise ConfigError(ConfigIssue(where, f"no item of the run {path} is chosen ({', '.join(chosen_by)}): it has "
                                              f"no done item that fits"))
     return SourceRunItems(run=str(run.path), run_id=f"{info.name}/{info.version}", config_hash=info.config_hash,
-                          manifest_sha256=_sha256(run.manifest_path), items=[_item(run, r) for r in records],
+                          manifest_sha256=file_digest(run.manifest_path), items=[_item(run, r) for r in records],
                           chosen_by=", ".join(chosen_by))
 
 
@@ -85,14 +85,6 @@ def _item(run: RunFolder, record: ItemRecord) -> SourceItem:
     kind = "latents" if latents else kind_of(output, record.has_sound)
     return SourceItem(item_id=record.item_id, index=record.index, params=dict(record.params),
                       output=str(run.path / output), kind=kind)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_sources_unchanged(plan: object, info: RunInfo, source_of: Callable[[str], str | None]) -> None:
