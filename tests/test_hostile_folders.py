@@ -238,6 +238,22 @@ def test_an_output_that_is_not_a_file_in_items_is_not_read_nor_linked(run_dir: P
     assert item["status"] == "missing" and item["outputs"] == []
 
 
+def test_an_output_in_items_that_links_out_of_the_folder_is_not_drawn_nor_scored(run_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    from diffsweep.reports.sheets import tile
+    from diffsweep.store.folder import RunFolder
+
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(outside)
+    folder = RunFolder(run_dir)
+    record = min(folder.items().values(), key=lambda r: r.index)
+    output = run_dir / record.outputs[0]
+    output.unlink()
+    output.symlink_to(outside)
+    assert tile(run_dir, record) == "not a file"
+    assert folder.damage(record) == f"{record.outputs[0]} is not a regular file"  # so score, diff and verify name it
+
+
 # --- writes only where they belong ---------------------------------------------------------------------
 
 

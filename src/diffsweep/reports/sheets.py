@@ -401,6 +401,8 @@ def tile(run_dir: Path, record: ItemRecord | None) -> Tile:
     if not record.outputs:
         return NOT_MADE
     path = run_dir / record.outputs[0]
+    if path.is_symlink():  # a run folder is data: its records name files in it, not elsewhere
+        return "not a file"
     kind = media.kind_of(record.outputs[0], record.has_sound)
     try:
         if kind == "image":
