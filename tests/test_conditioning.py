@@ -159,11 +159,15 @@ def test_canny_finds_the_edges_of_a_square() -> None:
     assert np.array_equal(control.canny(image, 100, 200), control.canny(image.copy(), 100, 200))
 
 
-def test_ip_adapter_scale_zero_is_the_base_model(tmp_path: Path) -> None:
-    run_dir, records = _run(["provider=tiny_sd_ip_adapter", "+sweep.grid.ip_adapter_scale=[0.0,0.5]"],
-                            tmp_path / "runs")
+@pytest.mark.parametrize(("preset", "base_model"), [("tiny_sd_ip_adapter", ["provider=tiny_sd"]),
+                                                    ("tiny_flux_ip_adapter", ["provider=tiny_flux",
+                                                                              "generation.num_inference_steps=4"])])
+def test_ip_adapter_scale_zero_is_the_base_model(tmp_path: Path, preset: str, base_model: list[str]) -> None:
+    """Flux's loader takes its image encoder as a model of its own (here the adapter's image_encoder folder, in the
+    pipeline's dtype), where the UNet loaders take a folder inside the adapter's repo."""
+    run_dir, records = _run([f"provider={preset}", "+sweep.grid.ip_adapter_scale=[0.0,0.5]"], tmp_path / "runs")
     assert read_run_json(run_dir)["cache"]["loads"] == 1
-    base_dir, (base,) = _run(["provider=tiny_sd"], tmp_path / "runs")
+    base_dir, (base,) = _run(base_model, tmp_path / "runs")
     off, on = (_pixels(run_dir, r) for r in records)
     assert np.array_equal(off, _pixels(base_dir, base)) and not np.array_equal(on, off)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -413,13 +414,33 @@ def load_ip_adapter(provider: Provider, pipe: Any, builder: Mapping[str, Any]) -
     source = locate_part(provider, adapter["source"], "ip_adapter")
     kwargs: dict[str, Any] = {"subfolder": adapter.get("subfolder") or "",
                               "weight_name": adapter.get("weight_name") or IP_ADAPTER_WEIGHTS}
-    if adapter.get("image_encoder"):
+    if ENCODER_AS_MODEL in inspect.signature(pipe.load_ip_adapter).parameters:
+        # Flux's loader takes the encoder as a model of its own, in float16 unless told: the pipeline's dtype here
+        kwargs[ENCODER_AS_MODEL] = _encoder_model(source, adapter)
+        kwargs["image_encoder_dtype"] = pipe.dtype
+    elif adapter.get("image_encoder"):
         kwargs["image_encoder_folder"] = adapter["image_encoder"]
     if isinstance(source, str):
         kwargs["revision"] = adapter.get("revision") or "main"
         if hub_token():
             kwargs["token"] = hub_token()
     pipe.load_ip_adapter(str(source), **kwargs)
+
+
+ENCODER_AS_MODEL = "image_encoder_pretrained_model_name_or_path"
+XLABS_IMAGE_ENCODER = "openai/clip-vit-large-patch14"  # the encoder XLabs' Flux IP-Adapter was trained with
+
+
+def _encoder_model(source: Path | str, adapter: Mapping[str, Any]) -> str:
+    """The image encoder a Flux IP-Adapter loads: `image_encoder` as a folder beside the adapter's weights (a local
+    or tiny adapter), else as given (a hub id or a path); without one, the adapter's own `image_encoder` folder where
+    it has one, else XLabs' CLIP ViT-L/14."""
+    named = adapter.get("image_encoder")
+    if isinstance(source, Path):
+        beside = source / (adapter.get("subfolder") or "") / (named or "image_encoder")
+        if beside.is_dir():
+            return str(beside)
+    return named or XLABS_IMAGE_ENCODER
 
 
 def default_params(builder: Mapping[str, Any]) -> dict[str, Any]:

@@ -80,7 +80,8 @@ class Flux(Provider):
     tiny_models = {"flux": TinyModel("FluxPipeline", tiny.flux,
                                      {"height": 32, "width": 32, "max_sequence_length": 32, "guidance_scale": 3.5},
                                      (32, 32, 3))}
-    tiny_parts = {"flux_controlnet": TinyPart("controlnet", "flux", tiny.flux_controlnet)}
+    tiny_parts = {"flux_controlnet": TinyPart("controlnet", "flux", tiny.flux_controlnet),
+                  "flux_ip_adapter": TinyPart("ip_adapter", "flux", tiny.flux_ip_adapter)}
 
     def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
                     generators: list[Any]) -> dict[str, Any]:

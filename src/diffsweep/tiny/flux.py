@@ -67,3 +67,27 @@ def flux_controlnet() -> Any:
                               num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
                               axes_dims_rope=[4, 4, 8])
     return wake_zero_convolutions(net, ("controlnet_blocks", "controlnet_single_blocks", "controlnet_x_embedder"))
+
+
+@isolated_rng
+def flux_ip_adapter() -> tuple[dict[str, dict[str, Any]], Any]:
+    """An IP-Adapter for the tiny Flux transformer in the layout diffusers reads for Flux (`image_proj.*`: the image
+    projection to 4 tokens; `ip_adapter.<n>.to_k_ip/to_v_ip`: key/value projections of double block n, with biases),
+    and the CLIP image encoder whose projection it takes."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    embed, cross, inner, blocks = 8, 32, 2 * 16, 1  # the tiny transformer's joint width, heads x head dim, blocks
+    reseed()
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=8, intermediate_size=16, projection_dim=embed, num_hidden_layers=2, num_attention_heads=2,
+        image_size=32, patch_size=8))
+    reseed()
+    adapter: dict[str, Any] = {}
+    for block in range(blocks):
+        for name in ("to_k_ip", "to_v_ip"):
+            adapter[f"{block}.{name}.weight"] = torch.randn(inner, cross) * 0.5
+            adapter[f"{block}.{name}.bias"] = torch.zeros(inner)
+    projection = {"proj.weight": torch.randn(4 * cross, embed) * 0.5, "proj.bias": torch.zeros(4 * cross),
+                  "norm.weight": torch.ones(cross), "norm.bias": torch.zeros(cross)}
+    return {"image_proj": projection, "ip_adapter": adapter}, image_encoder
