@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from diffsweep import control
 from diffsweep.errors import ModelUnavailableError
-from diffsweep.hub import TINY_PREFIX, describe_load_failure, hub_token, is_single_file, looks_local
+from diffsweep.hub import TINY_PREFIX, describe_load_failure, hub_kwargs, is_single_file, looks_local
 from diffsweep.paths import build_folder_once, cache_dir
 from diffsweep.tiny import FACTORY_VERSION
 
@@ -370,11 +370,7 @@ def load_controlnets(provider: Provider, spec: PipelineSpec, builder: Mapping[st
     loaded = []
     for index, net in enumerate(nets):
         source = locate_part(provider, net["model"], "controlnet")
-        kwargs: dict[str, Any] = {"dtype": torch_dtype}
-        if isinstance(source, str):
-            kwargs["revision"] = net.get("revision") or "main"
-            if hub_token():
-                kwargs["token"] = hub_token()
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, **hub_kwargs(net, source)}
         try:
             if is_single_file(source):
                 model = model_class.from_single_file(str(source), **kwargs)
@@ -413,17 +409,14 @@ def load_ip_adapter(provider: Provider, pipe: Any, builder: Mapping[str, Any]) -
         return
     source = locate_part(provider, adapter["source"], "ip_adapter")
     kwargs: dict[str, Any] = {"subfolder": adapter.get("subfolder") or "",
-                              "weight_name": adapter.get("weight_name") or IP_ADAPTER_WEIGHTS}
+                              "weight_name": adapter.get("weight_name") or IP_ADAPTER_WEIGHTS,
+                              **hub_kwargs(adapter, source)}
     if ENCODER_AS_MODEL in inspect.signature(pipe.load_ip_adapter).parameters:
         # Flux's loader takes the encoder as a model of its own, in float16 unless told: the pipeline's dtype here
         kwargs[ENCODER_AS_MODEL] = _encoder_model(source, adapter)
         kwargs["image_encoder_dtype"] = pipe.dtype
     elif adapter.get("image_encoder"):
         kwargs["image_encoder_folder"] = adapter["image_encoder"]
-    if isinstance(source, str):
-        kwargs["revision"] = adapter.get("revision") or "main"
-        if hub_token():
-            kwargs["token"] = hub_token()
     pipe.load_ip_adapter(str(source), **kwargs)
 
 

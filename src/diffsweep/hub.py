@@ -35,6 +35,19 @@ def hub_token() -> str | None:
     return os.environ.get("HF_TOKEN") or os.environ.get("HUGGINGFACE_HUB_ACCESS_TOKEN") or None
 
 
+def hub_kwargs(settings: Mapping[str, Any], source: Path | str) -> dict[str, Any]:
+    """What from_pretrained needs to fetch `source` as `settings` (a builder, ControlNet, adapter or component) say:
+    revision, variant and token for a hub id; variant alone for a local path."""
+    kwargs: dict[str, Any] = {}
+    if settings.get("variant"):
+        kwargs["variant"] = settings["variant"]
+    if isinstance(source, str):
+        kwargs["revision"] = settings.get("revision") or "main"
+        if hub_token():
+            kwargs["token"] = hub_token()
+    return kwargs
+
+
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 

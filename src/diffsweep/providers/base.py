@@ -31,6 +31,7 @@ from diffsweep.errors import ModelUnavailableError
 from diffsweep.hub import (
     TINY_PREFIX,
     describe_load_failure,
+    hub_kwargs,
     hub_token,
     is_single_file,
     looks_local,
@@ -451,18 +452,6 @@ def missing_local_paths(builder: Mapping[str, Any]) -> list[tuple[str, str]]:
             and not Path(value).expanduser().exists()]
 
 
-def hub_kwargs(builder: Mapping[str, Any], source: Path | str) -> dict[str, Any]:
-    """revision, variant and token for a hub source; variant alone for a local one."""
-    kwargs: dict[str, Any] = {}
-    if builder.get("variant"):
-        kwargs["variant"] = builder["variant"]
-    if isinstance(source, str):
-        kwargs["revision"] = builder.get("revision") or "main"
-        if hub_token():
-            kwargs["token"] = hub_token()
-    return kwargs
-
-
 def load_components(builder: Mapping[str, Any], source: Path | str, torch_dtype: Any) -> dict[str, Any]:
     """Component overrides (`builder.components.<name>`), each loaded with the class the base
     model's model_index.json names for that slot, e.g. a separate VAE or text encoder."""
@@ -489,11 +478,8 @@ def load_components(builder: Mapping[str, Any], source: Path | str, torch_dtype:
         component_class = getattr(importlib.import_module(library), class_name)
         target = component["model"]
         local = Path(target).expanduser()
-        kwargs = {"subfolder": component.get("subfolder"), "dtype": torch_dtype}
-        if not local.exists():
-            kwargs["revision"] = component.get("revision") or "main"
-            if hub_token():
-                kwargs["token"] = hub_token()
+        kwargs = {"subfolder": component.get("subfolder"), "dtype": torch_dtype,
+                  **hub_kwargs(component, local if local.exists() else target)}
         try:
             loaded[name] = component_class.from_pretrained(str(local if local.exists() else target),
                                                            **{k: v for k, v in kwargs.items() if v is not None})

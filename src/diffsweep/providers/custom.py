@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep.errors import ConfigError, ConfigIssue, did_you_mean
+from diffsweep.hub import hub_kwargs
 from diffsweep.providers import generation_parameters
 from diffsweep.providers.base import (
     OUTPUT_PARAMS,
@@ -45,7 +46,6 @@ from diffsweep.providers.base import (
     PipelineSpec,
     Provider,
     TinyModel,
-    hub_kwargs,
     load_components,
 )
 from diffsweep.tiny import stable_diffusion as tiny_sd

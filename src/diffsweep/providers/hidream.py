@@ -46,14 +46,13 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep.errors import ModelUnavailableError
+from diffsweep.hub import hub_kwargs
 from diffsweep.providers.base import (
     TINY_PREFIX,
     PipelineSpec,
     Provider,
     TinyModel,
     describe_load_failure,
-    hub_kwargs,
-    hub_token,
     is_single_file,
     load_components,
 )
@@ -201,8 +200,7 @@ def _load_llama_part(slot: str, component: Mapping[str, Any], torch_dtype: Any) 
     kwargs: dict[str, Any] = {"subfolder": component.get("subfolder")}
     if slot == "text_encoder_4":
         kwargs["dtype"] = torch_dtype
-    if not local.exists():
-        kwargs.update(revision=component.get("revision") or "main", token=hub_token())
+    kwargs.update(hub_kwargs(component, local if local.exists() else target))
     where = str(local) if local.exists() else target
     try:
         return getattr(transformers, SEPARATE_LLAMA[slot]).from_pretrained(
