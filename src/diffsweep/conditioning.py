@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from diffsweep import control
 from diffsweep.errors import ModelUnavailableError
-from diffsweep.hub import TINY_PREFIX, describe_load_failure, hub_kwargs, is_single_file, looks_local
+from diffsweep.hub import (
+    TINY_PREFIX,
+    cached_file,
+    describe_load_failure,
+    hub_kwargs,
+    is_single_file,
+    looks_local,
+    model_json,
+)
 from diffsweep.paths import build_folder_once, cache_dir
 from diffsweep.tiny import FACTORY_VERSION
 
@@ -115,25 +122,14 @@ def _save_part(part: TinyPart, built: Any, folder: Path) -> None:
 
 
 # ----- configs, read without loading weights --------------------------------------------------------------------------
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _hub_file(repo: str, filename: str, revision: str | None) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
-
-    cached = try_to_load_from_cache(repo, filename, revision=revision)
-    return Path(cached) if isinstance(cached, str) else None
-
-
 @functools.cache
 def _tiny_component_config(provider: Provider, tiny_name: str, component: str) -> dict[str, Any] | None:
     model = provider.tiny_models[tiny_name].factory().get(component)
     return dict(model.config) if model is not None and hasattr(model, "config") else None
 
 
-def denoiser_config(provider: Provider, builder: Mapping[str, Any], component: str) -> dict[str, Any] | None:
-    """The config of the base model's `component` (unet, transformer), or None where it cannot be read without
+def component_config(provider: Provider, builder: Mapping[str, Any], component: str) -> dict[str, Any] | None:
+    """The config of the base model's `component` (unet, transformer, vae), or None where it cannot be read without
     loading (a single-file checkpoint, a hub model not in the local cache)."""
 
     model = builder["model"]
@@ -143,10 +139,7 @@ def denoiser_config(provider: Provider, builder: Mapping[str, Any], component: s
     source = provider.locate(builder, build=False)
     if is_single_file(source):
         return None
-    if isinstance(source, Path):
-        return _read_json(source / component / "config.json")
-    found = _hub_file(source, f"{component}/config.json", builder.get("revision"))
-    return _read_json(found) if found else None
+    return model_json(source, f"{component}/config.json", builder.get("revision"))
 
 
 def net_config(provider: Provider, net: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -158,10 +151,7 @@ def net_config(provider: Provider, net: Mapping[str, Any]) -> dict[str, Any] | N
         return dict(_built_part(provider, name).config)
     source = locate_part(provider, model, "controlnet", build=False)
     name = "/".join(filter(None, [net.get("subfolder"), "config.json"]))
-    if isinstance(source, Path):
-        return _read_json(source / name) if source.is_dir() else None
-    found = _hub_file(source, name, net.get("revision"))
-    return _read_json(found) if found else None
+    return model_json(source, name, net.get("revision"))
 
 
 def _adapter_width(provider: Provider, adapter: Mapping[str, Any]) -> int | None:
@@ -174,7 +164,7 @@ def _adapter_width(provider: Provider, adapter: Mapping[str, Any]) -> int | None
     else:
         located = locate_part(provider, source, "ip_adapter", build=False)
         relative = "/".join(filter(None, [adapter.get("subfolder"), adapter.get("weight_name") or IP_ADAPTER_WEIGHTS]))
-        path = (located / relative if located.is_dir() else located) if isinstance(located, Path) else _hub_file(
+        path = (located / relative if located.is_dir() else located) if isinstance(located, Path) else cached_file(
             located, relative, adapter.get("revision"))
         if path is None or not path.is_file() or path.suffix != ".safetensors":
             return None
@@ -211,7 +201,7 @@ def _controlnet_builder_problems(provider: Provider, spec: PipelineSpec,
         return [("builder.controlnets", f"{spec.name} needs at least one ControlNet (builder.controlnets: "
                                         f"[{{model: ...}}])")]
     problems = []
-    base = denoiser_config(provider, builder, support.denoiser)
+    base = component_config(provider, builder, support.denoiser)
     for index, net in enumerate(nets):
         where = f"builder.controlnets[{index}].model"
         if _missing(net["model"]):
@@ -261,7 +251,7 @@ def _ip_adapter_builder_problems(provider: Provider, spec: PipelineSpec,
         width = _adapter_width(provider, adapter)
     except ModelUnavailableError as error:
         return [("builder.ip_adapter.source", str(error))]
-    base = denoiser_config(provider, builder, support.denoiser)
+    base = component_config(provider, builder, support.denoiser)
     expected = (base or {}).get(support.width_key)
     if width is not None and expected is not None and width != expected:
         return [("builder.ip_adapter.source", f"{adapter['source']} is an IP-Adapter for another architecture: its "

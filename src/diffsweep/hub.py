@@ -3,6 +3,7 @@ token and offline mode; and what a failed load means, said in one sentence."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Mapping
@@ -56,11 +57,30 @@ def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
-def in_hub_cache(repo: str, revision: str | None) -> bool:
-    """Whether a hub repo's config.json is in the local Hugging Face cache."""
+def cached_file(repo: str, filename: str, revision: str | None) -> Path | None:
+    """A hub repo's file where the local Hugging Face cache has it; None otherwise (nothing is fetched)."""
     from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
 
-    return isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str)
+    try:
+        cached = try_to_load_from_cache(repo, filename, revision=revision)
+    except ValueError:  # not a valid hub id (HFValidationError): the checks that look at the id say what is wrong
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def in_hub_cache(repo: str, revision: str | None) -> bool:
+    """Whether a hub repo's config.json is in the local Hugging Face cache."""
+    return cached_file(repo, "config.json", revision) is not None
+
+
+def model_json(source: Path | str, filename: str, revision: str | None) -> dict[str, Any] | None:
+    """A model's JSON file (model_index.json, `<component>/config.json`) read without fetching anything: from a local
+    folder, or from the local Hugging Face cache for a hub id; None where it is not there."""
+    path = source / filename if isinstance(source, Path) else cached_file(source, filename, revision)
+    if path is None or not path.is_file():
+        return None
+    loaded = json.loads(path.read_text(encoding="utf-8"))
+    return loaded if isinstance(loaded, dict) else None
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

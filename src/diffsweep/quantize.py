@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from diffsweep.hub import model_json
 from diffsweep.inputs import file_digest
 from diffsweep.paths import conf_dir
 
@@ -82,17 +83,6 @@ def identity(setting: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ----- checks before anything is written ------------------------------------------------------------------------------
-def _index(builder: Mapping[str, Any], source: Path | str) -> dict[str, Any] | None:
-    """The base model's model_index.json where it can be read without loading."""
-    if isinstance(source, Path):
-        path = source / "model_index.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
-
-    cached = try_to_load_from_cache(source, "model_index.json", revision=builder.get("revision"))
-    return json.loads(Path(cached).read_text(encoding="utf-8")) if isinstance(cached, str) else None
-
-
 def denoisers(slots: Mapping[str, Any]) -> list[str]:
     """The denoising models among a pipeline's components: what a setting without `components` quantizes."""
     return [name for name, kind in slots.items() if not name.startswith("_") and isinstance(kind, list)
@@ -245,7 +235,7 @@ def load_kwargs(builder: Mapping[str, Any], source: Path | str, torch_dtype: Any
     setting = active(builder)
     if setting is None:
         return {}
-    slots = _index(builder, source) or {}
+    slots = model_json(source, "model_index.json", builder.get("revision")) or {}
     if setting["backend"] == "gguf":
         return {"transformer": _gguf_transformer(setting, slots, source, torch_dtype)}
     from diffusers import PipelineQuantizationConfig  # noqa: PLC0415 - start-up time: torch and diffusers load only with a pipeline

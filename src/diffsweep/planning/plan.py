@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep import control, hashing, lora, providers, quantize, schedulers
+from diffsweep.conditioning import component_config
 from diffsweep.conditioning import default_params as conditioning_defaults
-from diffsweep.conditioning import denoiser_config
 from diffsweep.config.model import RunConfig
 from diffsweep.config.schema import load_schema, range_checked_by_ends, subschema_checker
 from diffsweep.devices import resolve_dtype
@@ -378,7 +378,7 @@ class Plan:
         config["quantization"] = setting
         dtype = resolve_dtype(config.get("dtype", "auto"), self.device)
         slots = provider.component_slots(config)
-        transformer = (denoiser_config(provider, config, "transformer")
+        transformer = (component_config(provider, config, "transformer")
                        if setting.get("backend") == "gguf" and slots and "transformer" in slots else None)
         name = setting.get("name") or setting["backend"]
         found = quantize.problems(setting, slots, self.device, dtype, transformer)

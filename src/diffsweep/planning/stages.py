@@ -11,7 +11,6 @@ kinds a stage cannot take, latents between different latent spaces.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from diffsweep import hashing
+from diffsweep.conditioning import component_config
 from diffsweep.config.model import RunConfig, SourceRun, StageSettings, SweepSettings
 from diffsweep.config.schema import subschema_checker
 from diffsweep.errors import ConfigError, ConfigIssue, SourceOf
@@ -576,19 +576,7 @@ def latent_space_problem(source: BuilderPlan, target: BuilderPlan) -> str | None
 
 def _vae_config(builder: BuilderPlan) -> dict[str, Any] | None:
     """The builder's VAE config where it can be read without loading or downloading anything."""
-    model = builder.config["model"]
-    if model.startswith(TINY_PREFIX):
-        name = model.removeprefix(TINY_PREFIX)
-        tiny = builder.provider.tiny_models.get(name)
-        if tiny is None:
-            return None
-        vae = tiny.factory().get("vae")
-        return dict(vae.config) if vae is not None else None
-    source = builder.provider.locate(builder.config, build=False)
-    if isinstance(source, Path) and (source / "vae" / "config.json").is_file():
-        loaded: dict[str, Any] = json.loads((source / "vae" / "config.json").read_text(encoding="utf-8"))
-        return loaded
-    return None
+    return component_config(builder.provider, builder.config, "vae")
 
 
 def _order(config: RunConfig, plan: StagedPlan) -> tuple[str, str]:

@@ -35,6 +35,7 @@ from diffsweep.hub import (
     hub_token,
     is_single_file,
     looks_local,
+    model_json,
 )
 from diffsweep.inputs import FILE_PARAMS, image_problem, image_size, load_image, map_paths, named_paths
 from diffsweep.media import KINDS, Generated
@@ -166,9 +167,9 @@ class Provider:
                 return missing
         overrides = builder.get("components") or {}
         source = self.locate(builder, build=False) if overrides else None
-        if not isinstance(source, Path) or not (source / "model_index.json").is_file():
+        index = model_json(source, "model_index.json", None) if isinstance(source, Path) else None
+        if index is None:
             return []
-        index = json.loads((source / "model_index.json").read_text(encoding="utf-8"))
         slots = [key for key in index if not key.startswith("_")]
         return [(f"builder.components.{name}", f"the base model has no component '{name}' (it has: "
                                                f"{', '.join(slots)})") for name in overrides if name not in slots]
@@ -183,18 +184,9 @@ class Provider:
         source = self.locate(builder, build=False)
         if is_single_file(source):
             return None
-        if isinstance(source, Path):
-            index = source / "model_index.json"
-            return json.loads(index.read_text(encoding="utf-8")) if index.is_file() else None
-        if looks_local(source):  # a local path that is not there: check_builder says so
+        if isinstance(source, str) and looks_local(source):  # a local path that is not there: check_builder says so
             return None
-        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up time: the hub client loads only when a model is looked up
-
-        try:
-            cached = try_to_load_from_cache(source, "model_index.json", revision=builder.get("revision"))
-        except ValueError:  # not a valid hub id (HFValidationError): check_builder names what is wrong
-            return None
-        return json.loads(Path(cached).read_text(encoding="utf-8")) if isinstance(cached, str) else None
+        return model_json(source, "model_index.json", builder.get("revision"))
 
     def size_multiple(self, spec: PipelineSpec, builder: Mapping[str, Any] | None) -> int:
         """What height and width must be multiples of; a provider whose models differ overrides this."""
