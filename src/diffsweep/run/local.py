@@ -31,7 +31,7 @@ from diffsweep.run.attempts import (
     trusted_config,
 )
 from diffsweep.run.sources import check_sources_unchanged, source_reader
-from diffsweep.store.folder import RUN_LOG, DoneItems, RunFolder, allocate
+from diffsweep.store.folder import RUN_LOG, DoneItems, RunFolder, allocate, read_item_lines
 from diffsweep.store.records import Attempt, AttemptCounts, Counts, RunInfo, Status, now
 from diffsweep.store.runconfig import write_overrides, write_run_config
 
@@ -165,9 +165,12 @@ def _attempt(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, done: 
             info.counts = Counts(planned=plan.total, done=plan.total)
             counted = list(run.items().values()) if isinstance(plan, StagedPlan) else []
         else:
+            # outputs found intact when the attempt began, or hashed by the writer as this attempt committed them,
+            # are not read again; only the rest (left damaged or missing) are checked
+            checked = done.ids | {r.item_id for r in read_item_lines(run.manifest_path, attempt.manifest_offset)}
             records = ({k: r for k, r in run.items().items() if planned(r)} if outcome.interrupted
                        else run.compact_manifest(planned, add_checks=True))
-            counted = [r for r in records.values() if not r.ok or run.is_intact(r)]
+            counted = [r for r in records.values() if not r.ok or r.item_id in checked or run.is_intact(r)]
             info.counts = Counts.of(plan.total, counted)
         if isinstance(plan, StagedPlan):
             info.stages = stage_records(plan, info, counted)
