@@ -109,6 +109,28 @@ def test_text_to_image_then_img2img_equals_its_hand_written_twin(tmp_path: Path)
         assert np.array_equal(_pixels(run_dir / child["outputs"][0]), np.asarray(made))
 
 
+def test_the_tiny_edit_chain_equals_a_hand_written_kontext_edit_of_each_picture(tmp_path: Path) -> None:
+    from diffusers import FluxKontextPipeline, FluxPipeline
+
+    run_dir, records = _run(["+experiment=tiny_edit_chain", "sweep.grid.seed=[4]"], tmp_path / "runs")
+    first, *edits = records
+    assert [(r["stage"], r["parent"], r["seed"]) for r in edits] == [("edit", first["item_id"], 4)] * 2
+    assert [r["params"]["prompt"] for r in edits] == ["make the door yellow", "turn it into a pencil sketch"]
+
+    folder = str(get("flux").locate({"model": "tiny:flux"}))
+    common = {"height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 3.5, "max_sequence_length": 32}
+    text = FluxPipeline.from_pretrained(folder)
+    editor = FluxKontextPipeline.from_pretrained(folder)
+    for pipe in (text, editor):
+        pipe.set_progress_bar_config(disable=True)
+    still = text(first["params"]["prompt"], **common, generator=torch.Generator("cpu").manual_seed(4)).images[0]
+    assert np.array_equal(_pixels(run_dir / first["outputs"][0]), np.asarray(still))
+    for edit in edits:  # the input kept at its own 32x32 (auto_resize: false), the output exactly height x width
+        made = editor(prompt=edit["params"]["prompt"], image=still, **common, max_area=32 * 32, _auto_resize=False,
+                      generator=torch.Generator("cpu").manual_seed(4)).images[0]
+        assert np.array_equal(_pixels(run_dir / edit["outputs"][0]), np.asarray(made))
+
+
 def test_a_child_id_follows_its_parent_its_builder_and_its_own_params(tmp_path: Path) -> None:
     def ids(*extra: str) -> dict[str, list[str]]:
         plan = prepare(compose_config(["sweep.grid.seed=[0,1]", *IMG2IMG, *extra], tmp_path / "runs"))
@@ -182,7 +204,8 @@ def test_dry_run_and_describe_say_what_each_stage_takes_and_gives(tmp_path: Path
 
 
 def test_the_tiny_twins_run_offline_and_record_their_stages(tmp_path: Path) -> None:
-    for experiment, later, kind in (("tiny_hires_fix", "upscale", ".png"), ("tiny_image_to_video", "animate", ".mp4")):
+    for experiment, later, kind in (("tiny_hires_fix", "upscale", ".png"), ("tiny_image_to_video", "animate", ".mp4"),
+                                    ("tiny_edit_chain", "edit", ".png")):
         result = run_cli([f"+experiment={experiment}", "output.root=runs"], tmp_path)
         assert result.returncode == 0, result.stderr
         run_dir = Path(result.stdout.strip().splitlines()[-1])
@@ -195,8 +218,10 @@ def test_the_tiny_twins_run_offline_and_record_their_stages(tmp_path: Path) -> N
             assert sorted({(r["params"]["upscale"], r["made"]["width"]) for r in children}) == [(1.5, 96), (2.0, 128)]
             verified = run_cli(["verify", str(run_dir)], tmp_path, module="diffsweep.cli.runs")
             assert verified.returncode == 0 and "verified 5 item(s): 5 identical" in verified.stdout, verified
-        else:  # LTX-2 animates the still with sound
+        elif experiment == "tiny_image_to_video":  # LTX-2 animates the still with sound
             assert children[0]["made"]["sample_rate"] > 0
+        else:  # Kontext makes one edit per edit prompt of each picture
+            assert len(children) == 2 and len({r["params"]["prompt"] for r in children}) == 2
 
 
 def _wait_for(predicate: Any, process: subprocess.Popen[str], timeout: float = 120) -> None:

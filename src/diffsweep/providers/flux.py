@@ -25,7 +25,8 @@ Rules (checked at plan time, before anything loads):
 Call notes: negative_prompt(_2) takes effect only together with true_cfg_scale > 1 (true CFG, two transformer passes
 per step); diffusers ignores either one alone. Kontext outputs exactly height x width: diffsweep passes
 `max_area=height*width`, where diffusers would otherwise rescale every output to about 1 MP; Kontext's input image is
-resized to the nearest of its training resolutions (about 1 MP) whatever the output size.
+resized to the nearest of its training resolutions (about 1 MP) whatever the output size, unless `auto_resize` is
+false (diffusers' `_auto_resize`), which keeps the input at its own size.
 
 Output: image (`.images`, np (B,H,W,3) in [0,1]); step previews use the "flux" latent space. Batching: a list of
 prompts with one CPU generator per item (`num_images_per_prompt`=1), so an item's pixels do not depend on its batch;
@@ -75,13 +76,19 @@ class Flux(Provider):
               controlnet=_NET, ip_adapter=_IP_SUPPORT),
         _spec("FluxImg2ImgPipeline", _TEXT | {"image", "strength"}, {**_TEXT_DEFAULTS, "strength": 0.3}),
         _spec("FluxFillPipeline", _FILL, {**_DEFAULTS, "strength": 1.0}),
-        _spec("FluxKontextPipeline", _TEXT | {"image"}, _TEXT_DEFAULTS, image_required=False),
+        _spec("FluxKontextPipeline", _TEXT | {"image", "auto_resize"}, {**_TEXT_DEFAULTS, "auto_resize": True},
+              image_required=False, call_names={"auto_resize": "_auto_resize"}),
     )}
     tiny_models = {"flux": TinyModel("FluxPipeline", tiny.flux,
                                      {"height": 32, "width": 32, "max_sequence_length": 32, "guidance_scale": 3.5},
                                      (32, 32, 3))}
     tiny_parts = {"flux_controlnet": TinyPart("controlnet", "flux", tiny.flux_controlnet),
                   "flux_ip_adapter": TinyPart("ip_adapter", "flux", tiny.flux_ip_adapter)}
+    parameters = {"auto_resize": {
+        "description": "Kontext: resize the input image to the nearest of its training resolutions (about 1 MP), as "
+                       "diffusers does; false keeps the input's own size (rounded down to a multiple of 16)",
+        "type": ["boolean", "null"],
+    }}
 
     def call_kwargs(self, spec: PipelineSpec, items: Sequence[Mapping[str, Any]],
                     generators: list[Any]) -> dict[str, Any]:
