@@ -323,3 +323,63 @@ def test_sheets_lay_a_chain_out_by_stage_and_a_child_reruns_with_its_parent(tmp_
     assert set(remade) == {child["item_id"], child["parent"]}  # the child, and the parent it is made from
     assert (remade_dir / remade[child["item_id"]]["outputs"][0]).read_bytes() == \
         (run_dir / child["outputs"][0]).read_bytes()
+
+
+def test_with_reuse_a_change_to_a_later_stages_params_makes_only_that_stage(tmp_path: Path) -> None:
+    chain = ["sweep.grid.seed=[0,1]", "sweep.params.num_inference_steps=2", *IMG2IMG]
+    first_dir, first = _run([*chain, "+stages.chain.img2img.params.strength=0.5"], tmp_path / "runs")
+    changed = [*chain, "+stages.chain.img2img.params.strength=0.7"]
+    run_dir, records = _run([*changed, "reuse=true"], tmp_path / "runs")
+
+    bases = {r["item_id"]: r for r in first if r["stage"] == "base"}
+    reused = [r for r in records if r["stage"] == "base"]
+    assert {r["item_id"] for r in reused} == set(bases)
+    assert all(r["reused_from"] == "default/v0001" for r in reused)
+    for record in reused:  # the same bytes, committed into this run with its own record
+        assert (run_dir / record["outputs"][0]).read_bytes() == (first_dir / record["outputs"][0]).read_bytes()
+    children = [r for r in records if r["stage"] == "img2img"]
+    assert all("reused_from" not in r for r in children) and {r["parent"] for r in children} == set(bases)
+    attempt = read_run_json(run_dir)["attempts"][-1]
+    assert attempt["counts"]["reused"] == len(bases) == attempt["counts"]["generated"] == len(children)
+    assert attempt["stages"]["base"] == {**attempt["stages"]["base"], "loads": 0, "calls": 0, "reused": len(bases)}
+    assert attempt["stages"]["img2img"]["generated"] == len(children)
+
+    # what a run without reuse makes: the same children, pixel for pixel; it reuses nothing
+    fresh_dir, fresh = _run(changed, tmp_path / "runs")
+    assert all("reused_from" not in r for r in fresh)
+    made = {r["item_id"]: _pixels(fresh_dir / r["outputs"][0]) for r in fresh}
+    assert all(np.array_equal(made[r["item_id"]], _pixels(run_dir / r["outputs"][0])) for r in records)
+    assert verify_run(run_dir).passed
+
+
+def test_reuse_hands_latents_on_and_takes_nothing_that_is_not_as_committed(tmp_path: Path) -> None:
+    refiner = ["+experiment=tiny_sdxl_refiner", "sweep.grid.seed=[0,1]", "sweep.grid.denoising_end=[0.75]"]
+    first_dir, first = _run(refiner, tmp_path / "runs")
+    bases = sorted((r for r in first if r["stage"] == "base"), key=lambda r: r["index"])
+    altered = first_dir / bases[0]["outputs"][1]  # latents changed on disk: that item is made again
+    altered.write_bytes(altered.read_bytes()[:-1] + b" ")
+    preview = first_dir / bases[1]["outputs"][0]  # a preview swapped for a link: made again too
+    preview.rename(preview.with_suffix(".moved"))
+    preview.symlink_to(preview.with_suffix(".moved"))
+
+    run_dir, records = _run([*refiner, "+stages.chain.refine.params.num_inference_steps=3", "reuse=true"],
+                            tmp_path / "runs")
+    assert all("reused_from" not in r for r in records)
+    assert read_run_json(run_dir)["attempts"][-1]["stages"]["base"]["generated"] == 2
+
+    again_dir, again = _run([*refiner, "+stages.chain.refine.params.num_inference_steps=4", "reuse=true"],
+                            tmp_path / "runs")  # the newest version that holds an item is the one it comes from
+    taken = [r for r in again if r["stage"] == "base"]
+    assert [r["reused_from"] for r in taken] == ["tiny_sdxl_refiner/v0002", "tiny_sdxl_refiner/v0002"]
+    from safetensors.torch import load_file
+
+    for record in taken:
+        assert torch.equal(load_file(str(again_dir / record["outputs"][1]))["latents"],
+                           load_file(str(run_dir / record["outputs"][1]))["latents"])
+    assert verify_run(again_dir).passed
+
+
+def test_reuse_with_distribute_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    result = run_cli(["reuse=true", "distribute=local", "output.root=runs"], tmp_path)
+    assert result.returncode == EXIT_CONFIG and "reuse: reuse commits earlier items in one process" in result.stderr
+    assert not (tmp_path / "runs").exists()

@@ -118,6 +118,7 @@ class RunConfig(Section):
     device: str = "auto"
     dry_run: bool = False
     describe: bool | Literal["json"] = False
+    reuse: bool = False
     max_items: int = 1_000_000_000
     output: OutputSettings
     builder: dict[str, Any]

@@ -74,6 +74,8 @@ class Execution:
     writer: ItemWriter | None = None
     stage: str | None = None  # a chain: the stage whose batches run now
     stage_times: dict[str, StageTimes] = field(default_factory=dict)  # a chain: this attempt's work per stage
+    # reuse: items an earlier version of the sweep made, committed before any batch (the batches skip them)
+    reused: list[PendingItem] = field(default_factory=list)
 
 
 @dataclass
@@ -108,7 +110,8 @@ def execute(job: Execution, batches: Iterable[Batch], *, todo: int, label: str) 
             job.attempt.counts.count(record)
             if record.stage in job.stage_times:
                 times = job.stage_times[record.stage]
-                times.generated += record.ok
+                times.reused += record.reused_from is not None
+                times.generated += record.ok and record.reused_from is None
                 times.failed += not record.ok
         progress.update(1)
 
@@ -121,6 +124,8 @@ def execute(job: Execution, batches: Iterable[Batch], *, todo: int, label: str) 
     outcome = Outcome()
     previous_sigterm = _sigterm_as_interrupt()
     try:
+        for pending in job.reused:
+            job.writer.submit(pending)
         for batch in batches:
             run_batch(batch, job)
             with job.lock:

@@ -30,6 +30,7 @@ from diffsweep.run.attempts import (
     stage_records,
     trusted_config,
 )
+from diffsweep.run.reuse import find_reusable
 from diffsweep.run.sources import check_sources_unchanged, source_reader
 from diffsweep.store.folder import RUN_LOG, DoneItems, RunFolder, allocate, read_item_lines
 from diffsweep.store.records import Attempt, AttemptCounts, Counts, RunInfo, Status, now
@@ -154,7 +155,13 @@ def _attempt(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, done: 
         if nothing_to_do:
             log.info("nothing to do: all %d planned item(s) are done", plan.total)
         job = Execution(run, plan, attempt, {b.hash: b for b in info.builders}, cache)
-        outcome = execute(job, [] if nothing_to_do else plan.batches(skip=done), todo=plan.total - kept,
+        skip: set[str] = done.ids
+        if plan.config.reuse and not nothing_to_do:
+            job.reused = find_reusable(plan, run, done.ids)
+            skip = done.ids | {pending.item.item_id for pending in job.reused}
+            log.info("reuse: %d item(s) made by other versions of %s are committed from there", len(job.reused),
+                     plan.config.sweep.name)
+        outcome = execute(job, [] if nothing_to_do else plan.batches(skip=skip), todo=plan.total - kept,
                           label=plan.config.sweep.name)
         unchanged = settled and nothing_to_do and not outcome.interrupted
 
@@ -184,6 +191,8 @@ def _attempt(run: RunFolder, plan: Plan, info: RunInfo, attempt: Attempt, done: 
                               device=plan.device, plan=plan)
         made = (f" ({attempt.counts.generated} generated, {attempt.counts.kept} kept from earlier attempts)"
                 if attempt.kind == "resume" else "")
+        if attempt.counts.reused:
+            made += f" ({attempt.counts.reused} reused from other versions)"
         log.info("%s: %d done, %d failed of %d%s", status, counts.done, counts.failed, counts.planned, made)
         if outcome.interrupted:
             log.info("resume with: diffsweep-runs resume %s", run.path)

@@ -151,6 +151,8 @@ class ItemRecord(Record):
     stage: str | None = Field(default=None, description="in a chain of stages: the stage that made it")
     parent: Digest | None = Field(default=None, description="in a later stage of a chain: the id of the source "
                                   "item whose output it took")
+    reused_from: str | None = Field(default=None, description="reuse: the run (`<sweep>/v<NNNN>`) that made this "
+                                    "item, whose outputs were committed here instead of being made again")
 
     @model_validator(mode="after")
     def _failed_items_say_why(self) -> Self:
@@ -171,11 +173,10 @@ class ItemRecord(Record):
 
     def to_json(self) -> dict[str, Any]:
         record = self.model_dump(mode="json", exclude={"error", "made", "prompt_truncated", "files",
-                                                       "control_prepared", "stage", "parent"})
-        if self.stage is not None:
-            record["stage"] = self.stage
-        if self.parent is not None:
-            record["parent"] = self.parent
+                                                       "control_prepared", "stage", "parent", "reused_from"})
+        for optional in ("stage", "parent", "reused_from"):  # absent, not null, where they do not apply
+            if getattr(self, optional) is not None:
+                record[optional] = getattr(self, optional)
         record["seconds"] = round(self.seconds, 4)
         if self.error is not None:
             record["error"] = self.error
@@ -259,10 +260,14 @@ class AttemptCounts(Record):
     generated: Count = 0
     failed: Count = 0
     kept: Count = 0
+    reused: Count = Field(default=0, exclude_if=lambda count: count == 0,  # absent from runs without reuse
+                          description="items committed from another version of the sweep (reuse)")
 
     def count(self, record: ItemRecord) -> None:
         """One item this attempt committed."""
-        if record.ok:
+        if record.reused_from is not None:
+            self.reused += 1
+        elif record.ok:
             self.generated += 1
         else:
             self.failed += 1
@@ -340,6 +345,8 @@ class StageTimes(Record):
     call_seconds: Seconds = 0.0
     generated: Count = 0
     failed: Count = 0
+    reused: Count = Field(default=0, exclude_if=lambda count: count == 0,  # absent from runs without reuse
+                          description="items committed from another version of the sweep (reuse)")
     waiting: Count = Field(default=0, description="items not made because their parent's output was not there")
 
     def to_json(self) -> dict[str, Any]:

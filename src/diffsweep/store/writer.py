@@ -31,7 +31,7 @@ from diffsweep.store.records import FileCheck, ItemRecord, Made, PreparedControl
 
 log = logging.getLogger(__name__)
 
-VOLATILE_FIELDS = ("seconds", "created", "run")  # differ between reruns that make the same pixels
+VOLATILE_FIELDS = ("seconds", "created", "run", "reused_from")  # differ between reruns that make the same pixels
 LATENTS = "latents"  # the kind of a chain's intermediate output that a later stage takes undecoded
 
 
@@ -54,7 +54,7 @@ def item_stem(item: Item, width: int) -> str:
 
 def item_record(item: Item, status: str, outputs: list[str], seconds: float, error: str | None = None,
                 made: Mapping[str, int | float] | None = None, prompt_truncated: Mapping[str, Any] | None = None,
-                control_prepared: list[dict[str, Any]] | None = None) -> ItemRecord:
+                control_prepared: list[dict[str, Any]] | None = None, reused_from: str | None = None) -> ItemRecord:
     return ItemRecord.model_validate({
         "index": item.index, "item_id": item.item_id, "builder_hash": item.builder_hash, "status": status,
         "params": item.params, "seed": item.seed, "outputs": outputs, "seconds": seconds, "error": error,
@@ -62,7 +62,8 @@ def item_record(item: Item, status: str, outputs: list[str], seconds: float, err
         "made": Made.model_validate(made) if made is not None else None,
         "prompt_truncated": {key: {slot: Truncation.model_validate(cut) for slot, cut in by_slot.items()}
                              for key, by_slot in prompt_truncated.items()} if prompt_truncated else None,
-        "control_prepared": [PreparedControl.model_validate(p) for p in control_prepared] if control_prepared else None})
+        "control_prepared": [PreparedControl.model_validate(p) for p in control_prepared] if control_prepared else None,
+        "reused_from": reused_from})
 
 
 def prepared_controls(params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -116,6 +117,7 @@ class PendingItem:
     scheduler: str | None = None  # the scheduler class that sampled it (the model's own or a swapped one)
     prompt_truncated: Mapping[str, Any] | None = None  # what a text encoder cut (diffsweep.truncation)
     preview: Any = None  # latents: their cheap RGB projection (uint8 H,W,3), written beside them
+    reused_from: str | None = None  # reuse: the earlier run whose output this is (diffsweep.run.reuse)
 
 
 class ItemWriter:
@@ -182,7 +184,7 @@ class ItemWriter:
             if not target.is_file():
                 write_atomic(target, control.png(control.prepared(entry["source"], item.params)))
         record = item_record(item, "failed" if generated is None else "ok", outputs, pending.seconds, pending.error,
-                             made, pending.prompt_truncated, prepared)
+                             made, pending.prompt_truncated, prepared, pending.reused_from)
         if generated is not None:
             sidecar = sidecar_record(record, pending.builder, self.run_ref, pending.scheduler)
             if generated.kind == LATENTS:
