@@ -546,13 +546,24 @@ class ShardRange(Record):
     stop_batch: Count
     planned: Count
     builders: list[Digest] = Field(default_factory=list)
+    stages: dict[str, Count] | None = Field(default=None, description="a chain: the items of each stage the shard "
+                                            "holds")
 
 
 class ShardLayout(Record):
     """How a distributed run's plan is cut (shards/layout.json): shard k runs the plan's batches `first_batch` up
-    to (not including) `stop_batch`, `planned` items of `builders`."""
+    to (not including) `stop_batch`, `planned` items of `builders`; a chain's shard runs its root batches in that
+    range and every descendant of their items (`cut`)."""
 
     shards: list[ShardRange]
+    cut: Literal["root_batches"] | None = Field(
+        default=None, description="what first_batch and stop_batch count: absent, the plan's batches in plan order; "
+        "`root_batches`, a chain's batches of items without a parent in the plan (the first stage's, then those of "
+        "stages fed from another run folder), each shard holding every descendant of their items, so a child is made "
+        "by its parent's worker")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)  # a sweep without stages writes what it wrote before
 
     @property
     def count(self) -> int:
@@ -564,8 +575,10 @@ class ShardLayout(Record):
 
     @classmethod
     def of(cls, shards: Iterable[Shard]) -> ShardLayout:
-        return cls(shards=[ShardRange(shard=k, first_batch=s.first_batch, stop_batch=s.stop_batch, planned=s.planned,
-                                      builders=list(s.builders)) for k, s in enumerate(shards)])
+        ranges = [ShardRange(shard=k, first_batch=s.first_batch, stop_batch=s.stop_batch, planned=s.planned,
+                             builders=list(s.builders), stages=None if s.stages is None else dict(s.stages))
+                  for k, s in enumerate(shards)]
+        return cls(shards=ranges, cut="root_batches" if any(r.stages is not None for r in ranges) else None)
 
 
 class Tracking(Record):
