@@ -68,9 +68,6 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = no_source, base_dir
         config = config.replace(sweep=config.sweep.model_copy(update={"grid": {**config.sweep.grid, **inlined}}))
     if not config.chained:
         return Plan(config, grid, devices.resolve_device(config.device), source_of)
-    if config.distribute.backend != "none":
-        raise ConfigError(ConfigIssue("distribute.backend", "a chain of stages runs in one process: leave "
-                                                            "distribute at none", source_of("distribute.backend")))
     assert config.stages is not None
     stage_grids = {}
     chain = dict(config.stages.chain)

@@ -675,8 +675,8 @@ class RunInfo(Record):
         return next((b for b in self.builders if b.hash == builder_hash), None)
 
     def merge_workers(self, workers: Iterable[Worker]) -> None:
-        """A distributed run: the last attempt takes the counts, cache loads/hits, timings and OOM events of the
-        workers that worked for it; `workers` lists the latest worker of every shard."""
+        """A distributed run: the last attempt takes the counts, cache loads/hits, timings, OOM events and (of a
+        chain) per-stage work of the workers that worked for it; `workers` lists the latest worker of every shard."""
         self.workers = list(workers)
         if not self.attempts:
             return
@@ -688,6 +688,10 @@ class RunInfo(Record):
         attempt.cache = CacheStats.total(w.cache for w in mine)
         attempt.timings = Timings.merged(w.timings for w in mine)
         attempt.oom_events = [event for w in mine for event in w.oom_events]
+        staged = [w.stages for w in mine if w.stages is not None]
+        if staged:  # a chain: each stage's loads, calls and items summed over the workers
+            names = dict.fromkeys(name for stages in staged for name in stages)
+            attempt.stages = {name: StageTimes.total(s[name] for s in staged if name in s) for name in names}
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {
