@@ -16,17 +16,35 @@ from typing import Any
 import pytest
 
 from conftest import compose_config, read_manifest, read_run_json, run_cli
+from diffsweep.execution.cache import PipelineCache
 from diffsweep.planning.prepare import prepare
 from diffsweep.planning.shards import cut_shards, shard_batches
+from diffsweep.planning.stages import StagedPlan
 from diffsweep.run import distributed as distribute
 from diffsweep.run.distributed import WorkerRefused, create_run, work_on_shard
 from diffsweep.run.local import run_sweep
-from diffsweep.store.folder import RunFolder
+from diffsweep.run.sources import source_reader
+from diffsweep.run.verify import verify_run
+from diffsweep.store.folder import RunFolder, read_item_lines
+from diffsweep.store.records import ShardLayout
 
 # 1 step at the smallest size: each item costs little, and 8 batches of 1 give each shard several
 SMALL = ["device=cpu", "sweep.params.num_inference_steps=1", "sweep.params.height=32", "sweep.params.width=32",
          "sweep.grid.prompt=[a fox,a lighthouse]", "sweep.grid.seed=[0,1,2,3]"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _chain(child_steps: int = 2) -> list[str]:
+    """Text-to-image, then img2img of each image at two strengths: 4 first-stage batches of 1, 2 children each."""
+    return ["device=cpu", "sweep.params.num_inference_steps=2", "sweep.params.height=32", "sweep.params.width=32",
+            "sweep.grid.prompt=[a fox,a lighthouse]", "sweep.grid.seed=[0,1]", "sweep.batch_size=1",
+            "+stages.chain.img2img.source=base",
+            "+stages.chain.img2img.builder.pipeline=StableDiffusionImg2ImgPipeline",
+            f"+stages.chain.img2img.params.num_inference_steps={child_steps}",
+            "+stages.chain.img2img.grid.strength=[0.5,1.0]"]
+
+
+CHAIN = _chain()
 
 
 def _env() -> dict[str, str]:
@@ -317,6 +335,185 @@ def test_a_local_job_array_survives_a_dead_task_and_resume_resubmits_only_its_sh
         workers[1]["counts"]["kept"]
     records = read_manifest(run_dir)
     assert len(records) == len({r["item_id"] for r in records}) == 8
+
+
+# --- chains of stages: a shard keeps a parent with its children ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_process_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The chain run by one process: what every distributed run of it must equal."""
+    work = tmp_path_factory.mktemp("chain")
+    result = run_sweep(compose_config(CHAIN, work / "single"), out=io.StringIO(), cache=PipelineCache())
+    assert result.status == "complete" and result.run_dir is not None
+    return result.run_dir
+
+
+def _shard_of_each_item(plan: StagedPlan, shards: list[Any]) -> dict[str, int]:
+    """Item id -> the shard that makes it; each item in exactly one shard, whose batches are the one-process run's
+    batches of its items, in the same order."""
+    held: dict[str, int] = {}
+    for k, shard in enumerate(shards):
+        made = [[item.item_id for item in batch.items] for batch in shard_batches(plan, shard)]
+        ids = {item_id for batch in made for item_id in batch}
+        assert made == [[item.item_id for item in batch.items] for batch in plan.batches()
+                        if batch.items[0].item_id in ids]
+        for item_id in ids:
+            assert held.setdefault(item_id, k) == k
+    assert sum(shard.planned for shard in shards) == len(held) == plan.size
+    return held
+
+
+def test_a_chain_is_cut_over_its_root_batches_with_every_child_in_its_parents_shard(
+        tmp_path: Path, one_process_chain: Path) -> None:
+    for order in ("depth", "breadth"):
+        plan = prepare(compose_config([*CHAIN, f"+stages.order={order}"], tmp_path))
+        assert isinstance(plan, StagedPlan) and plan.order == order
+        shards = cut_shards(plan, 2)
+        assert shards == cut_shards(plan, 2)  # deterministic
+        # balanced by root batches: two first-stage batches each, with their four children
+        assert [(s.first_batch, s.stop_batch, s.planned) for s in shards] == [(0, 2, 6), (2, 4, 6)]
+        assert [s.stages for s in shards] == [{"base": 2, "img2img": 4}] * 2
+        held = _shard_of_each_item(plan, shards)
+        assert all(held[item.item_id] == held[item.parent] for item in plan.items() if item.parent)
+    layout = ShardLayout.of(shards).to_json()
+    assert layout["cut"] == "root_batches" and layout["shards"][1]["stages"] == {"base": 2, "img2img": 4}
+    plain = ShardLayout.of(cut_shards(prepare(compose_config(SMALL, tmp_path)), 2)).to_json()
+    assert "cut" not in plain and all("stages" not in shard for shard in plain["shards"])  # as it was before chains
+
+    # grandchildren stay with their grandparent; the items of a stage fed from another run folder (their parents are
+    # not in the plan) are roots of their own, cut with the rest
+    fed = prepare(compose_config([*CHAIN, "+stages.chain.polish.source=img2img",
+                                  "+stages.chain.polish.builder.pipeline=StableDiffusionImg2ImgPipeline",
+                                  f"+stages.chain.again.source={{run: {one_process_chain}}}",
+                                  "+stages.chain.again.builder.pipeline=StableDiffusionImg2ImgPipeline",
+                                  "+stages.chain.again.params.strength=0.75"], tmp_path),
+                 read_source=source_reader())
+    assert isinstance(fed, StagedPlan)
+    roots = list(fed.root_batches())
+    assert [batch.stage for batch in roots] == ["base"] * 4 + ["again"] * 8
+    root_of = {item.item_id: ordinal for ordinal, batch in enumerate(roots) for item in batch.items}
+    for count in (2, 3, 5):
+        shards = cut_shards(fed, count)
+        assert sum(s.stop_batch - s.first_batch for s in shards) == len(roots)
+        held = _shard_of_each_item(fed, shards)
+        for item in fed.items():
+            shard = shards[held[item.item_id]]
+            if item.item_id in root_of:  # a root is in the shard of its root batch (the source run's parents are
+                # not this plan's items, though the source ran this chain and so its ids are those of this plan's)
+                assert shard.first_batch <= root_of[item.item_id] < shard.stop_batch
+            else:
+                assert held[item.item_id] == held[item.parent or ""]
+        assert [sum(s.stages.values()) for s in shards if s.stages] == [s.planned for s in shards]
+
+
+def _assert_made_as_by_one_process(single: Path, run_dir: Path) -> list[dict[str, Any]]:
+    """The distributed chain equals the one-process run: items, lineage, bytes, per-stage counts; each worker made
+    exactly its shard's items of each stage, a child never waited for its parent, each builder loaded at most once
+    per worker. Returns the workers."""
+    fields = ("index", "item_id", "stage", "parent", "params", "seed", "outputs", "builder_hash", "status")
+    one, many = _outputs(single), _outputs(run_dir)
+    assert one.keys() == many.keys() and len(one) == 12
+    for item_id, (record, data) in one.items():
+        other, other_data = many[item_id]
+        assert {k: record.get(k) for k in fields} == {k: other.get(k) for k in fields}
+        assert data == other_data
+    info, alone = read_run_json(run_dir), read_run_json(single)
+    assert info["status"] == "complete" and info["counts"] == alone["counts"]
+    assert [(s["name"], s["counts"]) for s in info["stages"]] == [(s["name"], s["counts"]) for s in alone["stages"]]
+    assert sum(s["counts"]["done"] for s in info["stages"]) == info["counts"]["done"] == 12
+    layout = RunFolder(run_dir).read_layout()
+    assert layout is not None and layout.cut == "root_batches" and layout.count == 2
+    workers = sorted(info["workers"], key=lambda w: w["shard"])
+    for worker in workers:
+        stages = worker["stages"]
+        assert {name: times["generated"] for name, times in stages.items()} == layout.shards[worker["shard"]].stages
+        assert all(times["waiting"] == 0 and times["loads"] <= 1 for times in stages.values())
+    for stage in info["stages"]:  # run.json's loads per stage: every worker's
+        assert stage["loads"] == sum(w["stages"][stage["name"]]["loads"] for w in workers)
+    # the layout keeps each child in its parent's shard, the one its worker made
+    plan = prepare(compose_config(CHAIN, run_dir.parent))
+    assert isinstance(plan, StagedPlan)
+    held = _shard_of_each_item(plan, layout.shards)
+    assert all(held[r["item_id"]] == held[r["parent"]] for r, _ in many.values() if r.get("parent"))
+    import jsonschema
+
+    from diffsweep.config.schema import load_schema
+
+    jsonschema.validate(info, load_schema("run"))
+    jsonschema.validate(json.loads((run_dir / "shards" / "layout.json").read_text()), load_schema("layout"))
+    viewer_data = (run_dir / "data.js").read_text()
+    assert all(r["outputs"][0] in viewer_data for r, _ in many.values())
+    return workers
+
+
+def test_a_chain_on_two_torchrun_processes_makes_the_items_of_one(one_process_chain: Path, tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).parent / "torchrun"
+    launched = subprocess.run([str(torchrun), "--nproc-per-node", "2", "-m", "diffsweep", *CHAIN,
+                               f"output.root={tmp_path}"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                              env=_env())
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    two = Path(launched.stdout.strip().splitlines()[-1])
+    workers = _assert_made_as_by_one_process(one_process_chain, two)
+    assert [w["rank"] for w in workers] == [0, 1]
+    found = verify_run(two)  # each child regenerated from its parent's saved output
+    assert found.passed and found.verdicts["identical"] == 12
+
+
+def test_a_chain_as_a_local_job_array_makes_the_items_of_one(one_process_chain: Path, tmp_path: Path) -> None:
+    # output to files: the tasks are processes of their own and would hold the command's pipes open
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        code = subprocess.run([sys.executable, "-m", "diffsweep", *CHAIN, "distribute=local", "distribute.tasks=2"],
+                              cwd=tmp_path, env=_env(), stdout=out, stderr=err, timeout=300).returncode
+    assert code == 0, (tmp_path / "err").read_text()
+    run_dir = Path((tmp_path / "out").read_text().strip().splitlines()[-1])
+    workers = _assert_made_as_by_one_process(one_process_chain, run_dir)
+    assert [(w["rank"], w["kind"]) for w in workers] == [(None, "run")] * 2
+
+
+def test_resume_of_a_chain_with_an_unfinished_shard_makes_only_its_missing_items(tmp_path: Path) -> None:
+    # children of 20 steps: the worker is stopped between a child and the next
+    plan = prepare(compose_config([*_chain(child_steps=20), "output.root=runs"], tmp_path))
+    run = RunFolder(create_run(plan, [], 2).path)
+    assert work_on_shard(run.path, 1, cache=PipelineCache()).status == "complete"
+    # the shard's own manifest: its two first-stage items and their four children, made by its worker
+    finished = list(read_item_lines(run.shard_manifest(1)))
+    assert sorted(r.stage or "" for r in finished) == ["base"] * 2 + ["img2img"] * 4
+    assert {r.parent for r in finished if r.parent} == {r.item_id for r in finished if r.stage == "base"}
+
+    manifest = run.shard_manifest(0)
+    worker = subprocess.Popen([sys.executable, "-m", "diffsweep.cli.runs", "work", str(run.path), "--shard", "0"],
+                              cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: manifest.exists() and manifest.read_bytes().count(b"\n") >= 2)
+        os.kill(worker.pid, signal.SIGKILL)  # a parent and a child committed, the rest not
+    finally:
+        worker.kill()
+        worker.communicate()
+    committed = {r.item_id: r for r in read_item_lines(manifest)}
+    assert 2 <= len(committed) < 6 and any(r.stage == "base" for r in committed.values())
+    created = {r.item_id: json.loads((run.path / Path(r.outputs[0]).with_suffix(".json")).read_text())["created"]
+               for r in (*finished, *committed.values())}
+
+    resumed = _runs(tmp_path, "resume", str(run.path))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "shard(s) 0 of 2 unfinished" in resumed.stderr
+    info = read_run_json(run.path)
+    assert info["status"] == "complete" and info["counts"]["done"] == 12
+    assert [(a["kind"], a["status"]) for a in info["attempts"]] == [("run", "interrupted"), ("resume", "complete")]
+    assert info["attempts"][1]["counts"]["generated"] == 6 - len(committed)
+    assert [(s["name"], s["counts"]["done"]) for s in info["stages"]] == [("base", 4), ("img2img", 8)]
+    workers = {w["shard"]: w for w in info["workers"]}
+    assert (workers[1]["attempt"], workers[1]["counts"]["generated"]) == (0, 6)  # left as it was
+    assert (workers[0]["attempt"], workers[0]["counts"]["kept"]) == (1, len(committed))
+    assert sum(t["generated"] for t in workers[0]["stages"].values()) == 6 - len(committed)
+    assert all(t["waiting"] == 0 for t in workers[0]["stages"].values())
+    records = read_manifest(run.path)
+    assert len(records) == len({r["item_id"] for r in records}) == 12
+    for record in records:  # nothing made twice: what was committed before the resume is as it was
+        if record["item_id"] in created:
+            sidecar = run.path / Path(record["outputs"][0]).with_suffix(".json")
+            assert json.loads(sidecar.read_text())["created"] == created[record["item_id"]]
 
 
 # --- single items ---------------------------------------------------------------------------------

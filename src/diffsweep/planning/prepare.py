@@ -75,9 +75,6 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = no_source, base_dir
     _check_reuse(config, source_of)
     if not config.chained:
         return Plan(config, grid, devices.resolve_device(config.device), source_of)
-    if config.distribute.backend != "none":
-        raise ConfigError(ConfigIssue("distribute.backend", "a chain of stages runs in one process: leave "
-                                                            "distribute at none", source_of("distribute.backend")))
     assert config.stages is not None
     stage_grids = {}
     chain = dict(config.stages.chain)

@@ -6,11 +6,13 @@ items after it, in one index space: the first stage's items keep their grid indi
 order, its items in source-item order, then in its own grid order. A later item's id is derived from its parent's
 id, its builder hash and its own params, so a change upstream changes everything downstream and nothing else.
 Every chain is checked here, before anything is written: sources that do not exist or come later, cycles, output
-kinds a stage cannot take, latents between different latent spaces.
+kinds a stage cannot take, latents between different latent spaces. A distributed run cuts a chain into families,
+a root batch with every descendant of its items (`families`), so that one worker makes a parent and its children.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -432,6 +434,11 @@ class StagedPlan(Plan):
 
     def _batches(self, skip: Container[str]) -> Iterator[Batch]:
         first = (replace(batch, stage=self.first_stage) for batch in super()._batches(skip))
+        yield from self._chain_batches(first, skip)
+
+    def _chain_batches(self, first: Iterable[Batch], skip: Container[str]) -> Iterator[Batch]:
+        """The first stage's batches `first` and the batches of the later stages' items not in `skip`, in the chain's
+        order (breadth or depth)."""
         if self.order == "breadth":
             yield from first
             for stage in self.stages:
@@ -439,7 +446,7 @@ class StagedPlan(Plan):
             return
         yield from self._depth_first(first, skip)
 
-    def _depth_first(self, first: Iterator[Batch], skip: Container[str]) -> Iterator[Batch]:
+    def _depth_first(self, first: Iterable[Batch], skip: Container[str]) -> Iterator[Batch]:
         """Each batch followed at once by the batches of the stages that take its items, and theirs."""
         children: dict[str, dict[str, list[Item]]] = {stage.name: {} for stage in self.stages}
         for stage in self.stages:
@@ -463,6 +470,45 @@ class StagedPlan(Plan):
             rest = [item for item in stage.items if item.item_id not in reached[stage.name]]
             for batch in self.stage_batches(stage, rest, skip):
                 yield from below(batch)
+
+    # ----- families: what one shard of a distributed run holds --------------------------------
+    def root_batches(self) -> Iterator[Batch]:
+        """The batches of items whose parent is not in the plan, in plan order: the first stage's, then those of each
+        stage fed from another run folder. Every other item descends from an item of exactly one of them."""
+        yield from (replace(batch, stage=self.first_stage) for batch in super()._batches(()))
+        for stage in self.stages:
+            if stage.source_run is not None:
+                yield from self.stage_batches(stage, stage.items, ())
+
+    def families(self) -> Iterator[tuple[Batch, list[Item]]]:
+        """Each root batch with every descendant of its items: their children, the children of those, and so on."""
+        children: dict[str, list[Item]] = {}
+        for stage in self.stages:
+            if stage.source_run is None:  # a run folder's item ids may equal this plan's: they are no parents here
+                for item in stage.items:
+                    children.setdefault(item.parent or "", []).append(item)
+        for batch in self.root_batches():
+            descendants: list[Item] = []
+            parents = [item.item_id for item in batch.items]
+            while parents:
+                found = children.get(parents.pop(), [])
+                descendants += found
+                parents += [child.item_id for child in found]
+            yield batch, descendants
+
+    def family_batches(self, first: int, stop: int, skip: Container[str]) -> Iterator[Batch]:
+        """The batches of root batches `first` up to (not including) `stop` and of every descendant of their items,
+        less the items in `skip`, in the order a one-process run makes them: a shard of a distributed run. A later
+        stage's batch holds the children of one parent, so the shard's batches are the one-process run's."""
+        roots: list[Batch] = []
+        held: set[str] = set()
+        for batch, descendants in itertools.islice(self.families(), first, stop):
+            roots.append(batch)
+            held.update(item.item_id for item in (*batch.items, *descendants))
+        first_stage = (Batch(batch.builder, items, stage=batch.stage) for batch in roots
+                       if batch.stage == self.first_stage
+                       and (items := [item for item in batch.items if item.item_id not in skip]))
+        yield from self._chain_batches(first_stage, _NotHeld(held, skip))
 
     def released_after(self, stage: str) -> list[BuilderPlan]:
         """Builders of `stage` no later stage uses: unloaded once it is finished (breadth order)."""
@@ -503,6 +549,17 @@ class StagedPlan(Plan):
             return "latents"
         outputs = {b.spec.output for b in self.stage_builders(self.first_stage)}
         return outputs.pop() if len(outputs) == 1 else "mixed"
+
+
+@dataclass(frozen=True)
+class _NotHeld:
+    """The item ids a shard does not make: those outside it, and those in `skip`."""
+
+    held: Container[str]
+    skip: Container[str]
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id not in self.held or item_id in self.skip
 
 
 # ----- checks of the chain's shape ------------------------------------------------------------------

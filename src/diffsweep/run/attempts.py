@@ -66,16 +66,10 @@ def new_run_info(run: RunFolder, plan: Plan) -> RunInfo:
 
 
 def stage_records(plan: StagedPlan, info: RunInfo, latest: Iterable[ItemRecord]) -> list[StageRecord]:
-    """run.json's stages: each stage's counts from the latest record of each of its items (those that count: failed,
-    or ok with intact files), its loads and timings over every attempt."""
-    by_stage: dict[str, list[ItemRecord]] = {}
-    for record in latest:
-        by_stage.setdefault(record.stage or plan.first_stage, []).append(record)
+    """run.json's stages: what each takes and gives, with its counts and times (see count_stages)."""
     found = []
     for name in plan.stage_names():
         stage = plan.stage_of(name)
-        times = StageTimes.total(a.stages[name] for a in info.attempts if a.stages and name in a.stages)
-        planned = plan.stage_planned(name)
         source_run = None
         if stage is not None and stage.source_run is not None:
             chosen = stage.source_run
@@ -86,9 +80,21 @@ def stage_records(plan: StagedPlan, info: RunInfo, latest: Iterable[ItemRecord])
             name=name, source=stage.source if stage else None, take=stage.settings.take if stage else None,
             into=stage.settings.into if stage else None,
             output=stage.output if stage else plan.summary_output(), builders=[b.hash for b in plan.stage_builders(name)],
-            counts=Counts.of(planned, by_stage.get(name, [])), loads=times.loads, load_seconds=times.load_seconds,
-            call_seconds=times.call_seconds, source_run=source_run))
+            counts=Counts(planned=plan.stage_planned(name)), loads=0, source_run=source_run))
+    count_stages(found, info, latest)
     return found
+
+
+def count_stages(stages: list[StageRecord], info: RunInfo, latest: Iterable[ItemRecord]) -> None:
+    """Each stage's counts from the latest record of each of its items (those that count: failed, or ok with intact
+    files), its loads and timings over every attempt (of a distributed run: over its workers too)."""
+    by_stage: dict[str, list[ItemRecord]] = {}
+    for record in latest:
+        by_stage.setdefault(record.stage or stages[0].name, []).append(record)
+    for stage in stages:
+        times = StageTimes.total(a.stages[stage.name] for a in info.attempts if a.stages and stage.name in a.stages)
+        stage.counts = Counts.of(stage.counts.planned, by_stage.get(stage.name, []))
+        stage.loads, stage.load_seconds, stage.call_seconds = times.loads, times.load_seconds, times.call_seconds
 
 
 def builder_records(plan: Plan) -> list[BuilderRecord]:

@@ -5,7 +5,9 @@ allocates the run folder and shares it), a submitit job array (Slurm, or local p
 resume` running unfinished shards itself. Each worker is one attempt of the execution core at its shard: it locks
 the shard, commits items to the shard's own manifest (never a file another process appends to), rewrites its
 worker.json as a heartbeat, and writes it with `finished` set last: the completion marker. The worker that finds
-every shard finished merges them into manifest.jsonl and run.json, and writes the run's reports.
+every shard finished merges them into manifest.jsonl and run.json, and writes the run's reports. A chain's shard
+holds whole families (a first-stage batch and every descendant of its items), so its worker makes a parent's
+children itself and never waits for another worker.
 """
 
 from __future__ import annotations
@@ -42,16 +44,20 @@ from diffsweep.execution.core import Execution, execute, run_log
 from diffsweep.planning.plan import Plan
 from diffsweep.planning.prepare import check_models_available, check_output_root, prepare, print_plan, validated
 from diffsweep.planning.shards import cut_shards, shard_batches
+from diffsweep.planning.stages import StagedPlan
 from diffsweep.reports import build as reports
 from diffsweep.run.attempts import (
     RunResult,
     builder_records,
+    count_stages,
     invocation,
     new_attempt,
     new_run_info,
     read_info_or_rebuild,
+    stage_records,
     trusted_config,
 )
+from diffsweep.run.sources import check_sources_unchanged, source_reader
 from diffsweep.store.folder import CONFIG, RUN_LOG, SHARDS, RunFolder, allocate
 from diffsweep.store.records import AttemptCounts, Counts, RunInfo, ShardLayout, Status, Worker, now
 from diffsweep.store.runconfig import write_overrides, write_run_config
@@ -92,8 +98,10 @@ def create_run(plan: Plan, overrides: list[str], shards: int, trusted: Sequence[
                  ", ".join(map(str, layout.planned)))
         idle = layout.planned.count(0)
         if idle:  # a shard is whole batches: fewer batches than workers leaves some without work
-            log.warning("%d of %d shard(s) have no items: the plan has fewer batches than workers; a smaller "
-                        "sweep.batch_size gives each worker some", idle, layout.count)
+            units = ("first-stage batches (a parent's children go with it)" if layout.cut == "root_batches"
+                     else "batches")
+            log.warning("%d of %d shard(s) have no items: the plan has fewer %s than workers; a smaller "
+                        "sweep.batch_size gives each worker some", idle, layout.count, units)
     return run
 
 
@@ -127,7 +135,8 @@ def work_on_shard(run_dir: Path, shard: int, *, kind: str = "run", rank: int | N
         raise ConfigError(ConfigIssue("--shard", f"{run.path} has no shard {shard} (shards: "
                                                  f"{layout.count if layout else 0})"))
     doc, trusted = trusted_config(run, trust)
-    plan = prepare(doc, source_of=run.config_source, base_dir=run.path)
+    plan = _plan(run, doc)
+    check_sources_unchanged(plan, info, run.config_source)  # a stage fed from another run takes what the run read
     if device is not None:
         plan.device = device
     lock = run.shard_lock(shard)
@@ -216,10 +225,13 @@ def finalize(run: RunFolder, trust: bool = False) -> RunInfo | None:
         if info.status != "running" or any(w is None or w.finished is None for w in workers):
             return info if info.status != "running" else None
         finished = [w for w in workers if w is not None]
-        plan = prepare(trusted_config(run, trust)[0], source_of=run.config_source, base_dir=run.path)
+        plan = _plan(run, trusted_config(run, trust)[0])
         records = run.compact_manifest(lambda r: plan.is_planned(r.index, r.item_id), add_checks=True)
-        info.counts = Counts.of(info.counts.planned, (r for r in records.values() if not r.ok or run.is_intact(r)))
+        counted = [r for r in records.values() if not r.ok or run.is_intact(r)]
+        info.counts = Counts.of(info.counts.planned, counted)
         info.merge_workers(finished)
+        if isinstance(plan, StagedPlan):
+            info.stages = stage_records(plan, info, counted)
         attempt = info.attempts[-1]
         attempt.counts.planned = info.counts.planned
         attempt.counts.kept = max(0, info.counts.done - attempt.counts.generated)
@@ -247,6 +259,12 @@ def finalize(run: RunFolder, trust: bool = False) -> RunInfo | None:
         log.info("%s: %d done, %d failed of %d (%d worker(s))", status, counts.done, counts.failed, counts.planned,
                  len(this_attempt))
     return info
+
+
+def _plan(run: RunFolder, doc: Mapping[str, Any]) -> Plan:
+    """The run's plan, as every worker and the merge make it from its config.yaml (a stage fed from another run
+    folder reads that folder, a relative path taken from the run folder)."""
+    return prepare(doc, source_of=run.config_source, base_dir=run.path, read_source=source_reader(run.path))
 
 
 def _layout(run: RunFolder) -> ShardLayout:
@@ -312,7 +330,7 @@ def run_launched(doc: Mapping[str, Any], state: Any, *, overrides: list[str], so
     shared: list[Any] = [None]
     if state.is_main_process:
         try:
-            plan = prepare(doc, source_of=source_of, base_dir=base_dir)
+            plan = prepare(doc, source_of=source_of, base_dir=base_dir, read_source=source_reader(base_dir))
             check_output_root(plan.config, source_of)
             if plan.config.dry_run:
                 print_plan(plan, out)
@@ -427,9 +445,11 @@ def close_unfinished(run: RunFolder, say: bool = True) -> RunInfo:
         if info.status != "running":
             return info
         unfinished = _unfinished(run, layout)
-        records = run.items()
-        info.counts = Counts.of(info.counts.planned, (r for r in records.values() if not r.ok or run.is_intact(r)))
+        counted = [r for r in run.items().values() if not r.ok or run.is_intact(r)]
+        info.counts = Counts.of(info.counts.planned, counted)
         info.merge_workers(_latest_workers(run, layout))
+        if info.stages:
+            count_stages(info.stages, info, counted)
         info.status = info.attempts[-1].status = "failed"
         info.finished = info.attempts[-1].finished = now()
         run.write_info(info)
@@ -452,8 +472,10 @@ def resume_distributed(run: RunFolder, *, here: bool = False, cache: PipelineCac
                                      f"(pid {(run.shard_dir(shard) / '.lock').read_text().strip()}); "
                                      f"resume once it has finished or stopped")
         doc, trusted = trusted_config(run, trust)
-        info = read_info_or_rebuild(run, prepare(doc, source_of=run.config_source, base_dir=run.path))
+        plan = _plan(run, doc)
+        info = read_info_or_rebuild(run, plan)
         check_worker_may_join(run, info)
+        check_sources_unchanged(plan, info, run.config_source)
         removed = run.clean_temps()  # no worker is live: temporary files are leftovers
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted writer", removed)

@@ -553,13 +553,24 @@ class ShardRange(Record):
     stop_batch: Count
     planned: Count
     builders: list[Digest] = Field(default_factory=list)
+    stages: dict[str, Count] | None = Field(default=None, description="a chain: the items of each stage the shard "
+                                            "holds")
 
 
 class ShardLayout(Record):
     """How a distributed run's plan is cut (shards/layout.json): shard k runs the plan's batches `first_batch` up
-    to (not including) `stop_batch`, `planned` items of `builders`."""
+    to (not including) `stop_batch`, `planned` items of `builders`; a chain's shard runs its root batches in that
+    range and every descendant of their items (`cut`)."""
 
     shards: list[ShardRange]
+    cut: Literal["root_batches"] | None = Field(
+        default=None, description="what first_batch and stop_batch count: absent, the plan's batches in plan order; "
+        "`root_batches`, a chain's batches of items without a parent in the plan (the first stage's, then those of "
+        "stages fed from another run folder), each shard holding every descendant of their items, so a child is made "
+        "by its parent's worker")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)  # a sweep without stages writes what it wrote before
 
     @property
     def count(self) -> int:
@@ -571,8 +582,10 @@ class ShardLayout(Record):
 
     @classmethod
     def of(cls, shards: Iterable[Shard]) -> ShardLayout:
-        return cls(shards=[ShardRange(shard=k, first_batch=s.first_batch, stop_batch=s.stop_batch, planned=s.planned,
-                                      builders=list(s.builders)) for k, s in enumerate(shards)])
+        ranges = [ShardRange(shard=k, first_batch=s.first_batch, stop_batch=s.stop_batch, planned=s.planned,
+                             builders=list(s.builders), stages=None if s.stages is None else dict(s.stages))
+                  for k, s in enumerate(shards)]
+        return cls(shards=ranges, cut="root_batches" if any(r.stages is not None for r in ranges) else None)
 
 
 class Tracking(Record):
@@ -669,8 +682,8 @@ class RunInfo(Record):
         return next((b for b in self.builders if b.hash == builder_hash), None)
 
     def merge_workers(self, workers: Iterable[Worker]) -> None:
-        """A distributed run: the last attempt takes the counts, cache loads/hits, timings and OOM events of the
-        workers that worked for it; `workers` lists the latest worker of every shard."""
+        """A distributed run: the last attempt takes the counts, cache loads/hits, timings, OOM events and (of a
+        chain) per-stage work of the workers that worked for it; `workers` lists the latest worker of every shard."""
         self.workers = list(workers)
         if not self.attempts:
             return
@@ -682,6 +695,10 @@ class RunInfo(Record):
         attempt.cache = CacheStats.total(w.cache for w in mine)
         attempt.timings = Timings.merged(w.timings for w in mine)
         attempt.oom_events = [event for w in mine for event in w.oom_events]
+        staged = [w.stages for w in mine if w.stages is not None]
+        if staged:  # a chain: each stage's loads, calls and items summed over the workers
+            names = dict.fromkeys(name for stages in staged for name in stages)
+            attempt.stages = {name: StageTimes.total(s[name] for s in staged if name in s) for name in names}
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {
