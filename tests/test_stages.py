@@ -378,7 +378,23 @@ def test_reuse_hands_latents_on_and_takes_nothing_that_is_not_as_committed(tmp_p
     assert verify_run(again_dir).passed
 
 
-def test_reuse_with_distribute_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    result = run_cli(["reuse=true", "distribute=local", "output.root=runs"], tmp_path)
-    assert result.returncode == EXIT_CONFIG and "reuse: reuse commits earlier items in one process" in result.stderr
-    assert not (tmp_path / "runs").exists()
+def test_reuse_in_a_job_array_takes_each_shards_items_from_the_earlier_run(tmp_path: Path) -> None:
+    chain = ["sweep.grid.seed=[0,1]", "sweep.params.num_inference_steps=2", "sweep.batch_size=1", *IMG2IMG,
+             "output.root=runs"]
+    first_dir, first = _run([*chain[:-1], "+stages.chain.img2img.params.strength=0.5"], tmp_path / "runs")
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:  # tasks would hold pipes open
+        code = subprocess.run([sys.executable, "-m", "diffsweep", *chain, "+stages.chain.img2img.params.strength=0.7",
+                               "reuse=true", "distribute=local", "distribute.tasks=2"], cwd=tmp_path, stdout=out,
+                              stderr=err, timeout=300).returncode
+    assert code == 0, (tmp_path / "err").read_text()
+    run_dir = Path((tmp_path / "out").read_text().strip().splitlines()[-1])
+    records = read_manifest(run_dir)
+    bases = {r["item_id"] for r in first if r["stage"] == "base"}
+    assert {r["item_id"] for r in records if r.get("reused_from") == "default/v0001"} == bases
+    assert all("reused_from" not in r for r in records if r["stage"] == "img2img")
+    info = read_run_json(run_dir)
+    assert info["status"] == "complete" and len(info["workers"]) == 2
+    counts = info["attempts"][-1]["counts"]
+    assert (counts["reused"], counts["generated"], counts["kept"]) == (len(bases), len(records) - len(bases), 0)
+    assert sum(w["counts"].get("reused", 0) for w in info["workers"]) == len(bases)
+    assert info["attempts"][-1]["stages"]["base"]["loads"] == 0

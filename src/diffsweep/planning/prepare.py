@@ -38,12 +38,6 @@ def validated(doc: Mapping[str, Any], source_of: SourceOf = no_source) -> RunCon
     return RunConfig.from_doc(doc)
 
 
-def _check_reuse(config: RunConfig, source_of: SourceOf) -> None:
-    if config.reuse and config.distribute.backend != "none":
-        raise ConfigError(ConfigIssue("reuse", "reuse commits earlier items in one process: leave distribute at "
-                                               "none, or reuse at false", source_of("reuse")))
-
-
 def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = no_source, base_dir: Path | None = None,
             read_source: SourceReader | None = None) -> Plan:
     """Validate and plan a resolved config; raises ConfigError before anything is written. The plan's config is
@@ -72,7 +66,6 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = no_source, base_dir
                if isinstance(config.sweep.grid[axis.name], Mapping) and "file" in config.sweep.grid[axis.name]}
     if inlined:
         config = config.replace(sweep=config.sweep.model_copy(update={"grid": {**config.sweep.grid, **inlined}}))
-    _check_reuse(config, source_of)
     if not config.chained:
         return Plan(config, grid, devices.resolve_device(config.device), source_of)
     assert config.stages is not None

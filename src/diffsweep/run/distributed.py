@@ -57,6 +57,7 @@ from diffsweep.run.attempts import (
     stage_records,
     trusted_config,
 )
+from diffsweep.run.reuse import find_reusable
 from diffsweep.run.sources import check_sources_unchanged, source_reader
 from diffsweep.store.folder import CONFIG, RUN_LOG, SHARDS, RunFolder, allocate
 from diffsweep.store.records import AttemptCounts, Counts, RunInfo, ShardLayout, Status, Worker, now
@@ -167,6 +168,11 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
     # builder records of this worker alone (run.json's are merged from every worker at the end)
     job = Execution(run, plan, worker, {b.hash: b for b in builder_records(plan)}, cache,
                     manifest=run.shard_manifest(shard))
+    skip = done
+    if plan.config.reuse:  # what other versions of the sweep made, of this shard's items
+        held = set(mine)
+        job.reused = [pending for pending in find_reusable(plan, run, done) if pending.item.item_id in held]
+        skip = done | {pending.item.item_id for pending in job.reused}
 
     def save() -> None:
         with job.lock:
@@ -187,7 +193,7 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
         heart = threading.Thread(target=beat, name="diffsweep-heartbeat", daemon=True)
         heart.start()
         try:
-            outcome = execute(job, shard_batches(plan, layout.shards[shard], skip=done), todo=len(mine) - kept,
+            outcome = execute(job, shard_batches(plan, layout.shards[shard], skip=skip), todo=len(mine) - kept,
                               label=f"{info.name} shard {shard}")
         finally:
             stop_beating.set()
@@ -196,8 +202,8 @@ def _work(run: RunFolder, plan: Plan, layout: ShardLayout, shard: int, done: set
                           else "failed" if worker.counts.failed or job.load_failures else "complete")
         worker.status, worker.finished = status, now()
         save()  # the completion marker: written after the shard's last manifest line
-        log.info("shard %d %s: %d generated, %d failed, %d kept", shard, status, worker.counts.generated,
-                 worker.counts.failed, worker.counts.kept)
+        log.info("shard %d %s: %d generated, %d failed, %d kept, %d reused", shard, status, worker.counts.generated,
+                 worker.counts.failed, worker.counts.kept, worker.counts.reused)
     outcome.reraise()
     return worker
 
@@ -234,7 +240,7 @@ def finalize(run: RunFolder, trust: bool = False) -> RunInfo | None:
             info.stages = stage_records(plan, info, counted)
         attempt = info.attempts[-1]
         attempt.counts.planned = info.counts.planned
-        attempt.counts.kept = max(0, info.counts.done - attempt.counts.generated)
+        attempt.counts.kept = max(0, info.counts.done - attempt.counts.generated - attempt.counts.reused)
         this_attempt = [w for w in finished if w.attempt == len(info.attempts) - 1]
         for entry in info.builders:
             if not entry.loaded:

@@ -692,6 +692,7 @@ class RunInfo(Record):
         attempt = self.attempts[-1]
         attempt.counts.generated = sum(w.counts.generated for w in mine)
         attempt.counts.failed = sum(w.counts.failed for w in mine)
+        attempt.counts.reused = sum(w.counts.reused for w in mine)
         attempt.cache = CacheStats.total(w.cache for w in mine)
         attempt.timings = Timings.merged(w.timings for w in mine)
         attempt.oom_events = [event for w in mine for event in w.oom_events]
