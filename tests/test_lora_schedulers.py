@@ -128,3 +128,29 @@ def test_bad_scheduler_is_a_config_error(scheduler: str, message: str, tmp_path:
     with pytest.raises(ConfigError) as error:
         run_sweep(compose_config([*BASE, f"builder.scheduler={scheduler}"], tmp_path / "r"))
     assert message in str(error.value)
+
+
+def test_a_later_stage_sweeps_its_own_lora_scales_and_schedulers_on_one_load(lora_dir: Path, tmp_path: Path) -> None:
+    img2img = ["+stages.chain.img2img.source=base", "+stages.chain.img2img.builder.pipeline=StableDiffusionImg2ImgPipeline",
+               "+stages.chain.img2img.params.num_inference_steps=4"]
+    lora = f"+stages.chain.img2img.builder.loras=[{{name: style, source: '{lora_dir / 'style'}'}}]"
+    run_dir = _run([*img2img, lora, "+stages.chain.img2img.grid.lora.style=[0.0,1.0]",
+                    "+stages.chain.img2img.grid.builder.scheduler=[null,{name: EulerDiscreteScheduler}]"],
+                   tmp_path, PipelineCache())
+    records = read_manifest(run_dir)
+    children = {(r["params"]["lora.style"], r["builder_hash"]): r for r in records if r["stage"] == "img2img"}
+    assert len(children) == 4 and all("loras" not in r["params"] for r in records if r["stage"] == "base")
+    stage = next(s for s in read_run_json(run_dir)["stages"] if s["name"] == "img2img")
+    assert stage["loads"] == 1 and len(stage["builders"]) == 2  # two schedulers, one pipeline, both scales
+    images = _images(run_dir)
+    made = {key: images[r["index"]] for key, r in children.items()}
+    assert len({image.tobytes() for image in made.values()}) == 4  # each scale and scheduler shows
+
+    # scale 0 is the stage without its LoRA, under either scheduler (both runs order the schedulers alike)
+    plain = _run([*img2img, "+stages.chain.img2img.grid.builder.scheduler=[null,{name: EulerDiscreteScheduler}]"],
+                 tmp_path, PipelineCache())
+    plain_images = _images(plain)
+    plain_children = sorted((r for r in read_manifest(plain) if r["stage"] == "img2img"), key=lambda r: r["index"])
+    zero = sorted((r for r in children.values() if r["params"]["lora.style"] == 0.0), key=lambda r: r["index"])
+    assert len(zero) == len(plain_children) == 2 and [plain_images[r["index"]].tobytes() for r in plain_children] == [
+        images[r["index"]].tobytes() for r in zero]
