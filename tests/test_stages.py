@@ -172,6 +172,9 @@ def test_a_child_id_follows_its_parent_its_builder_and_its_own_params(tmp_path: 
      "stages.chain.img2img.grid.strenght: unknown generation parameter (did you mean 'strength'?)"),
     ([*IMG2IMG, "+stages.chain.img2img.params.strength=0.1"], "stages.chain.img2img.params.strength: strength 0.1 x "
                                                               "num_inference_steps 4 leaves no denoising step"),
+    ([*IMG2IMG, "+stages.chain.again.source=base",  # the same parent, builder and params as img2img
+      "+stages.chain.again.builder.pipeline=StableDiffusionImg2ImgPipeline", "+stages.chain.again.params.num_inference_steps=4"],
+     "stages.chain.again: item "),
 ])
 def test_a_bad_chain_is_refused_before_anything_is_written(overrides: list[str], message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:

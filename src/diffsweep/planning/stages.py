@@ -177,6 +177,7 @@ class StagedPlan(Plan):
         for stage in self.stages:
             self._make_items(stage, self._parents(stage, by_name, first_output), source_of)
             by_name[stage.name] = stage
+        _check_unique(self.stages, source_of)
         self.order, self.order_reason = _order(config, self)
 
     # ----- planning the stages ----------------------------------------------------------------
@@ -563,6 +564,20 @@ class _NotHeld:
 
 
 # ----- checks of the chain's shape ------------------------------------------------------------------
+def _check_unique(stages: Iterable[Stage], source_of: SourceOf) -> None:
+    """No two later items are the same work (the same parent, builder and params, as when two stages repeat each
+    other, or a stage fed from a run of this chain repeats one of its stages): an item id names exactly one item."""
+    made_by: dict[str, str] = {}
+    for stage in stages:
+        for item in stage.items:
+            if item.item_id in made_by:
+                raise ConfigError(ConfigIssue(stage.prefix, f"item {item.item_id[:12]} is the same work as an item of "
+                                                            f"stage {made_by[item.item_id]} (the same parent, builder "
+                                                            f"and params): change its params, or drop one of the two",
+                                              source_of(stage.prefix)))
+            made_by[item.item_id] = stage.name
+
+
 def _check_sources(config: RunConfig, source_of: SourceOf) -> None:
     """Every source names an earlier stage (or a run folder): no unknown names, none later, no cycles."""
     assert config.stages is not None
