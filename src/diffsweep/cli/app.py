@@ -107,9 +107,38 @@ def _app(cfg: DictConfig) -> None:
 
 
 def _run_app() -> None:
-    _app()
+    with _single_composition(sys.argv[1:]):
+        _app()
     if _single_run_failure:
         raise _single_run_failure.pop()
+
+
+_HYDRA_KEYS = ("hydra.", "hydra/")  # overrides of Hydra's own keys and groups
+
+
+def mode_is_run(argv: list[str]) -> bool:
+    """Whether the command is a single run on diffsweep's own config tree (where no file sets `hydra.mode`) by its
+    arguments alone: no flag at all (`-m`, `--config-dir`, and argparse takes `--multi` for `--multirun`), and no
+    override of Hydra's keys (`hydra.mode=MULTIRUN`, `hydra.searchpath=...`, `hydra/sweeper=...`)."""
+    return not any(arg.startswith("-") or arg.lstrip("+~").startswith(_HYDRA_KEYS) for arg in argv)
+
+
+@contextmanager
+def _single_composition(argv: list[str]) -> Iterator[None]:
+    """Hydra composes the whole config once only to read `hydra.mode` (`Hydra.get_mode`), then again to run. When
+    the arguments alone say the command is a single run, the mode is unset in every config it can compose, so that
+    first composition would find None: say so without it (about 0.15 s of every run)."""
+    if not mode_is_run(argv):
+        yield
+        return
+    from hydra._internal.hydra import Hydra  # noqa: PLC0415 - Hydra's own class, patched only for this call
+
+    composing = Hydra.get_mode
+    setattr(Hydra, "get_mode", lambda self, config_name, overrides: None)  # noqa: B010 - a method, patched back below
+    try:
+        yield
+    finally:
+        setattr(Hydra, "get_mode", composing)  # noqa: B010 - restored
 
 
 def _run(cfg: DictConfig) -> None:
