@@ -95,8 +95,8 @@ def normalise(text: str, work: Path, cache: Path) -> str:
     return text.rstrip()
 
 
-def _compositions(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """How many times Hydra composed the config for a command run in this process, and what it printed."""
+def _compositions(monkeypatch: pytest.MonkeyPatch, root: Path, *args: str) -> tuple[int, list[Path]]:
+    """How many times Hydra composed the config for a one-item run in this process, and the run folders it made."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
     from diffsweep.cli import app
@@ -108,33 +108,34 @@ def _compositions(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
         return composing(self, *a, **k)
 
     monkeypatch.setattr(ConfigLoaderImpl, "load_configuration", counted)
-    monkeypatch.setattr(sys, "argv", ["diffsweep", *args])
+    monkeypatch.setattr(sys, "argv", ["diffsweep", f"output.root={root}", "sweep.grid.prompt=[a fox]",
+                                      "sweep.grid.seed=[0]", "sweep.params.num_inference_steps=1", *args])
     with pytest.raises(SystemExit) as ended:
         app.main()
     assert ended.value.code == 0
-    return len(calls), capsys.readouterr().out
+    return len(calls), sorted(root.glob("*/v*"))
 
 
 def test_a_single_run_is_composed_once_and_anything_that_may_set_the_mode_twice(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import yaml
+
     from diffsweep.cli.app import mode_is_run
 
     assert mode_is_run(["provider=tiny_sd", "+experiment=tiny_hires_fix", "sweep.grid.seed=[0,1]", "~tracking"])
     for argv in (["-m", "seed=1,2"], ["--multi", "a=1"], ["--config-dir", "mine"], ["-cn", "other"],
                  ["hydra.mode=MULTIRUN"], ["+hydra.searchpath=[file://x]"], ["hydra/sweeper=basic"]):
         assert not mode_is_run(argv), argv
-    import yaml
-
     for path in (REPO / "conf").rglob("*.yaml"):  # the tree a command without flags composes from sets no mode
         hydra_keys = (yaml.safe_load(path.read_text()) or {}).get("hydra") or {}
         assert "mode" not in hydra_keys, path
     monkeypatch.chdir(tmp_path)
-    count, printed = _compositions(monkeypatch, capsys, "dry_run=true")
-    assert count == 1 and printed.count("dry run:") == 1
+    count, made = _compositions(monkeypatch, tmp_path / "one")
+    assert count == 1 and len(made) == 1
     # Hydra still learns the mode where the command line may set it: here a multirun of two jobs, without -m
-    count, printed = _compositions(monkeypatch, capsys, "hydra.mode=MULTIRUN", "dry_run=true",
-                                   "sweep.params.num_inference_steps=2,3")
-    assert count > 1 and printed.count("dry run:") == 2
+    count, made = _compositions(monkeypatch, tmp_path / "two", "hydra.mode=MULTIRUN",
+                                "sweep.params.guidance_scale=5.0,6.0")
+    assert count > 1 and len(made) == 2
 
 
 def test_every_readme_command_runs_as_printed_and_prints_what_the_readme_shows(tmp_path: Path) -> None:

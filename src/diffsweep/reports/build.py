@@ -53,17 +53,18 @@ def score_run_end(run: RunFolder, config: RunConfig, device: Any = None) -> None
 def write_reports(run_dir: Path, plan: PlannedItems | None = None) -> None:
     """Write the labelled sheets (only when some item has an output) and the viewer (index.html, data.js)."""
     run_dir = Path(run_dir)
-    if any(record.outputs for record in sheets.read_records(run_dir)):
-        sheets.write_sheets(run_dir)
-    write_viewer(run_dir, plan)
+    layout = sheets.run_layout(run_dir)  # the folder read once for both
+    if any(record.outputs for record in layout.records):
+        sheets.write_sheets(run_dir, layout=layout)
+    write_viewer(run_dir, plan, layout)
 
 
-def write_viewer(run_dir: Path, plan: PlannedItems | None = None) -> None:
-    """(Re)write the run viewer, index.html and data.js, from what is on disk; records stay untouched. Items not made
-    yet are shown with their planned ids where the caller has the plan (the end of a run); the viewer command reads
-    the folder as data only and shows them by their place in the grid."""
+def write_viewer(run_dir: Path, plan: PlannedItems | None = None, layout: sheets.RunLayout | None = None) -> None:
+    """(Re)write the run viewer, index.html and data.js, from what is on disk (`layout`, when the caller has just read
+    it); records stay untouched. Items not made yet are shown with their planned ids where the caller has the plan
+    (the end of a run); the viewer command reads the folder as data only and shows them by their place in the grid."""
     run_dir = Path(run_dir)
-    layout = sheets.run_layout(run_dir)
+    layout = layout or sheets.run_layout(run_dir)
     name = _sweep(layout.config).get("name")
     title = name if isinstance(name, str) else run_dir.parent.name
     viewer.write_viewer(run_dir, title, layout, (run_dir / SHEET).is_file(), plan)

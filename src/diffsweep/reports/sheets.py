@@ -790,12 +790,13 @@ def legend_text(records: Sequence[ItemRecord], choice: Choice, info: RunInfo | N
 
 
 def write_sheets(run_dir: Path, x: str | None = None, y: str | None = None, z: str | None = None,
-                 max_pixels: int = MAX_PIXELS) -> Written:
-    """Draw the run's sheets: `contact_sheet.png` and, when the rest axes make several, `sheets/`.
+                 max_pixels: int = MAX_PIXELS, layout: RunLayout | None = None) -> Written:
+    """Draw the run's sheets: `contact_sheet.png` and, when the rest axes make several, `sheets/` (from `layout`,
+    when the caller has just read the folder).
 
     Raises ConfigError (nothing written) when a named axis is not a varying axis of the run."""
     run_dir = Path(run_dir)
-    layout = run_layout(run_dir)
+    layout = layout or run_layout(run_dir)
     records, info = layout.records, layout.info
     grid = run_grid(layout.config, layout.size)
     choice = choose(grid, x, y, z)

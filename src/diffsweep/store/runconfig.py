@@ -8,6 +8,8 @@ literally. diffsweep itself reads both files as data (YAML without tags, never c
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +26,19 @@ from diffsweep.store.atomic import write_atomic
 CONFIG = "config.yaml"
 OVERRIDES = "overrides.yaml"
 
+# libyaml's loader and dumper where PyYAML has them (the same YAML, several times faster), else PyYAML's own
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _load(text: str) -> Any:
+    return yaml.load(text, Loader=_LOADER)  # a safe loader: plain YAML data, no tags or objects
+
+
+def _dump(data: Any, width: int) -> str:
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=width)
+
+
 HEADER = """\
 # diffsweep run config, fully resolved (random seeds drawn, prompt files inlined).
 # Rerun it into a new version: diffsweep --config-path {folder} --config-name config
@@ -34,7 +49,12 @@ def _hydra_part() -> tuple[list[Any], dict[str, Any]]:
     """conf/config.yaml's Hydra settings and `override hydra/...` defaults, unresolved, so a run
     folder reruns under the same Hydra behaviour without the conf/ tree. Options that diffsweep
     ships itself (conf/hydra/<group>/<option>.yaml) are inlined: a run folder has no conf/ tree."""
-    primary = yaml.safe_load((conf_dir() / "config.yaml").read_text(encoding="utf-8"))
+    return copy.deepcopy(_shipped_hydra_part())
+
+
+@functools.cache
+def _shipped_hydra_part() -> tuple[list[Any], dict[str, Any]]:
+    primary = _load((conf_dir() / "config.yaml").read_text(encoding="utf-8"))
     hydra = dict(primary["hydra"])
     overrides = []
     for entry in primary["defaults"]:
@@ -46,7 +66,7 @@ def _hydra_part() -> tuple[list[Any], dict[str, Any]]:
             group = key.removeprefix("override hydra/")
             shipped = conf_dir() / "hydra" / group / f"{option}.yaml"
             if shipped.is_file():
-                hydra[group] = yaml.safe_load(shipped.read_text(encoding="utf-8"))
+                hydra[group] = _load(shipped.read_text(encoding="utf-8"))
             else:
                 overrides.append(entry)
     return [*overrides, "_self_"], hydra
@@ -74,7 +94,7 @@ def dump_run_config(doc: Mapping[str, Any], folder: Path | str = "<this folder>"
     """YAML text of a resolved config, loadable by Hydra as a primary config."""
     defaults, hydra = _hydra_part()
     body = {"defaults": defaults, **_escape(dict(doc)), "hydra": hydra}
-    return HEADER.format(folder=folder) + yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=120)
+    return HEADER.format(folder=folder) + _dump(body, width=120)
 
 
 def write_run_config(folder: Path, doc: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
@@ -95,13 +115,13 @@ def read_run_config(folder: Path, *, trust: bool = False) -> dict[str, Any]:
 
 
 def write_overrides(folder: Path, overrides: list[str]) -> None:
-    write_atomic(Path(folder) / OVERRIDES, yaml.safe_dump(list(overrides), allow_unicode=True, width=1000))
+    write_atomic(Path(folder) / OVERRIDES, _dump(list(overrides), width=1000))
 
 
 def read_overrides(folder: Path) -> list[str]:
     """The overrides a run was composed with; none when the file is missing or not a list of strings."""
     try:
-        overrides = yaml.safe_load((Path(folder) / OVERRIDES).read_text(encoding="utf-8"))
+        overrides = _load((Path(folder) / OVERRIDES).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     return [o for o in overrides if isinstance(o, str)] if isinstance(overrides, list) else []
@@ -159,7 +179,7 @@ def read_raw_run_config(folder: Path) -> dict[str, Any]:
     """config.yaml as YAML data, Hydra keys included; ConfigError naming the file when it cannot be read."""
     path = Path(folder) / CONFIG
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = _load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(ConfigIssue("", f"{path} not found: not a diffsweep run folder")) from None
     except (OSError, UnicodeDecodeError) as error:
