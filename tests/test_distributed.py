@@ -173,7 +173,8 @@ def _wait_for(condition: Any, timeout: float = 300) -> None:
 
 
 def test_a_killed_worker_is_finished_by_resume_and_readers_see_the_run_meanwhile(tmp_path: Path) -> None:
-    run_dir = _distributed_run(tmp_path, 2)
+    # items slow enough that the worker is stopped mid-shard, however loaded the machine is
+    run_dir = _distributed_run(tmp_path, 2, "sweep.params.num_inference_steps=20")
     manifest = RunFolder(run_dir).shard_manifest(0)
     first = subprocess.Popen([sys.executable, "-m", "diffsweep.cli.runs", "work", str(run_dir), "--shard", "0"],
                              cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
