@@ -5,9 +5,9 @@ the same steps and size, batches of 4 with one CPU generator per item, and a PNG
 what a user runs it for: planning, hashing, sidecars and PNG metadata, the manifest and run.json, the contact sheet
 and the viewer. Runs alternate (diffsweep, script, diffsweep, ...) so drifting machine load hits both alike; the
 ratio is of the median wall times. Each child times its own phases, which are printed as a breakdown; "the rest" is
-what no phase timed: process start and exit, and for diffsweep Hydra's composition (twice: Hydra composes once to
-learn the run mode), validation, the run records, and the torch and diffusers imports that diffsweep makes lazily,
-outside the phases (the script makes them in its "imports").
+what no phase timed: process start and exit, and for diffsweep Hydra's composition, validation, the run records,
+and the torch and diffusers imports that diffsweep makes lazily, outside the phases (the script makes them in its
+"imports").
 
 The ratio depends on how long generation takes: the fixed cost a run, printed too, is what changes with diffsweep.
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import weakref
 
 import pytest
@@ -51,3 +53,31 @@ def test_device_auto_prefers_cuda_then_mps_then_cpu_and_missing_accelerators_are
 def test_default_dtype_per_device() -> None:
     assert resolve_dtype("auto", CPU) == "float32"
     assert resolve_dtype("bfloat16", CPU) == "bfloat16"
+
+
+def test_what_exists_before_the_first_load_is_frozen_once_and_pipelines_never_are(tmp_path) -> None:
+    """Full collections skip the libraries and the plan, which live as long as the process; an evicted pipeline,
+    even one held in a reference cycle (as hooks and adapters make), is still collected. In a fresh process, since
+    the freeze happens once a process."""
+    script = """
+import gc, weakref, torch
+from diffsweep.execution.cache import PipelineCache
+from diffsweep.providers import get
+SD = get("stable_diffusion")
+load = lambda: SD.load({"model": "tiny:sd", "pipeline": "StableDiffusionPipeline"}, torch.float32)
+assert gc.get_freeze_count() == 0
+cache = PipelineCache()
+pipe, _, _ = cache.get("a", load, torch.device("cpu"))
+frozen = gc.get_freeze_count()
+assert frozen > 100_000, frozen  # torch and diffusers: far more than the pipeline itself
+pipe.cycle = pipe  # garbage only the cyclic collector can free
+released = weakref.ref(pipe)
+del pipe
+cache.get("b", load, torch.device("cpu"))
+assert gc.get_freeze_count() == frozen, "frozen once, before the first load only"
+cache.evict("a", torch.device("cpu"))
+assert released() is None, "an evicted pipeline must be collectable"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
