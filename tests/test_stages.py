@@ -21,7 +21,7 @@ from PIL import Image
 from conftest import compose_config, read_manifest, read_run_json, run_cli
 from diffsweep.errors import EXIT_CONFIG, ConfigError
 from diffsweep.execution.cache import PipelineCache
-from diffsweep.planning.prepare import prepare
+from diffsweep.planning.prepare import prepare, print_plan
 from diffsweep.planning.stages import StagedPlan
 from diffsweep.providers import get
 from diffsweep.run.local import resume_run, run_sweep
@@ -172,6 +172,8 @@ def test_a_child_id_follows_its_parent_its_builder_and_its_own_params(tmp_path: 
      "stages.chain.img2img.grid.strenght: unknown generation parameter (did you mean 'strength'?)"),
     ([*IMG2IMG, "+stages.chain.img2img.params.strength=0.1"], "stages.chain.img2img.params.strength: strength 0.1 x "
                                                               "num_inference_steps 4 leaves no denoising step"),
+    ([*IMG2IMG, "+stages.make=[base,img2imgg]"], "stages.make[1]: no stage named 'img2imgg' (did you mean 'img2img'?); "
+                                                "the stages are base, img2img"),
     ([*IMG2IMG, "+stages.chain.again.source=base",  # the same parent, builder and params as img2img
       "+stages.chain.again.builder.pipeline=StableDiffusionImg2ImgPipeline", "+stages.chain.again.params.num_inference_steps=4"],
      "stages.chain.again: item "),
@@ -301,6 +303,62 @@ def test_a_stage_fed_from_the_top_k_of_another_run_by_score_records_its_source(t
         prepare(compose_config([f"+stages.chain.b.source={{run: {source_dir}, top: {{metric: clip_score, k: 1}}}}",
                                 "+stages.chain.b.builder.pipeline=StableDiffusionImg2ImgPipeline"], tmp_path / "x"),
                 read_source=source_reader())
+
+
+def test_make_runs_only_the_stages_asked_for_and_what_they_need(tmp_path: Path) -> None:
+    """`stages.make: [again]` with `again` fed from another run makes only its items: this run's first stage, whose
+    grid here equals the source run's (so its item ids are the source's), is neither made nor loaded."""
+    grid = ["sweep.grid.prompt=[a boat]", "sweep.grid.seed=[0,1,2]", "sweep.params.num_inference_steps=2"]
+    source_dir, source_records = _run(grid, tmp_path / "runs")
+    fed = [*grid, "sweep.name=fed", f"+stages.chain.again.source={{run: {source_dir}, where: {{seed: [0, 2]}}}}",
+           "+stages.chain.again.builder.pipeline=StableDiffusionImg2ImgPipeline",
+           "+stages.chain.again.params.num_inference_steps=4", "+stages.chain.again.params.strength=0.5"]
+    run_dir, records = _run([*fed, "+stages.make=[again]"], tmp_path / "runs")
+    assert [r["stage"] for r in records] == ["again", "again"]
+    assert sorted(r["parent"] for r in records) == sorted(r["item_id"] for r in source_records if r["seed"] != 1)
+    assert {p.name for p in (run_dir / "items").iterdir() if p.suffix == ".png"} == {
+        Path(r["outputs"][0]).name for r in records}
+    info = read_run_json(run_dir)
+    assert info["status"] == "complete" and info["counts"]["planned"] == 2 and "selected_items" not in info
+    attempt = info["attempts"][-1]
+    assert attempt["stages"]["base"]["loads"] == 0 and attempt["stages"]["again"]["generated"] == 2
+    assert (run_dir / "index.html").is_file() and (run_dir / "contact_sheet.png").is_file()
+    assert resume_run(run_dir, out=io.StringIO()).status == "complete"
+    assert read_run_json(run_dir)["attempts"][-1]["counts"]["generated"] == 0
+
+    # the same run without `make` makes the first stage too, and the same children, byte for byte
+    whole_dir, whole = _run(fed, tmp_path / "runs")
+    assert sorted(r["stage"] for r in whole) == ["again", "again", "base", "base", "base"]
+    made = {r["item_id"]: (run_dir / r["outputs"][0]).read_bytes() for r in records}
+    assert made == {r["item_id"]: (whole_dir / r["outputs"][0]).read_bytes() for r in whole if r["stage"] == "again"}
+
+    # as a job array, each task makes its share of the children and nothing of the first stage
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:  # tasks would hold pipes open
+        code = subprocess.run([sys.executable, "-m", "diffsweep", *fed, "+stages.make=[again]", "sweep.batch_size=1",
+                               f"output.root={tmp_path / 'runs'}", "distribute=local", "distribute.tasks=2"],
+                              cwd=tmp_path, stdout=out, stderr=err, timeout=300).returncode
+    assert code == 0, (tmp_path / "err").read_text()
+    array_dir = Path((tmp_path / "out").read_text().strip().splitlines()[-1])
+    arrayed = read_manifest(array_dir)
+    assert {r["item_id"]: (array_dir / r["outputs"][0]).read_bytes() for r in arrayed} == made
+    info = read_run_json(array_dir)
+    assert info["status"] == "complete" and [w["counts"]["generated"] for w in info["workers"]] == [1, 1]
+    assert info["attempts"][-1]["stages"]["base"]["loads"] == 0
+
+    # a stage fed from this run needs its parents: `make: [img2img]` plans the whole chain, `make: [base]` its base
+    chain = ["sweep.grid.prompt=[a boat]", "sweep.grid.seed=[0,1]", *IMG2IMG]
+    for make, stages in (("[img2img]", {"base": 2, "img2img": 2}), ("[base]", {"base": 2, "img2img": 0})):
+        plan = prepare(compose_config([*chain, f"+stages.make={make}"], tmp_path / "plan"), read_source=source_reader())
+        assert isinstance(plan, StagedPlan)
+        assert {name: plan.stage_planned(name) for name in plan.stage_names()} == stages
+        assert sum(len(batch.items) for batch in plan.batches()) == sum(stages.values())
+        assert sum(len(batch.items) for batch, _ in plan.families()) + sum(
+            len(descendants) for _, descendants in plan.families()) == sum(stages.values())
+        printed = io.StringIO()
+        print_plan(plan, printed)
+        assert printed.getvalue().startswith(f"dry run: {sum(stages.values())} items, 2 builder(s), "
+                                             f"{1 + stages['img2img']} batches")
+        assert ("stage img2img: takes image of 'base' into image; not made" in printed.getvalue()) == (make == "[base]")
 
 
 def test_sheets_lay_a_chain_out_by_stage_and_a_child_reruns_with_its_parent(tmp_path: Path) -> None:

@@ -71,6 +71,7 @@ class StageSettings(Section):
 class StagesSettings(Section):
     order: Literal["auto", "breadth", "depth"] = "auto"
     first: str = "base"
+    make: tuple[str, ...] | None = None  # only these stages and the items they need; None: every stage
     chain: dict[str, StageSettings] = Field(default_factory=dict)
 
 

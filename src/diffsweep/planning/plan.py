@@ -298,6 +298,7 @@ class Plan:
         self.total = len(grid)
         self.index_width = max(4, len(str(self.total - 1)))
         self.selected: frozenset[str] | None = None  # see select()
+        self.rerun_of_items = False  # select() was given items to make again (not a narrowing by stages.make)
         self.notes: list[str] = []  # what the plan did not apply as configured, and why
         self._plan_builders()
         self._split_axes()
@@ -531,6 +532,12 @@ class Plan:
             selected.add(found[0])
         self.selected = frozenset(selected)
         self.total = len(self.selected)
+        self.rerun_of_items = True
+
+    @property
+    def size(self) -> int:
+        """Every item of the plan (`total` counts a selection's)."""
+        return len(self.grid)
 
     def items(self) -> Iterator[Item]:
         """Every item (of the selection, if any), builders and call shapes outermost."""

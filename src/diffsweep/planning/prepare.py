@@ -175,6 +175,9 @@ def print_plan(plan: Plan, out: TextIO) -> None:
     for stage in summary.get("stages", ()):
         takes = (f"takes {stage['take']} of '{stage['source']}' into {stage['into']}" if stage["source"] else
                  "the sweep")
+        if not stage["items"]:  # stages.make leaves it out
+            out.write(f"  stage {stage['name']}: {takes}; not made (stages.make)\n")
+            continue
         out.write(f"  stage {stage['name']}: {takes}; {stage['items']} items, {len(stage['builders'])} load(s) "
                   f"(builder {', '.join(stage['builders'])}), {stage['batches']} calls; gives {stage['output']}\n")
     if "order" in summary:

@@ -23,7 +23,7 @@ from diffsweep import hashing
 from diffsweep.conditioning import component_config
 from diffsweep.config.model import RunConfig, SourceRun, StageSettings, SweepSettings
 from diffsweep.config.schema import subschema_checker
-from diffsweep.errors import ConfigError, ConfigIssue, SourceOf
+from diffsweep.errors import ConfigError, ConfigIssue, SourceOf, did_you_mean
 from diffsweep.hub import TINY_PREFIX
 from diffsweep.labels import BUILDER_AXIS
 from diffsweep.media import EXTENSIONS, KINDS
@@ -178,6 +178,8 @@ class StagedPlan(Plan):
             self._make_items(stage, self._parents(stage, by_name, first_output), source_of)
             by_name[stage.name] = stage
         _check_unique(self.stages, source_of)
+        if config.stages.make is not None:
+            self._make_only(config.stages.make, source_of)
         self.order, self.order_reason = _order(config, self)
 
     # ----- planning the stages ----------------------------------------------------------------
@@ -389,13 +391,32 @@ class StagedPlan(Plan):
                 raise ConfigError(ConfigIssue("--item", f"item '{key}' is {'ambiguous' if found else 'not'} in this "
                                                         f"run's plan{' (give more of its id)' if found else ''}"))
             chosen.add(found[0])
-        for item_id in list(chosen):
-            parent = everything[item_id].parent
-            while parent in everything:
-                chosen.add(parent)
-                parent = everything[parent].parent
-        self.selected = frozenset(chosen)
-        self.total = len(chosen)
+        self._narrow(chosen, everything)
+        self.rerun_of_items = True
+
+    def _narrow(self, chosen: Iterable[str], everything: Mapping[str, Item]) -> None:
+        """Plan only the items `chosen` and their ancestors in this run (an item fed from another run folder has
+        none here, even where its parent's id is one of this run's)."""
+        fed_by_run = {stage.name for stage in self.stages if stage.source_run is not None}
+        narrowed = set(chosen)
+        for item_id in list(narrowed):
+            item = everything[item_id]
+            while item.stage not in fed_by_run and item.parent is not None and item.parent in everything:
+                item = everything[item.parent]
+                narrowed.add(item.item_id)
+        self.selected = frozenset(narrowed)
+        self.total = len(narrowed)
+
+    def _make_only(self, names: Iterable[str], source_of: SourceOf) -> None:
+        """`stages.make`: the items of these stages and what they need."""
+        known = self.stage_names()
+        issues = [ConfigIssue(f"stages.make[{position}]", f"no stage named '{name}'{did_you_mean(name, known)}; the "
+                                                          f"stages are {', '.join(known)}", source_of("stages.make"))
+                  for position, name in enumerate(names) if name not in known]
+        if issues:
+            raise ConfigError(issues)
+        everything = {item.item_id: item for item in self._all_items()}
+        self._narrow((item_id for item_id, item in everything.items() if item.stage in set(names)), everything)
 
     def stage_planned(self, name: str) -> int:
         """How many of a stage's items the run plans (of a selection: the selected ones)."""
@@ -475,14 +496,24 @@ class StagedPlan(Plan):
     # ----- families: what one shard of a distributed run holds --------------------------------
     def root_batches(self) -> Iterator[Batch]:
         """The batches of items whose parent is not in the plan, in plan order: the first stage's, then those of each
-        stage fed from another run folder. Every other item descends from an item of exactly one of them."""
-        yield from (replace(batch, stage=self.first_stage) for batch in super()._batches(()))
+        stage fed from another run folder (of a plan narrowed by `stages.make`, those it makes). Every other item
+        descends from an item of exactly one of them."""
+        first = (replace(batch, stage=self.first_stage) for batch in super()._batches(()))
+        yield from (batch for batch in first if self._holds_planned(batch.items))
         for stage in self.stages:
             if stage.source_run is not None:
-                yield from self.stage_batches(stage, stage.items, ())
+                yield from self.stage_batches(stage, stage.items, self._not_planned())
+
+    def _holds_planned(self, items: Iterable[Item]) -> bool:
+        return self.selected is None or any(item.item_id in self.selected for item in items)
+
+    def _not_planned(self) -> Container[str]:
+        """The ids a narrowed plan leaves out (`stages.make`), as a `skip`."""
+        return () if self.selected is None else _NotHeld(self.selected, ())
 
     def families(self) -> Iterator[tuple[Batch, list[Item]]]:
-        """Each root batch with every descendant of its items: their children, the children of those, and so on."""
+        """Each root batch with every planned descendant of its items: their children, the children of those, and so
+        on (of a plan narrowed by `stages.make`, those it makes)."""
         children: dict[str, list[Item]] = {}
         for stage in self.stages:
             if stage.source_run is None:  # a run folder's item ids may equal this plan's: they are no parents here
@@ -495,7 +526,7 @@ class StagedPlan(Plan):
                 found = children.get(parents.pop(), [])
                 descendants += found
                 parents += [child.item_id for child in found]
-            yield batch, descendants
+            yield batch, [item for item in descendants if self.selected is None or item.item_id in self.selected]
 
     def family_batches(self, first: int, stop: int, skip: Container[str]) -> Iterator[Batch]:
         """The batches of root batches `first` up to (not including) `stop` and of every descendant of their items,
@@ -518,19 +549,27 @@ class StagedPlan(Plan):
         return [b for b in self.stage_builders(stage) if b.hash not in later]
 
     def summary(self) -> dict[str, Any]:
-        summary = super().summary()
-        base_items = self.base_total
+        summary = super().summary()  # the first stage's, counted from its call shapes
         summary["items"] = self.total
         per_builder = {b["hash"]: b for b in summary["builders"]}
-        stages = [{"name": self.first_stage, "source": None, "take": None, "into": None, "items": base_items,
+        narrowed = self.selected is not None
+        if narrowed:  # `stages.make`: what the plan makes, item by item
+            for builder in per_builder.values():
+                builder["items"] = 0
+            for item in self.items():
+                per_builder[hashing.short(item.builder_hash)]["items"] += 1
+            summary["batches"] = sum(1 for batch in self.batches() if batch.stage == self.first_stage)
+        stages = [{"name": self.first_stage, "source": None, "take": None, "into": None,
+                   "items": self.stage_planned(self.first_stage),
                    "builders": [b.short for b in self.stage_builders(self.first_stage)],
                    "batches": summary["batches"], "output": self._first_output_kind()}]
         for stage in self.stages:
-            batches = sum(1 for _ in self.stage_batches(stage, stage.items, ()))
-            for item in stage.items:
-                per_builder[hashing.short(item.builder_hash)]["items"] += 1
+            batches = sum(1 for _ in self.stage_batches(stage, stage.items, self._not_planned()))
+            if not narrowed:
+                for item in stage.items:
+                    per_builder[hashing.short(item.builder_hash)]["items"] += 1
             stages.append({"name": stage.name, "source": stage.source, "take": stage.settings.take,
-                           "into": stage.settings.into, "items": len(stage.items),
+                           "into": stage.settings.into, "items": self.stage_planned(stage.name),
                            "builders": [b.short for b in stage.builders], "batches": batches,
                            "output": stage.output})
             summary["batches"] += batches

@@ -59,6 +59,8 @@ def new_run_info(run: RunFolder, plan: Plan) -> RunInfo:
                    device=str(plan.device), counts=Counts(planned=plan.total, skipped=plan.total), attempts=[],
                    builders=builder_records(plan), versions=Versions.model_validate(software_versions()),
                    command=invocation(), optimization=dict(plan.config.optimization), notes=list(plan.notes))
+    if plan.selected is not None:
+        info.plan_size = plan.size
     if isinstance(plan, StagedPlan):
         info.stage_order = StageOrder(order=plan.order, why=plan.order_reason)  # type: ignore[arg-type]
         info.stages = stage_records(plan, info, [])

@@ -85,7 +85,7 @@ def run_sweep(doc: Mapping[str, Any], *, overrides: list[str] | None = None, sou
         run.manifest_path.touch()  # a run folder has a manifest from the start, empty until an item commits
         info = new_run_info(run, plan)
         info.config_hash, info.config_keys = config_hash, config_keys
-        if plan.selected is not None:  # a resume of this folder makes these items, not the whole grid
+        if plan.rerun_of_items and plan.selected is not None:  # a resume makes these items, not the whole grid
             info.selected_items = sorted(plan.selected)
         attempt = new_attempt("run", trusted)
         return _attempt(run, plan, info, attempt, DoneItems(set(), compact=True), cache or process_cache(), out)

@@ -59,7 +59,7 @@ def earlier_runs(run_dir: Path) -> Iterator[RunFolder]:
 def find_reusable(plan: Plan, run: RunFolder, done: set[str]) -> list[PendingItem]:
     """The planned items not `done` that an earlier version of the sweep made, as items for the writer (their
     outputs decoded, their record's time, truncation and scheduler carried over, and where they come from)."""
-    if plan.selected is not None:  # a rerun of some items makes them again, as asked
+    if plan.rerun_of_items:  # a rerun of some items makes them again, as asked
         return []
     wanted: dict[str, Found] = {}
     for earlier in earlier_runs(run.path):

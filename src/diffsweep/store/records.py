@@ -641,6 +641,9 @@ class RunInfo(Record):
     selected_items: list[Digest] | None = Field(
         default=None, description="a rerun of single items (diffsweep-runs rerun --item/--index): the item ids it "
                                   "makes; a resume makes these, not the whole grid")
+    plan_size: Count | None = Field(
+        default=None, description="a run that makes part of its plan (a rerun of single items, stages.make): every "
+                                  "item of the whole plan, made or not; the item indices are below it")
     shards: Count | None = Field(default=None, description="a distributed run: its shard count")
     config_hash: Digest | None = Field(default=None, description="SHA-256 of the config.yaml the run started with")
     config_keys: dict[str, str] | None = Field(
@@ -711,6 +714,8 @@ class RunInfo(Record):
             "attempts": [a.to_json() for a in self.attempts]}
         if self.selected_items is not None:
             record["selected_items"] = self.selected_items
+        if self.plan_size is not None:
+            record["plan_size"] = self.plan_size
         if self.config_hash is not None:
             record.update(config_hash=self.config_hash, config_keys=self.config_keys)
         if self.shards is not None:
