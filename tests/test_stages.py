@@ -320,6 +320,7 @@ def test_make_runs_only_the_stages_asked_for_and_what_they_need(tmp_path: Path) 
         Path(r["outputs"][0]).name for r in records}
     info = read_run_json(run_dir)
     assert info["status"] == "complete" and info["counts"]["planned"] == 2 and "selected_items" not in info
+    assert info["plan_size"] == 5  # the whole chain's: the children's indices are 3 and 4
     attempt = info["attempts"][-1]
     assert attempt["stages"]["base"]["loads"] == 0 and attempt["stages"]["again"]["generated"] == 2
     assert (run_dir / "index.html").is_file() and (run_dir / "contact_sheet.png").is_file()

@@ -415,8 +415,9 @@ class StagedPlan(Plan):
                   for position, name in enumerate(names) if name not in known]
         if issues:
             raise ConfigError(issues)
+        wanted = set(names)
         everything = {item.item_id: item for item in self._all_items()}
-        self._narrow((item_id for item_id, item in everything.items() if item.stage in set(names)), everything)
+        self._narrow((item_id for item_id, item in everything.items() if item.stage in wanted), everything)
 
     def stage_planned(self, name: str) -> int:
         """How many of a stage's items the run plans (of a selection: the selected ones)."""
