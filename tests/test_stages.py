@@ -172,6 +172,7 @@ def test_a_child_id_follows_its_parent_its_builder_and_its_own_params(tmp_path: 
      "stages.chain.img2img.grid.strenght: unknown generation parameter (did you mean 'strength'?)"),
     ([*IMG2IMG, "+stages.chain.img2img.params.strength=0.1"], "stages.chain.img2img.params.strength: strength 0.1 x "
                                                               "num_inference_steps 4 leaves no denoising step"),
+    (["+stages.make=[refine]"], "stages.make[0]: no stage named 'refine'; the stages are base"),  # no later stage
     ([*IMG2IMG, "+stages.make=[base,img2imgg]"], "stages.make[1]: no stage named 'img2imgg' (did you mean 'img2img'?); "
                                                 "the stages are base, img2img"),
     ([*IMG2IMG, "+stages.chain.again.source=base",  # the same parent, builder and params as img2img

@@ -26,7 +26,7 @@ from diffsweep.inputs import FILE_PARAMS, map_paths
 from diffsweep.metrics import check_metrics
 from diffsweep.paths import conf_dir, find_file
 from diffsweep.planning.plan import Plan, load_axes, load_grid
-from diffsweep.planning.stages import SourceReader, StagedPlan
+from diffsweep.planning.stages import SourceReader, StagedPlan, check_make
 
 DRY_RUN_ITEMS = 10  # items a dry run lists; the counts cover all of them
 
@@ -67,6 +67,8 @@ def prepare(doc: Mapping[str, Any], *, source_of: SourceOf = no_source, base_dir
     if inlined:
         config = config.replace(sweep=config.sweep.model_copy(update={"grid": {**config.sweep.grid, **inlined}}))
     if not config.chained:
+        if config.stages is not None and config.stages.make is not None:
+            check_make(config.stages.make, [config.stages.first], source_of)
         return Plan(config, grid, devices.resolve_device(config.device), source_of)
     assert config.stages is not None
     stage_grids = {}

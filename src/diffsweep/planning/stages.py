@@ -409,12 +409,7 @@ class StagedPlan(Plan):
 
     def _make_only(self, names: Iterable[str], source_of: SourceOf) -> None:
         """`stages.make`: the items of these stages and what they need."""
-        known = self.stage_names()
-        issues = [ConfigIssue(f"stages.make[{position}]", f"no stage named '{name}'{did_you_mean(name, known)}; the "
-                                                          f"stages are {', '.join(known)}", source_of("stages.make"))
-                  for position, name in enumerate(names) if name not in known]
-        if issues:
-            raise ConfigError(issues)
+        check_make(names, self.stage_names(), source_of)
         wanted = set(names)
         everything = {item.item_id: item for item in self._all_items()}
         self._narrow((item_id for item_id, item in everything.items() if item.stage in wanted), everything)
@@ -604,6 +599,15 @@ class _NotHeld:
 
 
 # ----- checks of the chain's shape ------------------------------------------------------------------
+def check_make(names: Iterable[str], known: list[str], source_of: SourceOf) -> None:
+    """`stages.make` names stages of the chain (of a sweep without later stages: its first stage)."""
+    issues = [ConfigIssue(f"stages.make[{position}]", f"no stage named '{name}'{did_you_mean(name, known)}; the "
+                                                      f"stages are {', '.join(known)}", source_of("stages.make"))
+              for position, name in enumerate(names) if name not in known]
+    if issues:
+        raise ConfigError(issues)
+
+
 def _check_unique(stages: Iterable[Stage], source_of: SourceOf) -> None:
     """No two later items are the same work (the same parent, builder and params, as when two stages repeat each
     other, or a stage fed from a run of this chain repeats one of its stages): an item id names exactly one item."""
