@@ -757,11 +757,9 @@ def run_layout(run_dir: Path) -> RunLayout:
     a manifest line states; a run larger than a report lays out is refused."""
     info, config = read_info(run_dir), read_config_data(run_dir)
     records = read_records(run_dir)
-    # a rerun of single items, or a chain that makes some of its stages (stages.make), plans part of the whole grid,
-    # which the reports still lay out whole
-    stages = config.get("stages")
-    makes_some = isinstance(stages, Mapping) and stages.get("make") is not None
-    whole = info is not None and info.selected_items is None and not makes_some
+    # a rerun of single items, or a chain that makes some of its stages (stages.make), plans part of the whole grid
+    # (run.json says its size; runs of earlier versions only their selected items), which reports still lay out whole
+    whole = info is not None and info.selected_items is None and info.plan_size is None
     grid = sweep_grid(config, info.counts.planned if info and whole else None)
     size = grid.size if grid else (info.plan_size or info.counts.planned) if info else len(records)
     if size > MAX_REPORT_ITEMS:
